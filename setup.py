@@ -97,7 +97,7 @@ def _extensions():
     if DEBUG:
         compile_args = ["-O0", "-g"]
     else:
-        compile_args = ["-O3", "-ffp-contract=off"]
+        compile_args = ["-O3"]
     if NATIVE:
         compile_args.append("-march=native")
     if sys.platform == "win32":
@@ -106,7 +106,7 @@ def _extensions():
         Extension(
             "skconv." + os.path.splitext(os.path.basename(path))[0],
             [path],
-            include_dirs=[np.get_include()],
+            include_dirs=[np.get_include(), "skconv"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=[],

@@ -8,17 +8,29 @@ Layering (as in scikit-learn's ``_loss.pyx.tp``): point helpers (im2col / col2im
 one sample) -> ``prange`` loops over the batch with an explicit ``n_threads`` -> the
 ``def`` wrappers below, called only by ``skconv.ops`` which has checked every shape.
 
-Each sample is lowered to a column matrix ``col`` of shape ``(C*K0*K1*K2, O0*O1*O2)``
-(im2col) in a per-thread buffer, and the contraction over channels and kernel cells
-is one GEMM through ``scipy.linalg.cython_blas``. Weight and bias gradients are summed
-per fixed-size chunk of samples and the chunks are added in order afterwards, so the
-result does not depend on the number of threads.
+Two paths, chosen per call:
+
+- stride 1 on every axis ("shifted rows"): each sample is copied once into a
+  zero-padded per-thread buffer. Row ``r = (c, k0, k1, k2)`` of the im2col matrix is
+  then the padded buffer read from offset ``offset[r]`` on, if the output is computed
+  over "wide" positions that run across the padded rows (the few wide positions that
+  fall in the padding are computed and dropped). The contraction is a register-blocked
+  micro-kernel (``_microkernels.h``) instead of BLAS: LeNet-sized GEMMs have one tiny
+  side (6 or 16 filters) where BLAS spends its time packing. The input gradient is the
+  same trick on the zero-padded output gradient with the flipped kernel ("full"
+  correlation), so no col2im scatter is needed.
+- any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
+  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
+
+Weight and bias gradients are summed per fixed chunk of samples (the chunking depends
+only on the batch size) and the chunks are added in order afterwards, so results are
+bitwise identical whatever the number of threads.
 """
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -27,6 +39,48 @@ import numpy as np
 # Samples per reduction chunk of the weight/bias gradients. A constant (not a
 # function of n_threads) so that the summation order never changes.
 _REDUCTION_CHUNKS = 16
+
+
+cdef extern from "_microkernels.h" nogil:
+    enum: SKC_SLACK
+    void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const float *A, Py_ssize_t a_row, Py_ssize_t a_col,
+                       const float *B, const Py_ssize_t *b_off,
+                       float *C, Py_ssize_t ldc, int accumulate)
+    void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const double *A, Py_ssize_t a_row, Py_ssize_t a_col,
+                       const double *B, const Py_ssize_t *b_off,
+                       double *C, Py_ssize_t ldc, int accumulate)
+    void skc_dotgemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
+                       const float *A, Py_ssize_t lda,
+                       const float *B, const Py_ssize_t *b_off,
+                       float *C, Py_ssize_t ldc, int accumulate)
+    void skc_dotgemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
+                       const double *A, Py_ssize_t lda,
+                       const double *B, const Py_ssize_t *b_off,
+                       double *C, Py_ssize_t ldc, int accumulate)
+
+
+cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
+                          const floating *B, const Py_ssize_t *b_off,
+                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[i, p] (+)= sum_k A[i*a_row + k*a_col] * B[b_off[k] + p]; see _microkernels.h."""
+    if floating is float:
+        skc_rowgemm_f(M, N, K, A, a_row, a_col, B, b_off, C, ldc, accumulate)
+    else:
+        skc_rowgemm_d(M, N, K, A, a_row, a_col, B, b_off, C, ldc, accumulate)
+
+
+cdef inline void _dotgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
+                          const floating *A, Py_ssize_t lda,
+                          const floating *B, const Py_ssize_t *b_off,
+                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[i, j] (+)= sum_p A[i*lda + p] * B[b_off[j] + p]; see _microkernels.h."""
+    if floating is float:
+        skc_dotgemm_f(M, N, P, A, lda, B, b_off, C, ldc, accumulate)
+    else:
+        skc_dotgemm_d(M, N, P, A, lda, B, b_off, C, ldc, accumulate)
 
 
 cdef inline void _gemm(char transa, char transb, int m, int n, int k,
@@ -182,6 +236,200 @@ cdef bint _is_pointwise(const Geometry *g) noexcept nogil:
     return True
 
 
+cdef bint _unit_stride(const Geometry *g) noexcept nogil:
+    return g.stride[0] == 1 and g.stride[1] == 1 and g.stride[2] == 1
+
+
+# --------------------------------------------------------------------------------
+# Stride-1 path: zero-padded copies and shifted-row micro-kernels
+# --------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept nogil:
+    """Round up to the micro-kernels' slack unit (they run whole vectors past the end)."""
+    return (n + SKC_SLACK - 1) // SKC_SLACK * SKC_SLACK
+
+
+cdef void _pad_copy(const floating *src,         # IN  (n_planes, S0, S1, S2)
+                    Py_ssize_t n_planes,
+                    const Py_ssize_t *size,      # IN  S0, S1, S2
+                    floating *dst,               # OUT n_planes * dst_plane + SKC_SLACK
+                    const Py_ssize_t *dsize,     # IN  T0, T1, T2: grid inside a plane
+                    Py_ssize_t dst_plane,        # IN  plane stride >= T0 * T1 * T2
+                    const Py_ssize_t *lo) noexcept nogil:  # IN  where src starts in dst
+    """Copy planes into a zeroed, larger grid; the slack after the last plane is zeroed
+    too, because the micro-kernels read it (and 0 * garbage may be NaN)."""
+    cdef:
+        Py_ssize_t c, i0, i1
+        Py_ssize_t src_plane = size[0] * size[1] * size[2]
+        const floating *s
+        floating *d
+    memset(dst, 0, (n_planes * dst_plane + SKC_SLACK) * sizeof(floating))
+    for c in range(n_planes):
+        for i0 in range(size[0]):
+            for i1 in range(size[1]):
+                s = src + c * src_plane + (i0 * size[1] + i1) * size[2]
+                d = dst + c * dst_plane + ((i0 + lo[0]) * dsize[1] + i1 + lo[1]) * dsize[2] + lo[2]
+                memcpy(d, s, size[2] * sizeof(floating))
+
+
+cdef void _compact(const floating *wide,         # IN  (n_planes, wide_plane) wide positions
+                   Py_ssize_t n_planes, Py_ssize_t wide_plane,
+                   const Py_ssize_t *wsize,      # IN  sizes of the padded grid it spans
+                   const Py_ssize_t *size,       # IN  O0, O1, O2 kept per plane
+                   const floating *bias,         # IN  (n_planes,) or NULL
+                   floating *dst) noexcept nogil:  # OUT (n_planes, O0, O1, O2)
+    """Keep the real output positions of a wide result (and add the bias)."""
+    cdef:
+        Py_ssize_t c, o0, o1, o2
+        floating bc
+        const floating *s
+    for c in range(n_planes):
+        bc = bias[c] if bias != NULL else 0
+        for o0 in range(size[0]):
+            for o1 in range(size[1]):
+                s = wide + c * wide_plane + (o0 * wsize[1] + o1) * wsize[2]
+                for o2 in range(size[2]):
+                    dst[o2] = s[o2] + bc
+                dst += size[2]
+
+
+cdef struct Shifted:
+    Py_ssize_t xp[3]        # zero-padded input sizes: O + dil * (K - 1) per axis
+    Py_ssize_t xp_plane     # xp[0] * xp[1] * xp[2]
+    Py_ssize_t x_wide       # wide output positions spanned on the padded input grid
+    Py_ssize_t gp[3]        # zero-padded grad_y sizes for the input-gradient pass
+    Py_ssize_t gp_lo[3]     # where grad_y starts in it: dil * (K - 1)
+    Py_ssize_t gp_plane
+    Py_ssize_t g_wide       # wide input-gradient positions spanned on the grad_y grid
+    Py_ssize_t gy_plane     # out[0] * xp[1] * xp[2]: grad_y laid on the padded grid
+    # Row strides of the wide buffers, rounded up for the micro-kernels' slack.
+    Py_ssize_t x_wide_ld
+    Py_ssize_t g_wide_ld
+    Py_ssize_t gy_ld
+
+
+cdef Shifted _shifted(const Geometry *g) noexcept nogil:
+    cdef Shifted sh
+    cdef int a
+    cdef Py_ssize_t reach, hi
+    for a in range(3):
+        reach = g.dil[a] * (g.ksize[a] - 1)
+        sh.xp[a] = g.out[a] + reach
+        hi = sh.xp[a] - g.size[a] - g.pad[a]
+        sh.gp_lo[a] = reach
+        # grad_x[i] reads grad_y_padded[i + lo + k' * dil] for k' < K.
+        sh.gp[a] = reach + g.out[a] + max(0, reach - hi)
+    sh.xp_plane = sh.xp[0] * sh.xp[1] * sh.xp[2]
+    sh.x_wide = ((g.out[0] - 1) * sh.xp[1] + g.out[1] - 1) * sh.xp[2] + g.out[2]
+    sh.gp_plane = sh.gp[0] * sh.gp[1] * sh.gp[2]
+    sh.g_wide = ((g.size[0] - 1) * sh.gp[1] + g.size[1] - 1) * sh.gp[2] + g.size[2]
+    sh.gy_plane = g.out[0] * sh.xp[1] * sh.xp[2]
+    sh.x_wide_ld = _round_up(sh.x_wide)
+    sh.g_wide_ld = _round_up(sh.g_wide)
+    sh.gy_ld = _round_up(sh.gy_plane)
+    return sh
+
+
+def _shifted_offsets(tuple x_shape, tuple w_shape, tuple y_shape,
+                     tuple stride, tuple pad_lo, tuple dilation):
+    """Row offsets of the forward/weight-gradient and input-gradient micro-kernels.
+
+    Returns
+    -------
+    forward : ndarray of intp, shape (C*K0*K1*K2,)
+        Row ``(c, k0, k1, k2)`` starts at ``c*plane + sum_a k_a*dil_a*stride_a`` in the
+        zero-padded input.
+    backward : ndarray of intp, shape (D*K0*K1*K2,)
+        Row ``(d, k0', k1', k2')`` of the flipped kernel starts at
+        ``d*plane + sum_a (lo_a + k_a'*dil_a)*stride_a`` in the padded grad_y.
+    """
+    cdef:
+        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        Shifted sh = _shifted(&g)
+        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+        Py_ssize_t n_filters = w_shape[0]
+        Py_ssize_t c, t, k0, k1, k2, tap_fwd, tap_bwd
+        Py_ssize_t[::1] forward = np.empty(g.channels * n_taps, dtype=np.intp)
+        Py_ssize_t[::1] backward = np.empty(n_filters * n_taps, dtype=np.intp)
+    # Plain loops: numpy on these tiny arrays cost more than the kernel on a sample.
+    t = 0
+    for k0 in range(g.ksize[0]):
+        for k1 in range(g.ksize[1]):
+            for k2 in range(g.ksize[2]):
+                tap_fwd = (k0 * g.dil[0] * sh.xp[1] + k1 * g.dil[1]) * sh.xp[2] + k2 * g.dil[2]
+                tap_bwd = (((g.pad[0] + k0 * g.dil[0]) * sh.gp[1] + g.pad[1] + k1 * g.dil[1])
+                           * sh.gp[2] + g.pad[2] + k2 * g.dil[2])
+                for c in range(g.channels):
+                    forward[c * n_taps + t] = c * sh.xp_plane + tap_fwd
+                for c in range(n_filters):
+                    backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
+                t += 1
+    return forward.base, backward.base
+
+
+cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
+                           const floating[:, :, :, :, ::1] w,
+                           const floating *bias,
+                           floating[:, :, :, :, ::1] y,
+                           const Py_ssize_t[::1] offsets,
+                           const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Shifted sh = _shifted(g)
+        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0], n
+        floating *xp = NULL
+        floating *wide = NULL
+    with parallel(num_threads=n_threads):
+        xp = <floating *> malloc((g.channels * sh.xp_plane + SKC_SLACK) * sizeof(floating))
+        wide = <floating *> malloc(n_filters * sh.x_wide_ld * sizeof(floating))
+        for n in prange(n_samples, schedule="static"):
+            _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
+            _rowgemm(n_filters, sh.x_wide, g.n_rows, &w[0, 0, 0, 0, 0], g.n_rows, 1,
+                     xp, &offsets[0], wide, sh.x_wide_ld, False)
+            _compact(wide, n_filters, sh.x_wide_ld, sh.xp, g.out, bias, &y[n, 0, 0, 0, 0])
+        free(xp)
+        free(wide)
+
+
+cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
+                          const floating[:, :, :, :, ::1] w,
+                          const floating *bias,
+                          floating[:, :, :, :, ::1] y,
+                          const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
+        Py_ssize_t n, d, p
+        bint pointwise = _is_pointwise(g)
+        floating beta
+        floating *col = NULL
+        const floating *col_in
+        floating *y_n
+    with parallel(num_threads=n_threads):
+        if not pointwise:
+            col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
+        for n in prange(n_samples, schedule="static"):
+            y_n = &y[n, 0, 0, 0, 0]
+            if pointwise:
+                col_in = &x[n, 0, 0, 0, 0]
+            else:
+                _im2col(x[n], g, col)
+                col_in = col
+            beta = 0
+            if bias != NULL:
+                beta = 1
+                for d in range(n_filters):
+                    for p in range(g.n_cols):
+                        y_n[d * g.n_cols + p] = bias[d]
+            # Row-major y_n (D, P) = w (D, R) @ col (R, P), written column-major.
+            _gemm(c'N', c'N', <int> g.n_cols, <int> n_filters, <int> g.n_rows,
+                  1, col_in, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
+                  beta, y_n, <int> g.n_cols)
+        free(col)
+
+
+def _shape5(array):
+    return tuple(array.shape)
+
+
 def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2)
                  const floating[:, :, :, :, ::1] w,      # IN  (D, C, K0, K1, K2)
                  const floating[::1] b,                  # IN  (D,) or None
@@ -193,40 +441,31 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
     Shapes are trusted: ``skconv.ops.conv`` checks them. ``y`` is overwritten.
     """
     cdef:
-        Geometry g = _geometry((x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]), (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4]),
-                               (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4]), stride, pad_lo, dilation)
-        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
-        Py_ssize_t n, d, p
-        bint has_bias = b is not None
-        bint pointwise = _is_pointwise(&g)
-        floating beta
-        floating *col = NULL
-        const floating *col_in
-        floating *y_n
-    if n_samples == 0:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        const floating *bias = &b[0] if b is not None else NULL
+        const Py_ssize_t[::1] offsets
+    if x.shape[0] == 0:
         return
-    n_threads = max(1, min(n_threads, n_samples))
-    with nogil, parallel(num_threads=n_threads):
-        if not pointwise:
-            col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
-        for n in prange(n_samples, schedule="static"):
-            y_n = &y[n, 0, 0, 0, 0]
-            if pointwise:
-                col_in = &x[n, 0, 0, 0, 0]
-            else:
-                _im2col(x[n], &g, col)
-                col_in = col
-            beta = 0
-            if has_bias:
-                beta = 1
-                for d in range(n_filters):
-                    for p in range(g.n_cols):
-                        y_n[d * g.n_cols + p] = b[d]
-            # Row-major y_n (D, P) = w (D, R) @ col (R, P), written column-major.
-            _gemm(c'N', c'N', <int> g.n_cols, <int> n_filters, <int> g.n_rows,
-                  1, col_in, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
-                  beta, y_n, <int> g.n_cols)
-        free(col)
+    n_threads = max(1, min(n_threads, x.shape[0]))
+    if _unit_stride(&g):
+        offsets = _shifted_offsets(x_shape, w_shape, y_shape, stride, pad_lo, dilation)[0]
+        with nogil:
+            _forward_shifted(x, w, bias, y, offsets, &g, n_threads)
+    else:
+        with nogil:
+            _forward_im2col(x, w, bias, y, &g, n_threads)
+
+
+def uses_blas(tuple stride, bint inputs_finite=True):
+    """Whether a call goes through BLAS (the im2col path).
+
+    The caller limits BLAS to one thread around such calls, since the kernels call it
+    from inside their own parallel region.
+    """
+    return any(s != 1 for s in stride) or not inputs_finite
 
 
 def n_reduction_chunks(Py_ssize_t n_samples):
@@ -236,6 +475,136 @@ def n_reduction_chunks(Py_ssize_t n_samples):
     return min(n_samples, _REDUCTION_CHUNKS)
 
 
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
+                                    Py_ssize_t n_samples) noexcept nogil:
+    """First sample of a reduction chunk: ceil(chunk * N / n_chunks)."""
+    return (chunk * n_samples + n_chunks - 1) // n_chunks
+
+
+cdef void _add_bias_grad(const floating *gy_n, Py_ssize_t n_filters, Py_ssize_t plane,
+                         floating *gb, bint first) noexcept nogil:
+    """gb[d] (+)= sum_p gy_n[d, p], summed in order."""
+    cdef Py_ssize_t d, p
+    cdef floating acc
+    for d in range(n_filters):
+        acc = 0
+        for p in range(plane):
+            acc = acc + gy_n[d * plane + p]
+        if first:
+            gb[d] = acc
+        else:
+            gb[d] = gb[d] + acc
+
+
+cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
+                            const floating[:, :, :, :, ::1] x,
+                            const floating[:, :, :, :, ::1] w_flipped,  # (C, D, K0, K1, K2)
+                            floating[:, :, :, :, ::1] grad_x,           # or None
+                            floating[:, ::1] grad_w_chunks,
+                            floating[:, ::1] grad_b_chunks,
+                            const Py_ssize_t[::1] offsets_fwd,
+                            const Py_ssize_t[::1] offsets_bwd,
+                            const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Shifted sh = _shifted(g)
+        Py_ssize_t n_samples = x.shape[0], n_filters = grad_y.shape[1]
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+        Py_ssize_t chunk, n, start, stop
+        Py_ssize_t zero3[3]
+        Py_ssize_t gy_grid[3]
+        bint want_grad_x = grad_x is not None
+        floating *xp = NULL
+        floating *gy_wide = NULL
+        floating *gyp = NULL
+        floating *gx_wide = NULL
+    zero3[0] = zero3[1] = zero3[2] = 0
+    gy_grid[0] = g.out[0]
+    gy_grid[1] = sh.xp[1]
+    gy_grid[2] = sh.xp[2]
+    with parallel(num_threads=n_threads):
+        xp = <floating *> malloc((g.channels * sh.xp_plane + SKC_SLACK) * sizeof(floating))
+        gy_wide = <floating *> malloc((n_filters * sh.gy_ld + SKC_SLACK) * sizeof(floating))
+        if want_grad_x:
+            gyp = <floating *> malloc((n_filters * sh.gp_plane + SKC_SLACK) * sizeof(floating))
+            gx_wide = <floating *> malloc(g.channels * sh.g_wide_ld * sizeof(floating))
+        for chunk in prange(n_chunks, schedule="static"):
+            # Assigned (not written through a pointer) so that prange makes them private.
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            for n in range(start, stop):
+                _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane,
+                          g.pad)
+                # grad_y laid on the padded input grid, zeros where wide positions
+                # fall in the padding, so the dot products skip them for free.
+                _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gy_wide, gy_grid,
+                          sh.gy_ld, zero3)
+                _dotgemm(n_filters, g.n_rows, sh.x_wide, gy_wide, sh.gy_ld,
+                         xp, &offsets_fwd[0], &grad_w_chunks[chunk, 0], g.n_rows,
+                         n != start)
+                _add_bias_grad(&grad_y[n, 0, 0, 0, 0], n_filters, g.n_cols,
+                               &grad_b_chunks[chunk, 0], n == start)
+                if want_grad_x:
+                    _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gyp, sh.gp,
+                              sh.gp_plane, sh.gp_lo)
+                    _rowgemm(g.channels, sh.g_wide, n_filters * n_taps,
+                             &w_flipped[0, 0, 0, 0, 0], n_filters * n_taps, 1,
+                             gyp, &offsets_bwd[0], gx_wide, sh.g_wide_ld, False)
+                    _compact(gx_wide, g.channels, sh.g_wide_ld, sh.gp, g.size, NULL,
+                             &grad_x[n, 0, 0, 0, 0])
+        free(xp)
+        free(gy_wide)
+        free(gyp)
+        free(gx_wide)
+
+
+cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
+                           const floating[:, :, :, :, ::1] x,
+                           const floating[:, :, :, :, ::1] w,
+                           floating[:, :, :, :, ::1] grad_x,
+                           floating[:, ::1] grad_w_chunks,
+                           floating[:, ::1] grad_b_chunks,
+                           const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+        Py_ssize_t chunk, n, start, stop
+        bint want_grad_x = grad_x is not None
+        bint pointwise = _is_pointwise(g)
+        floating zero = 0, one = 1
+        floating *col = NULL
+        const floating *col_in
+        const floating *gy_n
+        floating *gw
+    with parallel(num_threads=n_threads):
+        col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
+        for chunk in prange(n_chunks, schedule="static"):
+            # Assigned (not written through a pointer) so that prange makes them private.
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            gw = &grad_w_chunks[chunk, 0]
+            for n in range(start, stop):
+                gy_n = &grad_y[n, 0, 0, 0, 0]
+                if pointwise:
+                    col_in = &x[n, 0, 0, 0, 0]
+                else:
+                    _im2col(x[n], g, col)
+                    col_in = col
+                # Row-major gw (D, R) += gy_n (D, P) @ col^T (P, R).
+                _gemm(c'T', c'N', <int> g.n_rows, <int> n_filters, <int> g.n_cols,
+                      one, col_in, <int> g.n_cols, gy_n, <int> g.n_cols,
+                      zero if n == start else one, gw, <int> g.n_rows)
+                _add_bias_grad(gy_n, n_filters, g.n_cols, &grad_b_chunks[chunk, 0],
+                               n == start)
+                if want_grad_x:
+                    # Row-major col (R, P) = w^T (R, D) @ gy_n (D, P).
+                    _gemm(c'N', c'T', <int> g.n_cols, <int> g.n_rows, <int> n_filters,
+                          one, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
+                          zero, col, <int> g.n_cols)
+                    _col2im_add(col, g, grad_x[n])
+        free(col)
+
+
 def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, O2)
                   const floating[:, :, :, :, ::1] x,       # IN  (N, C, X0, X1, X2)
                   const floating[:, :, :, :, ::1] w,       # IN  (D, C, K0, K1, K2)
@@ -243,64 +612,41 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
                   floating[:, ::1] grad_w_chunks,          # OUT (n_chunks, D*R) scratch
                   floating[:, ::1] grad_b_chunks,          # OUT (n_chunks, D) scratch
                   tuple stride, tuple pad_lo, tuple dilation,
-                  int n_threads):
+                  int n_threads, bint inputs_finite=True):
     """Gradients of ``conv_forward`` with respect to x (if ``grad_x`` is given), w and b.
 
-    Sample ``n`` belongs to chunk ``n * n_chunks // N``; row ``k`` of
-    ``grad_w_chunks``/``grad_b_chunks`` receives that chunk's sum, samples added in
-    order. The caller adds the rows in order. ``grad_x`` must be zero on entry.
+    ``inputs_finite=False`` forces the im2col path: the shifted path multiplies the
+    zeros it lays between rows by real cells, and 0 * inf = NaN would leak into sums
+    that do not mathematically contain the infinite cell.
+
+    Samples are split into ``n_chunks = grad_w_chunks.shape[0]`` contiguous chunks
+    (chunk ``k`` holds samples ``ceil(k*N/n_chunks)`` up to ``ceil((k+1)*N/n_chunks)``);
+    row ``k`` of ``grad_w_chunks``/``grad_b_chunks`` receives that chunk's sum, samples
+    added in order. The caller adds the rows in order. ``grad_x`` must be zero on entry.
     """
     cdef:
-        Geometry g = _geometry((x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]), (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4]),
-                               (grad_y.shape[0], grad_y.shape[1], grad_y.shape[2], grad_y.shape[3], grad_y.shape[4]), stride, pad_lo, dilation)
-        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
-        Py_ssize_t n_chunks = grad_w_chunks.shape[0]
-        Py_ssize_t chunk, n, start, stop, d, p
-        bint want_grad_x = grad_x is not None
-        bint pointwise = _is_pointwise(&g)
-        floating acc
-        floating zero = 0, one = 1
-        floating *col = NULL
-        const floating *col_in
-        const floating *gy_n
-        floating *gw
-    if n_samples == 0:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        tuple y_shape = (grad_y.shape[0], grad_y.shape[1], grad_y.shape[2],
+                         grad_y.shape[3], grad_y.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        const Py_ssize_t[::1] offsets_fwd
+        const Py_ssize_t[::1] offsets_bwd
+        const floating[:, :, :, :, ::1] w_flipped
+    if x.shape[0] == 0:
         return
-    n_threads = max(1, min(n_threads, n_chunks))
-    with nogil, parallel(num_threads=n_threads):
-        col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
-        for chunk in prange(n_chunks, schedule="static"):
-            start = (chunk * n_samples + n_chunks - 1) // n_chunks
-            stop = ((chunk + 1) * n_samples + n_chunks - 1) // n_chunks
-            gw = &grad_w_chunks[chunk, 0]
-            for n in range(start, stop):
-                gy_n = &grad_y[n, 0, 0, 0, 0]
-                if pointwise:
-                    col_in = &x[n, 0, 0, 0, 0]
-                else:
-                    _im2col(x[n], &g, col)
-                    col_in = col
-                # Row-major gw (D, R) += gy_n (D, P) @ col^T (P, R).
-                _gemm(c'T', c'N', <int> g.n_rows, <int> n_filters, <int> g.n_cols,
-                      1, col_in, <int> g.n_cols, gy_n, <int> g.n_cols,
-                      zero if n == start else one, gw, <int> g.n_rows)
-                for d in range(n_filters):
-                    acc = 0
-                    for p in range(g.n_cols):
-                        acc = acc + gy_n[d * g.n_cols + p]
-                    if n == start:
-                        grad_b_chunks[chunk, d] = acc
-                    else:
-                        grad_b_chunks[chunk, d] += acc
-                if want_grad_x:
-                    if pointwise:
-                        # Row-major grad_x[n] (C, P) = w^T (C, D) @ gy_n (D, P).
-                        _gemm(c'N', c'T', <int> g.n_cols, <int> g.n_rows, <int> n_filters,
-                              1, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
-                              0, &grad_x[n, 0, 0, 0, 0], <int> g.n_cols)
-                    else:
-                        _gemm(c'N', c'T', <int> g.n_cols, <int> g.n_rows, <int> n_filters,
-                              1, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
-                              0, col, <int> g.n_cols)
-                        _col2im_add(col, &g, grad_x[n])
-        free(col)
+    n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
+    if _unit_stride(&g) and inputs_finite:
+        offsets_fwd, offsets_bwd = _shifted_offsets(
+            x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
+        # "full" correlation of grad_y with the flipped kernel.
+        w_flipped = np.ascontiguousarray(
+            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4))
+        with nogil:
+            _backward_shifted(grad_y, x, w_flipped, grad_x, grad_w_chunks, grad_b_chunks,
+                              offsets_fwd, offsets_bwd, &g, n_threads)
+    else:
+        with nogil:
+            _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
+                             &g, n_threads)

@@ -156,3 +156,29 @@ def to_3d(shape_or_tuple, fill):
 def view_3d(array):
     """View ``(N, C, *spatial)`` as ``(N, C, S0, S1, S2)`` with leading singleton axes."""
     return array.reshape(array.shape[:2] + to_3d(array.shape[2:], 1))
+
+
+def check_pool_windows(in_shape, window, stride, pads, name):
+    """Raise unless every pooling window fits the padded input and holds a real cell.
+
+    Pooling skips padded cells, so a window made only of padding has no max, min or
+    mean. Real cells are contiguous, so checking the first and the last window of each
+    axis covers every window in between. 'same' padding always passes (its low pad is
+    below the window and its last window starts inside the input).
+    """
+    for axis, (size, k, s, (lo, hi)) in enumerate(zip(in_shape, window, stride, pads)):
+        if k > size + lo + hi:
+            raise ValueError(
+                f"pool_size {tuple(window)} is larger than the padded input on spatial "
+                f"axis {axis}: {name} spatial shape {tuple(in_shape)}, padding "
+                f"{[tuple(p) for p in pads]}"
+            )
+        n_out = (size + lo + hi - k) // s + 1
+        last_start = (n_out - 1) * s - lo
+        if lo >= k or last_start >= size:
+            raise ValueError(
+                f"padding {[tuple(p) for p in pads]} leaves a pooling window with no real "
+                f"cell on spatial axis {axis} (pool_size {tuple(window)}, stride "
+                f"{tuple(stride)}, {name} spatial shape {tuple(in_shape)}); padding must "
+                f"be smaller than the window on each side"
+            )

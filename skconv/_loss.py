@@ -1,0 +1,137 @@
+"""Softmax cross-entropy for the classifier's output layer (private).
+
+Everything works on raw scores (logits) and goes through a max-shifted log-sum-exp, so
+no ``exp`` ever overflows and no ``log`` ever sees 0, whatever the magnitude of the
+logits. float32 logits give float32 probabilities and gradients.
+"""
+
+import numpy as np
+
+__all__ = ["log_softmax", "softmax", "softmax_cross_entropy"]
+
+
+def _check_logits(logits):
+    logits = np.asarray(logits)
+    if logits.dtype not in (np.float32, np.float64):
+        logits = logits.astype(np.float64)
+    if logits.ndim != 2:
+        raise ValueError(
+            f"logits must have shape (n_samples, n_classes), got shape {logits.shape}"
+        )
+    return logits
+
+
+def log_softmax(logits):
+    """Row-wise log of the softmax, computed stably.
+
+    ``log_softmax(z)[i] = s - log(sum(exp(s)))`` with ``s = z[i] - max(z[i])``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes), float32 or float64
+
+    Returns
+    -------
+    log_proba : ndarray of shape (n_samples, n_classes), dtype of ``logits``
+        Finite for finite logits (no ``-inf`` even for a gap of 1e4 between classes).
+    """
+    logits = _check_logits(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    # After the shift the largest term of each row is exp(0) = 1, so the sum is in
+    # [1, n_classes] and its log is finite.
+    log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    shifted -= log_norm
+    return shifted
+
+
+def softmax(logits):
+    """Row-wise softmax, computed stably (for ``predict_proba``).
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes), float32 or float64
+
+    Returns
+    -------
+    proba : ndarray of shape (n_samples, n_classes), dtype of ``logits``
+        Rows sum to 1 (up to rounding); entries lie in [0, 1].
+    """
+    logits = _check_logits(logits)
+    proba = logits - logits.max(axis=1, keepdims=True)
+    np.exp(proba, out=proba)
+    proba /= proba.sum(axis=1, keepdims=True)
+    return proba
+
+
+def softmax_cross_entropy(logits, y_index, sample_weight=None):
+    """Mean softmax cross-entropy and its gradient with respect to the logits.
+
+    ``loss = sum_i w_i * l_i / sum_i w_i`` with ``l_i = -log_softmax(logits)[i, y_i]``
+    (``w_i = 1`` without weights, i.e. the plain mean), and
+    ``grad_logits[i] = w_i * (softmax(logits)[i] - onehot(y_i)) / sum_j w_j``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes), float32 or float64
+        Raw scores of the output layer.
+    y_index : array-like of int of shape (n_samples,)
+        True class of each sample, in ``[0, n_classes)``.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights; a weight of 2 counts like a duplicated sample. When they
+        sum to 0 there is nothing to learn from the batch: the loss and gradient are 0.
+
+    Returns
+    -------
+    loss : float
+        The (weighted) mean loss; the per-sample losses are summed in float64.
+    grad_logits : ndarray of shape (n_samples, n_classes), dtype of ``logits``
+        Exact gradient of ``loss`` with respect to ``logits``.
+
+    Raises
+    ------
+    ValueError
+        When shapes disagree or a class index is out of range.
+    """
+    logits = _check_logits(logits)
+    n_samples, n_classes = logits.shape
+    y_index = np.asarray(y_index)
+    if y_index.shape != (n_samples,):
+        raise ValueError(
+            f"y_index must have shape ({n_samples},) to match logits with shape "
+            f"{logits.shape}, got shape {y_index.shape}"
+        )
+    if n_samples and y_index.dtype.kind not in "iu":
+        raise ValueError(f"y_index must hold integers, got dtype {y_index.dtype}")
+    if n_samples and (y_index.min() < 0 or y_index.max() >= n_classes):
+        raise ValueError(
+            f"y_index must lie in [0, {n_classes}) for logits with shape "
+            f"{logits.shape}, got values in [{y_index.min()}, {y_index.max()}]"
+        )
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (n_samples,):
+            raise ValueError(
+                f"sample_weight must have shape ({n_samples},) to match logits with "
+                f"shape {logits.shape}, got shape {sample_weight.shape}"
+            )
+
+    rows = np.arange(n_samples)
+    log_proba = log_softmax(logits)
+    nll = -log_proba[rows, y_index].astype(np.float64)
+    if sample_weight is None:
+        total_weight = float(n_samples)
+        loss = float(nll.sum()) / total_weight if n_samples else 0.0
+    else:
+        total_weight = float(sample_weight.sum())
+        loss = float(np.dot(sample_weight, nll)) / total_weight if total_weight else 0.0
+
+    # softmax - onehot, reusing the log-proba buffer.
+    grad = np.exp(log_proba, out=log_proba)
+    grad[rows, y_index] -= 1
+    if total_weight == 0:
+        grad[...] = 0
+    elif sample_weight is None:
+        grad /= total_weight
+    else:
+        grad *= (sample_weight / total_weight).astype(grad.dtype)[:, None]
+    return loss, grad

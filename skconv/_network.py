@@ -1,0 +1,474 @@
+"""A sequential network of layers, the L2 penalty, and the LeNet-5 builder (private).
+
+The estimator drives this module; it calls down into :mod:`skconv._layers` and never
+the other way round. A typical training step::
+
+    net = build_lenet5((1, 28, 28), n_classes=10)
+    net.initialize((1, 28, 28), check_random_state(0), np.float32)
+    optimizer = Adam(net.params, learning_rate=1e-3)
+    ...
+    logits = net.forward(x_batch, n_jobs, training=True)
+    loss, grad = softmax_cross_entropy(logits, y_batch, sw_batch)
+    # scikit-learn's MLP scales L2 by the batch's total sample weight
+    batch_size = len(x_batch) if sw_batch is None else sw_batch.sum()
+    loss += l2_penalty(net, alpha, batch_size)
+    net.backward(grad, n_jobs)
+    add_l2_gradient(net, alpha, batch_size)
+    optimizer.update(net.grads)
+"""
+
+import numbers
+
+import numpy as np
+
+from ._activations import get_activation
+from ._layers import (
+    POOL_MODES,
+    Activation,
+    Conv,
+    Dense,
+    Flatten,
+    Layer,
+    Pool,
+)
+from ._validation import MAX_SPATIAL_DIMS
+
+__all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_penalty"]
+
+
+def _layer_step(i, layer, shape, network_input, fn, *args):
+    """``fn(shape, *args)`` with any ValueError re-raised naming the layer."""
+    try:
+        return tuple(fn(shape, *args))
+    except ValueError as exc:
+        raise ValueError(
+            f"layer {i} ({type(layer).__name__}) cannot take input shape {shape} "
+            f"(network input shape {network_input}): {exc}"
+        ) from None
+
+
+class Network:
+    """A stack of layers applied in order.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers, first to last. The list is copied; the layers are not.
+
+    Attributes
+    ----------
+    layers : list of Layer
+    input_shape, output_shape : tuple of int or None
+        Shapes of one sample (no batch axis), set by :meth:`initialize`.
+    dtype : numpy dtype or None
+        Parameter and computation dtype, set by :meth:`initialize`.
+    """
+
+    def __init__(self, layers):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is not a Layer: {layer!r}")
+        self.layers = layers
+        self.input_shape = None
+        self.output_shape = None
+        self.dtype = None
+
+    def compute_output_shape(self, input_shape):
+        """Run shape inference only (no allocation) and return the output shape.
+
+        Raises
+        ------
+        ValueError
+            When some layer cannot take the shape produced by the previous ones; the
+            message names the layer's index and type and the shapes.
+        """
+        network_input = shape = tuple(int(s) for s in input_shape)
+        for i, layer in enumerate(self.layers):
+            shape = _layer_step(i, layer, shape, network_input,
+                                layer.compute_output_shape)
+        return shape
+
+    def initialize(self, input_shape, random_state, dtype):
+        """Infer shapes and draw every parameter from one RandomState.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one sample, ``(C, *spatial)`` for a convolutional network.
+        random_state : numpy.random.RandomState
+            The only source of randomness; layers draw in order, so the same seed gives
+            the same parameters.
+        dtype : float32 or float64
+
+        Returns
+        -------
+        output_shape : tuple of int
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        network_input = shape = tuple(int(s) for s in input_shape)
+        for i, layer in enumerate(self.layers):
+            shape = _layer_step(i, layer, shape, network_input, layer.initialize,
+                                random_state, dtype)
+        # In-place activations: the forward may overwrite its input only when the
+        # previous layer made it fresh (not the caller's array, not a cached output);
+        # the backward always may, because backward() hands the layers a private copy
+        # of the output gradient and every layer returns a new gradient array.
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Activation):
+                layer.inplace_forward = i > 0 and self.layers[i - 1].fresh_output
+                layer.inplace_backward = True
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.output_shape = shape
+        self.dtype = dtype
+        return shape
+
+    def _check_initialized(self):
+        if self.dtype is None:
+            raise RuntimeError("the network is not initialized; call initialize()")
+
+    def forward(self, x, n_jobs, training=False):
+        """Logits for a minibatch.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+            Converted to the network's dtype if needed; never modified.
+        n_jobs : int or None
+            Threads for the ops.
+        training : bool, default=False
+            Cache what :meth:`backward` needs.
+
+        Returns
+        -------
+        logits : ndarray of shape (N, *output_shape), the network's dtype
+        """
+        self._check_initialized()
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
+            )
+        x = x.astype(self.dtype, copy=False)
+        for layer in self.layers:
+            x = layer.forward(x, n_jobs, training)
+        return x
+
+    def backward(self, grad_logits, n_jobs, need_input_grad=False):
+        """Back-propagate after a training forward; fills every layer's ``grads``.
+
+        Parameters
+        ----------
+        grad_logits : ndarray of shape (N, *output_shape)
+            Gradient of the loss with respect to the logits; not modified.
+        n_jobs : int or None
+        need_input_grad : bool, default=False
+            Whether to compute the gradient with respect to the network input (the
+            first layer normally skips it).
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, *input_shape) or None
+        """
+        self._check_initialized()
+        # A private copy, so that layers may overwrite their output gradients in place.
+        grad = np.array(grad_logits, dtype=self.dtype, copy=True)
+        if grad.shape[1:] != self.output_shape:
+            raise ValueError(
+                f"grad_logits must have shape (N, *{self.output_shape}), got shape "
+                f"{grad.shape}"
+            )
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, n_jobs, i > 0 or need_input_grad)
+        return grad
+
+    @property
+    def params(self):
+        """Every parameter array, layer by layer (weights before biases)."""
+        return [p for layer in self.layers for p in layer.params]
+
+    @property
+    def grads(self):
+        """Gradient arrays matching :attr:`params` one to one."""
+        return [g for layer in self.layers for g in layer.grads]
+
+    @property
+    def weights(self):
+        """The parameters that get the L2 penalty (weights; not biases)."""
+        return [p for layer in self.layers
+                for p, is_w in zip(layer.params, layer.param_is_weight) if is_w]
+
+    @property
+    def weight_grads(self):
+        """Gradients matching :attr:`weights` one to one."""
+        return [g for layer in self.layers
+                for g, is_w in zip(layer.grads, layer.param_is_weight) if is_w]
+
+    @property
+    def n_params(self):
+        """Total number of trainable scalars."""
+        return sum(p.size for p in self.params)
+
+    def get_state(self):
+        """A copy of every parameter (e.g. the best weights for early stopping).
+
+        Returns
+        -------
+        list of ndarray
+            Copies, in the order of :attr:`params`.
+        """
+        return [p.copy() for p in self.params]
+
+    def set_state(self, state):
+        """Restore parameters saved by :meth:`get_state`, in place.
+
+        In place, so that an optimizer holding the parameter arrays keeps working.
+        """
+        params = self.params
+        if len(state) != len(params) or any(
+            np.shape(s) != p.shape for s, p in zip(state, params)
+        ):
+            raise ValueError(
+                "state does not match the network's parameters: shapes "
+                f"{[np.shape(s) for s in state]} vs {[p.shape for p in params]}"
+            )
+        for p, s in zip(params, state):
+            p[...] = s
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return f"Network([\n    {inner},\n])"
+
+
+def l2_penalty(network, alpha, batch_size):
+    """scikit-learn MLP's L2 term: ``0.5 * alpha * sum(||W||^2) / batch_size``.
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+        L2 strength (biases are not penalised).
+    batch_size : float
+        Samples in the minibatch, or the sum of their sample weights when weighted
+        (scikit-learn's convention).
+
+    Returns
+    -------
+    float
+        Accumulated in float64.
+    """
+    if alpha == 0:
+        return 0.0
+    total = 0.0
+    for w in network.weights:
+        flat = w.ravel().astype(np.float64, copy=False)
+        total += float(np.dot(flat, flat))
+    return 0.5 * alpha * total / batch_size
+
+
+def add_l2_gradient(network, alpha, batch_size):
+    """Add the gradient of :func:`l2_penalty`, ``alpha * W / batch_size``, in place.
+
+    Call after :meth:`Network.backward` (which overwrites the gradients).
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+    batch_size : float
+        As in :func:`l2_penalty`.
+    """
+    if alpha == 0:
+        return
+    scale = float(alpha) / float(batch_size)
+    for w, g in zip(network.weights, network.weight_grads):
+        g += scale * w
+
+
+# -------------------------------------------------------------------------------------
+# LeNet-5 builder
+# -------------------------------------------------------------------------------------
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_axis_tuple(value, n_axes):
+    return (isinstance(value, (tuple, list)) and len(value) == n_axes
+            and all(_is_int(v) for v in value))
+
+
+def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
+    """Expand a conv/pool parameter to one value per conv layer.
+
+    A scalar (``scalar_ok(value)``) applies to every layer. A tuple or list with one
+    entry per layer gives per-layer values, each a scalar or (when ``axis_tuple_ok``) a
+    per-axis tuple of ints. A tuple of ints whose length is not the number of layers
+    but is the number of spatial axes applies per-axis to every layer. When the length
+    equals both, it is read as per-layer. Anything else raises ValueError naming
+    ``name``.
+    """
+    expected = (
+        f"a single value, a tuple of {n_layers} per-layer values"
+        + (f", or a tuple of {n_axes} ints (one per spatial axis)"
+           if axis_tuple_ok else "")
+    )
+    if scalar_ok(value):
+        return [value] * n_layers
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    value = tuple(value)
+    if len(value) != n_layers:
+        if axis_tuple_ok and _is_axis_tuple(value, n_axes):
+            return [value] * n_layers
+        raise ValueError(
+            f"{name} must be {expected} (the network has {n_layers} conv layers and "
+            f"{n_axes} spatial axes); got {value!r}"
+        )
+    for i, entry in enumerate(value):
+        if not (scalar_ok(entry) or (axis_tuple_ok and _is_axis_tuple(entry, n_axes))):
+            raise ValueError(
+                f"{name}[{i}] (conv layer {i}) must be "
+                + ("a single value or a tuple of {n_axes} ints".format(n_axes=n_axes)
+                   if axis_tuple_ok else "a single value")
+                + f"; got {entry!r} in {name}={value!r}"
+            )
+    return [tuple(v) if isinstance(v, list) else v for v in value]
+
+
+def build_lenet5(
+    image_shape,
+    n_classes,
+    *,
+    filters=(6, 16),
+    kernel_size=5,
+    stride=1,
+    padding="same",
+    dilation=1,
+    activation="relu",
+    pooling="max",
+    pool_size=2,
+    pool_stride=None,
+    hidden_layer_sizes=(120, 84),
+):
+    """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
+    [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
+
+    The conv/pool parameters (``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``pooling``, ``pool_size``, ``pool_stride``) each take
+
+    - a scalar, applied to every conv layer (``kernel_size=5``, ``padding='same'``);
+    - a tuple/list with one entry per conv layer, each entry a scalar or a per-axis
+      tuple: ``kernel_size=((5, 3), (3, 3))``;
+    - a tuple of ints with one entry per spatial axis, applied to every layer:
+      ``kernel_size=(5, 3)`` with 2-D images and three conv layers.
+
+    Ambiguity rule: a tuple of ints whose length equals both the number of conv
+    layers and the number of spatial axes is read as PER-LAYER (``kernel_size=(5, 3)``
+    with two conv layers on images means 5x5 then 3x3). Anything else raises
+    ValueError naming the parameter. ``pooling`` takes a string or one string per
+    layer; ``pool_stride`` entries may be None (stride = window).
+
+    Weights of a layer followed by relu / leaky_relu use He-uniform initialisation,
+    tanh / logistic / identity (and the output layer) Glorot-uniform; biases are zero.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(C, *spatial)`` with 1 to 3 spatial axes.
+    n_classes : int
+        Output units (logits for a softmax).
+    filters : int or tuple of int, default=(6, 16)
+        Filters of each conv layer; its length is the number of conv layers (may be 0).
+    kernel_size, stride, padding, dilation
+        See above and :class:`skconv._layers.Conv`. Default 5, 1, 'same', 1.
+    activation : {'relu', 'tanh', 'logistic', 'identity', 'leaky_relu'}, default='relu'
+        Used after every conv and hidden dense layer.
+    pooling : {'max', 'avg', 'min'} or tuple of them, default='max'
+    pool_size : int or tuple, default=2
+    pool_stride : None, int or tuple, default=None
+        None means the window. Windows larger than a (small) map are clipped, see
+        :class:`skconv._layers.Pool`.
+    hidden_layer_sizes : tuple of int, default=(120, 84)
+
+    Returns
+    -------
+    Network
+        Not yet initialized: call ``network.initialize(image_shape, random_state,
+        dtype)``. Its shapes have been checked against ``image_shape``.
+
+    Raises
+    ------
+    ValueError
+        For malformed parameters (naming the parameter) or a configuration that cannot
+        take ``image_shape`` (naming the layer index and type and the shapes).
+    """
+    try:
+        image_shape = tuple(image_shape)
+    except TypeError:
+        raise ValueError(f"image_shape must be a tuple (C, *spatial), got "
+                         f"{image_shape!r}") from None
+    if (not 2 <= len(image_shape) <= 1 + MAX_SPATIAL_DIMS
+            or not all(_is_int(s) and s >= 1 for s in image_shape)):
+        raise ValueError(
+            f"image_shape must be (C, *spatial) with 1 to {MAX_SPATIAL_DIMS} spatial "
+            f"axes of positive ints, got {image_shape!r}"
+        )
+    n_axes = len(image_shape) - 1
+    if not _is_int(n_classes) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+
+    if _is_int(filters):
+        filters = (filters,)
+    if not isinstance(filters, (tuple, list)) or not all(
+        _is_int(f) and f >= 1 for f in filters
+    ):
+        raise ValueError(f"filters must be a tuple of positive ints, got {filters!r}")
+    if _is_int(hidden_layer_sizes):
+        hidden_layer_sizes = (hidden_layer_sizes,)
+    if not isinstance(hidden_layer_sizes, (tuple, list)) or not all(
+        _is_int(h) and h >= 1 for h in hidden_layer_sizes
+    ):
+        raise ValueError(
+            f"hidden_layer_sizes must be a tuple of positive ints, got "
+            f"{hidden_layer_sizes!r}"
+        )
+    try:
+        get_activation(activation)
+    except ValueError as exc:
+        raise ValueError(f"activation: {exc}") from None
+
+    n_conv = len(filters)
+    is_str = lambda v: isinstance(v, str)  # noqa: E731
+    kernels = _per_layer(kernel_size, n_conv, n_axes, "kernel_size", _is_int)
+    strides = _per_layer(stride, n_conv, n_axes, "stride", _is_int)
+    paddings = _per_layer(padding, n_conv, n_axes, "padding",
+                          lambda v: _is_int(v) or is_str(v))
+    dilations = _per_layer(dilation, n_conv, n_axes, "dilation", _is_int)
+    modes = _per_layer(pooling, n_conv, n_axes, "pooling", is_str, axis_tuple_ok=False)
+    for mode in modes:
+        if mode not in POOL_MODES:
+            raise ValueError(f"pooling must be one of {POOL_MODES}, got {pooling!r}")
+    pool_sizes = _per_layer(pool_size, n_conv, n_axes, "pool_size", _is_int)
+    pool_strides = _per_layer(pool_stride, n_conv, n_axes, "pool_stride",
+                              lambda v: v is None or _is_int(v))
+
+    hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
+        "glorot_uniform")
+    layers = []
+    for i in range(n_conv):
+        layers += [
+            Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
+                 init=hidden_init),
+            Activation(activation),
+            Pool(pool_sizes[i], pool_strides[i], mode=modes[i]),
+        ]
+    layers.append(Flatten())
+    for units in hidden_layer_sizes:
+        layers += [Dense(int(units), init=hidden_init), Activation(activation)]
+    layers.append(Dense(int(n_classes), init="glorot_uniform"))
+
+    network = Network(layers)
+    network.compute_output_shape(image_shape)
+    return network

@@ -1,0 +1,152 @@
+"""Tests for skconv._loss: softmax, log-softmax and softmax cross-entropy."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from skconv._loss import log_softmax, softmax, softmax_cross_entropy
+
+
+def _naive_log_softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _silently(fn, *args, **kwargs):
+    # Underflow to 0 is the intended saturation; overflow, 0/0 or log(0) are not.
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise",
+                                                invalid="raise"):
+        warnings.simplefilter("error")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_log_softmax_match_formula(dtype):
+    rng = np.random.RandomState(0)
+    z = rng.normal(scale=3.0, size=(7, 4)).astype(dtype)
+    expected = _naive_log_softmax(z)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    lp = log_softmax(z)
+    p = softmax(z)
+    assert lp.dtype == dtype and p.dtype == dtype
+    np.testing.assert_allclose(lp, expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(p, np.exp(expected), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_matches_formula(dtype):
+    rng = np.random.RandomState(1)
+    z = rng.normal(size=(9, 5)).astype(dtype)
+    y = rng.randint(0, 5, size=9)
+    loss, grad = softmax_cross_entropy(z, y)
+    expected = -_naive_log_softmax(z)[np.arange(9), y].mean()
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(expected, rel=rtol)
+    assert grad.dtype == dtype and grad.shape == z.shape
+    onehot = np.eye(5)[y]
+    np.testing.assert_allclose(grad, (np.exp(_naive_log_softmax(z)) - onehot) / 9,
+                               rtol=rtol * 10, atol=rtol)
+
+
+def _central_difference(fn, z, eps=1e-6):
+    numeric = np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        old = z[idx]
+        z[idx] = old + eps
+        plus = fn(z)
+        z[idx] = old - eps
+        minus = fn(z)
+        z[idx] = old
+        numeric[idx] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradient_matches_central_differences(weighted):
+    rng = np.random.RandomState(2)
+    z = rng.normal(scale=2.0, size=(6, 4))
+    y = rng.randint(0, 4, size=6)
+    w = rng.uniform(0.1, 3.0, size=6) if weighted else None
+    _, grad = softmax_cross_entropy(z, y, w)
+    numeric = _central_difference(lambda v: softmax_cross_entropy(v, y, w)[0], z)
+    # atol: the central difference's rounding floor is ~ 1e-16 * |loss| / eps ~ 1e-10.
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_logits_are_finite_and_silent(dtype):
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [1e4, 1e4, 1e4]], dtype=dtype)
+    y = np.array([0, 0, 2])
+    lp = _silently(log_softmax, z)
+    p = _silently(softmax, z)
+    loss, grad = _silently(softmax_cross_entropy, z, y)
+    for a in (lp, p, grad):
+        assert a.dtype == dtype and np.all(np.isfinite(a))
+    assert np.isfinite(loss)
+    # Row 0 is surely right (0), row 1 wrong by a gap of 2e4 (+log 2 for the tie),
+    # row 2 a three-way tie.
+    expected = (0.0 + 2e4 + np.log(2.0) + np.log(3.0)) / 3
+    assert loss == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(p[2], 1 / 3, rtol=1e-6)
+
+
+def test_weight_two_equals_duplicating_a_sample():
+    rng = np.random.RandomState(3)
+    z = rng.normal(size=(5, 3))
+    y = rng.randint(0, 3, size=5)
+    w = np.ones(5)
+    w[2] = 2.0
+    loss_w, grad_w = softmax_cross_entropy(z, y, w)
+    z_dup = np.vstack([z, z[2:3]])
+    y_dup = np.append(y, y[2])
+    loss_dup, grad_dup = softmax_cross_entropy(z_dup, y_dup)
+    assert loss_w == pytest.approx(loss_dup, rel=1e-12)
+    # The duplicated sample's two gradient rows add up to the weighted row.
+    expected = grad_dup[:5].copy()
+    expected[2] += grad_dup[5]
+    np.testing.assert_allclose(grad_w, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_unit_and_scaled_weights_equal_unweighted():
+    rng = np.random.RandomState(4)
+    z = rng.normal(size=(4, 3)).astype(np.float32)
+    y = rng.randint(0, 3, size=4)
+    loss, grad = softmax_cross_entropy(z, y)
+    for w in (np.ones(4), np.full(4, 7.5)):
+        loss_w, grad_w = softmax_cross_entropy(z, y, w)
+        assert grad_w.dtype == np.float32
+        assert loss_w == pytest.approx(loss, rel=1e-6)
+        np.testing.assert_allclose(grad_w, grad, rtol=1e-6, atol=1e-7)
+
+
+def test_zero_total_weight_gives_zero_loss_and_gradient():
+    z = np.array([[1.0, 2.0], [3.0, -1.0]])
+    loss, grad = softmax_cross_entropy(z, [0, 1], [0.0, 0.0])
+    assert loss == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_does_not_modify_logits():
+    z = np.array([[1.0, 2.0, 3.0]])
+    z0 = z.copy()
+    softmax_cross_entropy(z, [1])
+    log_softmax(z)
+    softmax(z)
+    np.testing.assert_array_equal(z, z0)
+
+
+def test_errors():
+    z = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="y_index must have shape"):
+        softmax_cross_entropy(z, [0, 1])
+    with pytest.raises(ValueError, match=r"y_index must lie in \[0, 2\)"):
+        softmax_cross_entropy(z, [0, 1, 2])
+    with pytest.raises(ValueError, match="y_index must hold integers"):
+        softmax_cross_entropy(z, [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        softmax_cross_entropy(z, [0, 1, 1], [1.0, 1.0])
+    with pytest.raises(ValueError, match="logits must have shape"):
+        softmax_cross_entropy(np.zeros(3), [0, 1, 1])

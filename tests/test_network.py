@@ -1,0 +1,654 @@
+"""Tests for the private network engine: layers, Network, builder, optimizers."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from skconv._layers import (
+    Activation,
+    Conv,
+    Dense,
+    Flatten,
+    GlobalPool,
+    Pool,
+    init_weights,
+)
+from skconv._loss import softmax_cross_entropy
+from skconv._network import Network, add_l2_gradient, build_lenet5, l2_penalty
+from skconv._optimizers import SGD, Adam
+
+# ------------------------------------------------------------------------------------
+# Whole-network gradient check
+# ------------------------------------------------------------------------------------
+EPS = 1e-6
+KINK_MARGIN = 1e-5  # far above the ~1e-6 change a parameter perturbation can cause
+
+
+def _lenet_2d():
+    return build_lenet5((1, 8, 8), 3, filters=(2, 3), kernel_size=3,
+                        activation="tanh", pooling="max", hidden_layer_sizes=(5,))
+
+
+def _lenet_1d():
+    # 12 -> conv(3, pad 1) 12 -> pool 6 -> conv(3, dilation 2, same) 6 -> pool 3
+    return build_lenet5((1, 12), 3, filters=(2, 3), kernel_size=(3,),
+                        padding=(1, "same"), dilation=(1, 2), activation="logistic",
+                        pooling="avg", hidden_layer_sizes=(4,))
+
+
+def _lenet_rgb():
+    # Non-square kernels, per-layer padding, relu, min pooling; the last pool window
+    # is clipped on both axes (2x1 map, window 2): 6x6 -> 6x6 -> 3x3 -> 2x1 -> 1x1.
+    return build_lenet5((3, 6, 6), 3, filters=(2, 3), kernel_size=((3, 2), (2, 3)),
+                        padding=("same", "valid"), activation="relu", pooling="min",
+                        hidden_layer_sizes=(5,))
+
+
+def _strided_global_max():
+    return Network([
+        Conv(3, 3, stride=2, padding="same", init="he_normal"),
+        Activation("leaky_relu"),
+        Conv(4, (2, 3), padding=(1, 0)),
+        Activation("tanh"),
+        GlobalPool("max"),
+        Dense(3),
+    ])
+
+
+def _volume_global_avg():
+    return Network([
+        Conv(2, 2),
+        Activation("tanh"),
+        Pool(2, stride=1, mode="max"),
+        GlobalPool("avg"),
+        Dense(3),
+    ])
+
+
+GRADIENT_CASES = {
+    "lenet_8x8_tanh_max": (_lenet_2d, (1, 8, 8)),
+    "lenet_1d_logistic_avg": (_lenet_1d, (1, 12)),
+    "lenet_rgb_relu_min_clipped": (_lenet_rgb, (3, 6, 6)),
+    "strided_leaky_globalmax": (_strided_global_max, (2, 7, 7)),
+    "volume_globalavg": (_volume_global_avg, (1, 4, 4, 4)),
+}
+
+
+def _objective(net, x, y, alpha):
+    logits = net.forward(x, 1, training=False)
+    return softmax_cross_entropy(logits, y)[0] + l2_penalty(net, alpha, len(x))
+
+
+def _layer_inputs(net, x):
+    """The input of every layer (copied: activations may work in place)."""
+    inputs = []
+    for layer in net.layers:
+        inputs.append(x.copy())
+        x = layer.forward(x, 1, training=False)
+    return inputs
+
+
+def _window_values(x, window, stride):
+    """All pooling windows (padding 0) of x as (N, C, *out, prod(window))."""
+    view = np.lib.stride_tricks.sliding_window_view(
+        x, window, axis=tuple(range(2, x.ndim)))
+    steps = tuple(slice(None, None, s) for s in stride)
+    view = view[(slice(None), slice(None)) + steps]
+    return view.reshape(view.shape[:x.ndim] + (-1,))
+
+
+def _assert_away_from_kinks(net, x):
+    """Central differences are only valid away from kinks: check relu-like inputs are
+    not near 0 and that the winner of every max/min window leads by a margin (exact
+    ties of dead relu zeros are harmless: they get no gradient either way)."""
+    for layer, inp in zip(net.layers, _layer_inputs(net, x)):
+        if isinstance(layer, Activation) and layer.name in ("relu", "leaky_relu"):
+            assert np.abs(inp).min() > KINK_MARGIN, layer
+        if isinstance(layer, (Pool, GlobalPool)) and layer.mode in ("max", "min"):
+            if isinstance(layer, Pool):
+                assert layer.padding == 0
+                values = _window_values(inp, layer.effective_pool_size, layer._stride)
+            else:
+                values = inp.reshape(inp.shape[:2] + (1, -1))
+            if layer.mode == "min":
+                values = -values
+            if values.shape[-1] < 2:
+                continue
+            top2 = np.sort(values, axis=-1)[..., -2:]
+            gap = top2[..., 1] - top2[..., 0]
+            assert not np.any((gap > 0) & (gap < KINK_MARGIN)), layer
+
+
+@pytest.mark.parametrize("case", sorted(GRADIENT_CASES))
+def test_whole_network_gradient_matches_central_differences(case):
+    make, input_shape = GRADIENT_CASES[case]
+    rng = np.random.RandomState(0)
+    net = make()
+    net.initialize(input_shape, rng, np.float64)
+    # Non-zero biases: with zero biases a conv window over dead relus sits exactly on
+    # the kink, and bias gradients would be checked only at one special point.
+    for layer in net.layers:
+        if layer.params:
+            layer.params[1][...] = rng.uniform(-0.2, 0.2, size=layer.params[1].shape)
+    x = rng.normal(size=(4,) + input_shape)
+    y = np.array([0, 1, 2, 1])
+    alpha = 0.3
+    _assert_away_from_kinks(net, x)
+
+    logits = net.forward(x, 1, training=True)
+    _, grad_logits = softmax_cross_entropy(logits, y)
+    grad_x = net.backward(grad_logits, 1, need_input_grad=True)
+    add_l2_gradient(net, alpha, len(x))
+    analytic = [g.copy() for g in net.grads]
+
+    # Rounding floor of a central difference: ~1e-16 * |loss| / EPS ~ 1e-10.
+    tol = dict(rtol=1e-5, atol=1e-9)
+    for param, grad in zip(net.params, analytic):
+        numeric = np.empty_like(param)
+        for idx in np.ndindex(param.shape):
+            old = param[idx]
+            param[idx] = old + EPS
+            plus = _objective(net, x, y, alpha)
+            param[idx] = old - EPS
+            minus = _objective(net, x, y, alpha)
+            param[idx] = old
+            numeric[idx] = (plus - minus) / (2 * EPS)
+        np.testing.assert_allclose(grad, numeric, **tol)
+
+    for flat in rng.choice(x.size, size=6, replace=False):
+        idx = np.unravel_index(flat, x.shape)
+        old = x[idx]
+        x[idx] = old + EPS
+        plus = _objective(net, x, y, alpha)
+        x[idx] = old - EPS
+        minus = _objective(net, x, y, alpha)
+        x[idx] = old
+        np.testing.assert_allclose(grad_x[idx], (plus - minus) / (2 * EPS), **tol)
+
+
+# ------------------------------------------------------------------------------------
+# Shapes, the tiny-input pooling rule, errors
+# ------------------------------------------------------------------------------------
+def _shapes(net):
+    return [layer.output_shape for layer in net.layers]
+
+
+def test_lenet5_shapes_classic_and_same():
+    net = build_lenet5((1, 32, 32), 10, padding="valid")
+    net.initialize((1, 32, 32), np.random.RandomState(0), np.float64)
+    assert _shapes(net)[:7] == [(6, 28, 28), (6, 28, 28), (6, 14, 14), (16, 10, 10),
+                                (16, 10, 10), (16, 5, 5), (400,)]
+    assert _shapes(net)[7:] == [(120,), (120,), (84,), (84,), (10,)]
+    assert [p.shape for p in net.params] == [
+        (6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (400, 120), (120,), (120, 84), (84,),
+        (84, 10), (10,)]
+
+    net = build_lenet5((1, 28, 28), 10)
+    assert net.compute_output_shape((1, 28, 28)) == (10,)
+    net.initialize((1, 28, 28), np.random.RandomState(0), np.float32)
+    assert _shapes(net)[6] == (16 * 7 * 7,)
+
+
+@pytest.mark.parametrize(
+    "spatial, window, stride, expected",
+    [
+        ((1,), 2, None, (1,)),          # size 1 passes through
+        ((3,), 2, 2, (1,)),             # floor((3 - 2) / 2) + 1
+        ((5,), 3, 1, (3,)),             # window fits: no clipping
+        ((2, 1), 2, None, (1, 1)),      # clipped on axis 1 only
+        ((1, 1, 1), (2, 2, 2), None, (1, 1, 1)),
+        ((7, 1), (2, 3), (2, 1), (3, 1)),
+    ],
+)
+def test_pool_never_shrinks_an_axis_below_one(spatial, window, stride, expected):
+    layer = Pool(window, stride)
+    out = layer.initialize((2,) + spatial, np.random.RandomState(0), np.float64)
+    assert out == (2,) + expected
+    x = np.random.RandomState(1).normal(size=(3, 2) + spatial)
+    y = layer.forward(x, 1, training=True)
+    assert y.shape == (3, 2) + expected
+    assert layer.backward(np.ones_like(y), 1, True).shape == x.shape
+
+
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
+def test_pool_layer_backward_matches_op(mode):
+    # max/min layers cache indices (ops.pool_with_indices) instead of the input.
+    from skconv import ops
+
+    layer = Pool((2, 3), stride=(1, 2), padding=(1, 0), mode=mode)
+    layer.initialize((2, 5, 7), np.random.RandomState(0), np.float64)
+    x = np.random.RandomState(1).normal(size=(3, 2, 5, 7))
+    y = layer.forward(x, 1, training=True)
+    np.testing.assert_array_equal(
+        y, ops.pool(x, (2, 3), stride=(1, 2), padding=(1, 0), mode=mode))
+    grad_y = np.random.RandomState(2).normal(size=y.shape)
+    np.testing.assert_array_equal(
+        layer.backward(grad_y, 1, True),
+        ops.pool_backward(grad_y, x, (2, 3), stride=(1, 2), padding=(1, 0), mode=mode))
+    layer.forward(x, 1, training=False)  # an inference forward leaves nothing behind
+    with pytest.raises(RuntimeError, match="training=True"):
+        layer.backward(grad_y, 1, True)
+
+
+def test_pool_clipped_size_one_axis_is_identity():
+    layer = Pool(2)
+    layer.initialize((3, 1), np.random.RandomState(0), np.float64)
+    x = np.random.RandomState(1).normal(size=(4, 3, 1))
+    np.testing.assert_array_equal(layer.forward(x, 1, training=False), x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_features_train_forward_backward(dtype):
+    # 2 features seen as a 1-D signal (1, 2): every pooling clips to one cell.
+    net = build_lenet5((1, 2), 2, kernel_size=5, hidden_layer_sizes=(8,))
+    net.initialize((1, 2), np.random.RandomState(0), dtype)
+    assert _shapes(net)[:7] == [(6, 2), (6, 2), (6, 1), (16, 1), (16, 1), (16, 1),
+                                (16,)]
+    x = np.random.RandomState(1).normal(size=(5, 1, 2)).astype(dtype)
+    logits = net.forward(x, None, training=True)
+    assert logits.shape == (5, 2) and logits.dtype == dtype
+    _, grad = softmax_cross_entropy(logits, [0, 1, 0, 1, 1])
+    assert net.backward(grad, None) is None
+    assert all(g.dtype == dtype and np.all(np.isfinite(g)) for g in net.grads)
+
+
+def test_impossible_configuration_names_the_layer():
+    with pytest.raises(ValueError, match=r"layer 0 \(Conv\).*\(1, 2, 2\)") as info:
+        build_lenet5((1, 2, 2), 3, padding="valid")
+    assert "kernel (5, 5)" in str(info.value)
+    # Fails deeper: (1, 6, 6) -> conv3 valid (4, 4) -> pool (2, 2) -> conv3 valid.
+    with pytest.raises(ValueError, match=r"layer 3 \(Conv\) cannot take input shape "
+                                         r"\(6, 2, 2\)"):
+        build_lenet5((1, 6, 6), 3, kernel_size=3, padding="valid")
+    # The same checks run at initialize time.
+    net = Network([Conv(2, 5, padding="valid"), Flatten(), Dense(2)])
+    with pytest.raises(ValueError, match=r"layer 0 \(Conv\)"):
+        net.initialize((1, 3, 3), np.random.RandomState(0), np.float64)
+    with pytest.raises(ValueError, match=r"layer 1 \(Dense\).*Flatten"):
+        Network([Conv(2, 1), Dense(2)]).compute_output_shape((1, 3, 3))
+    with pytest.raises(ValueError, match=r"layer 0 \(Activation\).*unknown activation"):
+        Network([Activation("swish")]).compute_output_shape((3,))
+    with pytest.raises(ValueError, match=r"layer 1 \(Pool\).*padding"):
+        Network([Conv(1, 1), Pool(2, padding=2)]).compute_output_shape((1, 4, 4))
+
+
+def test_bad_builder_arguments():
+    with pytest.raises(ValueError, match="image_shape"):
+        build_lenet5((1, 2, 2, 2, 2), 3)
+    with pytest.raises(ValueError, match="activation"):
+        build_lenet5((1, 8, 8), 3, activation="swish")
+    with pytest.raises(ValueError, match="pooling"):
+        build_lenet5((1, 8, 8), 3, pooling="median")
+    with pytest.raises(ValueError, match="filters"):
+        build_lenet5((1, 8, 8), 3, filters=(2, 0))
+    with pytest.raises(ValueError, match="n_classes"):
+        build_lenet5((1, 8, 8), 0)
+
+
+# ------------------------------------------------------------------------------------
+# Per-layer / per-axis parameter rules
+# ------------------------------------------------------------------------------------
+def _convs(net):
+    return [layer for layer in net.layers if isinstance(layer, Conv)]
+
+
+def _pools(net):
+    return [layer for layer in net.layers if isinstance(layer, Pool)]
+
+
+def _kernels(net):
+    net.compute_output_shape(net._test_shape)
+    return [layer._kernel for layer in _convs(net)]
+
+
+def _build(shape, **kwargs):
+    net = build_lenet5(shape, 3, **kwargs)
+    net._test_shape = shape
+    return net
+
+
+def test_scalar_applies_to_every_layer():
+    net = _build((1, 16, 16), filters=(2, 3, 4), kernel_size=3, pool_size=1)
+    assert _kernels(net) == [(3, 3)] * 3
+
+
+def test_per_layer_with_per_axis_entries():
+    net = _build((1, 16, 16), kernel_size=((5, 3), (3, 3)))
+    assert _kernels(net) == [(5, 3), (3, 3)]
+    net = _build((1, 16, 16), kernel_size=[(5, 3), 3])
+    assert _kernels(net) == [(5, 3), (3, 3)]
+
+
+def test_ambiguous_tuple_is_per_layer():
+    # Two conv layers on 2-D images: (5, 3) is per-layer, not per-axis.
+    net = _build((1, 16, 16), kernel_size=(5, 3))
+    assert _kernels(net) == [(5, 5), (3, 3)]
+
+
+def test_axis_tuple_for_every_layer_when_length_differs():
+    net = _build((1, 16, 16), filters=(2, 3, 4), kernel_size=(5, 3), pool_size=1)
+    assert _kernels(net) == [(5, 3)] * 3
+    net = _build((1, 16), kernel_size=(3,))  # 1-D, two layers
+    assert _kernels(net) == [(3,), (3,)]
+
+
+def test_other_per_layer_parameters():
+    net = _build((1, 16, 16), stride=[1, 2], padding=("same", "valid"), dilation=(2, 1),
+                 pooling=("max", "avg"), pool_size=((2, 1), 2), pool_stride=(None, 1))
+    c0, c1 = _convs(net)
+    assert (c0.stride, c0.padding, c0.dilation) == (1, "same", 2)
+    assert (c1.stride, c1.padding, c1.dilation) == (2, "valid", 1)
+    p0, p1 = _pools(net)
+    assert (p0.pool_size, p0.stride, p0.mode) == ((2, 1), None, "max")
+    assert (p1.pool_size, p1.stride, p1.mode) == (2, 1, "avg")
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(kernel_size=(5, 3, 3)), r"kernel_size must be .*2 conv layers and 2 "),
+        (dict(kernel_size=((5, 3), (3, 3, 3))), r"kernel_size\[1\] \(conv layer 1\)"),
+        (dict(kernel_size=2.5), "kernel_size must be"),
+        (dict(stride=(1, "2")), r"stride\[1\]"),
+        (dict(padding=("same",)), "padding must be"),
+        (dict(pooling=(("max", "avg"), "max")), r"pooling\[0\]"),
+        (dict(pool_stride=(None, None, None)), "pool_stride must be"),
+        (dict(dilation=(1, 2, 3)), "dilation must be"),
+    ],
+)
+def test_malformed_parameters_raise_naming_them(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build_lenet5((1, 16, 16), 3, **kwargs)
+
+
+# ------------------------------------------------------------------------------------
+# Initialisation, determinism, state, pickling
+# ------------------------------------------------------------------------------------
+def _init(net, seed, dtype=np.float64, shape=(1, 12, 12)):
+    net.initialize(shape, np.random.RandomState(seed), dtype)
+    return net
+
+
+def test_same_seed_gives_identical_params():
+    a = _init(build_lenet5((1, 12, 12), 4), 7)
+    b = _init(build_lenet5((1, 12, 12), 4), 7)
+    c = _init(build_lenet5((1, 12, 12), 4), 8)
+    for pa, pb in zip(a.params, b.params):
+        np.testing.assert_array_equal(pa, pb)
+    assert not np.array_equal(a.params[0], c.params[0])
+    f = _init(build_lenet5((1, 12, 12), 4), 7, np.float32)
+    for pa, pf in zip(a.params, f.params):
+        assert pf.dtype == np.float32
+        np.testing.assert_array_equal(pf, pa.astype(np.float32))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "logistic",
+                                        "identity"])
+def test_initialisation_scheme_follows_activation(activation):
+    net = _init(build_lenet5((2, 12, 12), 4, kernel_size=3, activation=activation), 0,
+                shape=(2, 12, 12))
+    conv0 = _convs(net)[0]
+    w = conv0.params[0]
+    fan_in, fan_out = 2 * 9, 6 * 9
+    if activation in ("relu", "leaky_relu"):
+        limit = np.sqrt(6 / fan_in)
+    else:
+        limit = np.sqrt(6 / (fan_in + fan_out))
+    assert np.abs(w).max() <= limit
+    assert np.abs(w).max() > 0.9 * limit
+    # The output layer is Glorot whatever the activation.
+    out_w = net.layers[-1].params[0]
+    assert np.abs(out_w).max() <= np.sqrt(6 / sum(out_w.shape))
+    for layer in net.layers:
+        if layer.params:
+            np.testing.assert_array_equal(layer.params[1], 0.0)
+
+
+def test_init_weights_he_normal_scale():
+    w = init_weights((200, 300), 200, 300, "he_normal", np.random.RandomState(0),
+                     np.float64)
+    assert w.std() == pytest.approx(np.sqrt(2 / 200), rel=0.02)
+    with pytest.raises(ValueError, match="init"):
+        init_weights((2, 2), 2, 2, "lecun", np.random.RandomState(0), np.float64)
+
+
+def test_get_state_set_state_restore_in_place():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    params = net.params
+    state = net.get_state()
+    for p in params:
+        p += 1.0
+    net.set_state(state)
+    for p, s, same in zip(net.params, state, params):
+        assert p is same
+        np.testing.assert_array_equal(p, s)
+    state[0] += 1.0  # the state is a copy
+    assert not np.array_equal(net.params[0], state[0])
+    with pytest.raises(ValueError, match="state does not match"):
+        net.set_state(state[:-1])
+
+
+def test_pickle_round_trip_drops_caches():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    x = np.random.RandomState(1).normal(size=(3, 1, 12, 12))
+    expected = net.forward(x, 1, training=True)  # leaves caches behind
+    clone = pickle.loads(pickle.dumps(net))
+    assert all(getattr(layer, name) is None for layer in clone.layers
+               for name in layer._cache_attributes)
+    np.testing.assert_array_equal(clone.forward(x, 1), expected)
+
+
+def _train_step(net, x, y, n_jobs):
+    logits = net.forward(x, n_jobs, training=True)
+    _, grad = softmax_cross_entropy(logits, y)
+    net.backward(grad, n_jobs)
+    return logits, [g.copy() for g in net.grads]
+
+
+def test_grads_are_overwritten_and_input_untouched():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    x = np.random.RandomState(1).normal(size=(5, 1, 12, 12))
+    x0 = x.copy()
+    y = np.array([0, 1, 2, 3, 0])
+    _, first = _train_step(net, x, y, 1)
+    _, second = _train_step(net, x, y, 1)
+    np.testing.assert_array_equal(x, x0)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="training=True"):
+        net.backward(np.zeros((5, 4)), 1)
+
+
+def test_in_place_activations_change_nothing():
+    net = _init(build_lenet5((1, 12, 12), 4, hidden_layer_sizes=(6, 5)), 0)
+    acts = [layer for layer in net.layers if isinstance(layer, Activation)]
+    assert all(a.inplace_forward and a.inplace_backward for a in acts)
+    x = np.random.RandomState(1).normal(size=(5, 1, 12, 12))
+    y = np.array([0, 1, 2, 3, 0])
+    logits, grads = _train_step(net, x, y, 1)
+    for a in acts:
+        a.inplace_forward = a.inplace_backward = False
+    logits2, grads2 = _train_step(net, x, y, 1)
+    np.testing.assert_array_equal(logits, logits2)
+    for a, b in zip(grads, grads2):
+        np.testing.assert_array_equal(a, b)
+    # Never in place on the caller's array or on another activation's cached output.
+    net = Network([Activation("tanh"), Activation("relu"), Dense(2)])
+    net.initialize((3,), np.random.RandomState(0), np.float64)
+    assert [layer.inplace_forward for layer in net.layers[:2]] == [False, False]
+
+
+def test_results_do_not_depend_on_n_jobs():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    x = np.random.RandomState(1).normal(size=(9, 1, 12, 12))
+    y = np.arange(9) % 4
+    logits1, grads1 = _train_step(net, x, y, 1)
+    logits2, grads2 = _train_step(net, x, y, 2)
+    np.testing.assert_array_equal(logits1, logits2)
+    for a, b in zip(grads1, grads2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_forward_checks_input_shape():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, \*\(1, 12, 12\)\)"):
+        net.forward(np.zeros((2, 1, 12, 11)), 1)
+
+
+def test_l2_helpers_follow_sklearn_convention():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    for p in net.params:
+        p[...] = np.random.RandomState(p.size).normal(size=p.shape)
+    weights = [net.params[i] for i in range(0, len(net.params), 2)]
+    expected = 0.5 * 0.01 * sum((w ** 2).sum() for w in weights) / 32
+    assert l2_penalty(net, 0.01, 32) == pytest.approx(expected, rel=1e-12)
+    for g in net.grads:
+        g[...] = 1.0
+    add_l2_gradient(net, 0.01, 32)
+    for i, (p, g) in enumerate(zip(net.params, net.grads)):
+        if i % 2 == 0:  # weight
+            np.testing.assert_allclose(g, 1.0 + 0.01 * p / 32, rtol=1e-15)
+        else:  # bias: not penalised
+            np.testing.assert_array_equal(g, 1.0)
+    assert l2_penalty(net, 0.0, 32) == 0.0
+
+
+# ------------------------------------------------------------------------------------
+# Optimizers
+# ------------------------------------------------------------------------------------
+def _tiny_problem(dtype=np.float64):
+    rng = np.random.RandomState(0)
+    params = [rng.normal(size=(3, 2)).astype(dtype), rng.normal(size=4).astype(dtype)]
+    grad_seq = [[rng.normal(size=p.shape).astype(dtype) for p in params]
+                for _ in range(4)]
+    return params, grad_seq
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_matches_hand_written_update(nesterov):
+    params, grad_seq = _tiny_problem()
+    expected = [p.copy() for p in params]
+    velocity = [np.zeros_like(p) for p in params]
+    lr, mu = 0.05, 0.9
+    opt = SGD(params, learning_rate=lr, momentum=mu, nesterov=nesterov)
+    for grads in grad_seq:
+        opt.update(grads)
+        for i, g in enumerate(grads):
+            velocity[i] = mu * velocity[i] - lr * g
+            step = mu * velocity[i] - lr * g if nesterov else velocity[i]
+            expected[i] = expected[i] + step
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p, e, rtol=1e-14)
+    assert opt.t == len(grad_seq)
+
+
+def test_adam_matches_hand_written_update():
+    params, grad_seq = _tiny_problem()
+    expected = [p.copy() for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    lr, b1, b2, eps = 0.01, 0.8, 0.99, 1e-7
+    opt = Adam(params, learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps)
+    for t, grads in enumerate(grad_seq, start=1):
+        opt.update(grads)
+        for i, g in enumerate(grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            m_hat = m[i] / (1 - b1 ** t)
+            v_hat = v[i] / (1 - b2 ** t)
+            # Adam's "efficient" form (as in sklearn) puts eps on sqrt(v), not on
+            # sqrt(v_hat); so use that form here too.
+            lr_t = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            expected[i] = expected[i] - lr_t * m[i] / (np.sqrt(v[i]) + eps)
+            del m_hat, v_hat
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p, e, rtol=1e-13)
+    assert opt.t == len(grad_seq)
+
+
+def test_optimizers_match_sklearn_bitwise():
+    sk = pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
+    for ours_cls, sk_cls, kwargs, sk_kwargs in [
+        (SGD, sk.SGDOptimizer, dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+         dict(learning_rate_init=0.1, momentum=0.9, nesterov=True)),
+        (SGD, sk.SGDOptimizer, dict(learning_rate=0.1, momentum=0.5, nesterov=False),
+         dict(learning_rate_init=0.1, momentum=0.5, nesterov=False)),
+        (Adam, sk.AdamOptimizer, dict(learning_rate=0.001),
+         dict(learning_rate_init=0.001)),
+    ]:
+        ours, grad_seq = _tiny_problem()
+        theirs = [p.copy() for p in ours]
+        opt = ours_cls(ours, **kwargs)
+        sk_opt = sk_cls(theirs, **sk_kwargs)
+        for grads in grad_seq:
+            opt.update(grads)
+            sk_opt.update_params(theirs, grads)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_optimizer_keeps_float32_and_pickles(cls):
+    params, grad_seq = _tiny_problem(np.float32)
+    opt = cls(params)
+    opt.update(grad_seq[0])
+    assert all(p.dtype == np.float32 for p in params)
+    # Pickled together, params and optimizer stay linked; the copy continues exactly.
+    params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
+    for grads in grad_seq[1:]:
+        opt.update(grads)
+        opt2.update(grads)
+    for a, b in zip(params, params2):
+        np.testing.assert_array_equal(a, b)
+    assert opt2.t == opt.t == len(grad_seq)
+
+
+def test_sgd_schedules():
+    params, _ = _tiny_problem()
+    opt = SGD(params, learning_rate=0.1, lr_schedule="invscaling", power_t=0.5)
+    opt.iteration_ends(99)
+    assert opt.learning_rate == pytest.approx(0.01)
+    opt = SGD(params, learning_rate=0.1, lr_schedule="adaptive")
+    assert opt.trigger_stopping("", False) is False
+    assert opt.learning_rate == pytest.approx(0.02)
+    assert SGD(params).trigger_stopping("", False) is True
+    assert Adam(params).trigger_stopping("", False) is True
+    with pytest.raises(ValueError, match="grads do not match"):
+        Adam(params).update([np.zeros(3)])
+
+
+# ------------------------------------------------------------------------------------
+# Smoke training
+# ------------------------------------------------------------------------------------
+def test_tiny_lenet_learns_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    y = digits.target
+    rng = np.random.RandomState(0)
+    net = build_lenet5((1, 8, 8), 10, filters=(4, 8), kernel_size=3,
+                       hidden_layer_sizes=(32,))
+    net.initialize((1, 8, 8), rng, np.float32)
+    opt = Adam(net.params, learning_rate=0.01)
+    alpha, batch = 1e-4, 64
+
+    def full_loss():
+        return softmax_cross_entropy(net.forward(x, None), y)[0] + l2_penalty(
+            net, alpha, len(x))
+
+    initial = full_loss()
+    for _ in range(3):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            logits = net.forward(x[idx], None, training=True)
+            _, grad = softmax_cross_entropy(logits, y[idx])
+            net.backward(grad, None)
+            add_l2_gradient(net, alpha, len(idx))
+            opt.update(net.grads)
+    final = full_loss()
+    assert final < 0.5 * initial
+    accuracy = (net.forward(x, None).argmax(axis=1) == y).mean()
+    assert accuracy > 0.8

@@ -1,0 +1,654 @@
+"""Tests for the pooling kernels (``skconv/_pool.pyx``) through ``skconv.ops``."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from skconv import ops
+
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from . import _reference_pool as ref
+except ImportError:
+    import _reference_pool as ref
+
+# The kernels' helpers are ``noexcept``: in the debug build (bounds checks on) an
+# out-of-bounds access is reported as an unraisable exception, not raised. Make it fail.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
+MODES = ["max", "avg", "min"]
+DTYPES = [np.float32, np.float64]
+# Tolerances of the comparisons with the float64 twin. Max and min select a value and
+# the forward average sums in double like the twin, so forward results are compared
+# for equality or near it; float32 backward accumulates float32 shares.
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def _loss_grad_check(f, grad, x, r, h=1e-6):
+    """Compare ``grad`` with central differences of ``sum(f(x) * r)`` at every cell."""
+    numeric = np.empty_like(x)
+    flat, out = x.reshape(-1), numeric.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        up = np.sum(f(x) * r)
+        flat[i] = old - h
+        down = np.sum(f(x) * r)
+        flat[i] = old
+        out[i] = (up - down) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+# --------------------------------------------------------------------------------
+# The seeds' example and hand-computed values
+# --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_seed_example_window_2_stride_2_halves_width_and_height(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 8)).astype(dtype)
+    blocks = x.reshape(2, 3, 3, 2, 4, 2)
+    for mode, reduce in [("max", np.max), ("avg", np.mean), ("min", np.min)]:
+        y = ops.pool(x, 2, mode=mode)
+        # Depth (channels) kept, width and height halved.
+        assert y.shape == (2, 3, 3, 4)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, reduce(blocks, axis=(3, 5)), **TOL[dtype])
+
+
+# A small hand-made image; the expected arrays below were worked out by hand.
+HAND = np.array([[1.0, 5.0, 2.0, 0.0],
+                 [3.0, 4.0, 8.0, 6.0],
+                 [7.0, 0.0, 1.0, 9.0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode, expected", [
+    ("max", [[5.0, 8.0]]),
+    ("avg", [[3.25, 4.0]]),
+    ("min", [[1.0, 0.0]]),
+])
+def test_hand_values_no_padding(dtype, mode, expected):
+    # 3x4 input, window 2, stride 2: the last row is dropped (floor in the size formula).
+    y = ops.pool(HAND[None, None].astype(dtype), 2, mode=mode)
+    np.testing.assert_array_equal(y, np.array(expected, dtype=dtype)[None, None])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode, expected", [
+    # Windows cover rows {0}, {1, 2} and columns {0}, {1, 2}, {3} of the real input.
+    ("max", [[1.0, 5.0, 0.0], [7.0, 8.0, 9.0]]),
+    # Divided by the number of real cells: 1/1, 7/2, 0/1, 10/2, 13/4, 15/2.
+    ("avg", [[1.0, 3.5, 0.0], [5.0, 3.25, 7.5]]),
+    # Padded zeros never win: the corner windows give 1 and 2, not 0.
+    ("min", [[1.0, 2.0, 0.0], [3.0, 0.0, 6.0]]),
+])
+def test_hand_values_with_padding(dtype, mode, expected):
+    y = ops.pool(HAND[None, None].astype(dtype), 2, padding=1, mode=mode)
+    np.testing.assert_array_equal(y, np.array(expected, dtype=dtype)[None, None])
+
+
+def test_padding_never_wins_a_max_of_negative_values():
+    # With zero padding taking part, every corner window would give 0.
+    y = ops.pool(-HAND[None, None], 2, padding=1, mode="max")
+    np.testing.assert_array_equal(y[0, 0], [[-1.0, -2.0, -0.0], [-3.0, -0.0, -6.0]])
+    assert np.all(y[0, 0, 0, :2] < 0)
+
+
+def test_hand_values_3d_and_per_axis_window():
+    x = np.arange(8.0).reshape(1, 1, 2, 2, 2)
+    np.testing.assert_array_equal(ops.pool(x, 2, mode="max"), [[[[[7.0]]]]])
+    np.testing.assert_array_equal(ops.pool(x, 2, mode="avg"), [[[[[3.5]]]]])
+    np.testing.assert_array_equal(ops.pool(x, 2, mode="min"), [[[[[0.0]]]]])
+    # Window (1, 2, 1): pairs along the middle axis, (x[i, 0, k], x[i, 1, k]).
+    y = ops.pool(x, (1, 2, 1), mode="avg")
+    np.testing.assert_array_equal(y[0, 0, :, 0, :], [[1.0, 2.0], [5.0, 6.0]])
+
+
+def test_hand_values_same_padding_stride_2():
+    # 'same', window 3, stride 2 on 5 cells: out = ceil(5/2) = 3, total pad
+    # (3-1)*2 + 3 - 5 = 2 -> (1, 1); windows {0,1}, {1,2,3}, {3,4}.
+    x = np.array([[[4.0, -2.0, 6.0, 1.0, 3.0]]])
+    np.testing.assert_array_equal(ops.pool(x, 3, stride=2, padding="same"), [[[4.0, 6.0, 3.0]]])
+    np.testing.assert_array_equal(
+        ops.pool(x, 3, stride=2, padding="same", mode="min"), [[[-2.0, -2.0, 1.0]]]
+    )
+    np.testing.assert_array_equal(
+        ops.pool(x, 3, stride=2, padding="same", mode="avg"), [[[1.0, 5.0 / 3.0, 2.0]]]
+    )
+
+
+@pytest.mark.parametrize("mode, expected", [
+    # Windows {0,1,2}, {1,2,3}, {2,3,4} of [1, 3, 2, 3, 0]; grad_y = [1, 10, 100].
+    ("max", [0.0, 11.0, 0.0, 100.0, 0.0]),  # the middle window's first 3 is cell 1
+    ("min", [1.0, 0.0, 10.0, 0.0, 100.0]),
+    ("avg", [1 / 3, 11 / 3, 111 / 3, 110 / 3, 100 / 3]),
+])
+def test_hand_backward_overlapping_windows_accumulate(mode, expected):
+    x = np.array([[[1.0, 3.0, 2.0, 3.0, 0.0]]])
+    grad_x = ops.pool_backward([[[1.0, 10.0, 100.0]]], x, 3, stride=1, mode=mode)
+    np.testing.assert_allclose(grad_x[0, 0], expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("mode, expected", [
+    # Windows {0} and {1, 2} of [4, -1, 2] (padding 1); grad_y = [1, 2].
+    ("max", [1.0, 0.0, 2.0]),
+    ("min", [1.0, 2.0, 0.0]),
+    ("avg", [1.0, 1.0, 1.0]),  # a whole 1 to the single real cell, 2/2 to each
+])
+def test_hand_backward_with_padding(mode, expected):
+    x = np.array([[[4.0, -1.0, 2.0]]])
+    np.testing.assert_array_equal(ops.pool_backward([[[1.0, 2.0]]], x, 2, padding=1, mode=mode)[0, 0], expected)
+
+
+# --------------------------------------------------------------------------------
+# Ties: the first cell in row-major order gets the gradient
+# --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_ties_send_gradient_to_first_cell(mode):
+    x = np.ones((1, 1, 4, 4))
+    g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1, 2, 3, 4
+    np.testing.assert_array_equal(ops.pool_backward(g, x, 2, mode=mode)[0, 0], expected)
+    _, idx = ops.pool_with_indices(x, 2, mode=mode)
+    np.testing.assert_array_equal(idx[0, 0], [[0, 2], [8, 10]])
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_ties_overlapping_and_padded(mode):
+    x = np.full((1, 1, 3, 3), 7.0)
+    g = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    # Window 2, stride 1: windows start at (0,0), (0,1), (1,0), (1,1).
+    np.testing.assert_array_equal(
+        ops.pool_backward(g, x, 2, stride=1, mode=mode)[0, 0],
+        [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]],
+    )
+    # Padding 1, window 2, stride 2: windows hold rows {0}, {1, 2} x columns {0}, {1, 2};
+    # the first REAL cell wins, never a padded one.
+    np.testing.assert_array_equal(
+        ops.pool_backward(g, x, 2, padding=1, mode=mode)[0, 0],
+        [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]],
+    )
+
+
+def test_global_ties_first_cell():
+    x = np.full((2, 3, 2, 3, 2), -1.5)
+    for mode in ["max", "min"]:
+        grad_x = ops.global_pool_backward(np.ones((2, 3)), x, mode)
+        expected = np.zeros_like(x)
+        expected[:, :, 0, 0, 0] = 1.0
+        np.testing.assert_array_equal(grad_x, expected)
+
+
+def test_nan_propagates_and_takes_the_gradient():
+    x = np.array([[[1.0, np.nan, 5.0, 2.0, np.nan, np.nan]]])
+    for mode in ["max", "min"]:
+        y = ops.pool(x, 3, mode=mode)
+        assert np.isnan(y).all()
+        # The first NaN of each window (cells 1 and 4), as in the twin.
+        grad_x = ops.pool_backward([[[1.0, 2.0]]], x, 3, mode=mode)
+        np.testing.assert_array_equal(grad_x[0, 0], [0.0, 1.0, 0.0, 0.0, 2.0, 0.0])
+        np.testing.assert_array_equal(grad_x, ref.pool_backward(np.array([[[1.0, 2.0]]]), x, 3, mode=mode))
+    assert np.isnan(ops.global_pool(x, "max")).all()
+
+
+# --------------------------------------------------------------------------------
+# Random configurations against the twin
+# --------------------------------------------------------------------------------
+
+
+@st.composite
+def pool_configs(draw, allow_invalid=False):
+    n_axes = draw(st.integers(1, 3))
+    window = tuple(draw(st.integers(1, 3)) for _ in range(n_axes))
+    stride = draw(st.one_of(
+        st.none(),
+        st.integers(1, 3),
+        st.tuples(*[st.integers(1, 3) for _ in range(n_axes)]),
+    ))
+    max_pad = 5 if allow_invalid else min(window) - 1
+    padding = draw(st.one_of(
+        st.just("valid"),
+        st.just("same"),
+        st.integers(0, max_pad),
+        st.tuples(*[st.integers(0, (5 if allow_invalid else k - 1)) for k in window]),
+    ))
+    low = 1 if allow_invalid else None
+    spatial = tuple(draw(st.integers(low or max(1, k - 1), 6)) for k in window)
+    pool_size = window[0] if len(set(window)) == 1 and draw(st.booleans()) else window
+    n = draw(st.integers(1, 2))
+    c = draw(st.integers(1, 3))
+    return dict(
+        shape=(n, c) + spatial, pool_size=pool_size, stride=stride, padding=padding,
+        mode=draw(st.sampled_from(MODES)), dtype=draw(st.sampled_from(DTYPES)),
+        ties=draw(st.booleans()), seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def _random_input(cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    if cfg["ties"]:
+        # Few distinct values: ties in most windows exercise the first-extreme rule.
+        x = rng.integers(-2, 3, size=cfg["shape"]).astype(cfg["dtype"])
+    else:
+        x = rng.standard_normal(cfg["shape"]).astype(cfg["dtype"])
+    return x, rng
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(cfg=pool_configs())
+def test_pool_matches_twin(cfg):
+    geometry = ref.geometry(cfg["shape"][2:], cfg["pool_size"], cfg["stride"], cfg["padding"])
+    assume(geometry is not None)
+    x, rng = _random_input(cfg)
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], mode=cfg["mode"])
+
+    y = ops.pool(x, cfg["pool_size"], **kwargs)
+    y_ref = ref.pool(x, cfg["pool_size"], **kwargs)
+    assert y.dtype == x.dtype
+    assert y.shape == y_ref.shape
+    assert y.shape[2:] == ops.pool_output_shape(x.shape[2:], cfg["pool_size"],
+                                                stride=cfg["stride"], padding=cfg["padding"])
+    if cfg["mode"] == "avg":
+        np.testing.assert_allclose(y, y_ref, **TOL[cfg["dtype"]])
+    else:
+        np.testing.assert_array_equal(y, y_ref)
+
+    grad_y = rng.standard_normal(y.shape).astype(cfg["dtype"])
+    grad_x = ops.pool_backward(grad_y, x, cfg["pool_size"], **kwargs)
+    assert grad_x.dtype == x.dtype and grad_x.shape == x.shape
+    np.testing.assert_allclose(grad_x, ref.pool_backward(grad_y, x, cfg["pool_size"], **kwargs),
+                               **TOL[cfg["dtype"]])
+
+    if cfg["mode"] != "avg":
+        y_idx, idx = ops.pool_with_indices(x, cfg["pool_size"], **kwargs)
+        np.testing.assert_array_equal(y_idx, y)
+        assert idx.dtype == np.int64
+        # The index points at the value that was returned.
+        planes = x.reshape(x.shape[0], x.shape[1], -1)
+        np.testing.assert_array_equal(
+            np.take_along_axis(planes, idx.reshape(idx.shape[0], idx.shape[1], -1), axis=2),
+            y.reshape(y.shape[0], y.shape[1], -1),
+        )
+        # The cached-index backward is the same computation, bit for bit.
+        np.testing.assert_array_equal(ops.pool_backward_indices(grad_y, idx, x.shape), grad_x)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cfg=pool_configs(allow_invalid=True))
+def test_invalid_geometry_raises_exactly_when_twin_says_so(cfg):
+    # A window larger than the padded input, or one holding no real cell, is an error.
+    x = np.zeros(cfg["shape"])
+    geometry = ref.geometry(x.shape[2:], cfg["pool_size"], cfg["stride"], cfg["padding"])
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], mode=cfg["mode"])
+    if geometry is None:
+        with pytest.raises(ValueError, match="pool_size|padding"):
+            ops.pool(x, cfg["pool_size"], **kwargs)
+        with pytest.raises(ValueError, match="pool_size|padding"):
+            ops.pool_output_shape(x.shape[2:], cfg["pool_size"], stride=cfg["stride"],
+                                  padding=cfg["padding"])
+    else:
+        assert ops.pool(x, cfg["pool_size"], **kwargs).shape[2:] == geometry[3]
+
+
+# --------------------------------------------------------------------------------
+# Finite differences (float64)
+# --------------------------------------------------------------------------------
+
+FD_CASES = [
+    dict(shape=(2, 2, 7), pool_size=3, stride=2, padding=1),
+    dict(shape=(1, 2, 5, 6), pool_size=2, stride=None, padding=0),
+    dict(shape=(2, 1, 5, 4), pool_size=(3, 2), stride=1, padding=(1, 0)),
+    dict(shape=(1, 2, 5, 5), pool_size=3, stride=2, padding="same"),
+    dict(shape=(1, 1, 3, 4, 5), pool_size=(2, 3, 2), stride=(1, 2, 2), padding=(1, 1, 0)),
+]
+
+
+@pytest.mark.parametrize("case", FD_CASES, ids=lambda c: str(c["shape"]))
+@pytest.mark.parametrize("mode", MODES)
+def test_pool_backward_finite_differences(case, mode):
+    rng = np.random.default_rng(1)
+    shape = case["shape"]
+    kwargs = dict(stride=case["stride"], padding=case["padding"], mode=mode)
+    if mode == "avg":
+        x = rng.standard_normal(shape)
+    else:
+        # Distinct values one apart: a step of 1e-6 never changes which cell wins.
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+    r = rng.standard_normal(ops.pool(x, case["pool_size"], **kwargs).shape)
+    grad = ops.pool_backward(r, x, case["pool_size"], **kwargs)
+    assert np.any(grad != 0)
+    _loss_grad_check(lambda v: ops.pool(v, case["pool_size"], **kwargs), grad, x, r)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (2, 2, 3, 4), (1, 2, 2, 3, 3)])
+@pytest.mark.parametrize("mode", MODES)
+def test_global_pool_backward_finite_differences(shape, mode):
+    rng = np.random.default_rng(2)
+    if mode == "avg":
+        x = rng.standard_normal(shape)
+    else:
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+    r = rng.standard_normal(shape[:2])
+    grad = ops.global_pool_backward(r, x, mode)
+    _loss_grad_check(lambda v: ops.global_pool(v, mode), grad, x, r)
+
+
+# --------------------------------------------------------------------------------
+# Global pooling
+# --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 9), (2, 4, 5, 3), (2, 2, 3, 4, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_global_pool_matches_twin_and_numpy(shape, dtype, mode):
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # ties included
+    axes = tuple(range(2, len(shape)))
+    y = ops.global_pool(x, mode)
+    assert y.shape == shape[:2] and y.dtype == dtype
+    reduce = {"max": np.max, "avg": np.mean, "min": np.min}[mode]
+    np.testing.assert_allclose(y, reduce(x.astype(np.float64), axis=axes), **TOL[dtype])
+    np.testing.assert_allclose(y, ref.global_pool(x, mode), **TOL[dtype])
+    # Same thing as pooling with the whole plane as the window.
+    np.testing.assert_array_equal(y, ops.pool(x, shape[2:], mode=mode).reshape(shape[:2]))
+
+    grad_y = rng.standard_normal(shape[:2]).astype(dtype)
+    grad_x = ops.global_pool_backward(grad_y, x, mode)
+    assert grad_x.shape == shape and grad_x.dtype == dtype
+    np.testing.assert_allclose(grad_x, ref.global_pool_backward(grad_y, x, mode), **TOL[dtype])
+
+
+def test_global_pool_large_plane_float32_accuracy():
+    # The average sums in double, so a float32 plane of 32k cells stays accurate.
+    rng = np.random.default_rng(4)
+    x = (rng.random((2, 3, 32, 32, 32)) + 1000.0).astype(np.float32)
+    y = ops.global_pool(x, "avg")
+    np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=(2, 3, 4)), rtol=1e-7)
+
+
+# --------------------------------------------------------------------------------
+# Threads, dtypes, memory layouts
+# --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grain", ["default", "tiny"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_thread_count_does_not_change_results(dtype, mode, grain, monkeypatch):
+    if grain == "tiny":
+        # Small inputs normally run on one thread; force the team on every call.
+        monkeypatch.setattr(ops, "_POOL_GRAIN", 1)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5, 33, 35)).astype(dtype)
+    kwargs = dict(stride=2, padding=1, mode=mode)  # window 3, stride 2: overlapping
+    y1 = ops.pool(x, 3, n_jobs=1, **kwargs)
+    g = rng.standard_normal(y1.shape).astype(dtype)
+    gx1 = ops.pool_backward(g, x, 3, n_jobs=1, **kwargs)
+    for n_jobs in [2, 3, -1]:
+        np.testing.assert_array_equal(ops.pool(x, 3, n_jobs=n_jobs, **kwargs), y1)
+        np.testing.assert_array_equal(ops.pool_backward(g, x, 3, n_jobs=n_jobs, **kwargs), gx1)
+    np.testing.assert_array_equal(ops.global_pool(x, mode, n_jobs=1), ops.global_pool(x, mode, n_jobs=2))
+    gg = rng.standard_normal(x.shape[:2]).astype(dtype)
+    np.testing.assert_array_equal(
+        ops.global_pool_backward(gg, x, mode, n_jobs=1), ops.global_pool_backward(gg, x, mode, n_jobs=2)
+    )
+    if mode != "avg":
+        _, idx = ops.pool_with_indices(x, 3, n_jobs=2, **kwargs)
+        np.testing.assert_array_equal(ops.pool_backward_indices(g, idx, x.shape, n_jobs=2), gx1)
+
+
+@pytest.mark.parametrize("in_dtype, out_dtype", [
+    (np.float32, np.float32),
+    (np.float64, np.float64),
+    (np.int64, np.float64),
+    (np.int8, np.float64),
+    (np.uint8, np.float64),
+    (np.bool_, np.float64),
+    (np.float16, np.float64),
+])
+def test_dtype_rules(in_dtype, out_dtype):
+    x = (np.arange(2 * 3 * 4 * 4) % 7).reshape(2, 3, 4, 4).astype(in_dtype)
+    for mode in MODES:
+        y = ops.pool(x, 2, mode=mode)
+        assert y.dtype == out_dtype
+        np.testing.assert_allclose(y, ref.pool(x.astype(np.float64), 2, mode=mode), rtol=1e-6)
+        assert ops.pool_backward(np.ones(y.shape, dtype=in_dtype), x, 2, mode=mode).dtype == out_dtype
+        assert ops.global_pool(x, mode).dtype == out_dtype
+        assert ops.global_pool_backward(np.ones((2, 3), dtype=in_dtype), x, mode).dtype == out_dtype
+
+
+def test_nested_lists_are_accepted():
+    assert ops.pool([[[1, 2, 3, 4]]], 2).tolist() == [[[2.0, 4.0]]]
+
+
+@pytest.mark.parametrize("x_dtype, g_dtype", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_mixed_dtypes_promote_to_float64(x_dtype, g_dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(x_dtype)
+    g = rng.standard_normal((2, 2, 3, 3)).astype(g_dtype)
+    for mode in MODES:
+        grad_x = ops.pool_backward(g, x, 2, mode=mode)
+        assert grad_x.dtype == np.float64
+        np.testing.assert_allclose(
+            grad_x, ref.pool_backward(g.astype(np.float64), x.astype(np.float64), 2, mode=mode),
+            rtol=1e-12,
+        )
+        assert ops.global_pool_backward(g[:, :, 0, 0], x, mode).dtype == np.float64
+
+
+def test_read_only_and_memmap_inputs(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 8, 6)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=x.dtype, shape=x.shape)
+    mm[...] = x
+    mm.flush()
+    del mm
+    x_mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    g = rng.standard_normal((3, 2, 4, 3)).astype(np.float32)
+    g.setflags(write=False)
+    x_ro = x.copy()
+    x_ro.setflags(write=False)
+    for mode in MODES:
+        expected = ops.pool(x, 2, mode=mode)
+        expected_grad = ops.pool_backward(g.copy(), x, 2, mode=mode)
+        for xin in (x_mm, x_ro):
+            assert not xin.flags.writeable
+            np.testing.assert_array_equal(ops.pool(xin, 2, mode=mode), expected)
+            np.testing.assert_array_equal(ops.pool_backward(g, xin, 2, mode=mode), expected_grad)
+            np.testing.assert_array_equal(ops.global_pool(xin, mode), ops.global_pool(x, mode))
+    _, idx = ops.pool_with_indices(x_ro, 2)
+    idx.setflags(write=False)
+    np.testing.assert_array_equal(ops.pool_backward_indices(g, idx, x.shape), ops.pool_backward(g, x, 2))
+
+
+def test_non_contiguous_inputs():
+    rng = np.random.default_rng(8)
+    big = rng.standard_normal((4, 3, 14, 12))
+    views = [
+        big[::2, :, ::2, ::-1],        # strided and reversed
+        np.asfortranarray(big),        # Fortran order
+        big.transpose(0, 1, 3, 2),     # swapped spatial axes
+        big[:, 1:2, 3:10, 2:11],       # sliced
+    ]
+    for x in views:
+        assert not x.flags.c_contiguous
+        xc = np.ascontiguousarray(x)
+        for mode in MODES:
+            y = ops.pool(x, (3, 2), stride=(2, 1), padding=(1, 0), mode=mode)
+            np.testing.assert_array_equal(y, ops.pool(xc, (3, 2), stride=(2, 1), padding=(1, 0), mode=mode))
+            g = rng.standard_normal(y.shape)[..., ::-1]  # non-contiguous grad_y too
+            np.testing.assert_array_equal(
+                ops.pool_backward(g, x, (3, 2), stride=(2, 1), padding=(1, 0), mode=mode),
+                ops.pool_backward(np.ascontiguousarray(g), xc, (3, 2), stride=(2, 1), padding=(1, 0), mode=mode),
+            )
+            np.testing.assert_array_equal(ops.global_pool(x, mode), ops.global_pool(xc, mode))
+
+
+def test_empty_batch_returns_empty_results():
+    x = np.zeros((0, 3, 5, 4), dtype=np.float32)
+    for mode in MODES:
+        y = ops.pool(x, 2, padding=1, mode=mode)
+        assert y.shape == (0, 3, 3, 3) and y.dtype == np.float32
+        grad_x = ops.pool_backward(np.zeros((0, 3, 3, 3)), x, 2, padding=1, mode=mode)
+        assert grad_x.shape == x.shape
+        assert ops.global_pool(x, mode).shape == (0, 3)
+        assert ops.global_pool_backward(np.zeros((0, 3)), x, mode).shape == x.shape
+    y, idx = ops.pool_with_indices(x, 2)
+    assert y.shape == idx.shape == (0, 3, 2, 2)
+    assert ops.pool_backward_indices(y, idx, x.shape).shape == x.shape
+
+
+# --------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------
+
+X4 = np.zeros((2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(pool_size=2, mode="sum"), ValueError, r"mode must be one of 'max', 'avg', 'min', got 'sum'"),
+    (dict(pool_size=2, mode=None), ValueError, r"mode must be one of .* got None"),
+    (dict(pool_size=5), ValueError, r"pool_size \(5, 5\) is larger than the padded input .*\(4, 4\)"),
+    (dict(pool_size=(2, 7), padding=1), ValueError, r"pool_size \(2, 7\) is larger .* axis 1"),
+    (dict(pool_size=0), ValueError, r"pool_size must be >= 1"),
+    (dict(pool_size=(2, 0)), ValueError, r"pool_size must be >= 1"),
+    (dict(pool_size=(2, 2, 2)), ValueError, r"pool_size has 3 entries but the input has 2"),
+    (dict(pool_size=2.5), TypeError, r"pool_size must be an int or a tuple"),
+    (dict(pool_size=2, stride=0), ValueError, r"stride must be >= 1"),
+    (dict(pool_size=2, stride=(1, -1)), ValueError, r"stride must be >= 1"),
+    (dict(pool_size=2, padding=-1), ValueError, r"padding must be >= 0"),
+    (dict(pool_size=2, padding=(0, -2)), ValueError, r"padding must be >= 0"),
+    (dict(pool_size=2, padding="full"), ValueError, r"padding must be an int, a tuple of ints, 'valid' or 'same'"),
+    (dict(pool_size=2, padding=2), ValueError, r"no real cell on spatial axis 0 .*\(4, 4\)"),
+    (dict(pool_size=(3, 2), padding=(1, 2)), ValueError, r"no real cell on spatial axis 1"),
+    # Overlapping windows, padding equal to the window on axis 1 only.
+    (dict(pool_size=(2, 3), stride=1, padding=(0, 3)), ValueError, r"no real cell on spatial axis 1"),
+    (dict(pool_size=2, n_jobs=0), ValueError, r"n_jobs == 0"),
+    (dict(pool_size=2, n_jobs=1.5), TypeError, r"n_jobs must be None or an int"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ops.pool(X4, **kwargs)
+    grad_kwargs = dict(kwargs)
+    with pytest.raises(exc, match=match):
+        ops.pool_backward(np.zeros((2, 3, 2, 2)), X4, **grad_kwargs)
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.zeros((3, 4)), r"x must have shape \(N, C, \*spatial\) .* got ndim 2 with shape \(3, 4\)"),
+    (np.zeros((1, 1, 2, 2, 2, 2)), r"got ndim 6 with shape \(1, 1, 2, 2, 2, 2\)"),
+    (np.zeros((2, 0, 4)), r"x has an empty channel or spatial axis: shape \(2, 0, 4\)"),
+    (np.zeros((2, 1, 4, 0)), r"x has an empty channel or spatial axis"),
+])
+def test_bad_input_shapes(x, match):
+    with pytest.raises(ValueError, match=match):
+        ops.pool(x, 1)
+    with pytest.raises(ValueError, match=match):
+        ops.global_pool(x)
+    with pytest.raises(ValueError, match=match):
+        ops.global_pool_backward(np.zeros(x.shape[:2]), x)
+
+
+def test_bad_dtypes():
+    with pytest.raises(TypeError, match=r"x must hold real numbers, got dtype complex128"):
+        ops.pool(np.zeros((1, 1, 4), dtype=complex), 2)
+    with pytest.raises(TypeError, match=r"x must hold real numbers, got dtype <U1"):
+        ops.global_pool(np.full((1, 1, 4), "a"))
+    with pytest.raises(TypeError, match=r"grad_y must hold real numbers"):
+        ops.pool_backward(np.zeros((1, 1, 2), dtype=object), np.zeros((1, 1, 4)), 2)
+
+
+def test_bad_grad_y_shapes():
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 2, 2\) .* x with shape "
+                                         r"\(2, 3, 4, 4\)\), got shape \(2, 3, 4, 4\)"):
+        ops.pool_backward(X4, X4, 2)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 3, 3\) .* got shape \(2, 3, 2, 2\)"):
+        ops.pool_backward(np.zeros((2, 3, 2, 2)), X4, 2, stride=1)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3\) .* x with shape "
+                                         r"\(2, 3, 4, 4\)\), got shape \(2, 3, 1, 1\)"):
+        ops.global_pool_backward(np.zeros((2, 3, 1, 1)), X4)
+    with pytest.raises(ValueError, match=r"mode must be one of"):
+        ops.global_pool_backward(np.zeros((2, 3)), X4, "median")
+
+
+def test_bad_indices():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    y, idx = ops.pool_with_indices(x, 2)
+    with pytest.raises(ValueError, match=r"mode must be one of 'max', 'min', got 'avg'"):
+        ops.pool_with_indices(x, 2, mode="avg")
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16\) .* got values in \[6, 16\]"):
+        ops.pool_backward_indices(y, idx + 1, x.shape)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16\)"):
+        ops.pool_backward_indices(y, idx - 6, x.shape)
+    with pytest.raises(TypeError, match=r"indices must hold integers, got dtype float64"):
+        ops.pool_backward_indices(y, idx.astype(float), x.shape)
+    with pytest.raises(ValueError, match=r"indices must have the shape of grad_y \(1, 1, 2, 2\), "
+                                         r"got shape \(1, 1, 4\)"):
+        ops.pool_backward_indices(y, idx.reshape(1, 1, 4), x.shape)
+    with pytest.raises(ValueError, match=r"x_shape \(1, 2, 4, 4\) must be \(N, C, \*spatial\)"):
+        ops.pool_backward_indices(y, idx, (1, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"x_shape \(1, 1, 16\) must be"):
+        ops.pool_backward_indices(y, idx, (1, 1, 16))
+
+
+# --------------------------------------------------------------------------------
+# PyTorch cross-check
+# --------------------------------------------------------------------------------
+
+TORCH_CASES = [
+    dict(shape=(2, 3, 11), pool_size=3, stride=2, padding=1),
+    dict(shape=(2, 3, 9), pool_size=2, stride=None, padding=0),
+    dict(shape=(4, 6, 28, 28), pool_size=2, stride=None, padding=0),
+    dict(shape=(2, 3, 9, 10), pool_size=(3, 2), stride=(2, 1), padding=(1, 1)),
+    dict(shape=(2, 2, 7, 8), pool_size=3, stride=1, padding=1),
+    dict(shape=(2, 2, 5, 6, 7), pool_size=(2, 3, 2), stride=(2, 2, 1), padding=(1, 1, 0)),
+    dict(shape=(1, 2, 6, 6, 6), pool_size=2, stride=None, padding=0),
+]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: str(c["shape"]))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_torch(case, dtype, mode):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    n_axes = len(case["shape"]) - 2
+    max_pool = [F.max_pool1d, F.max_pool2d, F.max_pool3d][n_axes - 1]
+    avg_pool = [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d][n_axes - 1]
+    stride = case["stride"] if case["stride"] is not None else case["pool_size"]
+    tkw = dict(kernel_size=case["pool_size"], stride=stride, padding=case["padding"])
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(case["shape"]).astype(dtype)
+    kwargs = dict(stride=case["stride"], padding=case["padding"], mode=mode)
+    y = ops.pool(x, case["pool_size"], **kwargs)
+    g = rng.standard_normal(y.shape).astype(dtype)
+
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    if mode == "max":
+        yt = max_pool(xt, **tkw)
+    elif mode == "min":
+        yt = -max_pool(-xt, **tkw)
+    else:
+        yt = avg_pool(xt, count_include_pad=False, **tkw)
+    yt.backward(torch.from_numpy(g.copy()))
+
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+    np.testing.assert_allclose(ops.pool_backward(g, x, case["pool_size"], **kwargs),
+                               xt.grad.numpy(), **tol)
+
+
+def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
+    # The work cap only ever lowers the thread count, never raises it above n_jobs.
+    assert ops._pool_threads(2, (1, 1, 4, 4), (1, 1, 2, 2), (2, 2)) == 1
+    assert ops._pool_threads(2, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 2
+    assert ops._pool_threads(1, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 1
