@@ -170,6 +170,8 @@ def main(argv=None):
                     else:
                         row += f" {med[t_key] * 1e3:8.3f} {med[s_key] / med[t_key]:5.2f} |"
                 print(row.rstrip(" |"), flush=True)
+    # Other processes on the cores make the medians (and the 2-thread rows most) noisy.
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

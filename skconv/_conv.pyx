@@ -28,8 +28,7 @@ bitwise identical whatever the number of threads.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -128,6 +127,7 @@ cdef struct Geometry:
     Py_ssize_t pad[3]
     Py_ssize_t dil[3]
     Py_ssize_t channels
+    Py_ssize_t n_filters
     Py_ssize_t n_rows     # channels * K0 * K1 * K2
     Py_ssize_t n_cols     # O0 * O1 * O2
 
@@ -222,6 +222,7 @@ cdef Geometry _geometry(tuple x_shape, tuple w_shape, tuple y_shape,
         g.pad[a] = pad_lo[a]
         g.dil[a] = dilation[a]
     g.channels = x_shape[1]
+    g.n_filters = w_shape[0]
     g.n_rows = g.channels * g.ksize[0] * g.ksize[1] * g.ksize[2]
     g.n_cols = g.out[0] * g.out[1] * g.out[2]
     return g
@@ -372,40 +373,39 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            const floating *bias,
                            floating[:, :, :, :, ::1] y,
                            const Py_ssize_t[::1] offsets,
+                           floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads) noexcept nogil:
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0], n
-        floating *xp = NULL
-        floating *wide = NULL
+        floating *xp
+        floating *wide
     with parallel(num_threads=n_threads):
-        xp = <floating *> malloc((g.channels * sh.xp_plane + SKC_SLACK) * sizeof(floating))
-        wide = <floating *> malloc(n_filters * sh.x_wide_ld * sizeof(floating))
+        xp = &scratch[threadid(), 0]
+        wide = xp + g.channels * sh.xp_plane + SKC_SLACK
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
             _rowgemm(n_filters, sh.x_wide, g.n_rows, &w[0, 0, 0, 0, 0], g.n_rows, 1,
                      xp, &offsets[0], wide, sh.x_wide_ld, False)
             _compact(wide, n_filters, sh.x_wide_ld, sh.xp, g.out, bias, &y[n, 0, 0, 0, 0])
-        free(xp)
-        free(wide)
 
 
 cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
                           const floating[:, :, :, :, ::1] w,
                           const floating *bias,
                           floating[:, :, :, :, ::1] y,
+                          floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                           const Geometry *g, int n_threads) noexcept nogil:
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
         Py_ssize_t n, d, p
         bint pointwise = _is_pointwise(g)
         floating beta
-        floating *col = NULL
+        floating *col
         const floating *col_in
         floating *y_n
     with parallel(num_threads=n_threads):
-        if not pointwise:
-            col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
+        col = &scratch[threadid(), 0]
         for n in prange(n_samples, schedule="static"):
             y_n = &y[n, 0, 0, 0, 0]
             if pointwise:
@@ -423,11 +423,31 @@ cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
             _gemm(c'N', c'N', <int> g.n_cols, <int> n_filters, <int> g.n_rows,
                   1, col_in, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
                   beta, y_n, <int> g.n_cols)
-        free(col)
 
 
-def _shape5(array):
-    return tuple(array.shape)
+cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_grad_x,
+                     int n_threads, dtype):
+    """Per-thread workspace, one row per thread (row ``threadid()``).
+
+    Allocated here, with the GIL, so that a failed allocation is a MemoryError rather
+    than a NULL pointer inside a parallel region.
+    """
+    cdef Shifted sh
+    cdef Py_ssize_t size
+    if not shifted:
+        # The im2col matrix of one sample (unused, but kept valid, for 1x1 kernels).
+        size = g.n_rows * g.n_cols
+    else:
+        sh = _shifted(g)
+        size = g.channels * sh.xp_plane + SKC_SLACK          # padded input
+        if not backward:
+            size += g.n_filters * sh.x_wide_ld                # wide output
+        else:
+            size += g.n_filters * sh.gy_ld + SKC_SLACK        # grad_y on the input grid
+            if want_grad_x:
+                size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
+                size += g.channels * sh.g_wide_ld             # wide grad_x
+    return np.empty((n_threads, size), dtype=dtype)
 
 
 def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2)
@@ -447,16 +467,21 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         const floating *bias = &b[0] if b is not None else NULL
         const Py_ssize_t[::1] offsets
+        floating[:, ::1] scratch
+        bint shifted
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    if _unit_stride(&g):
+    shifted = _unit_stride(&g)
+    scratch = _scratch(&g, shifted, False, False, n_threads,
+                       np.float32 if floating is float else np.float64)
+    if shifted:
         offsets = _shifted_offsets(x_shape, w_shape, y_shape, stride, pad_lo, dilation)[0]
         with nogil:
-            _forward_shifted(x, w, bias, y, offsets, &g, n_threads)
+            _forward_shifted(x, w, bias, y, offsets, scratch, &g, n_threads)
     else:
         with nogil:
-            _forward_im2col(x, w, bias, y, &g, n_threads)
+            _forward_im2col(x, w, bias, y, scratch, &g, n_threads)
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):
@@ -504,6 +529,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                             floating[:, ::1] grad_b_chunks,
                             const Py_ssize_t[::1] offsets_fwd,
                             const Py_ssize_t[::1] offsets_bwd,
+                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, int n_threads) noexcept nogil:
     cdef:
         Shifted sh = _shifted(g)
@@ -514,20 +540,19 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         Py_ssize_t zero3[3]
         Py_ssize_t gy_grid[3]
         bint want_grad_x = grad_x is not None
-        floating *xp = NULL
-        floating *gy_wide = NULL
-        floating *gyp = NULL
-        floating *gx_wide = NULL
+        floating *xp
+        floating *gy_wide
+        floating *gyp
+        floating *gx_wide
     zero3[0] = zero3[1] = zero3[2] = 0
     gy_grid[0] = g.out[0]
     gy_grid[1] = sh.xp[1]
     gy_grid[2] = sh.xp[2]
     with parallel(num_threads=n_threads):
-        xp = <floating *> malloc((g.channels * sh.xp_plane + SKC_SLACK) * sizeof(floating))
-        gy_wide = <floating *> malloc((n_filters * sh.gy_ld + SKC_SLACK) * sizeof(floating))
-        if want_grad_x:
-            gyp = <floating *> malloc((n_filters * sh.gp_plane + SKC_SLACK) * sizeof(floating))
-            gx_wide = <floating *> malloc(g.channels * sh.g_wide_ld * sizeof(floating))
+        xp = &scratch[threadid(), 0]
+        gy_wide = xp + g.channels * sh.xp_plane + SKC_SLACK
+        gyp = gy_wide + n_filters * sh.gy_ld + SKC_SLACK
+        gx_wide = gyp + n_filters * sh.gp_plane + SKC_SLACK
         for chunk in prange(n_chunks, schedule="static"):
             # Assigned (not written through a pointer) so that prange makes them private.
             start = _chunk_start(chunk, n_chunks, n_samples)
@@ -552,10 +577,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                              gyp, &offsets_bwd[0], gx_wide, sh.g_wide_ld, False)
                     _compact(gx_wide, g.channels, sh.g_wide_ld, sh.gp, g.size, NULL,
                              &grad_x[n, 0, 0, 0, 0])
-        free(xp)
-        free(gy_wide)
-        free(gyp)
-        free(gx_wide)
+
 
 
 cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
@@ -564,6 +586,7 @@ cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
                            floating[:, :, :, :, ::1] grad_x,
                            floating[:, ::1] grad_w_chunks,
                            floating[:, ::1] grad_b_chunks,
+                           floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads) noexcept nogil:
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
@@ -572,12 +595,12 @@ cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
         bint want_grad_x = grad_x is not None
         bint pointwise = _is_pointwise(g)
         floating zero = 0, one = 1
-        floating *col = NULL
+        floating *col
         const floating *col_in
         const floating *gy_n
         floating *gw
     with parallel(num_threads=n_threads):
-        col = <floating *> malloc(g.n_rows * g.n_cols * sizeof(floating))
+        col = &scratch[threadid(), 0]
         for chunk in prange(n_chunks, schedule="static"):
             # Assigned (not written through a pointer) so that prange makes them private.
             start = _chunk_start(chunk, n_chunks, n_samples)
@@ -602,7 +625,6 @@ cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
                           one, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
                           zero, col, <int> g.n_cols)
                     _col2im_add(col, g, grad_x[n])
-        free(col)
 
 
 def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, O2)
@@ -633,10 +655,15 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         const Py_ssize_t[::1] offsets_fwd
         const Py_ssize_t[::1] offsets_bwd
         const floating[:, :, :, :, ::1] w_flipped
+        floating[:, ::1] scratch
+        bint shifted
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
-    if _unit_stride(&g) and inputs_finite:
+    shifted = _unit_stride(&g) and inputs_finite
+    scratch = _scratch(&g, shifted, True, grad_x is not None, n_threads,
+                       np.float32 if floating is float else np.float64)
+    if shifted:
         offsets_fwd, offsets_bwd = _shifted_offsets(
             x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
@@ -645,8 +672,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
             np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4))
         with nogil:
             _backward_shifted(grad_y, x, w_flipped, grad_x, grad_w_chunks, grad_b_chunks,
-                              offsets_fwd, offsets_bwd, &g, n_threads)
+                              offsets_fwd, offsets_bwd, scratch, &g, n_threads)
     else:
         with nogil:
             _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
-                             &g, n_threads)
+                             scratch, &g, n_threads)

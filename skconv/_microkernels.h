@@ -31,6 +31,10 @@
 /* 64-byte vectors; aligned(sizeof(T)) makes loads and stores through them unaligned. */
 typedef float skc_vf __attribute__((vector_size(64), aligned(4)));
 typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
+typedef float skc_vf8 __attribute__((vector_size(32)));
+typedef float skc_vf4 __attribute__((vector_size(16)));
+typedef double skc_vd4 __attribute__((vector_size(32)));
+typedef double skc_vd2 __attribute__((vector_size(16)));
 #else
 #define SKC_HAVE_VECTOR_EXT 0
 #endif
@@ -58,6 +62,34 @@ typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
 #endif
 
 #define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Sum of the lanes as a fixed tree (upper half added to lower half, repeatedly): a few
+ * vector adds instead of a chain of dependent scalar adds, same order on every target. */
+SKC_ALWAYS_INLINE float skc_hsum_f(skc_vf v)
+{
+    skc_vf8 h8, l8;
+    skc_vf4 h4, l4;
+    __builtin_memcpy(&l8, (const char *)&v, 32);
+    __builtin_memcpy(&h8, (const char *)&v + 32, 32);
+    l8 += h8;
+    __builtin_memcpy(&l4, (const char *)&l8, 16);
+    __builtin_memcpy(&h4, (const char *)&l8 + 16, 16);
+    l4 += h4;
+    return (l4[0] + l4[2]) + (l4[1] + l4[3]);
+}
+
+SKC_ALWAYS_INLINE double skc_hsum_d(skc_vd v)
+{
+    skc_vd4 h4, l4;
+    skc_vd2 h2, l2;
+    __builtin_memcpy(&l4, (const char *)&v, 32);
+    __builtin_memcpy(&h4, (const char *)&v + 32, 32);
+    l4 += h4;
+    __builtin_memcpy(&l2, (const char *)&l4, 16);
+    __builtin_memcpy(&h2, (const char *)&l4 + 16, 16);
+    l2 += h2;
+    return l2[0] + l2[1];
+}
 
 /* One implementation, instantiated for float and double. */
 #define SKC_T float

@@ -71,15 +71,6 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                                accumulate);
 }
 
-SKC_ALWAYS_INLINE SKC_T SKC_NAME(skc_hsum)(SKC_VT v)
-{
-    SKC_T s = 0;
-    int l;
-    for (l = 0; l < SKC_VL; l++)
-        s += v[l];
-    return s;
-}
-
 /* dotgemm block: ni rows of A against nj shifted rows of B. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_dotblock)(
     const int ni, const int nj, ptrdiff_t P,

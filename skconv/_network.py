@@ -264,7 +264,9 @@ def l2_penalty(network, alpha, batch_size):
     total = 0.0
     for w in network.weights:
         flat = w.ravel().astype(np.float64, copy=False)
-        total += float(np.dot(flat, flat))
+        # einsum, not np.dot: a threaded BLAS ddot costs ~4 ms per call for a
+        # (120, 84) layer on a busy 2-core machine (thread wake-ups).
+        total += float(np.einsum("i,i->", flat, flat))
     return 0.5 * alpha * total / batch_size
 
 

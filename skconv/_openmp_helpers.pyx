@@ -1,13 +1,12 @@
-"""OpenMP introspection: whether the kernels were built with OpenMP, and how many
-threads a call may use."""
+"""OpenMP introspection: how many threads a call may use."""
 
-
-cimport openmp
+cdef extern from "_openmp_compat.h" nogil:
+    int skc_omp_max_threads()
 
 
 def _openmp_max_threads():
     """``omp_get_max_threads()``: honours ``OMP_NUM_THREADS`` and threadpoolctl limits.
 
-    Without OpenMP support, Cython's ``openmp`` stub returns 1.
+    1 in a build without OpenMP.
     """
-    return openmp.omp_get_max_threads()
+    return skc_omp_max_threads()

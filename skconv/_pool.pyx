@@ -19,7 +19,7 @@ the CPU overlaps, while each window still sees its cells in row-major order.
 Determinism: each plane of the output (and of the input gradient) is written by
 exactly one thread, which visits the windows in row-major order, so overlapping
 windows accumulate in a fixed order and results are bitwise identical for any thread
-count. No scratch memory is needed.
+count. Scratch memory is one row of outputs per thread.
 
 Padding: each window is clipped to the input before it is scanned, so a padded cell
 never wins a max or a min and is not counted in an average (the divisor is the
@@ -32,10 +32,12 @@ diverging network shows up instead of being hidden by the pooling.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+import numpy as np
 
 cdef enum:
     _MAX = 0
@@ -144,10 +146,8 @@ cdef inline Py_ssize_t _arg_extreme(const floating[:, :, :, ::1] x,  # IN (P, X0
             row = (i0 * g.size[1] + i1) * g.size[2]
             for i2 in range(lo2, hi2):
                 v = x[p, i0, i1, i2]
-                # One plain comparison and two selects that compile to cmov/maxss:
-                # on random data the winner is unpredictable, and a branch miss per
-                # cell would cost more than the scan. The strict comparison keeps the
-                # first extreme; NaN compares false and is dealt with below.
+                # The strict comparison keeps the first extreme; NaN compares false
+                # and is dealt with below.
                 take = (v < best) if want_min else (v > best)
                 best_at = row + i2 if take else best_at
                 best = v if take else best
@@ -169,14 +169,16 @@ cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1,
                               Py_ssize_t p, const PoolGeometry *g,
                               Py_ssize_t lo0, Py_ssize_t hi0,
                               Py_ssize_t lo1, Py_ssize_t hi1,
-                              bint want_min,
+                              bint want_min, bint want_index,
                               floating *best,                    # OUT (O2,)
                               Py_ssize_t *best_at) noexcept nogil:  # OUT (O2,)
     """First max (or min) and its flat index for every window of one output row.
 
     The row's windows span input rows [lo0, hi0) x [lo1, hi1). Forward and backward
     both call this, so the cell that receives the gradient is by construction the one
-    whose value the forward pass returned.
+    whose value the forward pass returned. ``best_at`` is left alone unless
+    ``want_index`` (a constant at each call site, so the compiler drops the index
+    bookkeeping from the plain forward pass).
     """
     cdef:
         Py_ssize_t o2, i0, i1, k2, row, first, end, i2, start, cur_at
@@ -188,7 +190,8 @@ cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1,
         start = o2 * s2 - g.pad[2]
         start = start if start > 0 else 0
         best[o2] = x[p, lo0, lo1, start]
-        best_at[o2] = (lo0 * g.size[1] + lo1) * g.size[2] + start
+        if want_index:
+            best_at[o2] = (lo0 * g.size[1] + lo1) * g.size[2] + start
     # For a fixed o2 the cells come in the order (i0, i1, k2): row-major within the
     # window, so the strict comparison keeps the first extreme.
     for i0 in range(lo0, hi0):
@@ -199,13 +202,15 @@ cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1,
                     i2 = o2 * s2 + k2 - g.pad[2]
                     v = x[p, i0, i1, i2]
                     cur = best[o2]
-                    cur_at = best_at[o2]
                     # Which cell wins is unpredictable on real data: no branches. The
-                    # value select compiles to maxss/minss; the index uses arithmetic
+                    # value select compiles to maxss/minss; the index uses a bit mask
                     # because GCC turns a select between a new value and the old
                     # content of memory into a branch around the store.
                     take = (v < cur) if want_min else (v > cur)
-                    best_at[o2] = cur_at + take * (row + i2 - cur_at)
+                    if want_index:
+                        cur_at = best_at[o2]
+                        # -take is all ones or zero: a mask select, 1-cycle ops.
+                        best_at[o2] = cur_at ^ ((cur_at ^ (row + i2)) & -(<Py_ssize_t> take))
                     best[o2] = v if take else cur
                     saw_nan = saw_nan | (v != v)
     if saw_nan:
@@ -213,8 +218,10 @@ cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1,
         # of a window wins. Rare, so the slow path is fine.
         for o2 in range(n_out):
             _clip(g, 2, o2, &first, &end)
-            best_at[o2] = _arg_extreme(x, p, g, lo0, hi0, lo1, hi1, first, end,
-                                       want_min, &best[o2])
+            cur_at = _arg_extreme(x, p, g, lo0, hi0, lo1, hi1, first, end,
+                                  want_min, &best[o2])
+            if want_index:
+                best_at[o2] = cur_at
     return saw_nan
 
 
@@ -267,12 +274,21 @@ cdef void _forward_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
                     y[p, o0, o1, o2] = <floating> (
                         acc[o2] / <double> _n_real(g, lo0, hi0, lo1, hi1, o2))
             else:
-                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, mode == _MIN, best, best_at)
-                for o2 in range(g.out[2]):
-                    y[p, o0, o1, o2] = best[o2]
+                # Literal flags, one call per case, so that each inlined copy is
+                # specialised.
                 if store_indices:
+                    if mode == _MIN:
+                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
+                    else:
+                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
                     for o2 in range(g.out[2]):
                         indices[p, o0, o1, o2] = best_at[o2]
+                elif mode == _MIN:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, False, best, best_at)
+                else:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, False, best, best_at)
+                for o2 in range(g.out[2]):
+                    y[p, o0, o1, o2] = best[o2]
 
 
 cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
@@ -292,7 +308,8 @@ cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1
         for o1 in range(g.out[1]):
             _clip(g, 1, o1, &lo1, &hi1)
             if mode == _AVG:
-                # Each window's gradient, spread evenly over its real cells.
+                # Each window's gradient, spread evenly over its real cells (the
+                # ``best`` buffer holds the per-window shares here).
                 for o2 in range(g.out[2]):
                     best[o2] = grad_y[p, o0, o1, o2] / <floating> _n_real(
                         g, lo0, hi0, lo1, hi1, o2)
@@ -305,7 +322,10 @@ cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1
                                 grad_x[p, row + o2 * s2 + off] += best[o2]
             else:
                 # In window order, as pool_backward_indices does: same sums, same bits.
-                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, mode == _MIN, best, best_at)
+                if mode == _MIN:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
+                else:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
                 for o2 in range(g.out[2]):
                     grad_x[p, best_at[o2]] += grad_y[p, o0, o1, o2]
 
@@ -328,25 +348,26 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         Py_ssize_t n_planes = x.shape[0], n_out2 = y.shape[3]
         Py_ssize_t p
         bint store_indices = indices is not None
-        floating *best = NULL
-        Py_ssize_t *best_at = NULL
-        double *acc = NULL
+        floating[:, ::1] best_rows
+        Py_ssize_t[:, ::1] best_at_rows
+        double[:, ::1] acc_rows
+        int t
     if n_planes == 0:
         return
+    n_threads = max(1, min(n_threads, n_planes))
+    # Per-thread row buffers (row threadid()), allocated with the GIL so that running
+    # out of memory is a MemoryError, never a NULL pointer in the parallel region.
+    best_rows = np.empty((n_threads, n_out2), dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, n_out2), dtype=np.intp)
+    acc_rows = np.empty((n_threads, n_out2), dtype=np.float64)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
-    n_threads = max(1, min(n_threads, n_planes))
     with nogil, parallel(num_threads=n_threads):
-        # Per-thread row buffers, allocated once per thread, never in the loops.
-        best = <floating *> malloc(n_out2 * sizeof(floating))
-        best_at = <Py_ssize_t *> malloc(n_out2 * sizeof(Py_ssize_t))
-        acc = <double *> malloc(n_out2 * sizeof(double))
+        t = threadid()
         # Planes cost the same, so a static schedule balances the load.
         for p in prange(n_planes, schedule="static"):
-            _forward_plane(x, y, indices, p, &g, mode, store_indices, best, best_at, acc)
-        free(best)
-        free(best_at)
-        free(acc)
+            _forward_plane(x, y, indices, p, &g, mode, store_indices,
+                           &best_rows[t, 0], &best_at_rows[t, 0], &acc_rows[t, 0])
     _free_taps(&g)
 
 
@@ -368,20 +389,22 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
                                    window, stride, pad_lo)
         Py_ssize_t n_planes = x.shape[0], n_out2 = grad_y.shape[3]
         Py_ssize_t p
-        floating *best = NULL
-        Py_ssize_t *best_at = NULL
+        floating[:, ::1] best_rows
+        Py_ssize_t[:, ::1] best_at_rows
+        int t
     if n_planes == 0:
         return
+    n_threads = max(1, min(n_threads, n_planes))
+    # Per-thread row buffers: see pool_forward.
+    best_rows = np.empty((n_threads, n_out2), dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, n_out2), dtype=np.intp)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
-    n_threads = max(1, min(n_threads, n_planes))
     with nogil, parallel(num_threads=n_threads):
-        best = <floating *> malloc(n_out2 * sizeof(floating))
-        best_at = <Py_ssize_t *> malloc(n_out2 * sizeof(Py_ssize_t))
+        t = threadid()
         for p in prange(n_planes, schedule="static"):
-            _backward_plane(grad_y, x, grad_x, p, &g, mode, best, best_at)
-        free(best)
-        free(best_at)
+            _backward_plane(grad_y, x, grad_x, p, &g, mode,
+                            &best_rows[t, 0], &best_at_rows[t, 0])
     _free_taps(&g)
 
 
@@ -406,3 +429,143 @@ def pool_backward_indices(const floating[:, ::1] grad_y,  # IN  (P, O0*O1*O2)
         memset(&grad_x[p, 0], 0, plane_size * sizeof(floating))
         for q in range(n_out):
             grad_x[p, indices[p, q]] += grad_y[p, q]
+
+
+# Global pooling: one window per plane. The windowed kernels above would loop over
+# every cell as a separate tap of a one-output row; here the plane is one contiguous
+# run, scanned with _LANES independent accumulators (combined in a fixed order, so the
+# result still does not depend on the thread count) that the compiler can vectorise.
+cdef enum:
+    _LANES = 8
+
+
+cdef inline double _plane_sum(const floating[:, ::1] x,  # IN (P, S)
+                              Py_ssize_t p) noexcept nogil:
+    """Sum of plane ``p`` in double: _LANES interleaved partial sums, added pairwise."""
+    cdef:
+        double acc[_LANES]
+        Py_ssize_t i, j, n = x.shape[1], n_main = n - n % _LANES
+    for j in range(_LANES):
+        acc[j] = 0
+    for i in range(n_main // _LANES):
+        for j in range(_LANES):
+            acc[j] = acc[j] + x[p, i * _LANES + j]
+    for i in range(n_main, n):
+        acc[i - n_main] = acc[i - n_main] + x[p, i]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline floating _plane_extreme(const floating[:, ::1] x,  # IN (P, S)
+                                    Py_ssize_t p, bint want_min,
+                                    int *saw_nan) noexcept nogil:
+    """Max (or min) value of plane ``p``; ``saw_nan`` tells whether it holds a NaN.
+
+    Values only, in selects that compile to packed max/min: carrying an index through
+    every lane would cost more than the one scan ``_plane_first`` does afterwards.
+    """
+    cdef:
+        floating lane[_LANES]
+        floating v, best
+        Py_ssize_t i, j, n = x.shape[1], n_main = n - n % _LANES
+        int nan = 0
+    for j in range(_LANES):
+        lane[j] = x[p, 0]
+    for i in range(n_main // _LANES):
+        for j in range(_LANES):
+            v = x[p, i * _LANES + j]
+            if want_min:
+                lane[j] = v if v < lane[j] else lane[j]
+            else:
+                lane[j] = v if v > lane[j] else lane[j]
+            nan = nan | (v != v)
+    for i in range(n_main, n):
+        v = x[p, i]
+        j = i - n_main
+        if want_min:
+            lane[j] = v if v < lane[j] else lane[j]
+        else:
+            lane[j] = v if v > lane[j] else lane[j]
+        nan = nan | (v != v)
+    best = lane[0]
+    for j in range(1, _LANES):
+        if want_min:
+            best = lane[j] if lane[j] < best else best
+        else:
+            best = lane[j] if lane[j] > best else best
+    saw_nan[0] = nan
+    return best
+
+
+cdef inline Py_ssize_t _plane_first(const floating[:, ::1] x,  # IN (P, S)
+                                    Py_ssize_t p, floating best,
+                                    int saw_nan) noexcept nogil:
+    """Flat index of the first cell of plane ``p`` equal to ``best`` (first NaN if
+    ``saw_nan``). Equality also finds the first zero whatever its sign."""
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(x.shape[1]):
+        v = x[p, i]
+        if (v != v) if saw_nan else (v == best):
+            return i
+    return 0  # not reached: best is one of the cells
+
+
+cdef inline floating _global_value(const floating[:, ::1] x, Py_ssize_t p,
+                                   bint want_min) noexcept nogil:
+    """Value of the first extreme cell of plane ``p`` (with its sign, if zero)."""
+    cdef int saw_nan
+    cdef floating best = _plane_extreme(x, p, want_min, &saw_nan)
+    if saw_nan or best == 0:
+        return x[p, _plane_first(x, p, best, saw_nan)]
+    return best
+
+
+cdef inline Py_ssize_t _global_arg(const floating[:, ::1] x, Py_ssize_t p,
+                                   bint want_min) noexcept nogil:
+    """Flat index of the first extreme cell of plane ``p``."""
+    cdef int saw_nan
+    cdef floating best = _plane_extreme(x, p, want_min, &saw_nan)
+    return _plane_first(x, p, best, saw_nan)
+
+
+def global_forward(const floating[:, ::1] x,  # IN  (P, S), P = N*C, S = prod(spatial)
+                   floating[::1] y,           # OUT (P,)
+                   int mode, int n_threads):
+    """y[p] = max, mean or min of plane p (the value of its first extreme cell)."""
+    cdef Py_ssize_t n_planes = x.shape[0], p
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        if mode == _AVG:
+            y[p] = <floating> (_plane_sum(x, p) / <double> x.shape[1])
+        elif mode == _MAX:
+            y[p] = _global_value(x, p, False)
+        else:
+            y[p] = _global_value(x, p, True)
+
+
+def global_backward(const floating[::1] grad_y,  # IN  (P,)
+                    const floating[:, ::1] x,    # IN  (P, S)
+                    floating[:, ::1] grad_x,     # OUT (P, S)
+                    int mode, int n_threads):
+    """Gradient of ``global_forward``; ``grad_x`` is overwritten."""
+    cdef Py_ssize_t n_planes = x.shape[0], p
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        if mode == _AVG:
+            _fill(grad_x, p, grad_y[p] / <floating> x.shape[1])
+        else:
+            memset(&grad_x[p, 0], 0, grad_x.shape[1] * sizeof(floating))
+            if mode == _MAX:
+                grad_x[p, _global_arg(x, p, False)] = grad_y[p]
+            else:
+                grad_x[p, _global_arg(x, p, True)] = grad_y[p]
+
+
+cdef inline void _fill(floating[:, ::1] a, Py_ssize_t p, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(a.shape[1]):
+        a[p, i] = value

@@ -76,3 +76,17 @@ def single_threaded_blas():
 
         _BLAS_CONTROLLER = ThreadpoolController()
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
+# Below this many multiply-adds per thread, waking another OpenMP thread costs more
+# than it saves (and on a loaded machine a call can wait for a free core).
+MIN_WORK_PER_THREAD = 200_000
+
+
+def threads_for_work(n_threads, work):
+    """Cap ``n_threads`` so that each thread gets at least ``MIN_WORK_PER_THREAD``.
+
+    Results do not depend on the thread count (the kernels are bitwise invariant), so
+    this only changes speed.
+    """
+    return max(1, min(n_threads, int(work) // MIN_WORK_PER_THREAD))

@@ -99,7 +99,7 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
     ----------
     padding : int, tuple of int, 'valid' or 'same'
         An int pads every axis on both sides; a tuple gives one symmetric amount per
-        axis; 'valid' is no padding; 'same' gives ``out = ceil(in / stride)`` with the
+        axis; 'valid' is no padding (strings are case-insensitive, as in TensorFlow); 'same' gives ``out = ceil(in / stride)`` with the
         total padding split so that the extra cell goes at the end (TensorFlow's
         rule, for any stride).
     in_shape, window, stride, dilation : tuple of int
@@ -124,7 +124,13 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
         raise ValueError(
             f"{name} must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}"
         )
-    amounts = per_axis(padding, n_axes, name, minimum=0)
+    try:
+        amounts = per_axis(padding, n_axes, name, minimum=0)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int, a tuple of {n_axes} ints, 'valid' or 'same', "
+            f"got {padding!r}"
+        ) from None
     return [(p, p) for p in amounts]
 
 

@@ -11,14 +11,16 @@ Non-contiguous and read-only arrays are accepted (copied only when needed).
 """
 
 import contextlib
+import math
 
 import numpy as np
 
-from . import _conv
-from ._threads import effective_n_threads, single_threaded_blas
+from . import _conv, _pool
+from ._threads import effective_n_threads, single_threaded_blas, threads_for_work
 from ._validation import (
     as_float_array,
     check_batch,
+    check_pool_windows,
     check_window_fits,
     common_float_dtype,
     contiguous,
@@ -74,7 +76,7 @@ def conv_output_shape(in_shape, kernel_shape, *, stride=1, padding=0, dilation=1
     if not 1 <= n_axes <= 3:
         raise ValueError(f"in_shape must have 1 to 3 spatial axes, got {in_shape}")
     kernel_shape = per_axis(kernel_shape, n_axes, "kernel_shape")
-    geometry = _conv_geometry(in_shape, kernel_shape, stride, padding, dilation)
+    geometry = _conv_geometry(in_shape, kernel_shape, stride, padding, dilation, "in_shape")
     return geometry[-1]
 
 
@@ -162,8 +164,8 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None):
     stride, pads, dilation, out_shape = _conv_geometry(
         spatial, w.shape[2:], stride, padding, dilation
     )
-    n_threads = effective_n_threads(n_jobs)
     y = np.empty(x.shape[:1] + w.shape[:1] + out_shape, dtype=x.dtype)
+    n_threads = threads_for_work(effective_n_threads(n_jobs), w.size * y.size // w.shape[0])
     if x.shape[0] == 0:
         return y
     # High padding needs no work in the kernel: it only lengthens the output, and
@@ -229,7 +231,10 @@ def conv_backward(
     grad_y = contiguous(grad_y, dtype)
     x = contiguous(x, dtype)
     w = contiguous(w, dtype)
-    n_threads = effective_n_threads(n_jobs)
+    # Backward does about twice the forward's multiply-adds.
+    n_threads = threads_for_work(
+        effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
+    )
 
     grad_x = np.zeros(x.shape, dtype=dtype) if compute_grad_x else None
     n_chunks = _conv.n_reduction_chunks(x.shape[0])
@@ -267,12 +272,6 @@ def _sum_rows_in_order(partials):
 # ---------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------
-# Imported here rather than at the top of the module so that the pooling section stays
-# one self-contained block below the convolution code.
-import math  # noqa: E402
-
-from . import _pool  # noqa: E402
-from ._validation import check_pool_windows  # noqa: E402
 
 _POOL_MODES = {"max": _pool.MODE_MAX, "avg": _pool.MODE_AVG, "min": _pool.MODE_MIN}
 
@@ -579,12 +578,6 @@ def pool_backward_indices(grad_y, indices, x_shape, *, n_jobs=None):
     return grad_x
 
 
-def _global_geometry(x):
-    """One window covering the whole spatial plane."""
-    spatial = x.shape[2:]
-    return spatial, spatial, [(0, 0)] * len(spatial), (1,) * len(spatial)
-
-
 def global_pool(x, mode="avg", n_jobs=None):
     """Max, average or min over all spatial axes: ``(N, C, *spatial) -> (N, C)``.
 
@@ -612,9 +605,11 @@ def global_pool(x, mode="avg", n_jobs=None):
     code = _pool_mode(mode)
     x = _check_pool_input(x)
     x = contiguous(x, x.dtype)
-    window, stride, pads, out_shape = _global_geometry(x)
-    y, _ = _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, False)
-    return y.reshape(x.shape[:2])
+    y = np.empty(x.shape[:2], dtype=x.dtype)
+    n_threads = _pool_threads(n_jobs, x.shape, y.shape, (1,))
+    if x.shape[0] > 0:
+        _pool.global_forward(_flat_planes(x), y.reshape(-1), code, n_threads)
+    return y
 
 
 def global_pool_backward(grad_y, x, mode="avg", n_jobs=None):
@@ -651,7 +646,13 @@ def global_pool_backward(grad_y, x, mode="avg", n_jobs=None):
             f"grad_y must have shape {x.shape[:2]} (the output of global_pool for x "
             f"with shape {x.shape}), got shape {grad_y.shape}"
         )
-    window, stride, pads, out_shape = _global_geometry(x)
-    return _pool_backward(
-        grad_y.reshape(x.shape[:2] + out_shape), x, window, stride, pads, code, n_jobs
-    )
+    dtype = common_float_dtype(grad_y, x)
+    grad_y = contiguous(grad_y, dtype)
+    x = contiguous(x, dtype)
+    grad_x = np.empty(x.shape, dtype=dtype)
+    n_threads = _pool_threads(n_jobs, x.shape, grad_y.shape, (1,))
+    if x.shape[0] > 0:
+        _pool.global_backward(
+            grad_y.reshape(-1), _flat_planes(x), _flat_planes(grad_x), code, n_threads
+        )
+    return grad_x

@@ -95,7 +95,8 @@ def conv_ref(x, w, b=None, *, stride=1, padding=0, dilation=1):
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     axes = tuple(range(1, x.ndim))  # channel and kernel axes
     for position in np.ndindex(*out):
-        patch = x_pad[(slice(None), slice(None)) + _patch_index(position, w.shape[2:], stride, dilation)]
+        index = (slice(None), slice(None)) + _patch_index(position, w.shape[2:], stride, dilation)
+        patch = x_pad[index]
         # y[n, d, position] = sum over (c, k...) of patch[n, c, k...] * w[d, c, k...]
         y[(slice(None), slice(None)) + position] = np.tensordot(patch, w, axes=(axes, axes))
     if b is not None:

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import skconv
 from skconv import ops
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
@@ -343,7 +344,10 @@ def test_global_pool_backward_finite_differences(shape, mode):
 # --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 9), (2, 4, 5, 3), (2, 2, 3, 4, 2)])
+# Planes of 5, 9, 15, 24 and 200 cells: shorter than, equal to plus one, and
+# multiples of the kernel's 8 accumulator lanes.
+@pytest.mark.parametrize("shape", [(2, 3, 5), (3, 2, 9), (2, 4, 5, 3), (2, 2, 3, 4, 2),
+                                   (2, 2, 10, 20)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
 def test_global_pool_matches_twin_and_numpy(shape, dtype, mode):
@@ -362,6 +366,25 @@ def test_global_pool_matches_twin_and_numpy(shape, dtype, mode):
     grad_x = ops.global_pool_backward(grad_y, x, mode)
     assert grad_x.shape == shape and grad_x.dtype == dtype
     np.testing.assert_allclose(grad_x, ref.global_pool_backward(grad_y, x, mode), **TOL[dtype])
+
+
+def test_global_pool_signed_zero_and_nan():
+    # The first maximum is the +0.0 in cell 1, not the -0.0 in cell 8 (same lane).
+    x = np.array([[[-1.0, 0.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -0.0]]])
+    y = ops.global_pool(x, "max")
+    assert y[0, 0] == 0.0 and not np.signbit(y[0, 0])
+    np.testing.assert_array_equal(ops.global_pool_backward([[1.0]], x, "max")[0, 0],
+                                  np.eye(9)[1])
+    x = -x
+    assert np.signbit(ops.global_pool(x, "min")[0, 0])  # first minimum is -0.0
+    # NaN: the result, and the first NaN takes the gradient.
+    x = np.arange(20.0).reshape(1, 1, 20)
+    x[0, 0, [11, 3]] = np.nan
+    for mode in ["max", "min"]:
+        assert np.isnan(ops.global_pool(x, mode)).all()
+        np.testing.assert_array_equal(ops.global_pool_backward([[2.0]], x, mode)[0, 0],
+                                      2 * np.eye(20)[3])
+    assert np.isnan(ops.global_pool(x, "avg")).all()
 
 
 def test_global_pool_large_plane_float32_accuracy():
@@ -647,6 +670,7 @@ def test_matches_torch(case, dtype, mode):
                                xt.grad.numpy(), **tol)
 
 
+@pytest.mark.skipif(not skconv.openmp_enabled(), reason="serial build: always one thread")
 def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
     # The work cap only ever lowers the thread count, never raises it above n_jobs.
     assert ops._pool_threads(2, (1, 1, 4, 4), (1, 1, 2, 2), (2, 2)) == 1
