@@ -12,6 +12,7 @@ Runs alternate between the two libraries so that drifts in machine load hit both
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -82,7 +83,12 @@ def main(argv=None):
         f"{'shape':<14} {'thr':>3} {'fwd ms':>8} {'GFLOP/s':>8} {'torch':>8} {'ratio':>6}"
         f" | {'bwd ms':>8} {'GFLOP/s':>8} {'torch':>8} {'ratio':>6}"
     )
-    print(f"dtype {args.dtype}, median of {args.repeats}; ratio = torch time / skconv time")
+    print(
+        f"dtype {args.dtype}, median of 3 rounds x {args.repeats} repeats; ratio = torch "
+        f"time / skconv time (> 1: skconv faster); {len(os.sched_getaffinity(0))} usable "
+        f"cores, load average {os.getloadavg()[0]:.2f}"
+        + (f", torch {torch.__version__}" if torch is not None else "")
+    )
     print(header)
     print("-" * len(header))
     for name, n, c, h, w_, d, kh, kw, padding in SHAPES:
@@ -127,6 +133,7 @@ def main(argv=None):
             else:
                 row += f"{'-':>8} {'-':>6}"
             print(row, flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

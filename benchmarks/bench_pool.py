@@ -7,7 +7,7 @@ Usage::
 For each shape (window 2, stride 2), mode and thread count it prints the median time
 of the forward pass, of the backward pass (gradient with respect to x) and of a whole
 training step (forward then backward), and when PyTorch is installed its times and the
-ratio skconv_time / torch_time (< 1 means skconv is faster).
+speed-up torch_time / skconv_time (> 1 means skconv is faster), as in bench_conv.py.
 
 PyTorch runs ``max_pool2d`` / ``avg_pool2d`` (forward under ``no_grad``; backward is
 ``autograd`` on a graph built outside the timed region; the step is forward with
@@ -130,7 +130,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     print(
         f"dtype {args.dtype}, window {WINDOW} stride {WINDOW}, median of {args.rounds} "
-        f"rounds x {args.repeats} repeats; ratio = skconv time / torch time (< 1: skconv "
+        f"rounds x {args.repeats} repeats; ratio = torch time / skconv time (> 1: skconv "
         f"faster); {len(os.sched_getaffinity(0))} usable cores, load average "
         f"{os.getloadavg()[0]:.2f}" + (f", torch {torch.__version__}" if torch else "")
     )
@@ -168,7 +168,7 @@ def main(argv=None):
                     if med[t_key] is None:
                         row += f" {'-':>8} {'-':>5} |"
                     else:
-                        row += f" {med[t_key] * 1e3:8.3f} {med[s_key] / med[t_key]:5.2f} |"
+                        row += f" {med[t_key] * 1e3:8.3f} {med[t_key] / med[s_key]:5.2f} |"
                 print(row.rstrip(" |"), flush=True)
     # Other processes on the cores make the medians (and the 2-thread rows most) noisy.
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")

@@ -18,6 +18,7 @@ A concrete estimator supplies the loss (``_loss_and_grad``), the validation scor
 (``_validation_score``) and the target handling.
 """
 
+import copy
 import math
 import numbers
 import warnings
@@ -292,6 +293,31 @@ class BaseConvNet(BaseEstimator):
         self.coefs_ = [layer.params[0] for layer in dense]
         self.intercepts_ = [layer.params[1] for layer in dense]
 
+    # The exposed weight lists and the optimizer hold the network's own arrays.
+    # pickle keeps that sharing, but joblib's pickler writes every occurrence of an
+    # array separately, so after joblib.load the optimizer would update copies. The
+    # state therefore stores each array once (in the network) and the references
+    # are rebuilt on load.
+    _SHARED_WEIGHT_LISTS = ("conv_weights_", "conv_biases_", "coefs_", "intercepts_")
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in self._SHARED_WEIGHT_LISTS:
+            state.pop(name, None)
+        optimizer = state.get("_optimizer")
+        if optimizer is not None:
+            optimizer = copy.copy(optimizer)
+            optimizer.params = None
+            state["_optimizer"] = optimizer
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "_network", None) is not None:
+            self._expose_weights()
+            if getattr(self, "_optimizer", None) is not None:
+                self._optimizer.params = self._network.params
+
     def _make_optimizer(self):
         params = self._network.params
         if self.solver == "sgd":
@@ -330,12 +356,17 @@ class BaseConvNet(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
+    def __sklearn_is_fitted__(self):
+        # Not "any attribute ending in _": validate_data sets n_features_in_ before
+        # a fit may still fail.
+        return getattr(self, "_network", None) is not None
+
     def _forget_fit(self):
         """Leave the estimator unfitted (a first fit that failed)."""
         for name in list(vars(self)):
             if name.endswith("_") and not name.startswith("__") or name in (
                 "_network", "_optimizer", "_best_state", "_fit_sample_shape",
-                "_dtype", "_label_encoder",
+                "_dtype", "_label_encoder", "_last_epoch",
             ):
                 delattr(self, name)
 
@@ -396,91 +427,105 @@ class BaseConvNet(BaseEstimator):
         sample_idx = np.arange(n_samples)
         if not incremental:
             self.n_iter_ = 0
-        alpha = float(self.alpha)
         rng = self._random_state
-        last_epoch = self._snapshot()
+        # The last finished epoch, for KeyboardInterrupt and a diverging loss.
+        self._last_epoch = self._snapshot()
         try:
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=rng)
-                accumulated_loss = 0.0
-                accumulated_weight = 0.0
-                for n_batch, batch in enumerate(gen_batches(n_samples, batch_size)):
-                    idx = sample_idx[batch]
-                    sw_batch = None if sample_weight is None else sample_weight[idx]
-                    batch_weight = (
-                        float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
-                    if batch_weight == 0:
-                        continue  # only zero weights: nothing to learn here
-                    logits = network.forward(X[idx], n_threads, training=True)
-                    loss, grad = self._loss_and_grad(logits, y[idx], sw_batch)
-                    # scikit-learn's MLP convention: L2 scaled by the batch's weight.
-                    loss += l2_penalty(network, alpha, batch_weight)
-                    if not math.isfinite(loss):
-                        self._non_finite_loss(loss, n_batch, last_epoch, first_pass)
-                    network.backward(grad, n_threads)
-                    add_l2_gradient(network, alpha, batch_weight)
-                    optimizer.update(network.grads)
-                    accumulated_loss += loss * batch_weight
-                    accumulated_weight += batch_weight
+            # Overflow shows up as a non-finite loss or weights, which stop fit with
+            # a clear error; numpy's RuntimeWarnings on the way would only add noise.
+            with np.errstate(over="ignore", invalid="ignore"):
+                for _ in range(self.max_iter):
+                    if self.shuffle:
+                        sample_idx = shuffle(sample_idx, random_state=rng)
+                    self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
+                                    n_threads, first_pass)
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                    self._update_no_improvement_count(early_stopping, X_val, y_val,
+                                                      sw_val, n_threads)
+                    optimizer.iteration_ends(self.t_)
+                    self._last_epoch = self._snapshot()
 
-                self.n_iter_ += 1
-                self.t_ += n_samples
-                self.loss_ = accumulated_loss / accumulated_weight
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val,
-                                                  n_threads)
-                optimizer.iteration_ends(self.t_)
-                last_epoch = self._snapshot()
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = (f"Validation score did not improve more than "
-                               f"tol={self.tol:f} for {self.n_iter_no_change} "
-                               "consecutive epochs.")
-                    else:
-                        msg = (f"Training loss did not improve more than "
-                               f"tol={self.tol:f} for {self.n_iter_no_change} "
-                               "consecutive epochs.")
-                    if optimizer.trigger_stopping(msg, self.verbose):
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        what = ("Validation score" if early_stopping
+                                else "Training loss")
+                        msg = (f"{what} did not improve more than tol={self.tol:f} "
+                               f"for {self.n_iter_no_change} consecutive epochs.")
+                        if optimizer.trigger_stopping(msg, self.verbose):
+                            break
+                        self._no_improvement_count = 0
+                    if incremental:
                         break
-                    self._no_improvement_count = 0
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                        "reached and the optimization hasn't converged yet.",
-                        ConvergenceWarning,
-                    )
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations "
+                            f"({self.max_iter}) reached and the optimization hasn't "
+                            "converged yet.",
+                            ConvergenceWarning,
+                        )
         except KeyboardInterrupt:
             # Mid-epoch weights are a half-applied epoch: go back to the last
             # finished one, whose counters and loss_curve_ are already recorded.
-            self._restore(last_epoch)
+            self._restore(self._last_epoch)
             warnings.warn(
                 f"Training interrupted by user; keeping the model of the last "
                 f"finished epoch (n_iter_={self.n_iter_}).",
                 UserWarning,
             )
+        finally:
+            self._last_epoch = None  # a copy of every weight: don't keep (or pickle) it
         if early_stopping:
             network.set_state(self._best_state)
 
-    def _non_finite_loss(self, loss, n_batch, last_epoch, first_pass):
+    def _run_epoch(self, X, y, sample_weight, sample_idx, batch_size, n_threads,
+                   first_pass):
+        """One pass over the (shuffled) training data; sets loss_ and n_iter_."""
+        network, optimizer = self._network, self._optimizer
+        alpha = float(self.alpha)
+        accumulated_loss = 0.0
+        accumulated_weight = 0.0
+        for n_batch, batch in enumerate(gen_batches(X.shape[0], batch_size)):
+            idx = sample_idx[batch]
+            sw_batch = None if sample_weight is None else sample_weight[idx]
+            batch_weight = (
+                float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
+            if batch_weight == 0:
+                continue  # only zero weights: nothing to learn from this batch
+            logits = network.forward(X[idx], n_threads, training=True)
+            loss, grad = self._loss_and_grad(logits, y[idx], sw_batch)
+            # scikit-learn's MLP convention: L2 scaled by the batch's total weight.
+            loss += l2_penalty(network, alpha, batch_weight)
+            if not math.isfinite(loss):
+                self._non_finite(f"loss became non-finite ({loss}) in minibatch "
+                                 f"{n_batch + 1} of", first_pass)
+            network.backward(grad, n_threads)
+            add_l2_gradient(network, alpha, batch_weight)
+            optimizer.update(network.grads)
+            accumulated_loss += loss * batch_weight
+            accumulated_weight += batch_weight
+        # The last update may overflow too (the next loss would show it, but there
+        # may be no next minibatch).
+        if not all(np.isfinite(p).all() for p in network.params):
+            self._non_finite("weights became non-finite in", first_pass)
+        self.n_iter_ += 1
+        self.loss_ = accumulated_loss / accumulated_weight
+
+    def _non_finite(self, what, first_pass):
         epoch = self.n_iter_ + 1
         if first_pass:
             self._forget_fit()
             state = "The estimator is left unfitted."
         else:
-            self._restore(last_epoch)
+            self._restore(self._last_epoch)
+            self._last_epoch = None
             state = (f"The estimator keeps the model of its last finished epoch "
                      f"(n_iter_={self.n_iter_}).")
         raise ValueError(
-            f"The training loss became non-finite ({loss}) in epoch {epoch}, "
-            f"minibatch {n_batch + 1}: the optimization diverged. Try a smaller "
-            f"learning_rate_init (now {self.learning_rate_init!r}), and scale X to "
-            f"about [0, 1] or standardize it (e.g. with StandardScaler). {state}"
+            f"The training {what} epoch {epoch}: the optimization diverged. Try a "
+            f"smaller learning_rate_init (now {self.learning_rate_init!r}), and scale "
+            f"X to about [0, 1] or standardize it (e.g. with StandardScaler). {state}"
         )
 
     def _split_validation(self, X, y, sample_weight):

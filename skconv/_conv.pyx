@@ -447,6 +447,8 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
             if want_grad_x:
                 size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
                 size += g.channels * sh.g_wide_ld             # wide grad_x
+    # Rows a few cache lines apart so that the threads never share a line.
+    size = _round_up(size) + SKC_SLACK
     return np.empty((n_threads, size), dtype=dtype)
 
 

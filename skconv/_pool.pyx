@@ -330,6 +330,12 @@ cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1
                     grad_x[p, best_at[o2]] += grad_y[p, o0, o1, o2]
 
 
+cdef Py_ssize_t _padded_row(Py_ssize_t n):
+    """Row length for per-thread buffers: rounded up and one cache line (16 elements
+    of up to 8 bytes = 128 bytes) apart, so two threads never write the same line."""
+    return (n + 15) // 16 * 16 + 16
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
@@ -357,9 +363,10 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
     n_threads = max(1, min(n_threads, n_planes))
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.
-    best_rows = np.empty((n_threads, n_out2), dtype=np.float32 if floating is float else np.float64)
-    best_at_rows = np.empty((n_threads, n_out2), dtype=np.intp)
-    acc_rows = np.empty((n_threads, n_out2), dtype=np.float64)
+    best_rows = np.empty((n_threads, _padded_row(n_out2)),
+                         dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
+    acc_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.float64)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
     with nogil, parallel(num_threads=n_threads):
@@ -396,8 +403,9 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
         return
     n_threads = max(1, min(n_threads, n_planes))
     # Per-thread row buffers: see pool_forward.
-    best_rows = np.empty((n_threads, n_out2), dtype=np.float32 if floating is float else np.float64)
-    best_at_rows = np.empty((n_threads, n_out2), dtype=np.intp)
+    best_rows = np.empty((n_threads, _padded_row(n_out2)),
+                         dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
     with nogil, parallel(num_threads=n_threads):

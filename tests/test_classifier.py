@@ -257,7 +257,8 @@ def test_volumes():
                      X, y)
     assert clf.image_shape_ == (1, 6, 6, 6)
     assert clf.conv_weights_[0].shape == (4, 1, 5, 5, 5)
-    assert clf.coefs_[0].shape == (8 * 2 * 2 * 2, 120)
+    # 6 -> same conv 6 -> pool 3 -> same conv 3 -> pool 1 (window 2, stride 2)
+    assert clf.coefs_[0].shape == (8 * 1 * 1 * 1, 120)
     assert clf.predict(X).shape == (n,)
     assert clf.score(X, y) > 0.9
 
@@ -382,7 +383,7 @@ def test_warm_start_rejects_new_classes(digits_small):
 
 def test_partial_fit(digits_small):
     X, y = digits_small
-    clf = ConvNetClassifier(**SMALL)
+    clf = ConvNetClassifier(**{**SMALL, "learning_rate_init": 0.01})
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X, y)
     first = y < 5  # a batch need not hold every class
@@ -484,7 +485,9 @@ def test_stops_when_the_loss_stalls():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         clf.fit(X.reshape(60, -1), y)
-    assert clf.n_iter_ == 3  # tol=10 means no epoch ever counts as an improvement
+    # tol=10: no epoch after the first counts as an improvement, and (scikit-learn's
+    # rule) training stops once the count exceeds n_iter_no_change.
+    assert clf.n_iter_ == 1 + 2 + 1
 
 
 def test_sgd_solver(digits_small):
@@ -627,8 +630,11 @@ def test_wrong_number_of_features_at_predict(digits_small):
 
 def test_image_shape_not_matching_n_features(digits_small):
     X, y = digits_small
+    clf = ConvNetClassifier(image_shape=(3, 8, 8))
     with pytest.raises(ValueError, match=r"image_shape=\(3, 8, 8\).*192 values.*64"):
-        ConvNetClassifier(image_shape=(3, 8, 8)).fit(X, y)
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):  # no half-fitted state left behind
+        clf.predict(X)
     with pytest.raises(ValueError, match="image_shape must be None or a tuple"):
         ConvNetClassifier(image_shape=(1, 1, 1, 8, 8)).fit(X, y)
 
@@ -686,7 +692,8 @@ def test_malformed_per_layer_parameter(digits_small):
 
 def test_non_finite_loss_first_fit_leaves_estimator_unfitted(digits_small):
     X, y = digits_small
-    clf = ConvNetClassifier(solver="sgd", learning_rate_init=1e4, momentum=0.9,
+    # identity activations: nothing saturates or dies, the weights blow up.
+    clf = ConvNetClassifier(solver="sgd", learning_rate_init=1e4, activation="identity",
                             random_state=0)
     with pytest.raises(ValueError, match="non-finite.*smaller learning_rate_init"):
         clf.fit(X * 1000, y)
@@ -696,7 +703,8 @@ def test_non_finite_loss_first_fit_leaves_estimator_unfitted(digits_small):
 
 def test_non_finite_loss_keeps_the_previous_model(digits_small):
     X, y = digits_small
-    clf = _quiet_fit(ConvNetClassifier(warm_start=True, **SMALL), X, y)
+    clf = _quiet_fit(ConvNetClassifier(warm_start=True, activation="identity",
+                                       **SMALL), X, y)
     proba = clf.predict_proba(X)
     curve = list(clf.loss_curve_)
     clf.set_params(solver="sgd", learning_rate_init=1e4)
@@ -705,3 +713,18 @@ def test_non_finite_loss_keeps_the_previous_model(digits_small):
     assert_array_equal(clf.predict_proba(X), proba)
     assert clf.loss_curve_ == curve
     assert all(np.isfinite(w).all() for w in clf.coefs_ + clf.conv_weights_)
+
+
+def test_feature_names_from_a_data_frame(digits_small):
+    pd = pytest.importorskip("pandas")
+    X, y = digits_small
+    columns = [f"pixel_{i}" for i in range(64)]
+    df = pd.DataFrame(X, columns=columns)
+    clf = _quiet_fit(ConvNetClassifier(**SMALL), df, y)
+    assert_array_equal(clf.feature_names_in_, columns)
+    assert clf.image_shape_ == (1, 8, 8)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        proba = clf.predict_proba(X)
+    assert_array_equal(clf.predict_proba(df), proba)
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(df[columns[::-1]])

@@ -1,0 +1,35 @@
+"""Every Python block of README.md runs, and the README's commands are the ones CI runs."""
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _blocks(language):
+    text = README.read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_readme_python_block_runs(index):
+    code = _blocks("python")[index]
+    # Each block stands alone, as a reader would paste it.
+    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_has_python_blocks():
+    assert len(_blocks("python")) >= 1
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = [line.strip() for block in _blocks("bash") for line in block.splitlines()]
+    test_commands = [c for c in commands if "pytest" in c]
+    assert test_commands, "README.md must give the command that runs the tests"
+    ci_script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci_lines = [line.strip() for line in ci_script.splitlines()]
+    for command in test_commands:
+        assert command in ci_lines, f"{command!r} is in README.md but not in .ci/run"
