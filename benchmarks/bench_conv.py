@@ -17,6 +17,7 @@ import statistics
 import time
 
 import numpy as np
+from _timing import median_of_inner, median_time
 
 from skconv import ops
 
@@ -26,16 +27,6 @@ SHAPES = [
     ("lenet5-conv2", 64, 6, 14, 14, 16, 5, 5, "same"),
     ("large-3x3", 64, 64, 32, 32, 64, 3, 3, 1),
 ]
-
-
-def _median_time(fn, repeats):
-    fn()  # warm-up: first-touch of buffers, thread pool start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _torch_functions(torch, x, w, b, grad_y, padding):
@@ -58,11 +49,6 @@ def _torch_functions(torch, x, w, b, grad_y, padding):
         return time.perf_counter() - start
 
     return forward, backward
-
-
-def _median_of_inner(fn, repeats):
-    fn()
-    return statistics.median(fn() for _ in range(repeats))
 
 
 def main(argv=None):
@@ -112,11 +98,11 @@ def main(argv=None):
             fwd, bwd, t_fwd, t_bwd = [], [], [], []
             # Alternate libraries in rounds so that load drifts hit both.
             for _ in range(3):
-                fwd.append(_median_time(sk_forward, args.repeats))
-                bwd.append(_median_time(sk_backward, args.repeats))
+                fwd.append(median_time(sk_forward, args.repeats))
+                bwd.append(median_time(sk_backward, args.repeats))
                 if torch is not None:
-                    t_fwd.append(_median_time(t_fwd_fn, args.repeats))
-                    t_bwd.append(_median_of_inner(t_bwd_fn, args.repeats))
+                    t_fwd.append(median_time(t_fwd_fn, args.repeats))
+                    t_bwd.append(median_of_inner(t_bwd_fn, args.repeats))
             fwd, bwd = statistics.median(fwd), statistics.median(bwd)
             # Backward computes two GEMMs of the forward's size (grad_x and grad_w).
             row = (

@@ -24,6 +24,7 @@ import statistics
 import time
 
 import numpy as np
+from _timing import median_of_inner, median_time
 
 from skconv import ops
 
@@ -35,24 +36,6 @@ SHAPES = [
 ]
 MODES = ["max", "max-idx", "avg"]
 WINDOW = 2
-
-
-def _median_time(fn, repeats):
-    for _ in range(3):  # warm-up: first touch of buffers, OpenMP team start
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _median_of_inner(fn, repeats):
-    """Median of the times that ``fn`` measures itself (it excludes its set-up)."""
-    for _ in range(3):
-        fn()
-    return statistics.median(fn() for _ in range(repeats))
 
 
 def _skconv_functions(x, grad_y, mode, threads):
@@ -154,13 +137,13 @@ def main(argv=None):
                     tt = _torch_functions(torch, x, grad_y, mode)
                 times = {key: [] for key in ("sf", "sb", "ss", "tf", "tb", "ts")}
                 for _ in range(args.rounds):
-                    times["sf"].append(_median_time(sk[0], args.repeats))
-                    times["sb"].append(_median_time(sk[1], args.repeats))
-                    times["ss"].append(_median_time(sk[2], args.repeats))
+                    times["sf"].append(median_time(sk[0], args.repeats))
+                    times["sb"].append(median_time(sk[1], args.repeats))
+                    times["ss"].append(median_time(sk[2], args.repeats))
                     if torch is not None:
-                        times["tf"].append(_median_time(tt[0], args.repeats))
-                        times["tb"].append(_median_of_inner(tt[1], args.repeats))
-                        times["ts"].append(_median_time(tt[2], args.repeats))
+                        times["tf"].append(median_time(tt[0], args.repeats))
+                        times["tb"].append(median_of_inner(tt[1], args.repeats))
+                        times["ts"].append(median_time(tt[2], args.repeats))
                 med = {k: statistics.median(v) if v else None for k, v in times.items()}
                 row = f"{name:<13} {mode:<7} {threads:>3} |"
                 for s_key, t_key in (("sf", "tf"), ("sb", "tb"), ("ss", "ts")):

@@ -21,6 +21,7 @@ A concrete estimator supplies the loss (``_loss_and_grad``), the validation scor
 import copy
 import math
 import numbers
+import time
 import warnings
 from numbers import Integral, Real
 
@@ -412,6 +413,7 @@ class BaseConvNet(BaseEstimator):
             self._optimizer = self._make_optimizer()
         network, optimizer = self._network, self._optimizer
         n_threads = effective_n_threads(self.n_jobs)
+        fit_start = time.perf_counter()  # for verbose's elapsed time
 
         early_stopping = self.early_stopping
         if early_stopping:
@@ -435,16 +437,28 @@ class BaseConvNet(BaseEstimator):
             # a clear error; numpy's RuntimeWarnings on the way would only add noise.
             with np.errstate(over="ignore", invalid="ignore"):
                 for _ in range(self.max_iter):
+                    epoch_start = time.perf_counter()
                     if self.shuffle:
                         sample_idx = shuffle(sample_idx, random_state=rng)
                     self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
                                     n_threads, first_pass)
+                    epoch_time = time.perf_counter() - epoch_start
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                     self._update_no_improvement_count(early_stopping, X_val, y_val,
                                                       sw_val, n_threads)
+                    if self.verbose:
+                        # One line per epoch, from numbers already at hand: the
+                        # validation score is the one early stopping computed.
+                        # images/s counts the training pass only (not validation).
+                        score = (f", validation score = "
+                                 f"{self.validation_scores_[-1]:f}"
+                                 if early_stopping else "")
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}"
+                              f"{score}, time = {epoch_time:.2f} s, elapsed = "
+                              f"{time.perf_counter() - fit_start:.2f} s, "
+                              f"{n_samples / max(epoch_time, 1e-9):.0f} images/s",
+                              flush=True)
                     optimizer.iteration_ends(self.t_)
                     self._last_epoch = self._snapshot()
 
@@ -560,8 +574,6 @@ class BaseConvNet(BaseEstimator):
         if early_stopping:
             score = self._validation_score(X_val, y_val, sw_val, n_threads)
             self.validation_scores_.append(score)
-            if self.verbose:
-                print(f"Validation score: {score:f}")
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:

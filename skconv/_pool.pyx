@@ -336,6 +336,59 @@ cdef Py_ssize_t _padded_row(Py_ssize_t n):
     return (n + 15) // 16 * 16 + 16
 
 
+cdef inline void _take_if(floating v, Py_ssize_t at, bint want_min,
+                          floating *best, Py_ssize_t *best_at) noexcept nogil:
+    """Keep (v, at) when v beats the current best strictly (first extreme wins)."""
+    cdef bint take = (v < best[0]) if want_min else (v > best[0])
+    if take:
+        best[0] = v
+        best_at[0] = at
+
+
+cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X2)
+                             floating[:, :, :, ::1] y,        # OUT (P, 1, O1, O2)
+                             int64_t[:, :, :, ::1] indices,   # OUT (P, 1, O1, O2)
+                             Py_ssize_t p, bint want_min) noexcept nogil:
+    """Max/min pooling of one 2-D plane, window 2x2, stride 2, no padding, with indices.
+
+    LeNet-5's pooling, worth its own loop: the general kernel keeps a running best per
+    output in memory, this one keeps the four candidates in registers. Same cells, same
+    row-major order, same strict comparison, so the same result (NaN included: a
+    window holding one goes through the general rule below).
+    """
+    cdef:
+        Py_ssize_t o1, o2, i1, i2, at
+        Py_ssize_t width = x.shape[3]
+        floating a, b, c, d, best
+        Py_ssize_t best_at
+    for o1 in range(y.shape[2]):
+        i1 = 2 * o1
+        for o2 in range(y.shape[3]):
+            i2 = 2 * o2
+            a = x[p, 0, i1, i2]
+            b = x[p, 0, i1, i2 + 1]
+            c = x[p, 0, i1 + 1, i2]
+            d = x[p, 0, i1 + 1, i2 + 1]
+            at = i1 * width + i2
+            best = a
+            best_at = at
+            _take_if(b, at + 1, want_min, &best, &best_at)
+            _take_if(c, at + width, want_min, &best, &best_at)
+            _take_if(d, at + width + 1, want_min, &best, &best_at)
+            if a != a or b != b or c != c or d != d:
+                # The first NaN of the window in row-major order wins.
+                if a != a:
+                    best, best_at = a, at
+                elif b != b:
+                    best, best_at = b, at + 1
+                elif c != c:
+                    best, best_at = c, at + width
+                else:
+                    best, best_at = d, at + width + 1
+            y[p, 0, o1, o2] = best
+            indices[p, 0, o1, o2] = best_at
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
@@ -361,6 +414,14 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
+    if (store_indices and mode != _AVG and window == (1, 2, 2) and stride == (1, 2, 2)
+            and pad_lo == (0, 0, 0) and x.shape[1] == 1
+            and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]):
+        # 2-D planes whose windows all lie inside the input (no padding on any side).
+        with nogil:
+            for p in prange(n_planes, schedule="static", num_threads=n_threads):
+                _extreme_2x2_plane(x, y, indices, p, mode == _MIN)
+        return
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.
     best_rows = np.empty((n_threads, _padded_row(n_out2)),

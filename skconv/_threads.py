@@ -1,5 +1,6 @@
 """Thread-count rule shared by every public entry point (scikit-learn's ``n_jobs``)."""
 
+import contextlib
 import numbers
 import os
 
@@ -59,23 +60,45 @@ def effective_n_threads(n_jobs):
     return int(n_jobs)
 
 
-_BLAS_CONTROLLER = None
+_BLAS_LIBRARIES = None
 
 
+def _blas_libraries():
+    """threadpoolctl's controllers of the loaded BLAS libraries, found once.
+
+    Scanning the loaded libraries is what costs in threadpoolctl (about 30
+    microseconds per ``threadpool_limits`` call); setting a thread count through a
+    found controller is one ctypes call. Found after ``skconv._conv`` imported
+    ``scipy.linalg.cython_blas``, so SciPy's BLAS is among them.
+    """
+    global _BLAS_LIBRARIES
+    if _BLAS_LIBRARIES is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIBRARIES = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _BLAS_LIBRARIES
+
+
+@contextlib.contextmanager
 def single_threaded_blas():
     """Context manager limiting BLAS to one thread while our OpenMP threads call it.
 
-    The kernels call ``sgemm``/``dgemm`` from inside ``prange``; a multi-threaded BLAS
-    there would put ``n_threads * blas_threads`` threads on the cores. The
-    ``ThreadpoolController`` is built once, because scanning the loaded libraries is
-    what costs.
+    The kernels call ``sgemm``/``dgemm`` from inside ``prange``, and the dense layers
+    call BLAS on minibatch-sized matrices where its own threads cost more than they
+    save; a multi-threaded BLAS there would also put ``n_threads * blas_threads``
+    threads on the cores. Restores the previous counts on exit.
     """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    libraries = _blas_libraries()
+    previous = [library.get_num_threads() for library in libraries]
+    try:
+        for library, count in zip(libraries, previous):
+            if count != 1:
+                library.set_num_threads(1)
+        yield
+    finally:
+        for library, count in zip(libraries, previous):
+            if count != 1:
+                library.set_num_threads(count)
 
 
 # Below this many multiply-adds per thread, waking another OpenMP thread costs more

@@ -676,3 +676,22 @@ def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
     assert ops._pool_threads(2, (1, 1, 4, 4), (1, 1, 2, 2), (2, 2)) == 1
     assert ops._pool_threads(2, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 2
     assert ops._pool_threads(1, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("spatial", [(8, 8), (7, 9), (2, 2), (5, 4)])
+def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
+    # Window 2, stride 2, no padding on 2-D planes has its own loop when indices are
+    # kept (the layers' path): values, winning cells and gradients must match the twin,
+    # with ties, NaN and -0.0/0.0 in the data.
+    rng = np.random.default_rng(len(spatial) * 100 + spatial[0] * 10 + spatial[1])
+    x = rng.integers(-2, 3, size=(3, 4) + spatial).astype(dtype)
+    x[0, 0].flat[::5] = np.nan
+    x[1, 1].flat[::3] = -0.0
+    y, idx = ops.pool_with_indices(x, 2, mode=mode, n_jobs=2)
+    np.testing.assert_array_equal(y, ref.pool(x, 2, mode=mode))
+    np.testing.assert_array_equal(y, ops.pool(x, 2, mode=mode))
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    expected = ref.pool_backward(grad_y, x, 2, mode=mode)
+    np.testing.assert_array_equal(ops.pool_backward_indices(grad_y, idx, x.shape), expected)

@@ -17,6 +17,8 @@ def _blocks(language):
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_readme_python_block_runs(index):
     code = _blocks("python")[index]
+    if 'parallel_backend("dask")' in code:
+        pytest.skip("run by tests/test_distributed.py (needs the 'distributed' extra)")
     # Each block stands alone, as a reader would paste it.
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
 
