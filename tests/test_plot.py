@@ -7,7 +7,6 @@ of the images, the colour limits, the titles, the line data. They are marked
 """
 
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -21,11 +20,11 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
+import skconv
 from skconv import ConvNetClassifier
 from skconv._layers import Conv, Pool
 from skconv.plot import FeatureMapsDisplay, FiltersDisplay, LossCurveDisplay
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 plot = pytest.mark.plot
 
@@ -124,7 +123,7 @@ def _block_shapes(clf):
 # -------------------------------------------------------------------------------------
 # Import without matplotlib
 # -------------------------------------------------------------------------------------
-def test_import_does_not_need_matplotlib():
+def test_import_does_not_need_matplotlib(tmp_path):
     # In a child process: importing skconv.plot imports no matplotlib, and with
     # matplotlib made unimportable the displays raise an ImportError naming the extra.
     code = textwrap.dedent("""
@@ -143,10 +142,14 @@ def test_import_does_not_need_matplotlib():
             raise AssertionError("no ImportError without matplotlib")
         print("ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep
+    # The child must import the skconv these tests import (the installed package in
+    # CI, the in-place build in a development tree): its folder goes first on the path
+    # and the child runs from a folder holding no source tree.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(skconv.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=120)
+                         text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
