@@ -338,11 +338,14 @@ cdef Py_ssize_t _padded_row(Py_ssize_t n):
 
 cdef inline void _take_if(floating v, Py_ssize_t at, bint want_min,
                           floating *best, Py_ssize_t *best_at) noexcept nogil:
-    """Keep (v, at) when v beats the current best strictly (first extreme wins)."""
+    """Keep (v, at) when v beats the current best strictly (first extreme wins).
+
+    Branch-free: which cell wins is unpredictable on real data. The value select
+    compiles to maxss/minss, the index select to a mask (see ``_extreme_row``).
+    """
     cdef bint take = (v < best[0]) if want_min else (v > best[0])
-    if take:
-        best[0] = v
-        best_at[0] = at
+    best_at[0] = best_at[0] ^ ((best_at[0] ^ at) & -(<Py_ssize_t> take))
+    best[0] = v if take else best[0]
 
 
 cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X2)
