@@ -188,3 +188,25 @@ def check_pool_windows(in_shape, window, stride, pads, name):
                 f"{tuple(stride)}, {name} spatial shape {tuple(in_shape)}); padding must "
                 f"be smaller than the window on each side"
             )
+
+
+def check_out(out, shape, dtype, name, inputs=()):
+    """Check a caller-supplied output array; return it.
+
+    It must be a writeable, C-contiguous ndarray of exactly ``shape`` and ``dtype``
+    that shares no memory with ``inputs`` (the kernels read their inputs while writing
+    their outputs, and run with bounds checks off).
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+            f"shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    for array in inputs:
+        if array is not None and np.may_share_memory(out, array):
+            raise ValueError(f"{name} must not share memory with the inputs")
+    return out

@@ -20,6 +20,7 @@ from ._threads import effective_n_threads, single_threaded_blas, threads_for_wor
 from ._validation import (
     as_float_array,
     check_batch,
+    check_out,
     check_pool_windows,
     check_window_fits,
     common_float_dtype,
@@ -120,7 +121,7 @@ def _check_conv_inputs(x, w, b):
     return x, w, b
 
 
-def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None):
+def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None):
     """N-d convolution (cross-correlation, no kernel flip) of a batch.
 
     ``y[n, d, j...] = b[d] + sum_c sum_k x[n, c, j*s + k*dil - p_lo] * w[d, c, k]``
@@ -145,6 +146,10 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None):
     n_jobs : int, default=None
         Threads: None or -1 for all usable cores (respecting ``OMP_NUM_THREADS`` and
         threadpoolctl limits), a positive int for that many.
+    out : ndarray, default=None
+        Where to write ``y`` (a network's workspace, reused across minibatches): a
+        writeable C-contiguous array of the result's shape and dtype that shares no
+        memory with the inputs.
 
     Returns
     -------
@@ -164,7 +169,11 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None):
     stride, pads, dilation, out_shape = _conv_geometry(
         spatial, w.shape[2:], stride, padding, dilation
     )
-    y = np.empty(x.shape[:1] + w.shape[:1] + out_shape, dtype=x.dtype)
+    y_shape = x.shape[:1] + w.shape[:1] + out_shape
+    if out is None:
+        y = np.empty(y_shape, dtype=x.dtype)
+    else:
+        y = check_out(out, y_shape, x.dtype, "out", (x, w, b))
     n_threads = threads_for_work(effective_n_threads(n_jobs), w.size * y.size // w.shape[0])
     if x.shape[0] == 0:
         return y
@@ -190,7 +199,8 @@ def _blas_guard(stride_3d, inputs_finite=True):
 
 
 def conv_backward(
-    grad_y, x, w, *, stride=1, padding=0, dilation=1, n_jobs=None, compute_grad_x=True
+    grad_y, x, w, *, stride=1, padding=0, dilation=1, n_jobs=None, compute_grad_x=True,
+    out=None,
 ):
     """Gradients of :func:`conv` with respect to its input, weights and bias.
 
@@ -207,6 +217,9 @@ def conv_backward(
     compute_grad_x : bool, default=True
         False skips the input gradient (a network's first layer does not need it)
         and returns None in its place.
+    out : tuple of 3 ndarray, default=None
+        Where to write ``(grad_x, grad_w, grad_b)`` (``grad_x`` None when
+        ``compute_grad_x`` is False), as in :func:`conv`.
 
     Returns
     -------
@@ -236,10 +249,25 @@ def conv_backward(
         effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
     )
 
-    grad_x = np.zeros(x.shape, dtype=dtype) if compute_grad_x else None
+    if out is None:
+        grad_x = np.zeros(x.shape, dtype=dtype) if compute_grad_x else None
+        grad_w = np.empty(w.shape, dtype=dtype)
+        grad_b = np.empty(w.shape[0], dtype=dtype)
+    else:
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise TypeError("out must be a tuple (grad_x, grad_w, grad_b)")
+        inputs = (grad_y, x, w)
+        grad_x = None
+        if compute_grad_x:
+            grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
+            grad_x[...] = 0  # the strided (im2col) path adds into it
+        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
+        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
     n_chunks = _conv.n_reduction_chunks(x.shape[0])
     if n_chunks == 0:
-        return grad_x, np.zeros(w.shape, dtype=dtype), np.zeros(w.shape[0], dtype=dtype)
+        grad_w[...] = 0
+        grad_b[...] = 0
+        return grad_x, grad_w, grad_b
     grad_w_chunks = np.empty((n_chunks, w.size), dtype=dtype)
     grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
@@ -256,14 +284,14 @@ def conv_backward(
         )
     # Fixed-order sum of the per-chunk partials (np.add.reduce on axis 0 of a small
     # C-contiguous array adds the rows one after another).
-    grad_w = _sum_rows_in_order(grad_w_chunks).reshape(w.shape)
-    grad_b = _sum_rows_in_order(grad_b_chunks)
+    _sum_rows_in_order(grad_w_chunks, grad_w.reshape(-1))
+    _sum_rows_in_order(grad_b_chunks, grad_b)
     return grad_x, grad_w, grad_b
 
 
-def _sum_rows_in_order(partials):
-    """Sum the rows of a 2-D array strictly in row order (no pairwise reordering)."""
-    total = partials[0].copy()
+def _sum_rows_in_order(partials, total):
+    """``total[:] = `` the sum of the rows of ``partials``, strictly in row order."""
+    total[...] = partials[0]
     for row in partials[1:]:
         total += row
     return total
@@ -357,11 +385,22 @@ def _flat_planes(array):
     return array.reshape(array.shape[0] * array.shape[1], -1)
 
 
-def _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, with_indices):
-    """Allocate and run the forward kernel on a checked, contiguous ``x``."""
-    y = np.empty(x.shape[:2] + out_shape, dtype=x.dtype)
+def _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, with_indices,
+                  out=None):
+    """Allocate (or check ``out``) and run the forward kernel on a checked ``x``."""
+    y_shape = x.shape[:2] + out_shape
+    if out is None:
+        y = np.empty(y_shape, dtype=x.dtype)
+        indices = np.empty(y_shape, dtype=np.int64) if with_indices else None
+    elif with_indices:
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError("out must be a tuple (y, indices)")
+        y = check_out(out[0], y_shape, x.dtype, "out[0] (y)", (x,))
+        indices = check_out(out[1], y_shape, np.int64, "out[1] (indices)", (x,))
+    else:
+        y = check_out(out, y_shape, x.dtype, "out", (x,))
+        indices = None
     n_threads = _pool_threads(n_jobs, x.shape, y.shape, window)
-    indices = np.empty(y.shape, dtype=np.int64) if with_indices else None
     if x.shape[0] > 0:
         # High padding needs no work in the kernel: it only lengthens the output,
         # and windows are clipped to the input.
@@ -373,13 +412,17 @@ def _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, with_indices
     return y, indices
 
 
-def _pool_backward(grad_y, x, window, stride, pads, code, n_jobs):
-    """Allocate and run the backward kernel; ``grad_y`` and ``x`` are checked."""
+def _pool_backward(grad_y, x, window, stride, pads, code, n_jobs, out=None):
+    """Allocate (or check ``out``) and run the backward kernel on checked inputs."""
     dtype = common_float_dtype(grad_y, x)
     grad_y = contiguous(grad_y, dtype)
     x = contiguous(x, dtype)
     n_threads = _pool_threads(n_jobs, x.shape, grad_y.shape, window)
-    grad_x = np.empty(x.shape, dtype=dtype)  # zeroed plane by plane in the kernel
+    # Zeroed plane by plane in the kernel.
+    if out is None:
+        grad_x = np.empty(x.shape, dtype=dtype)
+    else:
+        grad_x = check_out(out, x.shape, dtype, "out", (grad_y, x))
     if x.shape[0] > 0:
         _pool.pool_backward(
             _planes(grad_y), _planes(x), _flat_planes(grad_x),
@@ -389,7 +432,7 @@ def _pool_backward(grad_y, x, window, stride, pads, code, n_jobs):
     return grad_x
 
 
-def pool(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None):
+def pool(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None, out=None):
     """Max, average or min pooling of each channel of a batch (depth is kept).
 
     ``y[n, c, j...]`` is the max, mean or min of the real (non-padded) cells of the
@@ -411,6 +454,8 @@ def pool(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None):
         Operation. For max and min, a NaN in a window is the result.
     n_jobs : int, default=None
         Threads, as in :func:`conv`. The result does not depend on it.
+    out : ndarray, default=None
+        Where to write ``y``, as in :func:`conv`.
 
     Returns
     -------
@@ -442,10 +487,11 @@ def pool(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None):
     x = _check_pool_input(x)
     window, stride, pads, out_shape = _pool_geometry(x.shape[2:], pool_size, stride, padding)
     x = contiguous(x, x.dtype)
-    return _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, False)[0]
+    return _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, False, out)[0]
 
 
-def pool_with_indices(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None):
+def pool_with_indices(x, pool_size, *, stride=None, padding=0, mode="max", n_jobs=None,
+                      out=None):
     """Max or min pooling that also returns the position of each extreme.
 
     For layers that cache the positions in the forward pass and pass them to
@@ -457,6 +503,8 @@ def pool_with_indices(x, pool_size, *, stride=None, padding=0, mode="max", n_job
         As in :func:`pool`.
     mode : {'max', 'min'}, default='max'
         Average pooling has no positions.
+    out : tuple (y, indices), default=None
+        Where to write the results (``indices`` int64), as in :func:`conv`.
 
     Returns
     -------
@@ -476,11 +524,11 @@ def pool_with_indices(x, pool_size, *, stride=None, padding=0, mode="max", n_job
     x = _check_pool_input(x)
     window, stride, pads, out_shape = _pool_geometry(x.shape[2:], pool_size, stride, padding)
     x = contiguous(x, x.dtype)
-    return _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, True)
+    return _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, True, out)
 
 
 def pool_backward(grad_y, x, pool_size, *, stride=None, padding=0, mode="max",
-                  n_jobs=None):
+                  n_jobs=None, out=None):
     """Gradient of :func:`pool` with respect to its input.
 
     Max and min send each window's gradient to the first extreme cell of the window
@@ -495,6 +543,8 @@ def pool_backward(grad_y, x, pool_size, *, stride=None, padding=0, mode="max",
         The forward input.
     pool_size, stride, padding, mode, n_jobs
         As in :func:`pool`.
+    out : ndarray, default=None
+        Where to write ``grad_x``, as in :func:`conv`.
 
     Returns
     -------
@@ -517,10 +567,10 @@ def pool_backward(grad_y, x, pool_size, *, stride=None, padding=0, mode="max",
             f"grad_y must have shape {expected} (the output of pool for x with shape "
             f"{x.shape}), got shape {grad_y.shape}"
         )
-    return _pool_backward(grad_y, x, window, stride, pads, code, n_jobs)
+    return _pool_backward(grad_y, x, window, stride, pads, code, n_jobs, out)
 
 
-def pool_backward_indices(grad_y, indices, x_shape, *, n_jobs=None):
+def pool_backward_indices(grad_y, indices, x_shape, *, n_jobs=None, out=None):
     """Gradient of max or min pooling from the indices of :func:`pool_with_indices`.
 
     Gives the same result, bit for bit, as :func:`pool_backward` on the forward input.
@@ -535,6 +585,8 @@ def pool_backward_indices(grad_y, indices, x_shape, *, n_jobs=None):
         Shape ``(N, C, *spatial)`` of the forward input.
     n_jobs : int, default=None
         Threads, as in :func:`conv`.
+    out : ndarray, default=None
+        Where to write ``grad_x``, as in :func:`conv`.
 
     Returns
     -------
@@ -569,7 +621,10 @@ def pool_backward_indices(grad_y, indices, x_shape, *, n_jobs=None):
         )
     grad_y = contiguous(grad_y, grad_y.dtype)
     indices = contiguous(indices, np.int64)
-    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    if out is None:
+        grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    else:
+        grad_x = check_out(out, x_shape, grad_y.dtype, "out", (grad_y, indices))
     n_threads = _pool_threads(n_jobs, x_shape, grad_y.shape, (1,))
     if x_shape[0] > 0:
         _pool.pool_backward_indices(

@@ -980,3 +980,49 @@ def test_torch_same_padding_with_stride_via_asymmetric_pad(
         dict(stride=s, dilation=d),
         pre_pad=torch_pad,
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_out_arrays_receive_the_same_results(dtype, stride):
+    # Networks pass workspaces through out=: the results must be the same bits as
+    # freshly allocated ones, written into (and returned as) the given arrays, even
+    # when those hold garbage.
+    rng = np.random.default_rng(40)
+    x, w, b = random_problem(rng, 5, 3, 4, (9, 8), (3, 2), dtype)
+    y = conv(x, w, b, stride=stride, padding="same")
+    out = np.full_like(y, np.nan)
+    assert conv(x, w, b, stride=stride, padding="same", out=out) is out
+    np.testing.assert_array_equal(out, y)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    expected = conv_backward(grad_y, x, w, stride=stride, padding="same")
+    buffers = tuple(np.full_like(a, np.nan) for a in expected)
+    got = conv_backward(grad_y, x, w, stride=stride, padding="same", out=buffers)
+    for g, buffer, e in zip(got, buffers, expected):
+        assert g is buffer
+        np.testing.assert_array_equal(g, e)
+    got = conv_backward(grad_y, x, w, stride=stride, padding="same",
+                        compute_grad_x=False, out=(None,) + buffers[1:])
+    assert got[0] is None
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_bad_out_arrays_are_rejected():
+    x = np.zeros((2, 1, 5, 5), np.float32)
+    w = np.zeros((3, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 3, 3\) and dtype float32"):
+        conv(x, w, out=np.empty((2, 3, 3, 3), np.float64))
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 3, 3\)"):
+        conv(x, w, out=np.empty((2, 3, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="writeable C-contiguous"):
+        conv(x, w, out=np.empty((2, 3, 3, 6), np.float32)[..., ::2])
+    with pytest.raises(TypeError, match="out must be a numpy array"):
+        conv(x, w, out=[[0.0]])
+    same = np.zeros((1, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="must not share memory with the inputs"):
+        conv(same, np.ones((1, 1, 1, 1), np.float32), out=same)
+    grad_y = np.zeros((2, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError, match=r"out must be a tuple \(grad_x, grad_w, grad_b\)"):
+        conv_backward(grad_y, x, w, out=np.zeros_like(x))
+    with pytest.raises(ValueError, match=r"out\[1\] \(grad_w\) must have shape \(3, 1, 3, 3\)"):
+        conv_backward(grad_y, x, w, out=(np.zeros_like(x), np.zeros((3, 3)), np.zeros(3)))

@@ -652,3 +652,34 @@ def test_tiny_lenet_learns_digits():
     assert final < 0.5 * initial
     accuracy = (net.forward(x, None).argmax(axis=1) == y).mean()
     assert accuracy > 0.8
+
+
+def test_training_reuses_workspaces_and_inference_does_not():
+    # Workspaces are allocated once per fit: a second training minibatch of the same
+    # size writes into the first one's arrays; inference returns fresh arrays that a
+    # caller may keep.
+    net = build_lenet5((1, 8, 8), 3)
+    net.initialize((1, 8, 8), np.random.RandomState(0), np.float32)
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.random((2, 5, 1, 8, 8), dtype=np.float32)
+    outputs = {}
+    for name, x in (("first", x1), ("second", x2)):
+        h, per_layer = x, []
+        for layer in net.layers:
+            h = layer.forward(h, 1, True)
+            per_layer.append(h)
+        outputs[name] = per_layer
+        net.backward(np.ones_like(h), 1)
+    conv_layers = [i for i, layer in enumerate(net.layers) if isinstance(layer, Conv)]
+    for i in conv_layers:
+        assert outputs["first"][i] is outputs["second"][i]
+    # The values are those of a fresh computation all the same.
+    fresh = net.forward(x2, 1, training=False)
+    np.testing.assert_array_equal(fresh, outputs["second"][-1])
+    assert net.forward(x2, 1, training=False) is not fresh
+    # A smaller last minibatch gets arrays of its own shape.
+    small = net.layers[0].forward(x1[:2], 1, True)
+    assert small.shape[0] == 2 and small is not outputs["first"][0]
+    # Workspaces are not pickled.
+    clone = pickle.loads(pickle.dumps(net))
+    assert all("_workspaces" not in vars(layer) for layer in clone.layers)

@@ -695,3 +695,43 @@ def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
     grad_y = rng.standard_normal(y.shape).astype(dtype)
     expected = ref.pool_backward(grad_y, x, 2, mode=mode)
     np.testing.assert_array_equal(ops.pool_backward_indices(grad_y, idx, x.shape), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["max", "avg", "min"])
+def test_out_arrays_receive_the_same_results(dtype, mode):
+    # Networks pass workspaces through out=: same bits as fresh arrays, written into
+    # (and returned as) the given arrays even when those hold garbage.
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((3, 2, 9, 8)).astype(dtype)
+    kwargs = dict(stride=2, padding="same", mode=mode)
+    y = ops.pool(x, 3, **kwargs)
+    out = np.full_like(y, np.nan)
+    assert ops.pool(x, 3, out=out, **kwargs) is out
+    np.testing.assert_array_equal(out, y)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    expected = ops.pool_backward(grad_y, x, 3, **kwargs)
+    grad_out = np.full_like(x, np.nan)
+    assert ops.pool_backward(grad_y, x, 3, out=grad_out, **kwargs) is grad_out
+    np.testing.assert_array_equal(grad_out, expected)
+    if mode != "avg":
+        buffers = (np.full_like(y, np.nan), np.full(y.shape, -7, np.int64))
+        y_idx, idx = ops.pool_with_indices(x, 3, out=buffers, **kwargs)
+        assert y_idx is buffers[0] and idx is buffers[1]
+        np.testing.assert_array_equal(y_idx, y)
+        grad_out[...] = np.nan
+        assert ops.pool_backward_indices(grad_y, idx, x.shape, out=grad_out) is grad_out
+        np.testing.assert_array_equal(grad_out, expected)
+
+
+def test_bad_out_arrays_are_rejected():
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 2, 2\) and dtype float32"):
+        ops.pool(x, 2, out=np.empty((1, 2, 2, 2)))
+    with pytest.raises(TypeError, match=r"out must be a tuple \(y, indices\)"):
+        ops.pool_with_indices(x, 2, out=np.empty((1, 2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"out\[1\] \(indices\) must have shape .* dtype int64"):
+        ops.pool_with_indices(x, 2, out=(np.empty((1, 2, 2, 2), np.float32),
+                                         np.empty((1, 2, 2, 2), np.int32)))
+    with pytest.raises(ValueError, match="must not share memory with the inputs"):
+        ops.pool_backward(np.zeros((1, 2, 4, 4), np.float32), x, 1, out=x)
