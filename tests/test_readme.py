@@ -2,8 +2,10 @@
 
 import pathlib
 import re
+import warnings
 
 import pytest
+from sklearn.exceptions import FitFailedWarning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -19,8 +21,12 @@ def test_readme_python_block_runs(index):
     code = _blocks("python")[index]
     if 'parallel_backend("dask")' in code:
         pytest.skip("run by tests/test_distributed.py (needs the 'distributed' extra)")
-    # Each block stands alone, as a reader would paste it.
-    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    # Each block stands alone, as a reader would paste it. A grid-search fit that fails
+    # (an invalid network in the grid) would only warn: make it fail the test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitFailedWarning)
+        exec(compile(code, f"README.md python block {index}", "exec"),
+             {"__name__": "__readme__"})
 
 
 def test_readme_has_python_blocks():
