@@ -50,14 +50,12 @@ cdef extern from "_microkernels.h" nogil:
                        const double *A, Py_ssize_t a_row, Py_ssize_t a_col,
                        const double *B, const Py_ssize_t *b_off,
                        double *C, Py_ssize_t ldc, int accumulate)
-    void skc_dotgemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
-                       const float *A, Py_ssize_t lda,
-                       const float *B, const Py_ssize_t *b_off,
-                       float *C, Py_ssize_t ldc, int accumulate)
-    void skc_dotgemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
-                       const double *A, Py_ssize_t lda,
-                       const double *B, const Py_ssize_t *b_off,
-                       double *C, Py_ssize_t ldc, int accumulate)
+    void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                     const Py_ssize_t *pos, const float *B, const Py_ssize_t *b_off,
+                     const float *G, Py_ssize_t ldg, float *W, Py_ssize_t ldw)
+    void skc_wgrad_d(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                     const Py_ssize_t *pos, const double *B, const Py_ssize_t *b_off,
+                     const double *G, Py_ssize_t ldg, double *W, Py_ssize_t ldw)
 
 
 cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -71,15 +69,15 @@ cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         skc_rowgemm_d(M, N, K, A, a_row, a_col, B, b_off, C, ldc, accumulate)
 
 
-cdef inline void _dotgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
-                          const floating *A, Py_ssize_t lda,
-                          const floating *B, const Py_ssize_t *b_off,
-                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C[i, j] (+)= sum_p A[i*lda + p] * B[b_off[j] + p]; see _microkernels.h."""
+cdef inline void _wgrad(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                        const Py_ssize_t *pos, const floating *B, const Py_ssize_t *b_off,
+                        const floating *G, Py_ssize_t ldg,
+                        floating *W, Py_ssize_t ldw) noexcept nogil:
+    """W[r, l] += sum_p B[b_off[r] + pos[p]] * G[p, l]; see _microkernels_impl.h."""
     if floating is float:
-        skc_dotgemm_f(M, N, P, A, lda, B, b_off, C, ldc, accumulate)
+        skc_wgrad_f(R, DV, n_pos, pos, B, b_off, G, ldg, W, ldw)
     else:
-        skc_dotgemm_d(M, N, P, A, lda, B, b_off, C, ldc, accumulate)
+        skc_wgrad_d(R, DV, n_pos, pos, B, b_off, G, ldg, W, ldw)
 
 
 cdef inline void _gemm(char transa, char transb, int m, int n, int k,
@@ -302,11 +300,10 @@ cdef struct Shifted:
     Py_ssize_t gp_lo[3]     # where grad_y starts in it: dil * (K - 1)
     Py_ssize_t gp_plane
     Py_ssize_t g_wide       # wide input-gradient positions spanned on the grad_y grid
-    Py_ssize_t gy_plane     # out[0] * xp[1] * xp[2]: grad_y laid on the padded grid
+    Py_ssize_t dv           # n_filters rounded up to whole vectors (weight gradient)
     # Row strides of the wide buffers, rounded up for the micro-kernels' slack.
     Py_ssize_t x_wide_ld
     Py_ssize_t g_wide_ld
-    Py_ssize_t gy_ld
 
 
 cdef Shifted _shifted(const Geometry *g) noexcept nogil:
@@ -324,11 +321,23 @@ cdef Shifted _shifted(const Geometry *g) noexcept nogil:
     sh.x_wide = ((g.out[0] - 1) * sh.xp[1] + g.out[1] - 1) * sh.xp[2] + g.out[2]
     sh.gp_plane = sh.gp[0] * sh.gp[1] * sh.gp[2]
     sh.g_wide = ((g.size[0] - 1) * sh.gp[1] + g.size[1] - 1) * sh.gp[2] + g.size[2]
-    sh.gy_plane = g.out[0] * sh.xp[1] * sh.xp[2]
+    sh.dv = _round_up(g.n_filters)
     sh.x_wide_ld = _round_up(sh.x_wide)
     sh.g_wide_ld = _round_up(sh.g_wide)
-    sh.gy_ld = _round_up(sh.gy_plane)
     return sh
+
+
+cdef object _output_positions(const Geometry *g):
+    """Offset on the zero-padded input grid of every output position, in order."""
+    cdef Shifted sh = _shifted(g)
+    cdef Py_ssize_t o0, o1, o2, p = 0
+    cdef Py_ssize_t[::1] positions = np.empty(g.n_cols, dtype=np.intp)
+    for o0 in range(g.out[0]):
+        for o1 in range(g.out[1]):
+            for o2 in range(g.out[2]):
+                positions[p] = (o0 * sh.xp[1] + o1) * sh.xp[2] + o2
+                p += 1
+    return positions.base
 
 
 def _shifted_offsets(tuple x_shape, tuple w_shape, tuple y_shape,
@@ -378,8 +387,8 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0], n
-        floating *xp
-        floating *wide
+        floating *xp = NULL
+        floating *wide = NULL
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
         wide = xp + g.channels * sh.xp_plane + SKC_SLACK
@@ -401,7 +410,7 @@ cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
         Py_ssize_t n, d, p
         bint pointwise = _is_pointwise(g)
         floating beta
-        floating *col
+        floating *col = NULL
         const floating *col_in
         floating *y_n
     with parallel(num_threads=n_threads):
@@ -443,7 +452,9 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
         if not backward:
             size += g.n_filters * sh.x_wide_ld                # wide output
         else:
-            size += g.n_filters * sh.gy_ld + SKC_SLACK        # grad_y on the input grid
+            size += sh.xp_plane                               # ones (bias "tap")
+            size += g.n_cols * sh.dv                          # grad_y transposed
+            size += (g.n_rows + 1) * sh.dv                    # weight/bias sums
             if want_grad_x:
                 size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
                 size += g.channels * sh.g_wide_ld             # wide grad_x
@@ -523,6 +534,18 @@ cdef void _add_bias_grad(const floating *gy_n, Py_ssize_t n_filters, Py_ssize_t 
             gb[d] = gb[d] + acc
 
 
+cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
+                         Py_ssize_t rows, Py_ssize_t cols,
+                         floating *dst,         # OUT (cols, ld), lanes >= rows untouched
+                         Py_ssize_t ld) noexcept nogil:
+    cdef Py_ssize_t i, j
+    # Row by row of dst: its lines are written whole, while src is read as `rows`
+    # sequential streams (the other order strides dst by a cache line per store).
+    for j in range(cols):
+        for i in range(rows):
+            dst[j * ld + i] = src[i * cols + j]
+
+
 cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                             const floating[:, :, :, :, ::1] x,
                             const floating[:, :, :, :, ::1] w_flipped,  # (C, D, K0, K1, K2)
@@ -531,6 +554,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                             floating[:, ::1] grad_b_chunks,
                             const Py_ssize_t[::1] offsets_fwd,
                             const Py_ssize_t[::1] offsets_bwd,
+                            const Py_ssize_t[::1] positions,  # IN (O0*O1*O2,) on padded grid
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, int n_threads) noexcept nogil:
     cdef:
@@ -538,39 +562,42 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         Py_ssize_t n_samples = x.shape[0], n_filters = grad_y.shape[1]
         Py_ssize_t n_chunks = grad_w_chunks.shape[0]
         Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
-        Py_ssize_t chunk, n, start, stop
-        Py_ssize_t zero3[3]
-        Py_ssize_t gy_grid[3]
+        Py_ssize_t chunk, n, start, stop, d, r
+        Py_ssize_t i = 0
+        Py_ssize_t n_taps_b = g.n_rows + 1   # the kernel taps, then the bias
         bint want_grad_x = grad_x is not None
-        floating *xp
-        floating *gy_wide
-        floating *gyp
-        floating *gx_wide
-    zero3[0] = zero3[1] = zero3[2] = 0
-    gy_grid[0] = g.out[0]
-    gy_grid[1] = sh.xp[1]
-    gy_grid[2] = sh.xp[2]
+        floating *xp = NULL
+        floating *ones = NULL
+        floating *gy_t = NULL
+        floating *gw_t = NULL
+        floating *gyp = NULL
+        floating *gx_wide = NULL
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
-        gy_wide = xp + g.channels * sh.xp_plane + SKC_SLACK
-        gyp = gy_wide + n_filters * sh.gy_ld + SKC_SLACK
+        ones = xp + g.channels * sh.xp_plane + SKC_SLACK
+        gy_t = ones + sh.xp_plane
+        gw_t = gy_t + g.n_cols * sh.dv
+        gyp = gw_t + n_taps_b * sh.dv
         gx_wide = gyp + n_filters * sh.gp_plane + SKC_SLACK
+        # The bias gradient is one more "tap" whose input is all ones (its offset is
+        # the last entry of offsets_fwd), so the same kernel sums it.
+        for i in range(sh.xp_plane):
+            ones[i] = 1
+        # The lanes past n_filters stay zero: they pad the channel vectors.
+        memset(gy_t, 0, g.n_cols * sh.dv * sizeof(floating))
         for chunk in prange(n_chunks, schedule="static"):
             # Assigned (not written through a pointer) so that prange makes them private.
             start = _chunk_start(chunk, n_chunks, n_samples)
             stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            memset(gw_t, 0, n_taps_b * sh.dv * sizeof(floating))
             for n in range(start, stop):
                 _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane,
                           g.pad)
-                # grad_y laid on the padded input grid, zeros where wide positions
-                # fall in the padding, so the dot products skip them for free.
-                _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gy_wide, gy_grid,
-                          sh.gy_ld, zero3)
-                _dotgemm(n_filters, g.n_rows, sh.x_wide, gy_wide, sh.gy_ld,
-                         xp, &offsets_fwd[0], &grad_w_chunks[chunk, 0], g.n_rows,
-                         n != start)
-                _add_bias_grad(&grad_y[n, 0, 0, 0, 0], n_filters, g.n_cols,
-                               &grad_b_chunks[chunk, 0], n == start)
+                # Weight gradient vectorised over the output channels: grad_y as
+                # (positions, channels), summed into (taps, channels) over the chunk.
+                _transpose_pad(&grad_y[n, 0, 0, 0, 0], n_filters, g.n_cols, gy_t, sh.dv)
+                _wgrad(n_taps_b, sh.dv, g.n_cols, &positions[0], xp, &offsets_fwd[0],
+                       gy_t, sh.dv, gw_t, sh.dv)
                 if want_grad_x:
                     _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gyp, sh.gp,
                               sh.gp_plane, sh.gp_lo)
@@ -579,7 +606,10 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                              gyp, &offsets_bwd[0], gx_wide, sh.g_wide_ld, False)
                     _compact(gx_wide, g.channels, sh.g_wide_ld, sh.gp, g.size, NULL,
                              &grad_x[n, 0, 0, 0, 0])
-
+            for d in range(n_filters):
+                for r in range(g.n_rows):
+                    grad_w_chunks[chunk, d * g.n_rows + r] = gw_t[r * sh.dv + d]
+                grad_b_chunks[chunk, d] = gw_t[g.n_rows * sh.dv + d]
 
 
 cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
@@ -597,7 +627,7 @@ cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
         bint want_grad_x = grad_x is not None
         bint pointwise = _is_pointwise(g)
         floating zero = 0, one = 1
-        floating *col
+        floating *col = NULL
         const floating *col_in
         const floating *gy_n
         floating *gw
@@ -657,6 +687,7 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         const Py_ssize_t[::1] offsets_fwd
         const Py_ssize_t[::1] offsets_bwd
         const floating[:, :, :, :, ::1] w_flipped
+        const Py_ssize_t[::1] positions
         floating[:, ::1] scratch
         bint shifted
     if x.shape[0] == 0:
@@ -668,13 +699,18 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
     if shifted:
         offsets_fwd, offsets_bwd = _shifted_offsets(
             x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        positions = _output_positions(&g)
+        # One more offset: the per-thread ones that follow the padded input in the
+        # scratch row (see _backward_shifted), for the bias gradient.
+        offsets_fwd = np.append(offsets_fwd, g.channels * _shifted(&g).xp_plane + SKC_SLACK)
         # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
         # "full" correlation of grad_y with the flipped kernel.
         w_flipped = np.ascontiguousarray(
             np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4))
         with nogil:
             _backward_shifted(grad_y, x, w_flipped, grad_x, grad_w_chunks, grad_b_chunks,
-                              offsets_fwd, offsets_bwd, scratch, &g, n_threads)
+                              offsets_fwd, offsets_bwd, positions, scratch, &g,
+                              n_threads)
     else:
         with nogil:
             _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,

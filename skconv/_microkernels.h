@@ -1,5 +1,6 @@
 /*
  * Register-blocked small-GEMM micro-kernels for the convolution kernels (_conv.pyx).
+ * The bodies are in _microkernels_impl.h, instantiated below for float and double.
  *
  * Why not BLAS: LeNet-sized convolutions are GEMMs with one tiny dimension (6 or 16
  * filters, 25 or 150 taps), where BLAS spends its time packing. These kernels read
@@ -11,8 +12,8 @@
  * by the dynamic linker). Elsewhere the plain C versions are used. GCC vector
  * extensions keep the accumulators in registers whatever the target width.
  *
- * Determinism: every output element is a sum over k (or p) in increasing order with
- * a fixed lane split, so a result depends only on the inputs, never on threads.
+ * Determinism: every output element is a sum over k (or p) in increasing order, so a
+ * result depends only on the inputs, never on threads or blocking.
  */
 #ifndef SKCONV_MICROKERNELS_H
 #define SKCONV_MICROKERNELS_H
@@ -31,10 +32,6 @@
 /* 64-byte vectors; aligned(sizeof(T)) makes loads and stores through them unaligned. */
 typedef float skc_vf __attribute__((vector_size(64), aligned(4)));
 typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
-typedef float skc_vf8 __attribute__((vector_size(32)));
-typedef float skc_vf4 __attribute__((vector_size(16)));
-typedef double skc_vd4 __attribute__((vector_size(32)));
-typedef double skc_vd2 __attribute__((vector_size(16)));
 #else
 #define SKC_HAVE_VECTOR_EXT 0
 #endif
@@ -47,11 +44,9 @@ typedef double skc_vd2 __attribute__((vector_size(16)));
  * full vector, so the caller must let C[i*ldc + p] be written and B[b_off[k] + p] be
  * read for every p < round_up(N, SKC_SLACK); those extra outputs are garbage.
  *
- * dotgemm: C[i*ldc + j] = (accumulate ? C[i*ldc + j] : 0)
- *                         + sum_{p<P} A[i*lda + p] * B[b_off[j] + p]
- * for i < M, j < N: dot products of rows, used for weight gradients. The dot runs
- * to round_up(P, vector length): the caller makes A zero and B readable up to
- * round_up(P, SKC_SLACK) (B's extra cells then add 0 * finite = 0).
+ * wgrad: W[r*ldw + l] += sum_{p<n_pos} B[b_off[r] + pos[p]] * G[p*ldg + l]
+ * for r < R, l < DV: the weight gradient, vectorised over the output channels l
+ * (DV is the channel count rounded up to whole vectors; G's extra lanes are zero).
  *
  * A scalar tail would cost as much as the vector body for LeNet widths (a 4-cycle
  * dependency chain per element), hence the slack contract.
@@ -62,34 +57,6 @@ typedef double skc_vd2 __attribute__((vector_size(16)));
 #endif
 
 #define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* Sum of the lanes as a fixed tree (upper half added to lower half, repeatedly): a few
- * vector adds instead of a chain of dependent scalar adds, same order on every target. */
-SKC_ALWAYS_INLINE float skc_hsum_f(skc_vf v)
-{
-    skc_vf8 h8, l8;
-    skc_vf4 h4, l4;
-    __builtin_memcpy(&l8, (const char *)&v, 32);
-    __builtin_memcpy(&h8, (const char *)&v + 32, 32);
-    l8 += h8;
-    __builtin_memcpy(&l4, (const char *)&l8, 16);
-    __builtin_memcpy(&h4, (const char *)&l8 + 16, 16);
-    l4 += h4;
-    return (l4[0] + l4[2]) + (l4[1] + l4[3]);
-}
-
-SKC_ALWAYS_INLINE double skc_hsum_d(skc_vd v)
-{
-    skc_vd4 h4, l4;
-    skc_vd2 h2, l2;
-    __builtin_memcpy(&l4, (const char *)&v, 32);
-    __builtin_memcpy(&h4, (const char *)&v + 32, 32);
-    l4 += h4;
-    __builtin_memcpy(&l2, (const char *)&l4, 16);
-    __builtin_memcpy(&h2, (const char *)&l4 + 16, 16);
-    l2 += h2;
-    return l2[0] + l2[1];
-}
 
 /* One implementation, instantiated for float and double. */
 #define SKC_T float

@@ -71,73 +71,61 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                                accumulate);
 }
 
-/* dotgemm block: ni rows of A against nj shifted rows of B. */
-SKC_ALWAYS_INLINE void SKC_NAME(skc_dotblock)(
-    const int ni, const int nj, ptrdiff_t P,
-    const SKC_T *A, ptrdiff_t lda,
+/* wgrad block: nr taps (rows of B) at once, one vector of output channels. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_wgrad_block)(
+    const int nr, ptrdiff_t n_pos, const ptrdiff_t *pos,
     const SKC_T *B, const ptrdiff_t *b_off,
-    SKC_T *C, ptrdiff_t ldc, int accumulate)
+    const SKC_T *G, ptrdiff_t ldg,
+    SKC_T *W, ptrdiff_t ldw)
 {
-    SKC_VT acc[4][2];
-    const SKC_T *b[2];
+    SKC_VT acc[4];
+    const SKC_T *b[4];
     ptrdiff_t p;
-    int i, j;
-    for (j = 0; j < nj; j++)
-        b[j] = B + b_off[j];
-    for (i = 0; i < ni; i++)
-        for (j = 0; j < nj; j++)
-            acc[i][j] = (SKC_VT){0};
-    for (p = 0; p < P; p += SKC_VL) {
-        SKC_VT bv[2];
-        for (j = 0; j < nj; j++)
-            bv[j] = *(const SKC_VT *)(b[j] + p);
-        for (i = 0; i < ni; i++) {
-            SKC_VT av = *(const SKC_VT *)(A + i * lda + p);
-            for (j = 0; j < nj; j++)
-                acc[i][j] += av * bv[j];
-        }
+    int i;
+    for (i = 0; i < nr; i++) {
+        acc[i] = *(SKC_VT *)(W + i * ldw);
+        b[i] = B + b_off[i];
     }
-    for (i = 0; i < ni; i++)
-        for (j = 0; j < nj; j++) {
-            SKC_T t = SKC_NAME(skc_hsum)(acc[i][j]);
-            if (accumulate)
-                C[i * ldc + j] += t;
-            else
-                C[i * ldc + j] = t;
-        }
+    for (p = 0; p < n_pos; p++) {
+        SKC_VT g = *(const SKC_VT *)(G + p * ldg);
+        ptrdiff_t at = pos[p];
+        for (i = 0; i < nr; i++)
+            acc[i] += b[i][at] * g;
+    }
+    for (i = 0; i < nr; i++)
+        *(SKC_VT *)(W + i * ldw) = acc[i];
 }
 
-SKC_ALWAYS_INLINE void SKC_NAME(skc_dotrows)(
-    const int ni, ptrdiff_t N, ptrdiff_t P,
-    const SKC_T *A, ptrdiff_t lda,
-    const SKC_T *B, const ptrdiff_t *b_off,
-    SKC_T *C, ptrdiff_t ldc, int accumulate)
-{
-    ptrdiff_t j = 0;
-    for (; j + 2 <= N; j += 2)
-        SKC_NAME(skc_dotblock)(ni, 2, P, A, lda, B, b_off + j, C + j, ldc, accumulate);
-    if (j < N)
-        SKC_NAME(skc_dotblock)(ni, 1, P, A, lda, B, b_off + j, C + j, ldc, accumulate);
-}
-
+/*
+ * wgrad: W[r*ldw + l] += sum_{p < n_pos} B[b_off[r] + pos[p]] * G[p*ldg + l]
+ * for r < R and l < DV (DV a multiple of the vector length, ldw and ldg >= DV).
+ * The weight gradient of a stride-1 convolution, vectorised over the output
+ * channels l: G is grad_y transposed to (positions, channels), B the zero-padded
+ * input, pos the padded-grid offset of each real output position. Each W element is
+ * a sum over p in increasing order, so the result does not depend on blocking.
+ */
 SKC_CLONES
-static void SKC_NAME(skc_dotgemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t P,
-                                  const SKC_T *A, ptrdiff_t lda,
-                                  const SKC_T *B, const ptrdiff_t *b_off,
-                                  SKC_T *C, ptrdiff_t ldc, int accumulate)
+static void SKC_NAME(skc_wgrad)(ptrdiff_t R, ptrdiff_t DV, ptrdiff_t n_pos,
+                                const ptrdiff_t *pos,
+                                const SKC_T *B, const ptrdiff_t *b_off,
+                                const SKC_T *G, ptrdiff_t ldg,
+                                SKC_T *W, ptrdiff_t ldw)
 {
-    ptrdiff_t i = 0;
-    /* Whole vectors to the end: the caller zeroed A past P (see the contract). */
-    P = (P + SKC_VL - 1) / SKC_VL * SKC_VL;
-    for (; i + 4 <= M; i += 4)
-        SKC_NAME(skc_dotrows)(4, N, P, A + i * lda, lda, B, b_off, C + i * ldc, ldc,
-                              accumulate);
-    if (i + 2 <= M) {
-        SKC_NAME(skc_dotrows)(2, N, P, A + i * lda, lda, B, b_off, C + i * ldc, ldc,
-                              accumulate);
-        i += 2;
+    ptrdiff_t l, r;
+    for (l = 0; l < DV; l += SKC_VL) {
+        r = 0;
+        for (; r + 4 <= R; r += 4)
+            SKC_NAME(skc_wgrad_block)(4, n_pos, pos, B, b_off + r, G + l, ldg,
+                                      W + r * ldw + l, ldw);
+        /* Fewer than 4 taps left: a 2-tap block, then a single one (each chain of
+         * FMAs waits on its own previous result, so more taps at once run faster). */
+        if (r + 2 <= R) {
+            SKC_NAME(skc_wgrad_block)(2, n_pos, pos, B, b_off + r, G + l, ldg,
+                                      W + r * ldw + l, ldw);
+            r += 2;
+        }
+        if (r < R)
+            SKC_NAME(skc_wgrad_block)(1, n_pos, pos, B, b_off + r, G + l, ldg,
+                                      W + r * ldw + l, ldw);
     }
-    if (i < M)
-        SKC_NAME(skc_dotrows)(1, N, P, A + i * lda, lda, B, b_off, C + i * ldc, ldc,
-                              accumulate);
 }
