@@ -343,26 +343,26 @@ cdef object _output_positions(const Geometry *g):
     return positions.base
 
 
-def _shifted_offsets(tuple x_shape, tuple w_shape, tuple y_shape,
-                     tuple stride, tuple pad_lo, tuple dilation):
+cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
     """Row offsets of the forward/weight-gradient and input-gradient micro-kernels.
 
     Returns
     -------
-    forward : ndarray of intp, shape (C*K0*K1*K2,)
+    forward : ndarray of intp, shape (C*K0*K1*K2 + ones_tap,)
         Row ``(c, k0, k1, k2)`` starts at ``c*plane + sum_a k_a*dil_a*stride_a`` in the
-        zero-padded input.
+        zero-padded input. With ``ones_tap``, one more row: the ones that follow the
+        padded input (and its slack) in ``_backward_shifted``'s scratch, whose
+        "weight gradient" is the bias gradient.
     backward : ndarray of intp, shape (D*K0*K1*K2,)
         Row ``(d, k0', k1', k2')`` of the flipped kernel starts at
         ``d*plane + sum_a (lo_a + k_a'*dil_a)*stride_a`` in the padded grad_y.
     """
     cdef:
-        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
-        Shifted sh = _shifted(&g)
+        Shifted sh = _shifted(g)
         Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
-        Py_ssize_t n_filters = w_shape[0]
+        Py_ssize_t n_filters = g.n_filters
         Py_ssize_t c, t, k0, k1, k2, tap_fwd, tap_bwd
-        Py_ssize_t[::1] forward = np.empty(g.channels * n_taps, dtype=np.intp)
+        Py_ssize_t[::1] forward = np.empty(g.channels * n_taps + ones_tap, dtype=np.intp)
         Py_ssize_t[::1] backward = np.empty(n_filters * n_taps, dtype=np.intp)
     # Plain loops: numpy on these tiny arrays cost more than the kernel on a sample.
     t = 0
@@ -377,6 +377,8 @@ def _shifted_offsets(tuple x_shape, tuple w_shape, tuple y_shape,
                 for c in range(n_filters):
                     backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
                 t += 1
+    if ones_tap:
+        forward[g.channels * n_taps] = g.channels * sh.xp_plane + SKC_SLACK
     return forward.base, backward.base
 
 
@@ -492,7 +494,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
     scratch = _scratch(&g, shifted, False, False, n_threads,
                        np.float32 if floating is float else np.float64)
     if shifted:
-        offsets = _shifted_offsets(x_shape, w_shape, y_shape, stride, pad_lo, dilation)[0]
+        offsets = _shifted_offsets(&g, False)[0]
         with nogil:
             _forward_shifted(x, w, bias, y, offsets, scratch, &g, n_threads)
     else:
@@ -659,6 +661,9 @@ cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
                     _gemm(c'N', c'T', <int> g.n_cols, <int> g.n_rows, <int> n_filters,
                           one, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
                           zero, col, <int> g.n_cols)
+                    # Zeroed here, sample by sample, because col2im adds into it.
+                    memset(&grad_x[n, 0, 0, 0, 0], 0,
+                           g.channels * g.size[0] * g.size[1] * g.size[2] * sizeof(floating))
                     _col2im_add(col, g, grad_x[n])
 
 
@@ -679,7 +684,7 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
     Samples are split into ``n_chunks = grad_w_chunks.shape[0]`` contiguous chunks
     (chunk ``k`` holds samples ``ceil(k*N/n_chunks)`` up to ``ceil((k+1)*N/n_chunks)``);
     row ``k`` of ``grad_w_chunks``/``grad_b_chunks`` receives that chunk's sum, samples
-    added in order. The caller adds the rows in order. ``grad_x`` must be zero on entry.
+    added in order. The caller adds the rows in order. ``grad_x`` is overwritten.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
@@ -700,12 +705,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
     scratch = _scratch(&g, shifted, True, grad_x is not None, n_threads,
                        np.float32 if floating is float else np.float64)
     if shifted:
-        offsets_fwd, offsets_bwd = _shifted_offsets(
-            x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        offsets_fwd, offsets_bwd = _shifted_offsets(&g, True)
         positions = _output_positions(&g)
-        # One more offset: the per-thread ones that follow the padded input in the
-        # scratch row (see _backward_shifted), for the bias gradient.
-        offsets_fwd = np.append(offsets_fwd, g.channels * _shifted(&g).xp_plane + SKC_SLACK)
         # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
         # "full" correlation of grad_y with the flipped kernel.
         w_flipped = np.ascontiguousarray(

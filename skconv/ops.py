@@ -250,7 +250,7 @@ def conv_backward(
     )
 
     if out is None:
-        grad_x = np.zeros(x.shape, dtype=dtype) if compute_grad_x else None
+        grad_x = np.empty(x.shape, dtype=dtype) if compute_grad_x else None
         grad_w = np.empty(w.shape, dtype=dtype)
         grad_b = np.empty(w.shape[0], dtype=dtype)
     else:
@@ -260,7 +260,6 @@ def conv_backward(
         grad_x = None
         if compute_grad_x:
             grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
-            grad_x[...] = 0  # the strided (im2col) path adds into it
         grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
         grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
     n_chunks = _conv.n_reduction_chunks(x.shape[0])
@@ -271,10 +270,13 @@ def conv_backward(
     grad_w_chunks = np.empty((n_chunks, w.size), dtype=dtype)
     grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    # One cheap pass: a sum is non-finite when any term is (or, rarely, on overflow,
-    # which only costs the slower path).
-    with np.errstate(over="ignore", invalid="ignore"):
-        inputs_finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
+    # Only the stride-1 path needs finite inputs (see _conv.conv_backward). One cheap
+    # pass: a sum is non-finite when any term is (or, rarely, on overflow, which only
+    # costs the slower path).
+    inputs_finite = True
+    if not _conv.uses_blas(stride):
+        with np.errstate(over="ignore", invalid="ignore"):
+            inputs_finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
     with _blas_guard(stride, inputs_finite):
         _conv.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
