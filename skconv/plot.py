@@ -206,6 +206,14 @@ def _grid_axes(ax, fig, used, figsize, caller, flat=False):
     return figure, axes, positions, bounding_ax
 
 
+def _grid_title(figure, bounding_ax, text):
+    """Title a grid: over its bounding axes when drawn into one, else the figure's."""
+    if bounding_ax is not None:
+        bounding_ax.set_title(text)
+    else:
+        figure.suptitle(text)
+
+
 def _bare(ax):
     """An image panel: no ticks (but room for a y label)."""
     ax.set_xticks([])
@@ -367,10 +375,7 @@ class FiltersDisplay:
             self.colorbar_.ax.tick_params(labelsize="small")
         if title:
             text = self._title() if title is True else str(title)
-            if bounding_ax is not None:
-                bounding_ax.set_title(text)
-            else:
-                figure.suptitle(text)
+            _grid_title(figure, bounding_ax, text)
 
         self.kernels_ = kernels
         self.images_ = images
@@ -644,10 +649,7 @@ class FeatureMapsDisplay:
                 labelpad=4)
         if title:
             text = "Feature maps of one sample" if title is True else str(title)
-            if bounding_ax is not None:
-                bounding_ax.set_title(text)
-            else:
-                figure.suptitle(text)
+            _grid_title(figure, bounding_ax, text)
 
         self.images_ = images
         self.ax_ = axes
