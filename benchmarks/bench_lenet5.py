@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from _torch_lenet import torch_lenet5
+
 INFERENCE_SAMPLES = 10_000
 PREDICT_BATCH = 512
 
@@ -92,15 +94,7 @@ def worker_torch(args):
     torch.manual_seed(0)
     X, y = synthetic_images(args.samples, args.image_size)
     s = args.image_size
-    flat = 16 * (s // 4) * (s // 4)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5, padding="same"), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 16, 5, padding="same"), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(flat, 120), torch.nn.ReLU(),
-        torch.nn.Linear(120, 84), torch.nn.ReLU(),
-        torch.nn.Linear(84, 10),
-    )
+    net = torch_lenet5(s)
     weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
     # scikit-learn's L2: loss += alpha / (2 * batch) * ||W||^2, i.e. grad += alpha/batch W.

@@ -34,7 +34,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._layers import Conv, Dense
-from ._network import add_l2_gradient, build_lenet5, l2_penalty
+from ._network import build_lenet5, l2_factors, l2_penalty
 from ._optimizers import SGD, Adam
 from ._threads import effective_n_threads
 from ._validation import MAX_SPATIAL_DIMS
@@ -515,8 +515,8 @@ class BaseConvNet(BaseEstimator):
                 self._non_finite(f"loss became non-finite ({loss}) in minibatch "
                                  f"{n_batch + 1} of", first_pass)
             network.backward(grad, n_threads)
-            add_l2_gradient(network, alpha, batch_weight)
-            optimizer.update(network.grads)
+            optimizer.update(network.grads, l2_factors(network, alpha, batch_weight),
+                             n_threads)
             accumulated_loss += loss * batch_weight
             accumulated_weight += batch_weight
         # The last update may overflow too (the next loss would show it, but there

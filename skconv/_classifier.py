@@ -56,9 +56,9 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
     sample give models that agree only to ~1e-6, and a sample's prediction can move
     by ~1e-7 with the other samples of its batch; scikit-learn's estimator checks
     (rightly) ask for more. For speed on large data pass ``X.astype(np.float32)``:
-    on 28x28 images an epoch is ~1.4x faster (one MNIST-size epoch: ~11 s against
-    ~15 s on one core) and the activations take half the memory, for the same
-    accuracy. Probabilities are returned in float64 either way.
+    on 28x28 images an epoch is ~1.4x faster (one MNIST-size epoch: about 6 s on one
+    core, measured with ``benchmarks/bench_accuracy.py``) and the activations take
+    half the memory, for the same accuracy. Probabilities are returned in float64 either way.
 
     Read more in the scikit-learn user guide on neural networks
     (``MLPClassifier``), whose conventions this estimator follows.
@@ -98,9 +98,10 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
     padding : int, tuple, 'same' or 'valid', default='same'
         Zero padding of the conv layers (same rule). 'same' keeps
         ``out = ceil(in / stride)`` (TensorFlow's rule, the extra cell at the end);
-        'valid' pads nothing. LeNet-5 used 'valid' on 32x32 inputs; 'same' on
-        28x28 gives the same 5x5 map before the dense layers and also lets tiny
-        inputs through. A configuration that cannot give a valid network (say a
+        'valid' pads nothing. LeNet-5 used 'valid' on 32x32 inputs (a 5x5 map
+        before the dense layers); 'same' on MNIST's 28x28 keeps 7x7 maps (16*7*7 =
+        784 inputs to the first dense layer, about 108k parameters in all against
+        LeNet-5's 62k) and also lets tiny inputs through. A configuration that cannot give a valid network (say a
         'valid' 5x5 kernel on a 2x2 map) raises a ValueError naming the layer and
         the shapes.
 
@@ -153,7 +154,7 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         (``MLPClassifier`` uses 200): on MNIST-size data (60,000 images, ~940
         minibatches per epoch) LeNet-5 with these defaults is expected past 99%
         test accuracy within 10 epochs (established practice: Adam 1e-3, batch 64,
-        He init) and an epoch costs ~10-15 s on one core, so 100 bounds the cost
+        He init) and an epoch costs about 6 s on one core, so 100 bounds the cost
         (set ``max_iter=10`` or ``early_stopping=True`` to stop sooner). Small data
         sets need many epochs for the same number of updates: ``load_digits``
         (1,347 training images, 22 minibatches per epoch) converges in about 90.

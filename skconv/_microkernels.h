@@ -7,10 +7,7 @@
  * their right-hand operand through per-row offsets into a zero-padded input, so a
  * stride-1 convolution needs no im2col copy at all ("shifted-row" GEMM).
  *
- * Portability: the build has no -march flag; each kernel is compiled for AVX-512,
- * AVX2+FMA and baseline x86-64 (GCC/Clang target_clones, picked once at load time
- * by the dynamic linker). Elsewhere the plain C versions are used. GCC vector
- * extensions keep the accumulators in registers whatever the target width.
+ * Portability: see _simd.h (per-CPU clones, GCC vector extensions).
  *
  * Determinism: every output element is a sum over k (or p) in increasing order, so a
  * result depends only on the inputs, never on threads or blocking.
@@ -20,21 +17,11 @@
 
 #include <stddef.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(SKCONV_NO_CLONES) \
-    && !defined(__clang__) && defined(__linux__)
-#define SKC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SKC_CLONES
-#endif
+#include "_simd.h"
 
-#if defined(__GNUC__)
-#define SKC_HAVE_VECTOR_EXT 1
 /* 64-byte vectors; aligned(sizeof(T)) makes loads and stores through them unaligned. */
 typedef float skc_vf __attribute__((vector_size(64), aligned(4)));
 typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
-#else
-#define SKC_HAVE_VECTOR_EXT 0
-#endif
 
 /*
  * rowgemm: C[i*ldc + p] = (accumulate ? C[i*ldc + p] : 0)
@@ -48,15 +35,14 @@ typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
  * for r < R, l < DV: the weight gradient, vectorised over the output channels l
  * (DV is the channel count rounded up to whole vectors; G's extra lanes are zero).
  *
+ * wgrad_wide: the same sums for few channels, vectorised over positions instead:
+ * per-lane partial sums ACC[(d*R + r)*VL + l] that the caller reduces in order.
+ *
  * A scalar tail would cost as much as the vector body for LeNet widths (a 4-cycle
  * dependency chain per element), hence the slack contract.
  */
 #define SKC_SLACK 16
-#if !SKC_HAVE_VECTOR_EXT
-#error "skconv's micro-kernels need GCC vector extensions (GCC or Clang)"
-#endif
 
-#define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* One implementation, instantiated for float and double. */
 #define SKC_T float

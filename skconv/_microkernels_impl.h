@@ -78,8 +78,8 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_wgrad_block)(
     const SKC_T *G, ptrdiff_t ldg,
     SKC_T *W, ptrdiff_t ldw)
 {
-    SKC_VT acc[4];
-    const SKC_T *b[4];
+    SKC_VT acc[8];
+    const SKC_T *b[8];
     ptrdiff_t p;
     int i;
     for (i = 0; i < nr; i++) {
@@ -114,11 +114,17 @@ static void SKC_NAME(skc_wgrad)(ptrdiff_t R, ptrdiff_t DV, ptrdiff_t n_pos,
     ptrdiff_t l, r;
     for (l = 0; l < DV; l += SKC_VL) {
         r = 0;
-        for (; r + 4 <= R; r += 4)
+        /* 8 taps at once: each chain of FMAs waits on its own previous result
+         * (4 cycles), so 8 chains keep both FMA units busy where 4 left them half
+         * idle. Then blocks of 4, 2 and 1 for the taps left. */
+        for (; r + 8 <= R; r += 8)
+            SKC_NAME(skc_wgrad_block)(8, n_pos, pos, B, b_off + r, G + l, ldg,
+                                      W + r * ldw + l, ldw);
+        if (r + 4 <= R) {
             SKC_NAME(skc_wgrad_block)(4, n_pos, pos, B, b_off + r, G + l, ldg,
                                       W + r * ldw + l, ldw);
-        /* Fewer than 4 taps left: a 2-tap block, then a single one (each chain of
-         * FMAs waits on its own previous result, so more taps at once run faster). */
+            r += 4;
+        }
         if (r + 2 <= R) {
             SKC_NAME(skc_wgrad_block)(2, n_pos, pos, B, b_off + r, G + l, ldg,
                                       W + r * ldw + l, ldw);
@@ -128,4 +134,85 @@ static void SKC_NAME(skc_wgrad)(ptrdiff_t R, ptrdiff_t DV, ptrdiff_t n_pos,
             SKC_NAME(skc_wgrad_block)(1, n_pos, pos, B, b_off + r, G + l, ldg,
                                       W + r * ldw + l, ldw);
     }
+}
+
+/* wgrad_wide block: nd filters x nr taps, vectorised over positions. Each acc lane
+ * sums every SKC_VL-th position; the caller reduces the lanes in a fixed order. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_wgrad_wide_block)(
+    const int nd, const int nr, ptrdiff_t Q,
+    const SKC_T *G, ptrdiff_t ldg,
+    const SKC_T *B, const ptrdiff_t *b_off,
+    SKC_T *ACC, ptrdiff_t R)
+{
+    SKC_VT acc[3][4];
+    const SKC_T *b[4];
+    ptrdiff_t q;
+    int d, r;
+    for (d = 0; d < nd; d++)
+        for (r = 0; r < nr; r++)
+            acc[d][r] = *(SKC_VT *)(ACC + (d * R + r) * SKC_VL);
+    for (r = 0; r < nr; r++)
+        b[r] = B + b_off[r];
+    for (q = 0; q < Q; q += SKC_VL) {
+        SKC_VT g[3];
+        for (d = 0; d < nd; d++)
+            g[d] = *(const SKC_VT *)(G + d * ldg + q);
+        for (r = 0; r < nr; r++) {
+            SKC_VT bv = *(const SKC_VT *)(b[r] + q);
+            for (d = 0; d < nd; d++)
+                acc[d][r] += g[d] * bv;
+        }
+    }
+    for (d = 0; d < nd; d++)
+        for (r = 0; r < nr; r++)
+            *(SKC_VT *)(ACC + (d * R + r) * SKC_VL) = acc[d][r];
+}
+
+/* Taps of one block of nd filters: blocks of 4, then 2, then 1. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_wgrad_wide_rows)(
+    const int nd, ptrdiff_t R, ptrdiff_t Q,
+    const SKC_T *G, ptrdiff_t ldg,
+    const SKC_T *B, const ptrdiff_t *b_off, SKC_T *ACC)
+{
+    ptrdiff_t r = 0;
+    for (; r + 4 <= R; r += 4)
+        SKC_NAME(skc_wgrad_wide_block)(nd, 4, Q, G, ldg, B, b_off + r,
+                                       ACC + r * SKC_VL, R);
+    if (r + 2 <= R) {
+        SKC_NAME(skc_wgrad_wide_block)(nd, 2, Q, G, ldg, B, b_off + r,
+                                       ACC + r * SKC_VL, R);
+        r += 2;
+    }
+    if (r < R)
+        SKC_NAME(skc_wgrad_wide_block)(nd, 1, Q, G, ldg, B, b_off + r,
+                                       ACC + r * SKC_VL, R);
+}
+
+/*
+ * wgrad_wide: ACC[(d*R + r)*VL + l] += sum_{q = l, l + VL, ... < Q}
+ *                                          G[d*ldg + q] * B[b_off[r] + q]
+ * for d < D, r < R, lanes l < VL (Q a multiple of VL). The weight gradient of a
+ * stride-1 convolution for few filters, vectorised over positions: G is grad_y laid
+ * on the padded input grid (zeros where a wide position is not a real output), so
+ * both operands are read as contiguous vectors and every lane is useful. The
+ * per-channel kernel above wastes most lanes when D is well below SKC_VL.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_wgrad_wide)(ptrdiff_t D, ptrdiff_t R, ptrdiff_t Q,
+                                     const SKC_T *G, ptrdiff_t ldg,
+                                     const SKC_T *B, const ptrdiff_t *b_off,
+                                     SKC_T *ACC)
+{
+    ptrdiff_t d = 0;
+    for (; d + 3 <= D; d += 3)
+        SKC_NAME(skc_wgrad_wide_rows)(3, R, Q, G + d * ldg, ldg, B, b_off,
+                                      ACC + d * R * SKC_VL);
+    if (d + 2 <= D) {
+        SKC_NAME(skc_wgrad_wide_rows)(2, R, Q, G + d * ldg, ldg, B, b_off,
+                                      ACC + d * R * SKC_VL);
+        d += 2;
+    }
+    if (d < D)
+        SKC_NAME(skc_wgrad_wide_rows)(1, R, Q, G + d * ldg, ldg, B, b_off,
+                                      ACC + d * R * SKC_VL);
 }

@@ -13,8 +13,7 @@ the other way round. A typical training step::
     batch_size = len(x_batch) if sw_batch is None else sw_batch.sum()
     loss += l2_penalty(net, alpha, batch_size)
     net.backward(grad, n_jobs)
-    add_l2_gradient(net, alpha, batch_size)
-    optimizer.update(net.grads)
+    optimizer.update(net.grads, l2_factors(net, alpha, batch_size), n_jobs)
 """
 
 import numbers
@@ -33,7 +32,7 @@ from ._layers import (
 )
 from ._validation import MAX_SPATIAL_DIMS
 
-__all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_penalty"]
+__all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_factors", "l2_penalty"]
 
 
 def _layer_step(i, layer, shape, network_input, fn, *args):
@@ -282,11 +281,31 @@ def add_l2_gradient(network, alpha, batch_size):
     batch_size : float
         As in :func:`l2_penalty`.
     """
-    if alpha == 0:
-        return
-    scale = float(alpha) / float(batch_size)
-    for w, g in zip(network.weights, network.weight_grads):
-        g += scale * w
+    for param, grad, factor in zip(network.params, network.grads,
+                                   l2_factors(network, alpha, batch_size)):
+        if factor:
+            grad += factor * param
+
+
+def l2_factors(network, alpha, batch_size):
+    """Per-parameter factors of the L2 gradient: ``alpha / batch_size`` for weights,
+    0 for biases (the ``l2`` argument of the optimizers' ``update``).
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+    batch_size : float
+        As in :func:`l2_penalty`.
+
+    Returns
+    -------
+    list of float
+        In the order of :attr:`Network.params`.
+    """
+    scale = float(alpha) / float(batch_size) if alpha else 0.0
+    return [scale if is_weight else 0.0
+            for layer in network.layers for is_weight in layer.param_is_weight]
 
 
 # -------------------------------------------------------------------------------------
@@ -339,6 +358,16 @@ def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
     return [tuple(v) if isinstance(v, list) else v for v in value]
 
 
+#: Activations that max and min pooling commute with, gradients included, bit for bit.
+#: For a non-decreasing f, max(f(x)) = f(max(x)), so the values agree. The gradient
+#: goes to the first extreme cell in both orders: relu and identity map no two
+#: distinct values of a window with a positive extreme to one value, and a window of
+#: relu's whose extreme is not positive gets a zero gradient both ways (relu' = 0
+#: there, taken from the output). Tanh, logistic and leaky relu can round two
+#: distinct inputs to one output, which moves a tie, so they keep the plain order.
+POOL_COMMUTING_ACTIVATIONS = ("relu", "identity")
+
+
 def build_lenet5(
     image_shape,
     n_classes,
@@ -356,6 +385,11 @@ def build_lenet5(
 ):
     """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
     [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
+
+    With max or min pooling and a relu or identity activation, a block is built as
+    conv -> pool -> activation instead: the same function and the same gradients (see
+    :data:`POOL_COMMUTING_ACTIVATIONS`), with the activation on a quarter of the cells
+    for 2x2 pooling.
 
     The conv/pool parameters (``kernel_size``, ``stride``, ``padding``, ``dilation``,
     ``pooling``, ``pool_size``, ``pool_stride``) each take
@@ -460,12 +494,14 @@ def build_lenet5(
         "glorot_uniform")
     layers = []
     for i in range(n_conv):
-        layers += [
-            Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
-                 init=hidden_init),
-            Activation(activation),
-            Pool(pool_sizes[i], pool_strides[i], mode=modes[i]),
-        ]
+        conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
+                    init=hidden_init)
+        pool = Pool(pool_sizes[i], pool_strides[i], mode=modes[i])
+        if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
+            # Same values and gradients, with the activation on the pooled map only.
+            layers += [conv, pool, Activation(activation)]
+        else:
+            layers += [conv, Activation(activation), pool]
     layers.append(Flatten())
     for units in hidden_layer_sizes:
         layers += [Dense(int(units), init=hidden_init), Activation(activation)]

@@ -3,7 +3,9 @@
 The maths is scikit-learn's ``sklearn/neural_network/_stochastic_optimizers.py``
 operation for operation (so float64 results match it bit for bit), but the moment
 buffers are updated in place and the parameters are modified in place, so nothing is
-allocated per step beyond one temporary per parameter. Hyper-parameters are kept as
+allocated per step beyond one temporary per parameter. Adam's step (with the L2 term)
+runs as one fused C loop per parameter (``_update.pyx``), bit for bit the numpy code
+it replaces, which stays as the fallback and the tests' reference. Hyper-parameters are kept as
 Python floats, which never promote float32 arrays to float64.
 
 Both optimizers pickle (plain attributes and arrays) and keep ``t``, the number of
@@ -14,7 +16,18 @@ import math
 
 import numpy as np
 
+from . import _update
+
 __all__ = ["Adam", "SGD"]
+
+
+def _fusable(param, *others):
+    """Whether the fused C step can take these arrays (as flat views): one float
+    dtype, C-contiguous, the updated ones writeable."""
+    arrays = (param,) + others
+    return (param.dtype in (np.float32, np.float64)
+            and all(a.dtype == param.dtype and a.flags.c_contiguous for a in arrays)
+            and all(a.flags.writeable for a in arrays[:3]))
 
 
 class _BaseOptimizer:
@@ -37,15 +50,29 @@ class _BaseOptimizer:
             )
         return grads
 
-    def update(self, grads):
+    def update(self, grads, l2=None, n_threads=1):
         """Apply one step to ``params`` in place.
 
         Parameters
         ----------
         grads : list of ndarray
-            Gradients matching ``params`` one to one (not modified).
+            Gradients matching ``params`` one to one.
+        l2 : list of float or None, default=None
+            One L2 factor per parameter: the step uses ``grad + l2 * param``, as
+            :func:`skconv._network.add_l2_gradient` would leave it (``grads`` may be
+            modified to hold that sum). None: no L2 term.
+        n_threads : int, default=1
+            Threads for the fused Adam step (the result does not depend on it).
         """
         raise NotImplementedError
+
+    def _add_l2(self, grads, l2):
+        """``grad += l2 * param`` for each parameter with a non-zero factor."""
+        if l2 is None:
+            return
+        for param, grad, factor in zip(self.params, grads, l2):
+            if factor:
+                grad += factor * param
 
     def iteration_ends(self, time_step):
         """Hook called at the end of each epoch (scikit-learn's name).
@@ -111,8 +138,9 @@ class SGD(_BaseOptimizer):
         self.power_t = float(power_t)
         self.velocities = [np.zeros_like(p) for p in self.params]
 
-    def update(self, grads):
+    def update(self, grads, l2=None, n_threads=1):
         grads = self._check_grads(grads)
+        self._add_l2(grads, l2)
         lr, momentum = self.learning_rate, self.momentum
         for param, velocity, grad in zip(self.params, self.velocities, grads):
             step = lr * grad
@@ -176,13 +204,24 @@ class Adam(_BaseOptimizer):
         self.ms = [np.zeros_like(p) for p in self.params]
         self.vs = [np.zeros_like(p) for p in self.params]
 
-    def update(self, grads):
+    def update(self, grads, l2=None, n_threads=1):
         grads = self._check_grads(grads)
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
         self.learning_rate = (
             self.learning_rate_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         )
+        if l2 is None:
+            l2 = [0.0] * len(grads)
+        if all(_fusable(*arrays) for arrays in zip(self.params, self.ms, self.vs, grads)):
+            # One pass per parameter in C, bit for bit the numpy code below.
+            for param, m, v, grad, factor in zip(self.params, self.ms, self.vs, grads,
+                                                 l2):
+                _update.adam_step(param.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                  grad.reshape(-1), float(factor), b1, b2,
+                                  self.learning_rate, self.epsilon, n_threads)
+            return
+        self._add_l2(grads, l2)
         for param, m, v, grad in zip(self.params, self.ms, self.vs, grads):
             m *= b1
             m += (1 - b1) * grad

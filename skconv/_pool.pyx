@@ -39,6 +39,23 @@ from libc.string cimport memset
 
 import numpy as np
 
+cdef extern from "_poolkernels.h" nogil:
+    enum: SKC_POOL_LANES
+    void skc_pool2x2_row_f(const float *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                           int64_t at, int want_min, float *y, int64_t *indices)
+    void skc_pool2x2_row_d(const double *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                           int64_t at, int want_min, double *y, int64_t *indices)
+
+
+cdef inline void _pool2x2_row(const floating *r0, Py_ssize_t n_vectors,
+                              Py_ssize_t width, int64_t at, bint want_min,
+                              floating *y, int64_t *indices) noexcept nogil:
+    """One row of 2x2/stride-2 max or min windows, 8 at a time; see _poolkernels.h."""
+    if floating is float:
+        skc_pool2x2_row_f(r0, n_vectors, width, at, want_min, y, indices)
+    else:
+        skc_pool2x2_row_d(r0, n_vectors, width, at, want_min, y, indices)
+
 cdef enum:
     _MAX = 0
     _AVG = 1
@@ -354,19 +371,30 @@ cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X
                              Py_ssize_t p, bint want_min) noexcept nogil:
     """Max/min pooling of one 2-D plane, window 2x2, stride 2, no padding, with indices.
 
-    LeNet-5's pooling, worth its own loop: the general kernel keeps a running best per
-    output in memory, this one keeps the four candidates in registers. Same cells, same
-    row-major order, same strict comparison, so the same result (NaN included: a
-    window holding one goes through the general rule below).
+    LeNet-5's pooling, worth its own loop: rows go through the vector kernel of
+    ``_poolkernels.h`` (8 windows at a time, the last vector running past the row's
+    end), except the last rows, whose overrun would leave the plane: they take the
+    scalar loop. Same cells, same row-major order, same strict comparison and NaN
+    rule as the general kernel, so the same result.
     """
     cdef:
         Py_ssize_t o1, o2, i1, i2, at
-        Py_ssize_t width = x.shape[3]
+        Py_ssize_t width = x.shape[3], n_out1 = y.shape[2], n_out2 = y.shape[3]
+        Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        Py_ssize_t plane_cells = x.shape[2] * width
         floating a, b, c, d, best
         Py_ssize_t best_at
-    for o1 in range(y.shape[2]):
+    for o1 in range(n_out1):
         i1 = 2 * o1
-        for o2 in range(y.shape[3]):
+        # The vector kernel reads up to width + 16 * n_vectors cells from the row's
+        # start and writes 8 * n_vectors outputs: both must stay in this plane (the
+        # junk then lands on later rows, which overwrite it).
+        if (i1 * width + width + 2 * SKC_POOL_LANES * n_vectors <= plane_cells
+                and o1 * n_out2 + SKC_POOL_LANES * n_vectors <= n_out1 * n_out2):
+            _pool2x2_row(&x[p, 0, i1, 0], n_vectors, width, i1 * width, want_min,
+                         &y[p, 0, o1, 0], &indices[p, 0, o1, 0])
+            continue
+        for o2 in range(n_out2):
             i2 = 2 * o2
             a = x[p, 0, i1, i2]
             b = x[p, 0, i1, i2 + 1]

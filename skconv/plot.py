@@ -465,7 +465,8 @@ def _feature_maps(estimator, x, layers=None):
     """The input sample and the output of each conv block, as the network computes.
 
     A conv block is a conv layer and the layers after it up to the next conv layer
-    or the first non-spatial layer (in a LeNet: conv, activation, pooling).
+    or the first non-spatial layer (in a LeNet: conv, activation and pooling, the
+    activation after the pooling when they commute, see ``build_lenet5``).
 
     Parameters
     ----------
@@ -483,7 +484,7 @@ def _feature_maps(estimator, x, layers=None):
         ``maps[0]`` is the validated input sample, shape ``image_shape_``, in the
         network's dtype; then one ``(C_k, *spatial_k)`` array per selected block.
     names : list of str
-        Stage names (``"input"``, ``"block 0: conv + relu + max pool"``...).
+        Stage names (``"input"``, ``"block 0: conv + max pool + relu"``...).
     """
     from sklearn.pipeline import Pipeline
 
@@ -702,7 +703,7 @@ class FeatureMapsDisplay:
 
 
 def _wrap(name):
-    """Break ``"block 0: conv + relu + max pool"`` after the colon."""
+    """Break ``"block 0: conv + max pool + relu"`` after the colon."""
     return name.replace(": ", ":\n", 1)
 
 

@@ -1,5 +1,6 @@
 """Tests for the private network engine: layers, Network, builder, optimizers."""
 
+import copy
 import pickle
 
 import numpy as np
@@ -177,8 +178,9 @@ def _shapes(net):
 def test_lenet5_shapes_classic_and_same():
     net = build_lenet5((1, 32, 32), 10, padding="valid")
     net.initialize((1, 32, 32), np.random.RandomState(0), np.float64)
-    assert _shapes(net)[:7] == [(6, 28, 28), (6, 28, 28), (6, 14, 14), (16, 10, 10),
-                                (16, 10, 10), (16, 5, 5), (400,)]
+    # conv -> pool -> relu: relu commutes with max pooling and runs on fewer cells.
+    assert _shapes(net)[:7] == [(6, 28, 28), (6, 14, 14), (6, 14, 14), (16, 10, 10),
+                                (16, 5, 5), (16, 5, 5), (400,)]
     assert _shapes(net)[7:] == [(120,), (120,), (84,), (84,), (10,)]
     assert [p.shape for p in net.params] == [
         (6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (400, 120), (120,), (120, 84), (84,),
@@ -243,7 +245,8 @@ def test_two_features_train_forward_backward(dtype):
     # 2 features seen as a 1-D signal (1, 2): every pooling clips to one cell.
     net = build_lenet5((1, 2), 2, kernel_size=5, hidden_layer_sizes=(8,))
     net.initialize((1, 2), np.random.RandomState(0), dtype)
-    assert _shapes(net)[:7] == [(6, 2), (6, 2), (6, 1), (16, 1), (16, 1), (16, 1),
+    # conv -> max pool -> relu (see test_pool_before_activation_is_bitwise_...).
+    assert _shapes(net)[:7] == [(6, 2), (6, 1), (6, 1), (16, 1), (16, 1), (16, 1),
                                 (16,)]
     x = np.random.RandomState(1).normal(size=(5, 1, 2)).astype(dtype)
     logits = net.forward(x, None, training=True)
@@ -490,6 +493,38 @@ def test_results_do_not_depend_on_n_jobs():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_pool_before_activation_is_bitwise_the_same_network(activation, mode, dtype):
+    # build_lenet5 runs relu/identity after max/min pooling; the textbook order must
+    # give the same logits and gradients bit for bit, with ties, zeros and windows of
+    # non-positive cells in the data (integers: many exact ties).
+    net = build_lenet5((2, 8, 8), 3, filters=(3, 2), kernel_size=3,
+                       activation=activation, pooling=mode, hidden_layer_sizes=(4,))
+    kinds = [type(layer).__name__ for layer in net.layers[:6]]
+    assert kinds == ["Conv", "Pool", "Activation"] * 2
+    layers = copy.deepcopy(net.layers)
+    plain = Network([layers[i] for i in (0, 2, 1, 3, 5, 4)] + layers[6:])
+    _init(net, 0, dtype, shape=(2, 8, 8))
+    plain.initialize((2, 8, 8), np.random.RandomState(0), dtype)
+    plain.set_state(net.get_state())
+    rng = np.random.RandomState(3)
+    x = rng.randint(-2, 3, size=(6, 2, 8, 8)).astype(dtype)
+    y = np.arange(6) % 3
+    logits, grads = _train_step(net, x, y, 1)
+    logits_plain, grads_plain = _train_step(plain, x, y, 1)
+    np.testing.assert_array_equal(logits, logits_plain)
+    assert len(grads) == len(grads_plain)
+    for a, b in zip(grads, grads_plain):
+        np.testing.assert_array_equal(a, b)
+    # Other activations and average pooling keep the textbook order.
+    for kwargs in (dict(activation="tanh"), dict(pooling="avg")):
+        other = build_lenet5((2, 8, 8), 3, **kwargs)
+        assert [type(layer).__name__ for layer in other.layers[:3]] == [
+            "Conv", "Activation", "Pool"]
+
+
 def test_forward_checks_input_shape():
     net = _init(build_lenet5((1, 12, 12), 4), 0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, \*\(1, 12, 12\)\)"):
@@ -586,6 +621,35 @@ def test_optimizers_match_sklearn_bitwise():
             sk_opt.update_params(theirs, grads)
         for a, b in zip(ours, theirs):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fused_adam_step_is_bitwise_the_numpy_step(dtype, n_threads):
+    # Adam.update runs one C loop per parameter (with the L2 term); non-contiguous
+    # gradients take the numpy code, which is scikit-learn's maths. Both must agree
+    # bit for bit, for weights with an L2 factor and biases without, over several
+    # steps, with arrays large enough to be split between threads.
+    rng = np.random.RandomState(0)
+    shapes = [(300, 250), (250,), (7, 3, 5)]
+    params = [rng.normal(size=s).astype(dtype) for s in shapes]
+    fused, plain = [p.copy() for p in params], [p.copy() for p in params]
+    fused_opt, plain_opt = Adam(fused, 0.01), Adam(plain, 0.01)
+    l2 = [1e-4 / 64, 0.0, 0.3]
+    for step in range(4):
+        grads = [rng.normal(scale=10.0 ** -step, size=s).astype(dtype) for s in shapes]
+        grads[0][0, :3] = 0.0  # exact zeros: m and v start at zero
+        # A strided copy is not C-contiguous: the numpy path.
+        strided = [np.repeat(g[..., None], 2, axis=-1)[..., 0] for g in grads]
+        assert not any(g.flags.c_contiguous for g in strided if g.ndim > 1)
+        fused_opt.update([g.copy() for g in grads], l2, n_threads)
+        plain_opt.update(strided, l2, n_threads)
+        for a, b in zip(fused + fused_opt.ms + fused_opt.vs,
+                        plain + plain_opt.ms + plain_opt.vs):
+            assert a.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+    # The L2 factors act as add_l2_gradient does: grad + factor * param.
+    assert not np.array_equal(fused[0], params[0])
 
 
 @pytest.mark.parametrize("cls", [SGD, Adam])

@@ -284,7 +284,7 @@ def test_feature_maps_digits(pyplot, clf2d, digits):
     labels = [disp.ax_[k, 0].get_ylabel() for k in range(3)]
     assert labels[0].startswith("input") and "1x8x8" in labels[0]
     assert "block 0" in labels[1] and "6x4x4" in labels[1]
-    assert "conv + relu + max pool" in labels[2].replace("\n", " ")
+    assert "conv + max pool + relu" in labels[2].replace("\n", " ")
 
 
 @plot

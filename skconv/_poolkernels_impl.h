@@ -1,0 +1,58 @@
+/*
+ * Body of the pooling kernels, included twice by _poolkernels.h with SKC_T (scalar),
+ * SKC_VT (8-lane vector), SKC_VI (integer mask vector as wide) and SKC_NAME set.
+ * No include guard on purpose.
+ */
+
+/* One output row in vectors of 8 windows; want_min is a constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
+    const int want_min, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors,
+    ptrdiff_t width, int64_t at, SKC_T *y, int64_t *indices)
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    /* Offset of window cell k (row-major) from its first cell. */
+    const int64_t cell_offset[4] = {0, 1, width, width + 1};
+    const skc_pool_index lane = {0, 2, 4, 6, 8, 10, 12, 14};
+    ptrdiff_t v;
+    int k;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
+        SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
+        SKC_VT b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
+        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        SKC_VT best = cell[0];
+        skc_pool_index offset = {0};
+        for (k = 1; k < 4; k++) {
+            SKC_VT c = cell[k];
+            /* Strictly better, or the first NaN of the window. */
+            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
+            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
+            skc_pool_index take64 = __builtin_convertvector(take, skc_pool_index);
+            offset = (take64 & cell_offset[k]) | (offset & ~take64);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_index *)(indices + SKC_POOL_LANES * v) =
+            at + 2 * SKC_POOL_LANES * v + lane + offset;
+    }
+}
+
+/*
+ * pool2x2_row: for o < 8 * n_vectors, window o covers r0[2o], r0[2o+1], r1[2o],
+ * r1[2o+1] (r1 = r0 + width); y[o] receives its max (want_min = 0) or min, and
+ * indices[o] the flat index of the winning cell, r0[0] having index `at`.
+ * Reads r0[0 .. 16 n_vectors + width) and writes 8 n_vectors outputs.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
+                                      ptrdiff_t width, int64_t at, int want_min,
+                                      SKC_T *y, int64_t *indices)
+{
+    if (want_min)
+        SKC_NAME(skc_pool2x2_row_mode)(1, r0, r0 + width, n_vectors, width, at, y,
+                                       indices);
+    else
+        SKC_NAME(skc_pool2x2_row_mode)(0, r0, r0 + width, n_vectors, width, at, y,
+                                       indices);
+}

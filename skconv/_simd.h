@@ -1,0 +1,25 @@
+/*
+ * What every C kernel header of skconv shares: per-CPU clones and vector extensions.
+ *
+ * Portability: the build has no -march flag; each kernel marked SKC_CLONES is
+ * compiled for AVX-512, AVX2+FMA and baseline x86-64 (GCC target_clones, picked once
+ * at load time by the dynamic linker). Elsewhere the plain versions are used. GCC
+ * vector extensions (also in Clang) keep vectors in registers whatever the target.
+ */
+#ifndef SKCONV_SIMD_H
+#define SKCONV_SIMD_H
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(SKCONV_NO_CLONES) \
+    && !defined(__clang__) && defined(__linux__)
+#define SKC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SKC_CLONES
+#endif
+
+#if !defined(__GNUC__)
+#error "skconv's kernels need GCC vector extensions (GCC or Clang)"
+#endif
+
+#define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+#endif /* SKCONV_SIMD_H */
