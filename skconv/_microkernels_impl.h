@@ -12,7 +12,7 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
     const SKC_T *B, const ptrdiff_t *b_off,
     SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
-    SKC_VT acc[4][2];
+    SKC_VT acc[6][2];
     ptrdiff_t k;
     int r, v;
     for (r = 0; r < nr; r++)
@@ -34,14 +34,25 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
             *(SKC_VT *)(C + r * ldc + v * SKC_VL) = acc[r][v];
 }
 
-/* All rows of C for the column block starting at p0 (nv vectors wide). */
+/* All rows of C for the column block starting at p0 (nv vectors wide). six_rows:
+ * the CPU has 32 vector registers (AVX-512), enough for 6x2 accumulators. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_rowpanel)(
     const int nv, ptrdiff_t M, ptrdiff_t K,
     const SKC_T *A, ptrdiff_t a_row, ptrdiff_t a_col,
     const SKC_T *B, const ptrdiff_t *b_off,
-    SKC_T *C, ptrdiff_t ldc, int accumulate)
+    SKC_T *C, ptrdiff_t ldc, int accumulate, int six_rows)
 {
     ptrdiff_t i = 0;
+    /* 6 rows left (a LeNet input gradient has 6 channels): one 6-row block keeps 12
+     * FMA chains going where 4 + 2 rows would leave the 2-row block latency-bound. */
+    if (six_rows && nv == 2 && M % 4 == 2 && M >= 6) {
+        for (; i + 6 < M; i += 4)
+            SKC_NAME(skc_rowblock)(4, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+                                   C + i * ldc, ldc, accumulate);
+        SKC_NAME(skc_rowblock)(6, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+                               C + i * ldc, ldc, accumulate);
+        return;
+    }
     for (; i + 4 <= M; i += 4)
         SKC_NAME(skc_rowblock)(4, nv, K, A + i * a_row, a_row, a_col, B, b_off,
                                C + i * ldc, ldc, accumulate);
@@ -62,13 +73,15 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                                   SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
     ptrdiff_t p0 = 0;
+    /* Blocking never changes a result (each C element sums over k in order). */
+    int six_rows = SKC_HAVE_32_VECTOR_REGISTERS();
     for (; p0 + 2 * SKC_VL <= N; p0 += 2 * SKC_VL)
         SKC_NAME(skc_rowpanel)(2, M, K, A, a_row, a_col, B + p0, b_off, C + p0, ldc,
-                               accumulate);
+                               accumulate, six_rows);
     /* The last block runs a whole vector over the caller's slack (see the contract). */
     for (; p0 < N; p0 += SKC_VL)
         SKC_NAME(skc_rowpanel)(1, M, K, A, a_row, a_col, B + p0, b_off, C + p0, ldc,
-                               accumulate);
+                               accumulate, six_rows);
 }
 
 /* wgrad block: nr taps (rows of B) at once, one vector of output channels. */

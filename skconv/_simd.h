@@ -22,4 +22,13 @@
 
 #define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* Whether the CPU has 32 vector registers (AVX-512): some kernels then use larger
+ * register blocks, which would spill to memory with 16 (AVX2). Checked at run time
+ * because one binary serves every x86-64 CPU. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(__clang__)
+#define SKC_HAVE_32_VECTOR_REGISTERS() __builtin_cpu_supports("avx512f")
+#else
+#define SKC_HAVE_32_VECTOR_REGISTERS() 0
+#endif
+
 #endif /* SKCONV_SIMD_H */

@@ -277,6 +277,8 @@ def test_padding_larger_than_kernel_and_input():
         (3, 2, (100,), 9, (7,), dict(padding=3)),  # a signal
         (2, 3, (9, 10, 11), 5, (3, 3, 3), dict(padding=1)),  # a volume
         (2, 6, (14, 14), 16, (5, 5), dict(stride=2, padding="same")),
+        # 14 filters and 10 channels: row blocks of 4 then 6 (AVX-512) in both passes.
+        (2, 10, (12, 20), 14, (3, 3), dict(padding="same")),
     ],
 )
 def test_realistic_sizes_match_twin(dtype, n, c, in_shape, d, kernel, kw):
