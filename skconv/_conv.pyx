@@ -19,9 +19,11 @@ Two paths, chosen per call:
   side (6 or 16 filters) where BLAS spends its time packing. The input gradient is the
   same trick on the zero-padded output gradient with the flipped kernel ("full"
   correlation), so no col2im scatter is needed. The weight gradient is a second
-  micro-kernel vectorised over the output channels (grad_y transposed to
-  (positions, channels)); the bias gradient rides along as one more tap whose input
-  is all ones.
+  micro-kernel, vectorised over the output channels (grad_y transposed to
+  (positions, channels)) when there are at least half a vector of them, else over
+  positions (grad_y laid on the padded input grid, per-lane sums reduced at the end
+  of a chunk); see ``_wgrad_layout``. The bias gradient rides along as one more tap
+  whose input is all ones.
 - any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
   ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
 
