@@ -1,0 +1,64 @@
+"""Where one LeNet-5 training minibatch spends its time, layer by layer.
+
+Usage::
+
+    python benchmarks/profile_lenet5_layers.py [--threads 1] [--batch-size 64]
+        [--steps 60]
+
+Builds the default network of ``ConvNetClassifier`` for 28x28 images (float32), then
+runs ``--steps`` forward + backward passes on one random minibatch after 10 warm-up
+passes, timing each layer's forward and backward with ``time.perf_counter``. The
+optimizer step, the loss and the estimator's batching are not included (the whole
+``fit`` is measured by ``bench_lenet5.py``). The layers are private API: this is a
+developer's tool, not a benchmark against a peer.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+WARM_UP_STEPS = 10
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args(argv)
+
+    from skconv._loss import softmax_cross_entropy
+    from skconv._network import build_lenet5
+
+    net = build_lenet5((1, 28, 28), n_classes=10)
+    net.initialize((1, 28, 28), np.random.RandomState(0), np.float32)
+    rng = np.random.default_rng(0)
+    X = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, args.batch_size)
+    forward = np.zeros(len(net.layers))
+    backward = np.zeros(len(net.layers))
+    for step in range(WARM_UP_STEPS + args.steps):
+        if step == WARM_UP_STEPS:
+            forward[:] = backward[:] = 0
+        h = X
+        for i, layer in enumerate(net.layers):
+            start = time.perf_counter()
+            h = layer.forward(h, args.threads, True)
+            forward[i] += time.perf_counter() - start
+        _, grad = softmax_cross_entropy(h, y)
+        for i in reversed(range(len(net.layers))):
+            start = time.perf_counter()
+            grad = net.layers[i].backward(grad, args.threads, i > 0)
+            backward[i] += time.perf_counter() - start
+    scale = 1e3 / args.steps
+    print(f"LeNet-5, batch {args.batch_size}, {args.threads} thread(s), float32, "
+          f"mean of {args.steps} steps (ms)")
+    for i, layer in enumerate(net.layers):
+        print(f"{i:2d} {layer!r:50.50s} forward {forward[i] * scale:6.3f}  "
+              f"backward {backward[i] * scale:6.3f}")
+    print(f"total {(forward.sum() + backward.sum()) * scale:.3f} ms per minibatch")
+
+
+if __name__ == "__main__":
+    main()
