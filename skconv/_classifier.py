@@ -58,7 +58,8 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
     (rightly) ask for more. For speed on large data pass ``X.astype(np.float32)``:
     on 28x28 images an epoch is ~1.4x faster (one MNIST-size epoch: about 6 s on one
     core, measured with ``benchmarks/bench_accuracy.py``) and the activations take
-    half the memory, for the same accuracy. Probabilities are returned in float64 either way.
+    half the memory, for the same accuracy. Probabilities are returned in float64
+    either way.
 
     Read more in the scikit-learn user guide on neural networks
     (``MLPClassifier``), whose conventions this estimator follows.
@@ -101,9 +102,9 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         'valid' pads nothing. LeNet-5 used 'valid' on 32x32 inputs (a 5x5 map
         before the dense layers); 'same' on MNIST's 28x28 keeps 7x7 maps (16*7*7 =
         784 inputs to the first dense layer, about 108k parameters in all against
-        LeNet-5's 62k) and also lets tiny inputs through. A configuration that cannot give a valid network (say a
-        'valid' 5x5 kernel on a 2x2 map) raises a ValueError naming the layer and
-        the shapes.
+        LeNet-5's 62k) and also lets tiny inputs through. A configuration that
+        cannot give a valid network (say a 'valid' 5x5 kernel on a 2x2 map) raises a
+        ValueError naming the layer and the shapes.
 
     dilation : int or tuple, default=1
         Dilation of the conv kernels (same rule).

@@ -376,8 +376,8 @@ cdef WgradLayout _wgrad_layout(const Geometry *g, Py_ssize_t lanes) noexcept nog
     Vectorised over the filters, a vector holds one lane per filter, so with few
     filters most lanes are zeros: LeNet's first layer (6 filters) uses 6 of 16 float
     lanes. Below half a vector of filters the kernel vectorised over positions is used
-    instead (measured on LeNet's layers: 6 filters 0.25 against 1.0 ms, 16 filters
-    the other way round).
+    instead (measured on LeNet's first layer, batch 64, float32: the weight-gradient
+    call takes 0.5 ms against 1.1 ms; with 16 filters the per-filter kernel wins).
     """
     cdef WgradLayout lay
     cdef Shifted sh = _shifted(g)

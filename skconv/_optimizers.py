@@ -3,10 +3,11 @@
 The maths is scikit-learn's ``sklearn/neural_network/_stochastic_optimizers.py``
 operation for operation (so float64 results match it bit for bit), but the moment
 buffers are updated in place and the parameters are modified in place, so nothing is
-allocated per step beyond one temporary per parameter. Adam's step (with the L2 term)
-runs as one fused C loop per parameter (``_update.pyx``), bit for bit the numpy code
-it replaces, which stays as the fallback and the tests' reference. Hyper-parameters are kept as
-Python floats, which never promote float32 arrays to float64.
+allocated per step beyond one temporary per parameter. Adam's step (with the L2
+term) runs as one fused C loop per parameter (``_update.pyx``), bit for bit the numpy
+code it replaces, which stays as the fallback and the tests' reference.
+Hyper-parameters are kept as Python floats, which never promote float32 arrays to
+float64.
 
 Both optimizers pickle (plain attributes and arrays) and keep ``t``, the number of
 updates made so far.
@@ -213,7 +214,8 @@ class Adam(_BaseOptimizer):
         )
         if l2 is None:
             l2 = [0.0] * len(grads)
-        if all(_fusable(*arrays) for arrays in zip(self.params, self.ms, self.vs, grads)):
+        groups = zip(self.params, self.ms, self.vs, grads)
+        if all(_fusable(*arrays) for arrays in groups):
             # One pass per parameter in C, bit for bit the numpy code below.
             for param, m, v, grad, factor in zip(self.params, self.ms, self.vs, grads,
                                                  l2):
