@@ -26,3 +26,13 @@ def median_of_inner(fn, repeats):
     for _ in range(WARM_UP):
         fn()
     return statistics.median(fn() for _ in range(repeats))
+
+
+def optional_torch():
+    """The torch module, or None (with a note) when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch not installed: skconv timings only")
+        return None
+    return torch

@@ -24,7 +24,7 @@ import statistics
 import time
 
 import numpy as np
-from _timing import median_of_inner, median_time
+from _timing import median_of_inner, median_time, optional_torch
 
 from skconv import ops
 
@@ -104,11 +104,7 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args(argv)
 
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        print("PyTorch not installed: skconv timings only")
+    torch = optional_torch()
 
     rng = np.random.default_rng(0)
     print(

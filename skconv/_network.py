@@ -30,6 +30,7 @@ from ._layers import (
     Layer,
     Pool,
 )
+from ._optimizers import add_l2
 from ._validation import MAX_SPATIAL_DIMS
 
 __all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_factors", "l2_penalty"]
@@ -281,10 +282,7 @@ def add_l2_gradient(network, alpha, batch_size):
     batch_size : float
         As in :func:`l2_penalty`.
     """
-    for param, grad, factor in zip(network.params, network.grads,
-                                   l2_factors(network, alpha, batch_size)):
-        if factor:
-            grad += factor * param
+    add_l2(network.params, network.grads, l2_factors(network, alpha, batch_size))
 
 
 def l2_factors(network, alpha, batch_size):

@@ -19,7 +19,24 @@ import numpy as np
 
 from . import _update
 
-__all__ = ["Adam", "SGD"]
+__all__ = ["Adam", "SGD", "add_l2"]
+
+
+def add_l2(params, grads, l2):
+    """``grad += factor * param`` in place for each parameter with a non-zero factor.
+
+    Parameters
+    ----------
+    params, grads : list of ndarray
+        Matching one to one.
+    l2 : list of float or None
+        One factor per parameter; None adds nothing.
+    """
+    if l2 is None:
+        return
+    for param, grad, factor in zip(params, grads, l2):
+        if factor:
+            grad += factor * param
 
 
 def _fusable(param, *others):
@@ -67,13 +84,6 @@ class _BaseOptimizer:
         """
         raise NotImplementedError
 
-    def _add_l2(self, grads, l2):
-        """``grad += l2 * param`` for each parameter with a non-zero factor."""
-        if l2 is None:
-            return
-        for param, grad, factor in zip(self.params, grads, l2):
-            if factor:
-                grad += factor * param
 
     def iteration_ends(self, time_step):
         """Hook called at the end of each epoch (scikit-learn's name).
@@ -141,7 +151,7 @@ class SGD(_BaseOptimizer):
 
     def update(self, grads, l2=None, n_threads=1):
         grads = self._check_grads(grads)
-        self._add_l2(grads, l2)
+        add_l2(self.params, grads, l2)
         lr, momentum = self.learning_rate, self.momentum
         for param, velocity, grad in zip(self.params, self.velocities, grads):
             step = lr * grad
@@ -223,7 +233,7 @@ class Adam(_BaseOptimizer):
                                   grad.reshape(-1), float(factor), b1, b2,
                                   self.learning_rate, self.epsilon, n_threads)
             return
-        self._add_l2(grads, l2)
+        add_l2(self.params, grads, l2)
         for param, m, v, grad in zip(self.params, self.ms, self.vs, grads):
             m *= b1
             m += (1 - b1) * grad
