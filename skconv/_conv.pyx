@@ -47,12 +47,12 @@ _REDUCTION_CHUNKS = 16
 
 cdef extern from "_microkernels.h" nogil:
     enum: SKC_SLACK
-    void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                       const float *A, Py_ssize_t a_row, Py_ssize_t a_col,
+    void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                       Py_ssize_t K, const float *A, Py_ssize_t lda,
                        const float *B, const Py_ssize_t *b_off,
                        float *C, Py_ssize_t ldc, int accumulate)
-    void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                       const double *A, Py_ssize_t a_row, Py_ssize_t a_col,
+    void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                       Py_ssize_t K, const double *A, Py_ssize_t lda,
                        const double *B, const Py_ssize_t *b_off,
                        double *C, Py_ssize_t ldc, int accumulate)
     void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
@@ -69,15 +69,16 @@ cdef extern from "_microkernels.h" nogil:
                           const double *B, const Py_ssize_t *b_off, double *ACC)
 
 
-cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                          const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
+cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                          Py_ssize_t K, const floating *A, Py_ssize_t lda,
                           const floating *B, const Py_ssize_t *b_off,
                           floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C[i, p] (+)= sum_k A[i*a_row + k*a_col] * B[b_off[k] + p]; see _microkernels.h."""
+    """C[i, p] (+)= sum_k A[k*lda + i] * B[b_off[k] + p] for p in the vectors starting
+    at vec_at[:n_vec]; see _microkernels.h."""
     if floating is float:
-        skc_rowgemm_f(M, N, K, A, a_row, a_col, B, b_off, C, ldc, accumulate)
+        skc_rowgemm_f(M, n_vec, vec_at, K, A, lda, B, b_off, C, ldc, accumulate)
     else:
-        skc_rowgemm_d(M, N, K, A, a_row, a_col, B, b_off, C, ldc, accumulate)
+        skc_rowgemm_d(M, n_vec, vec_at, K, A, lda, B, b_off, C, ldc, accumulate)
 
 
 cdef inline void _wgrad(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
@@ -334,9 +335,12 @@ cdef struct Shifted:
     Py_ssize_t gp_plane
     Py_ssize_t g_wide       # wide input-gradient positions spanned on the grad_y grid
     Py_ssize_t dv           # n_filters rounded up to whole vectors (weight gradient)
-    # Row strides of the wide buffers, rounded up for the micro-kernels' slack.
+    # x_wide rounded up to whole vectors: the span the weight-gradient kernels read.
     Py_ssize_t x_wide_ld
-    Py_ssize_t g_wide_ld
+    # Row strides of the wide output buffers of the shifted GEMM: its last vector may
+    # start at the last output row and run up to a vector past x_wide (or g_wide).
+    Py_ssize_t y_wide_ld
+    Py_ssize_t gx_wide_ld
 
 
 cdef Shifted _shifted(const Geometry *g) noexcept nogil:
@@ -356,7 +360,8 @@ cdef Shifted _shifted(const Geometry *g) noexcept nogil:
     sh.g_wide = ((g.size[0] - 1) * sh.gp[1] + g.size[1] - 1) * sh.gp[2] + g.size[2]
     sh.dv = _round_up(g.n_filters)
     sh.x_wide_ld = _round_up(sh.x_wide)
-    sh.g_wide_ld = _round_up(sh.g_wide)
+    sh.y_wide_ld = _round_up(sh.x_wide + SKC_SLACK)
+    sh.gx_wide_ld = _round_up(sh.g_wide + SKC_SLACK)
     return sh
 
 
@@ -397,6 +402,35 @@ cdef WgradLayout _wgrad_layout(const Geometry *g, Py_ssize_t lanes) noexcept nog
         lay.n_in = g.n_cols * sh.dv
         lay.n_acc = lay.n_taps * sh.dv
     return lay
+
+
+cdef object _vector_starts(const Py_ssize_t *out, const Py_ssize_t *grid,
+                           Py_ssize_t wide, Py_ssize_t lanes):
+    """Columns where the shifted GEMM's vectors start, covering every real output.
+
+    Output ``(o0, o1, o2)`` sits at column ``(o0*grid[1] + o1)*grid[2] + o2`` of a wide
+    result spanning ``[0, wide)``. Returns whichever needs fewer vectors: contiguous
+    vectors over the whole span (they also compute the padding columns between rows)
+    or vectors laid per output row. The results are the same either way. LeNet's
+    second layer (14-wide rows on an 18-wide grid) takes 14 vectors per row instead of
+    16; its input gradient (22-wide grid) 14 instead of 19. Every vector ends before
+    ``wide + lanes - 1``.
+    """
+    cdef:
+        Py_ssize_t per_row = (out[2] + lanes - 1) // lanes
+        Py_ssize_t n_rows = out[0] * out[1]
+        Py_ssize_t n_contiguous = (wide + lanes - 1) // lanes
+        Py_ssize_t o0, o1, m, j = 0
+        Py_ssize_t[::1] starts
+    if n_rows * per_row >= n_contiguous:
+        return np.arange(0, n_contiguous * lanes, lanes, dtype=np.intp)
+    starts = np.empty(n_rows * per_row, dtype=np.intp)
+    for o0 in range(out[0]):
+        for o1 in range(out[1]):
+            for m in range(per_row):
+                starts[j] = (o0 * grid[1] + o1) * grid[2] + m * lanes
+                j += 1
+    return starts.base
 
 
 cdef object _output_positions(const Geometry *g):
@@ -452,15 +486,16 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
 
 
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
-                           const floating[:, :, :, :, ::1] w,
+                           const floating[:, ::1] w_t,    # IN  (C*K0*K1*K2, D)
                            const floating *bias,
                            floating[:, :, :, :, ::1] y,
                            const Py_ssize_t[::1] offsets,
+                           const Py_ssize_t[::1] vec_at,  # IN  see _vector_starts
                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads) noexcept nogil:
     cdef:
         Shifted sh = _shifted(g)
-        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0], n
+        Py_ssize_t n_samples = x.shape[0], n_filters = w_t.shape[1], n
         floating *xp = NULL
         floating *wide = NULL
     with parallel(num_threads=n_threads):
@@ -469,9 +504,9 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
         _zero_grid(xp, g.channels, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
-            _rowgemm(n_filters, sh.x_wide, g.n_rows, &w[0, 0, 0, 0, 0], g.n_rows, 1,
-                     xp, &offsets[0], wide, sh.x_wide_ld, False)
-            _compact(wide, n_filters, sh.x_wide_ld, sh.xp, g.out, bias, &y[n, 0, 0, 0, 0])
+            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_t[0, 0],
+                     n_filters, xp, &offsets[0], wide, sh.y_wide_ld, False)
+            _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias, &y[n, 0, 0, 0, 0])
 
 
 cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
@@ -526,14 +561,14 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
         sh = _shifted(g)
         size = g.channels * sh.xp_plane + SKC_SLACK          # padded input
         if not backward:
-            size += g.n_filters * sh.x_wide_ld                # wide output
+            size += g.n_filters * sh.y_wide_ld                # wide output
         else:
             lay = _wgrad_layout(g, lanes)
             size += sh.xp_plane + SKC_SLACK                   # ones (bias "tap")
             size += lay.n_in + lay.n_acc                      # weight/bias gradient
             if want_grad_x:
                 size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
-                size += g.channels * sh.g_wide_ld             # wide grad_x
+                size += g.channels * sh.gx_wide_ld            # wide grad_x
     # Rows a few cache lines apart so that the threads never share a line.
     size = _round_up(size) + SKC_SLACK
     return np.empty((n_threads, size), dtype=dtype)
@@ -556,7 +591,10 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         const floating *bias = &b[0] if b is not None else NULL
         const Py_ssize_t[::1] offsets
+        const Py_ssize_t[::1] vec_at
+        const floating[:, ::1] w_t
         floating[:, ::1] scratch
+        Shifted sh
         bint shifted
     if x.shape[0] == 0:
         return
@@ -566,8 +604,12 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
                        np.float32 if floating is float else np.float64, 0)
     if shifted:
         offsets = _shifted_offsets(&g, False)[0]
+        sh = _shifted(&g)
+        vec_at = _vector_starts(g.out, sh.xp, sh.x_wide, 16 if floating is float else 8)
+        # (taps, filters): the micro-kernel reads a step's filters side by side.
+        w_t = np.ascontiguousarray(np.asarray(w).reshape(w.shape[0], -1).T)
         with nogil:
-            _forward_shifted(x, w, bias, y, offsets, scratch, &g, n_threads)
+            _forward_shifted(x, w_t, bias, y, offsets, vec_at, scratch, &g, n_threads)
     else:
         with nogil:
             _forward_im2col(x, w, bias, y, scratch, &g, n_threads)
@@ -624,13 +666,14 @@ cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
 
 cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                             const floating[:, :, :, :, ::1] x,
-                            const floating[:, :, :, :, ::1] w_flipped,  # (C, D, K0, K1, K2)
+                            const floating[:, ::1] w_flipped_t,  # (D*K0*K1*K2, C)
                             floating[:, :, :, :, ::1] grad_x,           # or None
                             floating[:, ::1] grad_w_chunks,
                             floating[:, ::1] grad_b_chunks,
                             const Py_ssize_t[::1] offsets_fwd,
                             const Py_ssize_t[::1] offsets_bwd,
                             const Py_ssize_t[::1] positions,  # IN (O0*O1*O2,) on padded grid
+                            const Py_ssize_t[::1] vec_at,  # IN  _vector_starts of grad_x
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, const WgradLayout *lay,
                             int n_threads) noexcept nogil:
@@ -694,10 +737,10 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                 if want_grad_x:
                     _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gyp, sh.gp,
                               sh.gp_plane, sh.gp_lo)
-                    _rowgemm(g.channels, sh.g_wide, n_filters * n_taps,
-                             &w_flipped[0, 0, 0, 0, 0], n_filters * n_taps, 1,
-                             gyp, &offsets_bwd[0], gx_wide, sh.g_wide_ld, False)
-                    _compact(gx_wide, g.channels, sh.g_wide_ld, sh.gp, g.size, NULL,
+                    _rowgemm(g.channels, vec_at.shape[0], &vec_at[0], n_filters * n_taps,
+                             &w_flipped_t[0, 0], g.channels,
+                             gyp, &offsets_bwd[0], gx_wide, sh.gx_wide_ld, False)
+                    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL,
                              &grad_x[n, 0, 0, 0, 0])
             _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
                               &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
@@ -807,9 +850,11 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         const Py_ssize_t[::1] offsets_fwd
         const Py_ssize_t[::1] offsets_bwd
-        const floating[:, :, :, :, ::1] w_flipped
+        const floating[:, ::1] w_flipped_t
         const Py_ssize_t[::1] positions
+        const Py_ssize_t[::1] vec_at
         floating[:, ::1] scratch
+        Shifted sh
         WgradLayout lay
         bint shifted
     if x.shape[0] == 0:
@@ -822,14 +867,18 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
     if shifted:
         offsets_fwd, offsets_bwd = _shifted_offsets(&g, True)
         positions = _output_positions(&g)
-        # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
-        # "full" correlation of grad_y with the flipped kernel.
-        w_flipped = np.ascontiguousarray(
-            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4))
+        sh = _shifted(&g)
+        vec_at = _vector_starts(g.size, sh.gp, sh.g_wide, lay.lanes)
+        # (D, K0, K1, K2, C) with every spatial axis reversed, as (D*K0*K1*K2, C): the
+        # input gradient is a "full" correlation of grad_y with the flipped kernel, and
+        # the micro-kernel reads a step's channels side by side.
+        w_flipped_t = np.ascontiguousarray(
+            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
+        ).reshape(-1, w.shape[1])
         with nogil:
-            _backward_shifted(grad_y, x, w_flipped, grad_x, grad_w_chunks, grad_b_chunks,
-                              offsets_fwd, offsets_bwd, positions, scratch, &g, &lay,
-                              n_threads)
+            _backward_shifted(grad_y, x, w_flipped_t, grad_x, grad_w_chunks, grad_b_chunks,
+                              offsets_fwd, offsets_bwd, positions, vec_at, scratch, &g,
+                              &lay, n_threads)
     else:
         with nogil:
             _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,

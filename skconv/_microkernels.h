@@ -25,11 +25,15 @@ typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
 
 /*
  * rowgemm: C[i*ldc + p] = (accumulate ? C[i*ldc + p] : 0)
- *                         + sum_{k<K} A[i*a_row + k*a_col] * B[b_off[k] + p]
- * for i < M, p < N. Rows of B are found through b_off, so B can be a padded image
- * whose "rows" are shifted windows. There is no scalar tail: the last block runs a
- * full vector, so the caller must let C[i*ldc + p] be written and B[b_off[k] + p] be
- * read for every p < round_up(N, SKC_SLACK); those extra outputs are garbage.
+ *                         + sum_{k<K} A[k*lda + i] * B[b_off[k] + p]
+ * for i < M and every p in the vectors [vec_at[j], vec_at[j] + VL), j < n_vec. Rows
+ * of B are found through b_off, so B can be a padded image whose "rows" are shifted
+ * windows. There is no scalar tail: every vector is computed whole, so the caller
+ * must let those C elements be written and B elements be read; outputs it does not
+ * need are garbage. Without accumulate, each C element is a function of its column
+ * p alone, so vectors may overlap (vectors laid per output row skip the padding
+ * between image rows and may run into the next row): an element written twice gets
+ * the same value twice. With accumulate, vectors must not overlap.
  *
  * wgrad: W[r*ldw + l] += sum_{p<n_pos} B[b_off[r] + pos[p]] * G[p*ldg + l]
  * for r < R, l < DV: the weight gradient, vectorised over the output channels l

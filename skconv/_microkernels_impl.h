@@ -4,42 +4,50 @@
  * No include guard on purpose.
  */
 
-/* rowgemm block: nr rows of C times nv vectors, summing over all K. nr, nv are
- * compile-time constants after inlining, so acc[][] lives in registers. */
+/* rowgemm block: nr rows of C times nv vectors, summing over all K. Vector v starts
+ * at column vp[v] of both B's rows and C. nr, nv are compile-time constants after
+ * inlining, so acc[][] lives in registers. A is read as (K, lda): the nr values of a
+ * step sit side by side, at constant offsets from one pointer, which leaves enough
+ * general registers for the loop (with one pointer per row of A, the 6-row block ran
+ * out of them and spilled). */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
     const int nr, const int nv, ptrdiff_t K,
-    const SKC_T *A, ptrdiff_t a_row, ptrdiff_t a_col,
-    const SKC_T *B, const ptrdiff_t *b_off,
+    const SKC_T *A, ptrdiff_t lda,
+    const SKC_T *B, const ptrdiff_t *b_off, const ptrdiff_t *vp,
     SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
     SKC_VT acc[6][2];
+    const SKC_T *bv_at[2];
     ptrdiff_t k;
     int r, v;
+    for (v = 0; v < nv; v++)
+        bv_at[v] = B + vp[v];
     for (r = 0; r < nr; r++)
         for (v = 0; v < nv; v++)
-            acc[r][v] = accumulate ? *(SKC_VT *)(C + r * ldc + v * SKC_VL) : (SKC_VT){0};
+            acc[r][v] = accumulate ? *(SKC_VT *)(C + r * ldc + vp[v]) : (SKC_VT){0};
     for (k = 0; k < K; k++) {
-        const SKC_T *b = B + b_off[k];
+        const ptrdiff_t off = b_off[k];
+        const SKC_T *a = A + k * lda;
         SKC_VT bv[2];
         for (v = 0; v < nv; v++)
-            bv[v] = *(const SKC_VT *)(b + v * SKC_VL);
+            bv[v] = *(const SKC_VT *)(bv_at[v] + off);
         for (r = 0; r < nr; r++) {
-            SKC_T a = A[r * a_row + k * a_col];
+            SKC_T a_r = a[r];
             for (v = 0; v < nv; v++)
-                acc[r][v] += a * bv[v];
+                acc[r][v] += a_r * bv[v];
         }
     }
     for (r = 0; r < nr; r++)
         for (v = 0; v < nv; v++)
-            *(SKC_VT *)(C + r * ldc + v * SKC_VL) = acc[r][v];
+            *(SKC_VT *)(C + r * ldc + vp[v]) = acc[r][v];
 }
 
-/* All rows of C for the column block starting at p0 (nv vectors wide). six_rows:
- * the CPU has 32 vector registers (AVX-512), enough for 6x2 accumulators. */
+/* All rows of C for the nv vectors starting at columns vp[0..nv). six_rows: the CPU
+ * has 32 vector registers (AVX-512), enough for 6x2 accumulators. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_rowpanel)(
     const int nv, ptrdiff_t M, ptrdiff_t K,
-    const SKC_T *A, ptrdiff_t a_row, ptrdiff_t a_col,
-    const SKC_T *B, const ptrdiff_t *b_off,
+    const SKC_T *A, ptrdiff_t lda,
+    const SKC_T *B, const ptrdiff_t *b_off, const ptrdiff_t *vp,
     SKC_T *C, ptrdiff_t ldc, int accumulate, int six_rows)
 {
     ptrdiff_t i = 0;
@@ -47,40 +55,40 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowpanel)(
      * FMA chains going where 4 + 2 rows would leave the 2-row block latency-bound. */
     if (six_rows && nv == 2 && M % 4 == 2 && M >= 6) {
         for (; i + 6 < M; i += 4)
-            SKC_NAME(skc_rowblock)(4, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+            SKC_NAME(skc_rowblock)(4, nv, K, A + i, lda, B, b_off, vp,
                                    C + i * ldc, ldc, accumulate);
-        SKC_NAME(skc_rowblock)(6, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+        SKC_NAME(skc_rowblock)(6, nv, K, A + i, lda, B, b_off, vp,
                                C + i * ldc, ldc, accumulate);
         return;
     }
     for (; i + 4 <= M; i += 4)
-        SKC_NAME(skc_rowblock)(4, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+        SKC_NAME(skc_rowblock)(4, nv, K, A + i, lda, B, b_off, vp,
                                C + i * ldc, ldc, accumulate);
     if (i + 2 <= M) {
-        SKC_NAME(skc_rowblock)(2, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+        SKC_NAME(skc_rowblock)(2, nv, K, A + i, lda, B, b_off, vp,
                                C + i * ldc, ldc, accumulate);
         i += 2;
     }
     if (i < M)
-        SKC_NAME(skc_rowblock)(1, nv, K, A + i * a_row, a_row, a_col, B, b_off,
+        SKC_NAME(skc_rowblock)(1, nv, K, A + i, lda, B, b_off, vp,
                                C + i * ldc, ldc, accumulate);
 }
 
 SKC_CLONES
-static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                                  const SKC_T *A, ptrdiff_t a_row, ptrdiff_t a_col,
+static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t n_vec, const ptrdiff_t *vec_at,
+                                  ptrdiff_t K,
+                                  const SKC_T *A, ptrdiff_t lda,
                                   const SKC_T *B, const ptrdiff_t *b_off,
                                   SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
-    ptrdiff_t p0 = 0;
+    ptrdiff_t j = 0;
     /* Blocking never changes a result (each C element sums over k in order). */
     int six_rows = SKC_HAVE_32_VECTOR_REGISTERS();
-    for (; p0 + 2 * SKC_VL <= N; p0 += 2 * SKC_VL)
-        SKC_NAME(skc_rowpanel)(2, M, K, A, a_row, a_col, B + p0, b_off, C + p0, ldc,
+    for (; j + 2 <= n_vec; j += 2)
+        SKC_NAME(skc_rowpanel)(2, M, K, A, lda, B, b_off, vec_at + j, C, ldc,
                                accumulate, six_rows);
-    /* The last block runs a whole vector over the caller's slack (see the contract). */
-    for (; p0 < N; p0 += SKC_VL)
-        SKC_NAME(skc_rowpanel)(1, M, K, A, a_row, a_col, B + p0, b_off, C + p0, ldc,
+    if (j < n_vec)
+        SKC_NAME(skc_rowpanel)(1, M, K, A, lda, B, b_off, vec_at + j, C, ldc,
                                accumulate, six_rows);
 }
 

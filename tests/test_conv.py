@@ -279,6 +279,12 @@ def test_padding_larger_than_kernel_and_input():
         (2, 6, (14, 14), 16, (5, 5), dict(stride=2, padding="same")),
         # 14 filters and 10 channels: row blocks of 4 then 6 (AVX-512) in both passes.
         (2, 10, (12, 20), 14, (3, 3), dict(padding="same")),
+        # Vectors laid per output row rather than over the whole padded span: forward
+        # 14 vectors instead of 16 (float32), input gradient 14 instead of 19.
+        (3, 6, (14, 14), 16, (5, 5), dict(padding="same")),  # LeNet-5 conv2 default
+        (2, 3, (16, 16), 5, (5, 5), dict(padding="same")),  # rows of whole vectors
+        (2, 4, (12, 13), 3, (3, 3), dict(padding="same", dilation=2)),
+        (2, 2, (5, 12, 11), 3, (3, 3, 3), dict(padding=(1, 2, 3))),
     ],
 )
 def test_realistic_sizes_match_twin(dtype, n, c, in_shape, d, kernel, kw):
@@ -489,6 +495,7 @@ THREAD_GEOMETRIES = {
     "3d": ((2, 6, 5, 7), (3, 2, 2, 3, 2), dict(padding="same", dilation=(1, 2, 1))),
     "pointwise": ((4, 6, 5), (3, 4, 1, 1), dict()),
     "lenet_conv2": ((6, 14, 14), (16, 6, 5, 5), dict()),
+    "lenet_conv2_same": ((6, 14, 14), (16, 6, 5, 5), dict(padding="same")),
 }
 
 
