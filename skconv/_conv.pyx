@@ -34,6 +34,7 @@ bitwise identical whatever the number of threads.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -67,6 +68,15 @@ cdef extern from "_microkernels.h" nogil:
     void skc_wgrad_wide_d(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
                           const double *G, Py_ssize_t ldg,
                           const double *B, const Py_ssize_t *b_off, double *ACC)
+
+
+cdef extern from "_poolkernels.h" nogil:
+    enum: SKC_POOL_LANES
+    void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
+                                 float bias, int want_min, float *y, uint8_t *code)
+    void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
+                                 Py_ssize_t n_vectors, double bias, int want_min,
+                                 double *y, uint8_t *code)
 
 
 cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
@@ -492,21 +502,101 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            const Py_ssize_t[::1] offsets,
                            const Py_ssize_t[::1] vec_at,  # IN  see _vector_starts
                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
-                           const Geometry *g, int n_threads) noexcept nogil:
+                           const Geometry *g, int n_threads,
+                           uint8_t[:, :, :, :, ::1] codes,  # OUT or None, see conv_pool_forward
+                           bint pooled, bint want_min) noexcept nogil:
+    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling (see
+    ``conv_pool_forward``), computed per sample from the wide result in cache."""
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = w_t.shape[1], n
+        Py_ssize_t pool_vectors = _pool_vectors(g)
         floating *xp = NULL
         floating *wide = NULL
+        floating *row_y = NULL
+        uint8_t *row_code = NULL
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
         wide = xp + g.channels * sh.xp_plane + SKC_SLACK
+        row_y = wide + n_filters * sh.y_wide_ld
+        row_code = <uint8_t *> (row_y + pool_vectors * SKC_POOL_LANES)
         _zero_grid(xp, g.channels, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
             _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_t[0, 0],
                      n_filters, xp, &offsets[0], wide, sh.y_wide_ld, False)
-            _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias, &y[n, 0, 0, 0, 0])
+            if pooled:
+                _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
+                           bias, want_min, row_y, row_code, &y[n, 0, 0, 0, 0],
+                           &codes[n, 0, 0, 0, 0] if codes is not None else NULL)
+            else:
+                _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias,
+                         &y[n, 0, 0, 0, 0])
+
+
+cdef inline Py_ssize_t _pool_vectors(const Geometry *g) noexcept nogil:
+    """Vectors of windows per pooled row (2x2 pooling of the last two axes)."""
+    return (g.out[2] // 2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+
+
+cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide positions
+                     Py_ssize_t n_planes, Py_ssize_t wide_plane,
+                     Py_ssize_t pitch,       # IN  row stride of the wide positions
+                     Py_ssize_t p_rows, Py_ssize_t p_cols,  # IN  pooled sizes
+                     const floating *bias,   # IN  (n_planes,) or NULL
+                     bint want_min,
+                     floating *row_y,        # OUT scratch, a row of whole vectors
+                     uint8_t *row_code,      # OUT scratch, as long
+                     floating *y,            # OUT (n_planes, p_rows, p_cols)
+                     uint8_t *codes) noexcept nogil:  # OUT as y, or NULL
+    """2x2/stride-2 max or min pooling of the wide result plus bias.
+
+    Each cell is the same ``wide + bias`` that ``_compact`` would store, so the result
+    equals pooling the stored convolution, bit for bit. The rows are computed in whole
+    vectors into ``row_y``/``row_code`` and copied: the tail lanes would otherwise land
+    past the last row.
+    """
+    cdef:
+        Py_ssize_t c, i, n_vectors = (p_cols + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        floating bc
+    for c in range(n_planes):
+        bc = bias[c] if bias != NULL else 0
+        for i in range(p_rows):
+            if floating is float:
+                skc_pool2x2_codes_row_f(wide + c * wide_plane + 2 * i * pitch, pitch,
+                                        n_vectors, bc, want_min, row_y, row_code)
+            else:
+                skc_pool2x2_codes_row_d(wide + c * wide_plane + 2 * i * pitch, pitch,
+                                        n_vectors, bc, want_min, row_y, row_code)
+            memcpy(y, row_y, p_cols * sizeof(floating))
+            y += p_cols
+            if codes != NULL:
+                memcpy(codes, row_code, p_cols)
+                codes += p_cols
+
+
+cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
+                  const uint8_t *codes,          # IN  as grad_pooled, window cells 0-3
+                  Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
+                  Py_ssize_t rows, Py_ssize_t cols,  # IN  unpooled plane sizes
+                  floating *grad_y) noexcept nogil:  # OUT (n_planes, rows, cols)
+    """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere.
+
+    The code is masked to 0-3, so no value of it can write outside ``grad_y``.
+    """
+    cdef:
+        Py_ssize_t c, i, j
+        int k
+        floating *plane
+    memset(grad_y, 0, n_planes * rows * cols * sizeof(floating))
+    for c in range(n_planes):
+        plane = grad_y + c * rows * cols
+        for i in range(p_rows):
+            for j in range(p_cols):
+                k = codes[0] & 3
+                plane[(2 * i + (k >> 1)) * cols + 2 * j + (k & 1)] = grad_pooled[0]
+                codes += 1
+                grad_pooled += 1
 
 
 cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
@@ -545,7 +635,7 @@ cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
 
 
 cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_grad_x,
-                     int n_threads, dtype, Py_ssize_t lanes):
+                     int n_threads, dtype, Py_ssize_t lanes, bint pooled=False):
     """Per-thread workspace, one row per thread (row ``threadid()``).
 
     Allocated here, with the GIL, so that a failed allocation is a MemoryError rather
@@ -562,6 +652,9 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
         size = g.channels * sh.xp_plane + SKC_SLACK          # padded input
         if not backward:
             size += g.n_filters * sh.y_wide_ld                # wide output
+            if pooled:
+                # A pooled row and its codes (bytes, so fewer than as many values).
+                size += 2 * _pool_vectors(g) * SKC_POOL_LANES
         else:
             lay = _wgrad_layout(g, lanes)
             size += sh.xp_plane + SKC_SLACK                   # ones (bias "tap")
@@ -569,6 +662,8 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
             if want_grad_x:
                 size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
                 size += g.channels * sh.gx_wide_ld            # wide grad_x
+            if pooled:
+                size += g.n_filters * g.n_cols                # unpooled grad_y
     # Rows a few cache lines apart so that the threads never share a line.
     size = _round_up(size) + SKC_SLACK
     return np.empty((n_threads, size), dtype=dtype)
@@ -590,29 +685,69 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         const floating *bias = &b[0] if b is not None else NULL
-        const Py_ssize_t[::1] offsets
-        const Py_ssize_t[::1] vec_at
-        const floating[:, ::1] w_t
         floating[:, ::1] scratch
-        Shifted sh
-        bint shifted
+        uint8_t[:, :, :, :, ::1] no_codes = None
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    shifted = _unit_stride(&g)
-    scratch = _scratch(&g, shifted, False, False, n_threads,
-                       np.float32 if floating is float else np.float64, 0)
-    if shifted:
-        offsets = _shifted_offsets(&g, False)[0]
-        sh = _shifted(&g)
-        vec_at = _vector_starts(g.out, sh.xp, sh.x_wide, 16 if floating is float else 8)
-        # (taps, filters): the micro-kernel reads a step's filters side by side.
-        w_t = np.ascontiguousarray(np.asarray(w).reshape(w.shape[0], -1).T)
-        with nogil:
-            _forward_shifted(x, w_t, bias, y, offsets, vec_at, scratch, &g, n_threads)
+    if _unit_stride(&g):
+        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False)
     else:
+        scratch = _scratch(&g, False, False, False, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
         with nogil:
             _forward_im2col(x, w, bias, y, scratch, &g, n_threads)
+
+
+def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2)
+                      const floating[:, :, :, :, ::1] w,  # IN  (D, C, 1, K1, K2)
+                      const floating[::1] b,              # IN  (D,) or None
+                      floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, O1 // 2, O2 // 2)
+                      uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
+                      tuple conv_out,                     # IN  (1, O1, O2)
+                      tuple pad_lo, tuple dilation, bint want_min, int n_threads):
+    """2x2/stride-2 max (or min) pooling of a stride-1 convolution plus bias, without
+    storing the convolution.
+
+    ``y`` equals the pooling (``_pool.pool_with_indices``) of ``conv_forward``'s output
+    bit for bit, with the same first-extreme and NaN rules. ``codes[n, d, 0, i, j]``
+    (skipped when None) is the winning cell's place in its window: 0 for
+    ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
+    ``(2i + 1, 2j + 1)``. Shapes are trusted: ``skconv.ops`` checks them.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
+                               (1, 1, 1), pad_lo, dilation)
+    if x.shape[0] == 0:
+        return
+    n_threads = max(1, min(n_threads, x.shape[0]))
+    _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min)
+
+
+cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
+                          const floating[:, :, :, :, ::1] w,
+                          const floating[::1] b,
+                          floating[:, :, :, :, ::1] y,
+                          uint8_t[:, :, :, :, ::1] codes,
+                          const Geometry *g, int n_threads, bint pooled, bint want_min):
+    """The stride-1 forward, plain or pooled: per-call tables, then the kernel."""
+    cdef:
+        const floating *bias = &b[0] if b is not None else NULL
+        Shifted sh = _shifted(g)
+        const Py_ssize_t[::1] offsets = _shifted_offsets(g, False)[0]
+        const Py_ssize_t[::1] vec_at = _vector_starts(
+            g.out, sh.xp, sh.x_wide, 16 if floating is float else 8)
+        # (taps, filters): the micro-kernel reads a step's filters side by side.
+        const floating[:, ::1] w_t = np.ascontiguousarray(
+            np.asarray(w).reshape(w.shape[0], -1).T)
+        floating[:, ::1] scratch = _scratch(
+            g, True, False, False, n_threads,
+            np.float32 if floating is float else np.float64, 0, pooled)
+    with nogil:
+        _forward_shifted(x, w_t, bias, y, offsets, vec_at, scratch, g, n_threads, codes,
+                         pooled, want_min)
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):
@@ -664,7 +799,9 @@ cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
             dst[j * ld + i] = src[i * cols + j]
 
 
-cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
+cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None if pooled
+                            const floating[:, :, :, :, ::1] grad_pooled,  # or None
+                            const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
                             const floating[:, :, :, :, ::1] x,
                             const floating[:, ::1] w_flipped_t,  # (D*K0*K1*K2, C)
                             floating[:, :, :, :, ::1] grad_x,           # or None
@@ -679,7 +816,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                             int n_threads) noexcept nogil:
     cdef:
         Shifted sh = _shifted(g)
-        Py_ssize_t n_samples = x.shape[0], n_filters = grad_y.shape[1]
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters
         Py_ssize_t n_chunks = grad_w_chunks.shape[0]
         Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
         Py_ssize_t zeros_lo[3]
@@ -692,6 +829,9 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         floating *gw_acc = NULL
         floating *gyp = NULL
         floating *gx_wide = NULL
+        floating *unpooled = NULL
+        const floating *gy_n
+        bint pooled = grad_pooled is not None
     zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
@@ -699,7 +839,12 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         gy_in = ones + sh.xp_plane + SKC_SLACK
         gw_acc = gy_in + lay.n_in
         gyp = gw_acc + lay.n_acc
-        gx_wide = gyp + n_filters * sh.gp_plane + SKC_SLACK
+        gx_wide = gyp
+        if want_grad_x:
+            gx_wide = gyp + n_filters * sh.gp_plane + SKC_SLACK
+        unpooled = gx_wide
+        if want_grad_x:
+            unpooled = gx_wide + g.channels * sh.gx_wide_ld
         # The bias gradient is one more "tap" whose input is all ones (its offset is
         # the last entry of offsets_fwd), so the same kernel sums it.
         for i in range(sh.xp_plane + SKC_SLACK):
@@ -718,24 +863,32 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,
             stop = _chunk_start(chunk + 1, n_chunks, n_samples)
             memset(gw_acc, 0, lay.n_acc * sizeof(floating))
             for n in range(start, stop):
+                if pooled:
+                    # This sample's convolution gradient, made in cache from the
+                    # pooled one: what the pooling's backward would have stored.
+                    _unpool(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0], n_filters,
+                            grad_pooled.shape[3], grad_pooled.shape[4], g.out[1],
+                            g.out[2], unpooled)
+                    gy_n = unpooled
+                else:
+                    gy_n = &grad_y[n, 0, 0, 0, 0]
                 _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane,
                           g.pad)
                 if lay.wide:
                     # grad_y on the padded input grid, zeros between its rows, so that
                     # both operands are contiguous runs of the same wide positions.
-                    _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gy_in, sh.xp,
+                    _pad_copy(gy_n, n_filters, g.out, gy_in, sh.xp,
                               lay.g_plane, zeros_lo)
                     _wgrad_wide(n_filters, lay.n_taps, sh.x_wide_ld, gy_in, lay.g_plane,
                                 xp, &offsets_fwd[0], gw_acc)
                 else:
                     # Vectorised over the output channels: grad_y as (positions,
                     # channels), summed into (taps, channels) over the chunk.
-                    _transpose_pad(&grad_y[n, 0, 0, 0, 0], n_filters, g.n_cols, gy_in,
-                                   sh.dv)
+                    _transpose_pad(gy_n, n_filters, g.n_cols, gy_in, sh.dv)
                     _wgrad(lay.n_taps, sh.dv, g.n_cols, &positions[0], xp,
                            &offsets_fwd[0], gy_in, sh.dv, gw_acc, sh.dv)
                 if want_grad_x:
-                    _pad_copy(&grad_y[n, 0, 0, 0, 0], n_filters, g.out, gyp, sh.gp,
+                    _pad_copy(gy_n, n_filters, g.out, gyp, sh.gp,
                               sh.gp_plane, sh.gp_lo)
                     _rowgemm(g.channels, vec_at.shape[0], &vec_at[0], n_filters * n_taps,
                              &w_flipped_t[0, 0], g.channels,
@@ -848,38 +1001,84 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         tuple y_shape = (grad_y.shape[0], grad_y.shape[1], grad_y.shape[2],
                          grad_y.shape[3], grad_y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
-        const Py_ssize_t[::1] offsets_fwd
-        const Py_ssize_t[::1] offsets_bwd
-        const floating[:, ::1] w_flipped_t
-        const Py_ssize_t[::1] positions
-        const Py_ssize_t[::1] vec_at
         floating[:, ::1] scratch
-        Shifted sh
-        WgradLayout lay
-        bint shifted
+        const floating[:, :, :, :, ::1] no_grad_pooled = None
+        const uint8_t[:, :, :, :, ::1] no_codes = None
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
-    shifted = _unit_stride(&g) and inputs_finite
-    lay = _wgrad_layout(&g, 16 if floating is float else 8)
-    scratch = _scratch(&g, shifted, True, grad_x is not None, n_threads,
-                       np.float32 if floating is float else np.float64, lay.lanes)
-    if shifted:
-        offsets_fwd, offsets_bwd = _shifted_offsets(&g, True)
-        positions = _output_positions(&g)
-        sh = _shifted(&g)
-        vec_at = _vector_starts(g.size, sh.gp, sh.g_wide, lay.lanes)
-        # (D, K0, K1, K2, C) with every spatial axis reversed, as (D*K0*K1*K2, C): the
-        # input gradient is a "full" correlation of grad_y with the flipped kernel, and
-        # the micro-kernel reads a step's channels side by side.
-        w_flipped_t = np.ascontiguousarray(
-            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
-        ).reshape(-1, w.shape[1])
-        with nogil:
-            _backward_shifted(grad_y, x, w_flipped_t, grad_x, grad_w_chunks, grad_b_chunks,
-                              offsets_fwd, offsets_bwd, positions, vec_at, scratch, &g,
-                              &lay, n_threads)
+    if _unit_stride(&g) and inputs_finite:
+        _run_backward_shifted(grad_y, no_grad_pooled, no_codes, x, w, grad_x, grad_w_chunks,
+                              grad_b_chunks, &g, n_threads)
     else:
+        scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
         with nogil:
             _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
                              scratch, &g, n_threads)
+
+
+def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
+                       const uint8_t[:, :, :, :, ::1] codes,        # IN  as grad_pooled
+                       const floating[:, :, :, :, ::1] x,           # IN  (N, C, 1, X1, X2)
+                       const floating[:, :, :, :, ::1] w,           # IN  (D, C, 1, K1, K2)
+                       floating[:, :, :, :, ::1] grad_x,            # OUT as x, or None
+                       floating[:, ::1] grad_w_chunks,              # OUT as conv_backward
+                       floating[:, ::1] grad_b_chunks,              # OUT as conv_backward
+                       tuple conv_out,                              # IN  (1, O1, O2)
+                       tuple pad_lo, tuple dilation, int n_threads):
+    """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
+    and b, from the pooled output's gradient and the forward's ``codes``.
+
+    Equals ``conv_backward`` of the pooling's backward bit for bit: each sample's
+    convolution gradient is rebuilt in cache (zeros except at the winning cells), never
+    stored for the whole batch. Needs finite x, w and gradient (the shifted path; see
+    ``conv_backward``): the caller checks. Chunks as in ``conv_backward``.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
+                               (1, 1, 1), pad_lo, dilation)
+        const floating[:, :, :, :, ::1] no_grad_y = None
+    if x.shape[0] == 0:
+        return
+    n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
+    _run_backward_shifted(no_grad_y, grad_pooled, codes, x, w, grad_x, grad_w_chunks,
+                          grad_b_chunks, &g, n_threads)
+
+
+cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
+                           const floating[:, :, :, :, ::1] grad_pooled,
+                           const uint8_t[:, :, :, :, ::1] codes,
+                           const floating[:, :, :, :, ::1] x,
+                           const floating[:, :, :, :, ::1] w,
+                           floating[:, :, :, :, ::1] grad_x,
+                           floating[:, ::1] grad_w_chunks,
+                           floating[:, ::1] grad_b_chunks,
+                           const Geometry *g, int n_threads):
+    """The stride-1 backward, from grad_y or from a pooled gradient: per-call tables,
+    then the kernel."""
+    cdef:
+        WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
+        Shifted sh = _shifted(g)
+        const Py_ssize_t[::1] offsets_fwd
+        const Py_ssize_t[::1] offsets_bwd
+        const Py_ssize_t[::1] positions = _output_positions(g)
+        const Py_ssize_t[::1] vec_at = _vector_starts(g.size, sh.gp, sh.g_wide, lay.lanes)
+        const floating[:, ::1] w_flipped_t
+        floating[:, ::1] scratch = _scratch(
+            g, True, True, grad_x is not None, n_threads,
+            np.float32 if floating is float else np.float64, lay.lanes,
+            grad_pooled is not None)
+    offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
+    # (D, K0, K1, K2, C) with every spatial axis reversed, as (D*K0*K1*K2, C): the
+    # input gradient is a "full" correlation of grad_y with the flipped kernel, and
+    # the micro-kernel reads a step's channels side by side.
+    w_flipped_t = np.ascontiguousarray(
+        np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
+    ).reshape(-1, w.shape[1])
+    with nogil:
+        _backward_shifted(grad_y, grad_pooled, codes, x, w_flipped_t, grad_x,
+                          grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
+                          positions, vec_at, scratch, g, &lay, n_threads)

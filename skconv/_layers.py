@@ -285,7 +285,7 @@ class Conv(Layer):
     params : [W of shape (D, C, *kernel), b of shape (D,)]
     """
 
-    _cache_attributes = ("_x",)
+    _cache_attributes = ("_x", "_codes")
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
                  init="glorot_uniform"):
@@ -297,6 +297,7 @@ class Conv(Layer):
         self.dilation = dilation
         self.init = init
         self._x = None
+        self._codes = None
 
     def compute_output_shape(self, input_shape):
         owner = repr(self)
@@ -341,6 +342,49 @@ class Conv(Layer):
         grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
         grad_x, _, _ = ops.conv_backward(
             grad_y, x, self.params[0], stride=self.stride, padding=self.padding,
+            dilation=self.dilation, n_jobs=n_jobs, compute_grad_x=need_input_grad,
+            out=(grad_x, self.grads[0], self.grads[1]),
+        )
+        return grad_x
+
+    def can_fuse_pool(self, pool):
+        """Whether :meth:`forward_pooled` can stand for this layer followed by ``pool``.
+
+        True for a 2x2, stride-2, unpadded max or min :class:`Pool` after a stride-1
+        2-D convolution (LeNet's blocks). Both layers must be initialized.
+        """
+        return (
+            isinstance(pool, Pool) and pool.mode in ("max", "min")
+            and pool.effective_pool_size == (2, 2) and pool._stride == (2, 2)
+            and pool.output_shape[1:] == tuple(s // 2 for s in self.output_shape[1:])
+            and ops.conv_pool2x2_supported(self.input_shape, self._kernel,
+                                           stride=self.stride, padding=self.padding,
+                                           dilation=self.dilation)
+        )
+
+    def forward_pooled(self, x, pool, n_jobs, training):
+        """This layer then ``pool`` (see :meth:`can_fuse_pool`), without storing the
+        convolution's output: the same result bit for bit, in less time and memory."""
+        w, b = self.params
+        shape = (x.shape[0],) + pool.output_shape
+        out = codes = None
+        if training:
+            out = self._workspace("pooled", shape, x.dtype)
+            codes = self._workspace("codes", shape, np.uint8)
+        y, codes = ops._conv_pool2x2(
+            x, w, b, padding=self.padding, dilation=self.dilation, mode=pool.mode,
+            n_jobs=n_jobs, out=out, codes=codes, want_codes=training)
+        self._x = x if training else None
+        self._codes = codes
+        return y
+
+    def backward_pooled(self, grad_y, n_jobs, need_input_grad):
+        """Backward of :meth:`forward_pooled`; ``grad_y`` is the pooled gradient."""
+        x = self._take_cache("_x")
+        codes = self._take_cache("_codes")
+        grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
+        grad_x, _, _ = ops._conv_pool2x2_backward(
+            grad_y, codes, x, self.params[0], padding=self.padding,
             dilation=self.dilation, n_jobs=n_jobs, compute_grad_x=need_input_grad,
             out=(grad_x, self.grads[0], self.grads[1]),
         )

@@ -54,6 +54,11 @@ class Network:
     ----------
     layers : list of Layer
         The layers, first to last. The list is copied; the layers are not.
+    fuse : bool, default=True
+        Run a :class:`Conv` and the 2x2 max/min :class:`Pool` after it as one fused
+        step where :meth:`Conv.can_fuse_pool` allows (the convolution's output is then
+        never stored). The results are the same bit for bit; False runs every layer
+        on its own (the reference in the tests).
 
     Attributes
     ----------
@@ -64,15 +69,17 @@ class Network:
         Parameter and computation dtype, set by :meth:`initialize`.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, fuse=True):
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} is not a Layer: {layer!r}")
         self.layers = layers
+        self.fuse = fuse
         self.input_shape = None
         self.output_shape = None
         self.dtype = None
+        self._steps = None
 
     def compute_output_shape(self, input_shape):
         """Run shape inference only (no allocation) and return the output shape.
@@ -120,10 +127,26 @@ class Network:
             if isinstance(layer, Activation):
                 layer.inplace_forward = i > 0 and self.layers[i - 1].fresh_output
                 layer.inplace_backward = True
+        self._steps = self._plan_steps()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.output_shape = shape
         self.dtype = dtype
         return shape
+
+    def _plan_steps(self):
+        """Indices of the layers each step runs: (i,) alone, or (i, i + 1) for a
+        convolution fused with the pooling after it."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if self.fuse and isinstance(layer, Conv) and layer.can_fuse_pool(following):
+                steps.append((i, i + 1))
+                i += 2
+            else:
+                steps.append((i,))
+                i += 1
+        return steps
 
     def _check_initialized(self):
         if self.dtype is None:
@@ -152,8 +175,12 @@ class Network:
                 f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
             )
         x = x.astype(self.dtype, copy=False)
-        for layer in self.layers:
-            x = layer.forward(x, n_jobs, training)
+        for step in self._steps:
+            layer = self.layers[step[0]]
+            if len(step) == 2:
+                x = layer.forward_pooled(x, self.layers[step[1]], n_jobs, training)
+            else:
+                x = layer.forward(x, n_jobs, training)
         return x
 
     def backward(self, grad_logits, n_jobs, need_input_grad=False):
@@ -180,8 +207,13 @@ class Network:
                 f"grad_logits must have shape (N, *{self.output_shape}), got shape "
                 f"{grad.shape}"
             )
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, n_jobs, i > 0 or need_input_grad)
+        for step in reversed(self._steps):
+            layer = self.layers[step[0]]
+            need = step[0] > 0 or need_input_grad
+            if len(step) == 2:
+                grad = layer.backward_pooled(grad, n_jobs, need)
+            else:
+                grad = layer.backward(grad, n_jobs, need)
         return grad
 
     @property

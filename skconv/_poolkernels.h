@@ -9,6 +9,10 @@
  * lands on the next row's outputs (or cells), which the caller writes afterwards.
  * The caller guarantees those reads and writes stay inside the plane.
  *
+ * pool2x2_codes_row does the same on a convolution's output before it is stored (the
+ * convolution fused with the pooling that follows it), recording which cell of its
+ * window won rather than a flat index.
+ *
  * Semantics, as in the general kernel: the first extreme cell of a window in
  * row-major order wins (strict comparison), and a NaN beats any number, the first
  * NaN winning.
@@ -28,6 +32,7 @@ typedef int32_t skc_pf_mask __attribute__((vector_size(32)));
 typedef double skc_pd __attribute__((vector_size(64), aligned(8)));
 typedef int64_t skc_pd_mask __attribute__((vector_size(64)));
 typedef int64_t skc_pool_index __attribute__((vector_size(64), aligned(8)));
+typedef uint8_t skc_pool_code __attribute__((vector_size(8), aligned(1)));
 
 #define SKC_T float
 #define SKC_VT skc_pf

@@ -56,3 +56,54 @@ static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
         SKC_NAME(skc_pool2x2_row_mode)(0, r0, r0 + width, n_vectors, width, at, y,
                                        indices);
 }
+
+/* One row of windows of a convolution's wide output, the bias added to every cell
+ * first (exactly the sum the unfused convolution stores). code[o] receives the
+ * winning cell's place in its window (row-major, 0 to 3) instead of a flat index. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
+    const int want_min, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors,
+    SKC_T bias, SKC_T *y, uint8_t *code)
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    ptrdiff_t v;
+    int k;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
+        SKC_VT a0 = *(const SKC_VT *)a + bias;
+        SKC_VT a1 = *(const SKC_VT *)(a + SKC_POOL_LANES) + bias;
+        SKC_VT b0 = *(const SKC_VT *)b + bias;
+        SKC_VT b1 = *(const SKC_VT *)(b + SKC_POOL_LANES) + bias;
+        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        SKC_VT best = cell[0];
+        SKC_VI which = {0};
+        for (k = 1; k < 4; k++) {
+            SKC_VT c = cell[k];
+            /* Strictly better, or the first NaN of the window (as above). */
+            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
+            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
+            which = (take & k) | (which & ~take);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
+            __builtin_convertvector(which, skc_pool_code);
+    }
+}
+
+/*
+ * pool2x2_codes_row: for o < 8 * n_vectors, window o covers r0[2o], r0[2o+1],
+ * r1[2o], r1[2o+1] (r1 = r0 + pitch), each plus bias; y[o] receives the max
+ * (want_min = 0) or min and code[o] the winning cell (0, 1, 2, 3 in that order).
+ * Reads r0[0 .. 16 n_vectors + pitch) and writes 8 n_vectors outputs and codes.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_codes_row)(const SKC_T *r0, ptrdiff_t pitch,
+                                            ptrdiff_t n_vectors, SKC_T bias,
+                                            int want_min, SKC_T *y, uint8_t *code)
+{
+    if (want_min)
+        SKC_NAME(skc_pool2x2_codes_mode)(1, r0, r0 + pitch, n_vectors, bias, y, code);
+    else
+        SKC_NAME(skc_pool2x2_codes_mode)(0, r0, r0 + pitch, n_vectors, bias, y, code);
+}

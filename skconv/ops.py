@@ -249,19 +249,8 @@ def conv_backward(
         effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
     )
 
-    if out is None:
-        grad_x = np.empty(x.shape, dtype=dtype) if compute_grad_x else None
-        grad_w = np.empty(w.shape, dtype=dtype)
-        grad_b = np.empty(w.shape[0], dtype=dtype)
-    else:
-        if not isinstance(out, tuple) or len(out) != 3:
-            raise TypeError("out must be a tuple (grad_x, grad_w, grad_b)")
-        inputs = (grad_y, x, w)
-        grad_x = None
-        if compute_grad_x:
-            grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
-        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
-        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
+    grad_x, grad_w, grad_b = _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x,
+                                                    out)
     n_chunks = _conv.n_reduction_chunks(x.shape[0])
     if n_chunks == 0:
         grad_w[...] = 0
@@ -288,6 +277,180 @@ def conv_backward(
     # C-contiguous array adds the rows one after another).
     _sum_rows_in_order(grad_w_chunks, grad_w.reshape(-1))
     _sum_rows_in_order(grad_b_chunks, grad_b)
+    return grad_x, grad_w, grad_b
+
+
+def conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
+    """Whether :func:`_conv_pool2x2` can fuse this convolution with a 2x2 pooling.
+
+    Internal (used by :class:`skconv._network.Network`): 2-D maps, stride 1 and a
+    convolution output of at least 2x2. ``x_shape`` is one sample's ``(C, H, W)``.
+    """
+    if len(x_shape) != 3 or len(kernel_shape) != 2:
+        return False
+    try:
+        stride, _, _, out = _conv_geometry(x_shape[1:], kernel_shape, stride, padding,
+                                           dilation)
+    except (TypeError, ValueError):
+        return False
+    return all(s == 1 for s in stride) and all(size >= 2 for size in out)
+
+
+def _conv_pool2x2_geometry(x, w, padding, dilation):
+    """Checked (conv_out, pooled_out, pad_lo, dilation) of the fused 2-D path."""
+    if x.ndim != 4 or not conv_pool2x2_supported(x.shape[1:], w.shape[2:],
+                                                 padding=padding, dilation=dilation):
+        raise ValueError(
+            f"the fused convolution and 2x2 pooling needs 2-D maps, stride 1 and a "
+            f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
+            f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
+        )
+    _, pads, dilation, conv_out = _conv_geometry(x.shape[2:], w.shape[2:], 1, padding,
+                                                 dilation)
+    pooled = tuple(size // 2 for size in conv_out)
+    return ((1,) + conv_out, pooled, to_3d([lo for lo, _ in pads], 0),
+            to_3d(dilation, 1))
+
+
+def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", n_jobs=None,
+                  out=None, codes=None, want_codes=True):
+    """A stride-1 2-D convolution followed by 2x2/stride-2 max or min pooling, fused.
+
+    Internal: the network's path for a Conv layer followed by such a Pool layer. The
+    result equals ``pool_with_indices(conv(x, w, b, ...), 2, mode=mode)`` bit for bit,
+    without storing the convolution's output (its pooling is done per sample, in
+    cache). Instead of flat indices it returns ``codes``: the winning cell's place in
+    its window (0 to 3, row-major), which :func:`_conv_pool2x2_backward` takes.
+
+    Parameters
+    ----------
+    x, w, b, padding, dilation, n_jobs
+        As in :func:`conv` (stride is 1), with 2-D maps.
+    mode : {'max', 'min'}
+    out, codes : ndarray, default=None
+        Where to write the pooled output and the codes (uint8), as ``out`` in
+        :func:`conv`.
+    want_codes : bool, default=True
+        False skips the codes (inference) and returns None for them.
+
+    Returns
+    -------
+    y : ndarray of shape (N, D, floor(H_out / 2), floor(W_out / 2))
+    codes : ndarray of uint8, same shape, or None
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    x, w, b = _check_conv_inputs(x, w, b)
+    conv_out, pooled, pad_lo, dilation = _conv_pool2x2_geometry(x, w, padding, dilation)
+    y_shape = x.shape[:1] + w.shape[:1] + pooled
+    inputs = (x, w, b)
+    y = (np.empty(y_shape, dtype=x.dtype) if out is None
+         else check_out(out, y_shape, x.dtype, "out", inputs))
+    if want_codes:
+        codes = (np.empty(y_shape, dtype=np.uint8) if codes is None
+                 else check_out(codes, y_shape, np.uint8, "codes", inputs))
+    else:
+        codes = None
+    n_threads = threads_for_work(effective_n_threads(n_jobs),
+                                 w.size * math.prod(conv_out) * x.shape[0])
+    _conv.conv_pool_forward(view_3d(x), view_3d(w), b, view_3d(y),
+                            None if codes is None else view_3d(codes), conv_out, pad_lo,
+                            dilation, mode == "min", n_threads)
+    return y, codes
+
+
+def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs=None,
+                           compute_grad_x=True, out=None):
+    """Gradients of :func:`_conv_pool2x2` with respect to x, w and b.
+
+    Internal. Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` bit
+    for bit, without storing the convolution's gradient for the whole batch.
+
+    Parameters
+    ----------
+    grad_y : ndarray of shape (N, D, P1, P2)
+        Gradient with respect to the pooled output.
+    codes : ndarray of uint8, same shape
+        As returned by the forward.
+    x, w, padding, dilation, n_jobs, compute_grad_x, out
+        As in :func:`conv_backward`.
+
+    Returns
+    -------
+    grad_x, grad_w, grad_b
+        As in :func:`conv_backward`.
+    """
+    x, w, _ = _check_conv_inputs(x, w, None)
+    conv_out, pooled, pad_lo, dilation_3d = _conv_pool2x2_geometry(x, w, padding,
+                                                                   dilation)
+    grad_y = as_float_array(grad_y, "grad_y")
+    expected = x.shape[:1] + w.shape[:1] + pooled
+    codes = np.asarray(codes)
+    for name, array in (("grad_y", grad_y), ("codes", codes)):
+        if array.shape != expected:
+            raise ValueError(
+                f"{name} must have shape {expected} (the pooled output for x with shape "
+                f"{x.shape} and w with shape {w.shape}), got shape {array.shape}"
+            )
+    if codes.dtype != np.uint8:
+        raise TypeError(f"codes must be uint8 (from the forward), got {codes.dtype}")
+    dtype = common_float_dtype(grad_y, x, w)
+    grad_y, x, w = contiguous(grad_y, dtype), contiguous(x, dtype), contiguous(w, dtype)
+    codes = np.ascontiguousarray(codes)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
+    if not finite:
+        # The fused kernel is the shifted path, which needs finite inputs: unpool in
+        # numpy and take the general path (rare: a diverged network).
+        return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
+                             padding=padding, dilation=dilation, n_jobs=n_jobs,
+                             compute_grad_x=compute_grad_x, out=out)
+    grad_x, grad_w, grad_b = _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x,
+                                                    out)
+    n_chunks = _conv.n_reduction_chunks(x.shape[0])
+    if n_chunks == 0:
+        grad_w[...] = 0
+        grad_b[...] = 0
+        return grad_x, grad_w, grad_b
+    grad_w_chunks = np.empty((n_chunks, w.size), dtype=dtype)
+    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
+    n_threads = threads_for_work(effective_n_threads(n_jobs),
+                                 2 * w.size * math.prod(conv_out) * x.shape[0])
+    _conv.conv_pool_backward(
+        view_3d(grad_y), view_3d(codes), view_3d(x), view_3d(w),
+        None if grad_x is None else view_3d(grad_x), grad_w_chunks, grad_b_chunks,
+        conv_out, pad_lo, dilation_3d, n_threads,
+    )
+    _sum_rows_in_order(grad_w_chunks, grad_w.reshape(-1))
+    _sum_rows_in_order(grad_b_chunks, grad_b)
+    return grad_x, grad_w, grad_b
+
+
+def _unpool2x2(grad_y, codes, conv_out):
+    """The convolution's gradient from a 2x2 pooling's gradient and codes (numpy)."""
+    n, d, p1, p2 = grad_y.shape
+    cells = np.zeros((n, d, p1, p2, 4), dtype=grad_y.dtype)
+    np.put_along_axis(cells, codes[..., None].astype(np.intp), grad_y[..., None], axis=-1)
+    full = np.zeros((n, d) + tuple(conv_out), dtype=grad_y.dtype)
+    full[:, :, :2 * p1, :2 * p2] = (
+        cells.reshape(n, d, p1, p2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        .reshape(n, d, 2 * p1, 2 * p2))
+    return full
+
+
+def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
+    """(grad_x or None, grad_w, grad_b): new arrays, or ``out`` checked."""
+    if out is None:
+        grad_x = np.empty(x.shape, dtype=dtype) if compute_grad_x else None
+        return grad_x, np.empty(w.shape, dtype=dtype), np.empty(w.shape[0], dtype=dtype)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise TypeError("out must be a tuple (grad_x, grad_w, grad_b)")
+    inputs = (grad_y, x, w)
+    grad_x = None
+    if compute_grad_x:
+        grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
+    grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
+    grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
     return grad_x, grad_w, grad_b
 
 

@@ -525,6 +525,56 @@ def test_pool_before_activation_is_bitwise_the_same_network(activation, mode, dt
             "Conv", "Activation", "Pool"]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(pooling="min", padding="valid"), dict(activation="tanh"),
+     dict(kernel_size=3, dilation=2, padding=1)],
+)
+def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dtype):
+    # Network fuses each conv with the 2x2 max/min pool after it (the convolution's
+    # output is never stored); a few Adam steps must match running every layer on its
+    # own, bit for bit, for logits, gradients, parameters and inference.
+    shape = (1, 16, 16)
+    fused = build_lenet5(shape, 4, **kwargs)
+    plain = Network(copy.deepcopy(fused.layers), fuse=False)
+    _init(fused, 0, dtype, shape=shape)
+    plain.initialize(shape, np.random.RandomState(0), dtype)
+    plain.set_state(fused.get_state())
+    n_fused = sum(len(step) == 2 for step in fused._steps)
+    # tanh keeps the textbook order (conv, tanh, pool): nothing to fuse there.
+    assert n_fused == (0 if kwargs.get("activation") == "tanh" else 2)
+    assert all(len(step) == 1 for step in plain._steps)
+    rng = np.random.RandomState(5)
+    optimizers = [Adam(net.params, learning_rate=1e-2) for net in (fused, plain)]
+    for step in range(3):
+        x = rng.randint(-2, 3, size=(7,) + shape).astype(dtype)  # ties in the windows
+        y = np.arange(7) % 4
+        logits, grads = _train_step(fused, x, y, 2)
+        logits_plain, grads_plain = _train_step(plain, x, y, 1)
+        np.testing.assert_array_equal(logits, logits_plain)
+        for a, b in zip(grads, grads_plain):
+            np.testing.assert_array_equal(a, b)
+        for net, optimizer in zip((fused, plain), optimizers):
+            optimizer.update(net.grads)
+    x = rng.normal(size=(5,) + shape).astype(dtype)
+    np.testing.assert_array_equal(fused.forward(x, 1), plain.forward(x, 1))
+
+
+def test_fused_steps_reuse_workspaces():
+    net = _init(build_lenet5((1, 12, 12), 3), 0, np.float32)
+    x = np.random.default_rng(0).random((2, 5, 1, 12, 12), dtype=np.float32)
+    outputs = []
+    for x_batch in x:
+        net.forward(x_batch, 1, training=True)
+        outputs.append(net.layers[0]._workspace("pooled", (5, 6, 6, 6), np.float32))
+        net.backward(np.ones((5, 3)), 1)
+    assert outputs[0] is outputs[1]
+    # Inference keeps nothing for backward and returns a fresh array.
+    logits = net.forward(x[0], 1)
+    assert net.layers[0]._codes is None and net.forward(x[0], 1) is not logits
+
+
 def test_forward_checks_input_shape():
     net = _init(build_lenet5((1, 12, 12), 4), 0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, \*\(1, 12, 12\)\)"):
@@ -722,7 +772,8 @@ def test_training_reuses_workspaces_and_inference_does_not():
     # Workspaces are allocated once per fit: a second training minibatch of the same
     # size writes into the first one's arrays; inference returns fresh arrays that a
     # caller may keep.
-    net = build_lenet5((1, 8, 8), 3)
+    # Layer by layer, so without the fused convolution + pooling steps.
+    net = Network(build_lenet5((1, 8, 8), 3).layers, fuse=False)
     net.initialize((1, 8, 8), np.random.RandomState(0), np.float32)
     rng = np.random.default_rng(0)
     x1, x2 = rng.random((2, 5, 1, 8, 8), dtype=np.float32)

@@ -1,0 +1,234 @@
+"""Tests of the fused convolution + 2x2 pooling (``skconv.ops._conv_pool2x2``).
+
+The fused path must equal the unfused one bit for bit: ``conv`` then
+``pool_with_indices`` forward, ``pool_backward_indices`` then ``conv_backward``
+backward (both tested against slow twins in test_conv.py and test_pool.py). Covered:
+random geometries and both dtypes, ties (integer data), NaN and infinities, thread
+counts, empty batches, the codes' meaning, the numpy fallback of the backward and
+argument checking.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from skconv import ops
+
+DTYPES = [np.float32, np.float64]
+
+
+def unfused(x, w, b, grad_pooled, mode, n_jobs=1, **kw):
+    """Reference: the separate ops, as the network runs them without fusion."""
+    y = ops.conv(x, w, b, n_jobs=n_jobs, **kw)
+    pooled, indices = ops.pool_with_indices(y, 2, mode=mode, n_jobs=n_jobs)
+    grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape, n_jobs=n_jobs)
+    grads = ops.conv_backward(grad_y, x, w, n_jobs=n_jobs, **kw)
+    return pooled, indices, grads
+
+
+def fused(x, w, b, grad_pooled, mode, n_jobs=1, **kw):
+    pooled, codes = ops._conv_pool2x2(x, w, b, mode=mode, n_jobs=n_jobs, **kw)
+    grads = ops._conv_pool2x2_backward(grad_pooled, codes, x, w, n_jobs=n_jobs, **kw)
+    return pooled, codes, grads
+
+
+def assert_bitwise_equal(actual, expected, what):
+    assert actual.dtype == expected.dtype, what
+    assert actual.shape == expected.shape, what
+    # Compare the bits: NaN payloads, signed zeros and infinities included.
+    np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8),
+                                  err_msg=what)
+
+
+def check_fused_equals_unfused(x, w, b, mode, seed=0, n_jobs=1, **kw):
+    conv_out = ops.conv_output_shape(x.shape[2:], w.shape[2:], **kw)
+    pooled_shape = x.shape[:1] + w.shape[:1] + tuple(s // 2 for s in conv_out)
+    grad_pooled = np.random.default_rng(seed).standard_normal(pooled_shape).astype(x.dtype)
+    ref_pooled, indices, ref_grads = unfused(x, w, b, grad_pooled, mode, n_jobs, **kw)
+    got_pooled, codes, got_grads = fused(x, w, b, grad_pooled, mode, n_jobs, **kw)
+    assert_bitwise_equal(got_pooled, ref_pooled, "pooled output")
+    # A code is the winning cell's place in its 2x2 window; decoded, it is the flat
+    # index that pool_with_indices returns.
+    assert codes.dtype == np.uint8 and codes.max(initial=0) <= 3
+    rows = 2 * np.arange(pooled_shape[2])[:, None] + codes // 2
+    cols = 2 * np.arange(pooled_shape[3])[None, :] + codes % 2
+    np.testing.assert_array_equal(rows * conv_out[1] + cols, indices)
+    for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), got_grads, ref_grads):
+        assert_bitwise_equal(got, exp, name)
+
+
+@st.composite
+def fused_configs(draw):
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    dilation = draw(st.sampled_from([1, 2, (1, 2)]))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same"]), st.integers(0, 3),
+                             st.tuples(st.integers(0, 3), st.integers(0, 3))))
+    return dict(
+        n=draw(st.integers(1, 4)),
+        c=draw(st.integers(1, 7)),
+        d=draw(st.integers(1, 18)),
+        # up to 40 wide: several vectors of 8 windows per pooled row, odd sizes
+        in_shape=(draw(st.integers(1, 20)), draw(st.integers(1, 40))),
+        kernel=kernel,
+        padding=padding,
+        dilation=dilation,
+        bias=draw(st.booleans()),
+        integer_data=draw(st.booleans()),  # many ties in the pooling windows
+        mode=draw(st.sampled_from(["max", "min"])),
+        dtype=draw(st.sampled_from(DTYPES)),
+        n_jobs=draw(st.sampled_from([1, 2, 3])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=fused_configs())
+def test_property_fused_equals_unfused(cfg):
+    kw = dict(padding=cfg["padding"], dilation=cfg["dilation"])
+    assume(ops.conv_pool2x2_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
+    rng = np.random.default_rng(cfg["seed"])
+    dtype = cfg["dtype"]
+    x = rng.standard_normal((cfg["n"], cfg["c"]) + cfg["in_shape"])
+    w = rng.standard_normal((cfg["d"], cfg["c"]) + cfg["kernel"])
+    b = rng.standard_normal(cfg["d"]) if cfg["bias"] else None
+    if cfg["integer_data"]:
+        x, w = np.round(x), np.round(w)
+        b = None if b is None else np.round(b)
+    x, w = x.astype(dtype), w.astype(dtype)
+    b = None if b is None else b.astype(dtype)
+    check_fused_equals_unfused(x, w, b, cfg["mode"], cfg["seed"], cfg["n_jobs"], **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize(
+    "n,c,in_shape,d,kernel,kw",
+    [
+        (5, 1, (28, 28), 6, (5, 5), dict(padding="same")),  # LeNet-5 block 1
+        (5, 6, (14, 14), 16, (5, 5), dict(padding="same")),  # LeNet-5 block 2
+        (3, 6, (14, 14), 16, (5, 5), dict()),  # 10x10 -> 5x5
+        (2, 3, (33, 17), 4, (3, 2), dict(padding=(1, 0))),  # odd conv output
+        (2, 2, (3, 3), 3, (2, 2), dict()),  # 2x2 conv output: one window
+    ],
+)
+def test_lenet_and_edge_geometries(dtype, mode, n, c, in_shape, d, kernel, kw):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, c) + in_shape).astype(dtype)
+    w = rng.standard_normal((d, c) + kernel).astype(dtype)
+    b = rng.standard_normal(d).astype(dtype)
+    check_fused_equals_unfused(x, w, b, mode, **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_nan_and_infinities(dtype, mode):
+    # NaN wins its window in the pooling (the first NaN), infinities are ordinary
+    # extremes; the backward has non-finite inputs, so it takes the numpy fallback.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 12, 13)).astype(dtype)
+    x[0, 0, 3, 4] = np.nan
+    x[1, 1, 7, 2] = np.inf
+    x[2, 0, 0, 0] = -np.inf
+    w = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    check_fused_equals_unfused(x, w, b, mode, padding="same")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unpool_fallback_matches_kernel(dtype):
+    # The numpy unpooling of the fallback path against the kernel's own, on finite
+    # data where both apply.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 3, 10, 9)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    pooled, codes = ops._conv_pool2x2(x, w, None, padding=1)
+    grad_pooled = rng.standard_normal(pooled.shape).astype(dtype)
+    grad_y = ops._unpool2x2(grad_pooled, codes, (10, 9))
+    expected = ops.conv_backward(grad_y, x, w, padding=1)
+    got = ops._conv_pool2x2_backward(grad_pooled, codes, x, w, padding=1)
+    for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
+        assert_bitwise_equal(g, e, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 19, 64])
+def test_thread_count_gives_bitwise_equal_results(dtype, n):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, 6, 14, 14)).astype(dtype)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    grad_pooled = rng.standard_normal((n, 16, 7, 7)).astype(dtype)
+    results = [fused(x, w, b, grad_pooled, "max", n_jobs, padding="same")
+               for n_jobs in (1, 2, 3)]
+    for other in results[1:]:
+        assert_bitwise_equal(other[0], results[0][0], "pooled output")
+        np.testing.assert_array_equal(other[1], results[0][1])
+        for got, exp in zip(other[2], results[0][2]):
+            assert_bitwise_equal(got, exp, "gradient")
+
+
+def test_inference_skips_codes_and_first_layer_skips_grad_x():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    pooled, codes = ops._conv_pool2x2(x, w, None, padding="same", want_codes=False)
+    assert codes is None
+    reference, codes = ops._conv_pool2x2(x, w, None, padding="same")
+    assert_bitwise_equal(pooled, reference, "pooled output")
+    grad_x, grad_w, grad_b = ops._conv_pool2x2_backward(
+        np.ones_like(pooled), codes, x, w, padding="same", compute_grad_x=False)
+    assert grad_x is None
+    _, ref_w, ref_b = ops._conv_pool2x2_backward(np.ones_like(pooled), codes, x, w,
+                                                 padding="same")
+    assert_bitwise_equal(grad_w, ref_w, "grad_w")
+    assert_bitwise_equal(grad_b, ref_b, "grad_b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype):
+    x = np.zeros((0, 2, 6, 6), dtype=dtype)
+    w = np.ones((3, 2, 3, 3), dtype=dtype)
+    pooled, codes = ops._conv_pool2x2(x, w, np.ones(3, dtype=dtype))
+    assert pooled.shape == codes.shape == (0, 3, 2, 2)
+    grad_x, grad_w, grad_b = ops._conv_pool2x2_backward(pooled, codes, x, w)
+    assert grad_x.shape == x.shape
+    np.testing.assert_array_equal(grad_w, 0)
+    np.testing.assert_array_equal(grad_b, 0)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw",
+    [
+        ((2, 1, 8), (3, 1, 3), dict()),  # 1-D
+        ((2, 1, 4, 4, 4), (3, 1, 2, 2, 2), dict()),  # 3-D
+        ((2, 1, 8, 8), (3, 1, 3, 3), dict(stride=2)),  # stride
+        ((2, 1, 3, 8), (3, 1, 3, 3), dict()),  # convolution output 1 x 6
+    ],
+)
+def test_unsupported_geometry_is_reported(x_shape, w_shape, kw):
+    x, w = np.ones(x_shape), np.ones(w_shape)
+    stride = kw.pop("stride", 1)
+    assert not ops.conv_pool2x2_supported(x_shape[1:], w_shape[2:], stride=stride, **kw)
+    if stride == 1:
+        with pytest.raises(ValueError, match="fused convolution and 2x2 pooling"):
+            ops._conv_pool2x2(x, w, **kw)
+
+
+def test_bad_arguments():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 1, 6, 6))
+    w = rng.standard_normal((3, 1, 3, 3))
+    pooled, codes = ops._conv_pool2x2(x, w)
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
+        ops._conv_pool2x2(x, w, mode="avg")
+    with pytest.raises(ValueError, match=r"codes must have shape \(2, 3, 2, 2\)"):
+        ops._conv_pool2x2_backward(pooled, codes[:, :, :1], x, w)
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 2, 2\)"):
+        ops._conv_pool2x2_backward(pooled[:1], codes, x, w)
+    with pytest.raises(TypeError, match="codes must be uint8"):
+        ops._conv_pool2x2_backward(pooled, codes.astype(np.int64), x, w)
+    with pytest.raises(ValueError, match="out"):
+        ops._conv_pool2x2(x, w, out=np.empty((2, 3, 3, 3)))
+    with pytest.raises(ValueError, match="codes"):
+        ops._conv_pool2x2(x, w, codes=np.empty((2, 3, 2, 2), dtype=np.int8))
