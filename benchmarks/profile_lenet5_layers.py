@@ -7,9 +7,10 @@ Usage::
 
 Builds the default network of ``ConvNetClassifier`` for 28x28 images (float32), then
 runs ``--steps`` forward + backward passes on one random minibatch after 10 warm-up
-passes, timing each layer's forward and backward with ``time.perf_counter``. The
-optimizer step, the loss and the estimator's batching are not included (the whole
-``fit`` is measured by ``bench_lenet5.py``). The layers are private API: this is a
+passes, timing each step's forward and backward with ``time.perf_counter`` (a step is
+a layer, or a convolution fused with the 2x2 pooling and relu after it, as ``fit``
+runs them). The optimizer step, the loss and the estimator's batching are not
+included (the whole ``fit`` is measured by ``bench_lenet5.py``). The layers are private API: this is a
 developer's tool, not a benchmark against a peer.
 """
 
@@ -36,27 +37,40 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    forward = np.zeros(len(net.layers))
-    backward = np.zeros(len(net.layers))
+    # One timing per step of the network: a layer, or a convolution fused with the
+    # pooling and relu after it (Network._steps), as fit runs them.
+    steps = net._steps
+    names = [" + ".join(f"{i}: {net.layers[i]!r}" for i in step) for step in steps]
+    forward = np.zeros(len(steps))
+    backward = np.zeros(len(steps))
     for step in range(WARM_UP_STEPS + args.steps):
         if step == WARM_UP_STEPS:
             forward[:] = backward[:] = 0
         h = X
-        for i, layer in enumerate(net.layers):
+        for s, layers in enumerate(steps):
+            layer = net.layers[layers[0]]
             start = time.perf_counter()
-            h = layer.forward(h, args.threads, True)
-            forward[i] += time.perf_counter() - start
+            if len(layers) > 1:
+                h = layer.forward_pooled(h, net.layers[layers[1]], args.threads, True,
+                                         relu=len(layers) == 3)
+            else:
+                h = layer.forward(h, args.threads, True)
+            forward[s] += time.perf_counter() - start
         _, grad = softmax_cross_entropy(h, y)
-        for i in reversed(range(len(net.layers))):
+        for s in reversed(range(len(steps))):
+            layer = net.layers[steps[s][0]]
             start = time.perf_counter()
-            grad = net.layers[i].backward(grad, args.threads, i > 0)
-            backward[i] += time.perf_counter() - start
+            if len(steps[s]) > 1:
+                grad = layer.backward_pooled(grad, args.threads, s > 0)
+            else:
+                grad = layer.backward(grad, args.threads, s > 0)
+            backward[s] += time.perf_counter() - start
     scale = 1e3 / args.steps
     print(f"LeNet-5, batch {args.batch_size}, {args.threads} thread(s), float32, "
           f"mean of {args.steps} steps (ms)")
-    for i, layer in enumerate(net.layers):
-        print(f"{i:2d} {layer!r:50.50s} forward {forward[i] * scale:6.3f}  "
-              f"backward {backward[i] * scale:6.3f}")
+    for s, name in enumerate(names):
+        print(f"forward {forward[s] * scale:6.3f}  backward {backward[s] * scale:6.3f}  "
+              f"{name}")
     print(f"total {(forward.sum() + backward.sum()) * scale:.3f} ms per minibatch")
 
 

@@ -73,10 +73,11 @@ cdef extern from "_microkernels.h" nogil:
 cdef extern from "_poolkernels.h" nogil:
     enum: SKC_POOL_LANES
     void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
-                                 float bias, int want_min, float *y, uint8_t *code)
+                                 float bias, int want_min, int relu, float *y,
+                                 uint8_t *code)
     void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
                                  Py_ssize_t n_vectors, double bias, int want_min,
-                                 double *y, uint8_t *code)
+                                 int relu, double *y, uint8_t *code)
 
 
 cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
@@ -504,9 +505,10 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads,
                            uint8_t[:, :, :, :, ::1] codes,  # OUT or None, see conv_pool_forward
-                           bint pooled, bint want_min) noexcept nogil:
-    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling (see
-    ``conv_pool_forward``), computed per sample from the wide result in cache."""
+                           bint pooled, bint want_min, bint relu) noexcept nogil:
+    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling, then relu if
+    asked (see ``conv_pool_forward``), computed per sample from the wide result in
+    cache."""
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = w_t.shape[1], n
@@ -527,7 +529,7 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                      n_filters, xp, &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
                 _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
-                           bias, want_min, row_y, row_code, &y[n, 0, 0, 0, 0],
+                           bias, want_min, relu, row_y, row_code, &y[n, 0, 0, 0, 0],
                            &codes[n, 0, 0, 0, 0] if codes is not None else NULL)
             else:
                 _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias,
@@ -544,15 +546,16 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
                      Py_ssize_t pitch,       # IN  row stride of the wide positions
                      Py_ssize_t p_rows, Py_ssize_t p_cols,  # IN  pooled sizes
                      const floating *bias,   # IN  (n_planes,) or NULL
-                     bint want_min,
+                     bint want_min, bint relu,
                      floating *row_y,        # OUT scratch, a row of whole vectors
                      uint8_t *row_code,      # OUT scratch, as long
                      floating *y,            # OUT (n_planes, p_rows, p_cols)
                      uint8_t *codes) noexcept nogil:  # OUT as y, or NULL
-    """2x2/stride-2 max or min pooling of the wide result plus bias.
+    """2x2/stride-2 max or min pooling of the wide result plus bias, then relu if asked.
 
     Each cell is the same ``wide + bias`` that ``_compact`` would store, so the result
-    equals pooling the stored convolution, bit for bit. The rows are computed in whole
+    equals pooling the stored convolution, bit for bit (and relu is numpy's
+    ``maximum(y, 0)``). The rows are computed in whole
     vectors into ``row_y``/``row_code`` and copied: the tail lanes would otherwise land
     past the last row.
     """
@@ -564,10 +567,10 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
         for i in range(p_rows):
             if floating is float:
                 skc_pool2x2_codes_row_f(wide + c * wide_plane + 2 * i * pitch, pitch,
-                                        n_vectors, bc, want_min, row_y, row_code)
+                                        n_vectors, bc, want_min, relu, row_y, row_code)
             else:
                 skc_pool2x2_codes_row_d(wide + c * wide_plane + 2 * i * pitch, pitch,
-                                        n_vectors, bc, want_min, row_y, row_code)
+                                        n_vectors, bc, want_min, relu, row_y, row_code)
             memcpy(y, row_y, p_cols * sizeof(floating))
             y += p_cols
             if codes != NULL:
@@ -577,26 +580,32 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
 
 cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
                   const uint8_t *codes,          # IN  as grad_pooled, window cells 0-3
+                  const floating *relu_out,      # IN  as grad_pooled, or NULL
                   Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
                   Py_ssize_t rows, Py_ssize_t cols,  # IN  unpooled plane sizes
                   floating *grad_y) noexcept nogil:  # OUT (n_planes, rows, cols)
-    """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere.
+    """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere; with
+    ``relu_out`` (the forward's relu'd output), through the relu's backward first:
+    ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too).
 
     The code is masked to 0-3, so no value of it can write outside ``grad_y``.
     """
     cdef:
-        Py_ssize_t c, i, j
+        Py_ssize_t c, i, j, at = 0
         int k
+        floating g
         floating *plane
     memset(grad_y, 0, n_planes * rows * cols * sizeof(floating))
     for c in range(n_planes):
         plane = grad_y + c * rows * cols
         for i in range(p_rows):
             for j in range(p_cols):
-                k = codes[0] & 3
-                plane[(2 * i + (k >> 1)) * cols + 2 * j + (k & 1)] = grad_pooled[0]
-                codes += 1
-                grad_pooled += 1
+                k = codes[at] & 3
+                g = grad_pooled[at]
+                if relu_out != NULL:
+                    g = g * (<floating> (relu_out[at] > 0))
+                plane[(2 * i + (k >> 1)) * cols + 2 * j + (k & 1)] = g
+                at += 1
 
 
 cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
@@ -691,7 +700,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
     if _unit_stride(&g):
-        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False)
+        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -705,12 +714,14 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
                       floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, O1 // 2, O2 // 2)
                       uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
                       tuple conv_out,                     # IN  (1, O1, O2)
-                      tuple pad_lo, tuple dilation, bint want_min, int n_threads):
-    """2x2/stride-2 max (or min) pooling of a stride-1 convolution plus bias, without
-    storing the convolution.
+                      tuple pad_lo, tuple dilation, bint want_min, bint relu,
+                      int n_threads):
+    """2x2/stride-2 max (or min) pooling of a stride-1 convolution plus bias, then relu
+    if asked, without storing the convolution.
 
     ``y`` equals the pooling (``_pool.pool_with_indices``) of ``conv_forward``'s output
-    bit for bit, with the same first-extreme and NaN rules. ``codes[n, d, 0, i, j]``
+    bit for bit, with the same first-extreme and NaN rules (and numpy's
+    ``maximum(y, 0)`` for relu). ``codes[n, d, 0, i, j]``
     (skipped when None) is the winning cell's place in its window: 0 for
     ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
     ``(2i + 1, 2j + 1)``. Shapes are trusted: ``skconv.ops`` checks them.
@@ -723,7 +734,7 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min)
+    _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
 
 
 cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
@@ -731,7 +742,8 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
                           const floating[::1] b,
                           floating[:, :, :, :, ::1] y,
                           uint8_t[:, :, :, :, ::1] codes,
-                          const Geometry *g, int n_threads, bint pooled, bint want_min):
+                          const Geometry *g, int n_threads, bint pooled, bint want_min,
+                          bint relu):
     """The stride-1 forward, plain or pooled: per-call tables, then the kernel."""
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
@@ -747,7 +759,7 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
             np.float32 if floating is float else np.float64, 0, pooled)
     with nogil:
         _forward_shifted(x, w_t, bias, y, offsets, vec_at, scratch, g, n_threads, codes,
-                         pooled, want_min)
+                         pooled, want_min, relu)
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):
@@ -802,6 +814,7 @@ cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
 cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None if pooled
                             const floating[:, :, :, :, ::1] grad_pooled,  # or None
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
+                            const floating[:, :, :, :, ::1] relu_out,  # or None
                             const floating[:, :, :, :, ::1] x,
                             const floating[:, ::1] w_flipped_t,  # (D*K0*K1*K2, C)
                             floating[:, :, :, :, ::1] grad_x,           # or None
@@ -866,9 +879,10 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                 if pooled:
                     # This sample's convolution gradient, made in cache from the
                     # pooled one: what the pooling's backward would have stored.
-                    _unpool(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0], n_filters,
-                            grad_pooled.shape[3], grad_pooled.shape[4], g.out[1],
-                            g.out[2], unpooled)
+                    _unpool(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0],
+                            &relu_out[n, 0, 0, 0, 0] if relu_out is not None else NULL,
+                            n_filters, grad_pooled.shape[3], grad_pooled.shape[4],
+                            g.out[1], g.out[2], unpooled)
                     gy_n = unpooled
                 else:
                     gy_n = &grad_y[n, 0, 0, 0, 0]
@@ -1008,8 +1022,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         return
     n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
     if _unit_stride(&g) and inputs_finite:
-        _run_backward_shifted(grad_y, no_grad_pooled, no_codes, x, w, grad_x, grad_w_chunks,
-                              grad_b_chunks, &g, n_threads)
+        _run_backward_shifted(grad_y, no_grad_pooled, no_codes, no_grad_pooled, x, w,
+                              grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads)
     else:
         scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -1020,6 +1034,7 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
 
 def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
                        const uint8_t[:, :, :, :, ::1] codes,        # IN  as grad_pooled
+                       const floating[:, :, :, :, ::1] relu_out,    # IN  as grad_pooled, or None
                        const floating[:, :, :, :, ::1] x,           # IN  (N, C, 1, X1, X2)
                        const floating[:, :, :, :, ::1] w,           # IN  (D, C, 1, K1, K2)
                        floating[:, :, :, :, ::1] grad_x,            # OUT as x, or None
@@ -1030,9 +1045,10 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
     and b, from the pooled output's gradient and the forward's ``codes``.
 
-    Equals ``conv_backward`` of the pooling's backward bit for bit: each sample's
-    convolution gradient is rebuilt in cache (zeros except at the winning cells), never
-    stored for the whole batch. Needs finite x, w and gradient (the shifted path; see
+    With ``relu_out`` (the forward's output when it applied relu), the relu's backward
+    comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
+    sample's convolution gradient is rebuilt in cache (zeros except at the winning
+    cells), never stored for the whole batch. Needs finite x, w and gradient (the shifted path; see
     ``conv_backward``): the caller checks. Chunks as in ``conv_backward``.
     """
     cdef:
@@ -1044,13 +1060,14 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
-    _run_backward_shifted(no_grad_y, grad_pooled, codes, x, w, grad_x, grad_w_chunks,
-                          grad_b_chunks, &g, n_threads)
+    _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,
+                          grad_w_chunks, grad_b_chunks, &g, n_threads)
 
 
 cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                            const floating[:, :, :, :, ::1] grad_pooled,
                            const uint8_t[:, :, :, :, ::1] codes,
+                           const floating[:, :, :, :, ::1] relu_out,
                            const floating[:, :, :, :, ::1] x,
                            const floating[:, :, :, :, ::1] w,
                            floating[:, :, :, :, ::1] grad_x,
@@ -1079,6 +1096,6 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
     ).reshape(-1, w.shape[1])
     with nogil:
-        _backward_shifted(grad_y, grad_pooled, codes, x, w_flipped_t, grad_x,
+        _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped_t, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
                           positions, vec_at, scratch, g, &lay, n_threads)

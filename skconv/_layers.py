@@ -285,7 +285,7 @@ class Conv(Layer):
     params : [W of shape (D, C, *kernel), b of shape (D,)]
     """
 
-    _cache_attributes = ("_x", "_codes")
+    _cache_attributes = ("_x", "_codes", "_relu_output")
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
                  init="glorot_uniform"):
@@ -298,6 +298,7 @@ class Conv(Layer):
         self.init = init
         self._x = None
         self._codes = None
+        self._relu_output = None
 
     def compute_output_shape(self, input_shape):
         owner = repr(self)
@@ -362,9 +363,10 @@ class Conv(Layer):
                                            dilation=self.dilation)
         )
 
-    def forward_pooled(self, x, pool, n_jobs, training):
-        """This layer then ``pool`` (see :meth:`can_fuse_pool`), without storing the
-        convolution's output: the same result bit for bit, in less time and memory."""
+    def forward_pooled(self, x, pool, n_jobs, training, relu=False):
+        """This layer then ``pool`` (see :meth:`can_fuse_pool`), then relu if asked,
+        without storing the convolution's output: the same result bit for bit as the
+        layers one by one, in less time and memory."""
         w, b = self.params
         shape = (x.shape[0],) + pool.output_shape
         out = codes = None
@@ -373,20 +375,25 @@ class Conv(Layer):
             codes = self._workspace("codes", shape, np.uint8)
         y, codes = ops._conv_pool2x2(
             x, w, b, padding=self.padding, dilation=self.dilation, mode=pool.mode,
-            n_jobs=n_jobs, out=out, codes=codes, want_codes=training)
+            relu=relu, n_jobs=n_jobs, out=out, codes=codes, want_codes=training)
         self._x = x if training else None
         self._codes = codes
+        # The relu's backward reads its output, as Activation does (the next layer
+        # must not overwrite it: it is a cached output, as an Activation's).
+        self._relu_output = y if training and relu else None
         return y
 
     def backward_pooled(self, grad_y, n_jobs, need_input_grad):
-        """Backward of :meth:`forward_pooled`; ``grad_y`` is the pooled gradient."""
+        """Backward of :meth:`forward_pooled`; ``grad_y`` is the gradient of its
+        output."""
         x = self._take_cache("_x")
         codes = self._take_cache("_codes")
+        relu_output, self._relu_output = self._relu_output, None
         grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
         grad_x, _, _ = ops._conv_pool2x2_backward(
             grad_y, codes, x, self.params[0], padding=self.padding,
-            dilation=self.dilation, n_jobs=n_jobs, compute_grad_x=need_input_grad,
-            out=(grad_x, self.grads[0], self.grads[1]),
+            dilation=self.dilation, relu_output=relu_output, n_jobs=n_jobs,
+            compute_grad_x=need_input_grad, out=(grad_x, self.grads[0], self.grads[1]),
         )
         return grad_x
 

@@ -59,10 +59,11 @@ static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
 
 /* One row of windows of a convolution's wide output, the bias added to every cell
  * first (exactly the sum the unfused convolution stores). code[o] receives the
- * winning cell's place in its window (row-major, 0 to 3) instead of a flat index. */
+ * winning cell's place in its window (row-major, 0 to 3) instead of a flat index.
+ * want_min and relu are constants after inlining. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
-    const int want_min, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors,
-    SKC_T bias, SKC_T *y, uint8_t *code)
+    const int want_min, const int relu, const SKC_T *r0, const SKC_T *r1,
+    ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
 {
     const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
     const SKC_VI odd = even + 1;
@@ -85,6 +86,12 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
             best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
             which = (take & k) | (which & ~take);
         }
+        if (relu) {
+            /* numpy's maximum(best, 0): best itself when best >= 0 (-0 included) or
+             * NaN, else +0. */
+            SKC_VI keep = (best >= 0) | (best != best);
+            best = (SKC_VT)((SKC_VI)best & keep);
+        }
         *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
         *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
             __builtin_convertvector(which, skc_pool_code);
@@ -94,16 +101,23 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
 /*
  * pool2x2_codes_row: for o < 8 * n_vectors, window o covers r0[2o], r0[2o+1],
  * r1[2o], r1[2o+1] (r1 = r0 + pitch), each plus bias; y[o] receives the max
- * (want_min = 0) or min and code[o] the winning cell (0, 1, 2, 3 in that order).
- * Reads r0[0 .. 16 n_vectors + pitch) and writes 8 n_vectors outputs and codes.
+ * (want_min = 0) or min, then relu'd if asked, and code[o] the winning cell (0, 1,
+ * 2, 3 in that order). Reads r0[0 .. 16 n_vectors + pitch) and writes 8 n_vectors
+ * outputs and codes.
  */
 SKC_CLONES
 static void SKC_NAME(skc_pool2x2_codes_row)(const SKC_T *r0, ptrdiff_t pitch,
                                             ptrdiff_t n_vectors, SKC_T bias,
-                                            int want_min, SKC_T *y, uint8_t *code)
+                                            int want_min, int relu, SKC_T *y,
+                                            uint8_t *code)
 {
-    if (want_min)
-        SKC_NAME(skc_pool2x2_codes_mode)(1, r0, r0 + pitch, n_vectors, bias, y, code);
+    const SKC_T *r1 = r0 + pitch;
+    if (want_min && relu)
+        SKC_NAME(skc_pool2x2_codes_mode)(1, 1, r0, r1, n_vectors, bias, y, code);
+    else if (want_min)
+        SKC_NAME(skc_pool2x2_codes_mode)(1, 0, r0, r1, n_vectors, bias, y, code);
+    else if (relu)
+        SKC_NAME(skc_pool2x2_codes_mode)(0, 1, r0, r1, n_vectors, bias, y, code);
     else
-        SKC_NAME(skc_pool2x2_codes_mode)(0, r0, r0 + pitch, n_vectors, bias, y, code);
+        SKC_NAME(skc_pool2x2_codes_mode)(0, 0, r0, r1, n_vectors, bias, y, code);
 }

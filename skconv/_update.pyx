@@ -45,3 +45,27 @@ def adam_step(floating[::1] param, floating[::1] m, floating[::1] v,
             skc_adam_d(stop - start, &param[start], &m[start], &v[start], &grad[start],
                        l2, beta_1, 1 - beta_1, beta_2, 1 - beta_2, -learning_rate,
                        epsilon)
+
+
+def sum_of_squares(const floating[::1] values):
+    """``sum(values ** 2)`` accumulated in float64, in a fixed order.
+
+    Eight interleaved partial sums (value ``i`` goes to sum ``i % 8``), added pairwise
+    at the end: the order depends on the length only. Faster than converting to
+    float64 and calling ``np.einsum`` (the L2 penalty of every minibatch).
+    """
+    cdef:
+        Py_ssize_t n = values.shape[0], i, j, body = n - n % 8
+        double acc[8]
+        double value
+    for j in range(8):
+        acc[j] = 0
+    with nogil:
+        for i in range(0, body, 8):
+            for j in range(8):
+                value = values[i + j]
+                acc[j] += value * value
+        for i in range(body, n):
+            value = values[i]
+            acc[i - body] += value * value
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))

@@ -312,21 +312,25 @@ def _conv_pool2x2_geometry(x, w, padding, dilation):
             to_3d(dilation, 1))
 
 
-def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", n_jobs=None,
-                  out=None, codes=None, want_codes=True):
-    """A stride-1 2-D convolution followed by 2x2/stride-2 max or min pooling, fused.
+def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False,
+                  n_jobs=None, out=None, codes=None, want_codes=True):
+    """A stride-1 2-D convolution followed by 2x2/stride-2 max or min pooling (and
+    relu), fused.
 
-    Internal: the network's path for a Conv layer followed by such a Pool layer. The
-    result equals ``pool_with_indices(conv(x, w, b, ...), 2, mode=mode)`` bit for bit,
-    without storing the convolution's output (its pooling is done per sample, in
-    cache). Instead of flat indices it returns ``codes``: the winning cell's place in
-    its window (0 to 3, row-major), which :func:`_conv_pool2x2_backward` takes.
+    Internal: the network's path for a Conv layer followed by such a Pool layer (and a
+    relu Activation). The result equals ``pool_with_indices(conv(x, w, b, ...), 2,
+    mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit, without storing the
+    convolution's output (its pooling is done per sample, in cache). Instead of flat
+    indices it returns ``codes``: the winning cell's place in its window (0 to 3,
+    row-major), which :func:`_conv_pool2x2_backward` takes.
 
     Parameters
     ----------
     x, w, b, padding, dilation, n_jobs
         As in :func:`conv` (stride is 1), with 2-D maps.
     mode : {'max', 'min'}
+    relu : bool, default=False
+        Apply relu to the pooled output.
     out, codes : ndarray, default=None
         Where to write the pooled output and the codes (uint8), as ``out`` in
         :func:`conv`.
@@ -355,16 +359,17 @@ def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", n_jobs=Non
                                  w.size * math.prod(conv_out) * x.shape[0])
     _conv.conv_pool_forward(view_3d(x), view_3d(w), b, view_3d(y),
                             None if codes is None else view_3d(codes), conv_out, pad_lo,
-                            dilation, mode == "min", n_threads)
+                            dilation, mode == "min", bool(relu), n_threads)
     return y, codes
 
 
-def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs=None,
-                           compute_grad_x=True, out=None):
+def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_output=None,
+                           n_jobs=None, compute_grad_x=True, out=None):
     """Gradients of :func:`_conv_pool2x2` with respect to x, w and b.
 
-    Internal. Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` bit
-    for bit, without storing the convolution's gradient for the whole batch.
+    Internal. Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` (of
+    the relu's backward first, with ``relu_output``) bit for bit, without storing the
+    convolution's gradient for the whole batch.
 
     Parameters
     ----------
@@ -372,6 +377,8 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs
         Gradient with respect to the pooled output.
     codes : ndarray of uint8, same shape
         As returned by the forward.
+    relu_output : ndarray, same shape, default=None
+        The forward's output when it applied relu.
     x, w, padding, dilation, n_jobs, compute_grad_x, out
         As in :func:`conv_backward`.
 
@@ -386,7 +393,11 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs
     grad_y = as_float_array(grad_y, "grad_y")
     expected = x.shape[:1] + w.shape[:1] + pooled
     codes = np.asarray(codes)
-    for name, array in (("grad_y", grad_y), ("codes", codes)):
+    named = [("grad_y", grad_y), ("codes", codes)]
+    if relu_output is not None:
+        relu_output = as_float_array(relu_output, "relu_output")
+        named.append(("relu_output", relu_output))
+    for name, array in named:
         if array.shape != expected:
             raise ValueError(
                 f"{name} must have shape {expected} (the pooled output for x with shape "
@@ -397,11 +408,16 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs
     dtype = common_float_dtype(grad_y, x, w)
     grad_y, x, w = contiguous(grad_y, dtype), contiguous(x, dtype), contiguous(w, dtype)
     codes = np.ascontiguousarray(codes)
+    if relu_output is not None:
+        relu_output = contiguous(relu_output, dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
     if not finite:
         # The fused kernel is the shifted path, which needs finite inputs: unpool in
         # numpy and take the general path (rare: a diverged network).
+        if relu_output is not None:
+            with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
+                grad_y = grad_y * (relu_output > 0)  # the relu's backward
         return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
                              padding=padding, dilation=dilation, n_jobs=n_jobs,
                              compute_grad_x=compute_grad_x, out=out)
@@ -417,7 +433,8 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, n_jobs
     n_threads = threads_for_work(effective_n_threads(n_jobs),
                                  2 * w.size * math.prod(conv_out) * x.shape[0])
     _conv.conv_pool_backward(
-        view_3d(grad_y), view_3d(codes), view_3d(x), view_3d(w),
+        view_3d(grad_y), view_3d(codes),
+        None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
         None if grad_x is None else view_3d(grad_x), grad_w_chunks, grad_b_chunks,
         conv_out, pad_lo, dilation_3d, n_threads,
     )

@@ -1,8 +1,9 @@
-"""Tests of the fused convolution + 2x2 pooling (``skconv.ops._conv_pool2x2``).
+"""Tests of the fused convolution + 2x2 pooling (+ relu) (``skconv.ops._conv_pool2x2``).
 
 The fused path must equal the unfused one bit for bit: ``conv`` then
-``pool_with_indices`` forward, ``pool_backward_indices`` then ``conv_backward``
-backward (both tested against slow twins in test_conv.py and test_pool.py). Covered:
+``pool_with_indices`` (then ``relu``) forward, ``relu_backward``,
+``pool_backward_indices`` then ``conv_backward`` backward (tested against slow twins
+in test_conv.py, test_pool.py and test_activations.py). Covered:
 random geometries and both dtypes, ties (integer data), NaN and infinities, thread
 counts, empty batches, the codes' meaning, the numpy fallback of the backward and
 argument checking.
@@ -14,23 +15,30 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from skconv import ops
+from skconv._activations import relu as relu_forward
+from skconv._activations import relu_backward
 
 DTYPES = [np.float32, np.float64]
 
 
-def unfused(x, w, b, grad_pooled, mode, n_jobs=1, **kw):
+def unfused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
     """Reference: the separate ops, as the network runs them without fusion."""
     y = ops.conv(x, w, b, n_jobs=n_jobs, **kw)
-    pooled, indices = ops.pool_with_indices(y, 2, mode=mode, n_jobs=n_jobs)
+    out, indices = ops.pool_with_indices(y, 2, mode=mode, n_jobs=n_jobs)
+    grad_pooled = grad_out
+    if relu:
+        out = relu_forward(out)
+        grad_pooled = relu_backward(out, grad_out)
     grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape, n_jobs=n_jobs)
     grads = ops.conv_backward(grad_y, x, w, n_jobs=n_jobs, **kw)
-    return pooled, indices, grads
+    return out, indices, grads
 
 
-def fused(x, w, b, grad_pooled, mode, n_jobs=1, **kw):
-    pooled, codes = ops._conv_pool2x2(x, w, b, mode=mode, n_jobs=n_jobs, **kw)
-    grads = ops._conv_pool2x2_backward(grad_pooled, codes, x, w, n_jobs=n_jobs, **kw)
-    return pooled, codes, grads
+def fused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
+    out, codes = ops._conv_pool2x2(x, w, b, mode=mode, relu=relu, n_jobs=n_jobs, **kw)
+    grads = ops._conv_pool2x2_backward(grad_out, codes, x, w, n_jobs=n_jobs,
+                                       relu_output=out if relu else None, **kw)
+    return out, codes, grads
 
 
 def assert_bitwise_equal(actual, expected, what):
@@ -41,12 +49,13 @@ def assert_bitwise_equal(actual, expected, what):
                                   err_msg=what)
 
 
-def check_fused_equals_unfused(x, w, b, mode, seed=0, n_jobs=1, **kw):
+def check_fused_equals_unfused(x, w, b, mode, seed=0, n_jobs=1, relu=False, **kw):
     conv_out = ops.conv_output_shape(x.shape[2:], w.shape[2:], **kw)
     pooled_shape = x.shape[:1] + w.shape[:1] + tuple(s // 2 for s in conv_out)
     grad_pooled = np.random.default_rng(seed).standard_normal(pooled_shape).astype(x.dtype)
-    ref_pooled, indices, ref_grads = unfused(x, w, b, grad_pooled, mode, n_jobs, **kw)
-    got_pooled, codes, got_grads = fused(x, w, b, grad_pooled, mode, n_jobs, **kw)
+    ref_pooled, indices, ref_grads = unfused(x, w, b, grad_pooled, mode, n_jobs, relu,
+                                             **kw)
+    got_pooled, codes, got_grads = fused(x, w, b, grad_pooled, mode, n_jobs, relu, **kw)
     assert_bitwise_equal(got_pooled, ref_pooled, "pooled output")
     # A code is the winning cell's place in its 2x2 window; decoded, it is the flat
     # index that pool_with_indices returns.
@@ -76,6 +85,7 @@ def fused_configs(draw):
         bias=draw(st.booleans()),
         integer_data=draw(st.booleans()),  # many ties in the pooling windows
         mode=draw(st.sampled_from(["max", "min"])),
+        relu=draw(st.booleans()),
         dtype=draw(st.sampled_from(DTYPES)),
         n_jobs=draw(st.sampled_from([1, 2, 3])),
         seed=draw(st.integers(0, 2**32 - 1)),
@@ -97,11 +107,12 @@ def test_property_fused_equals_unfused(cfg):
         b = None if b is None else np.round(b)
     x, w = x.astype(dtype), w.astype(dtype)
     b = None if b is None else b.astype(dtype)
-    check_fused_equals_unfused(x, w, b, cfg["mode"], cfg["seed"], cfg["n_jobs"], **kw)
+    check_fused_equals_unfused(x, w, b, cfg["mode"], cfg["seed"], cfg["n_jobs"],
+                               cfg["relu"], **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("mode,relu", [("max", False), ("min", False), ("max", True)])
 @pytest.mark.parametrize(
     "n,c,in_shape,d,kernel,kw",
     [
@@ -112,19 +123,21 @@ def test_property_fused_equals_unfused(cfg):
         (2, 2, (3, 3), 3, (2, 2), dict()),  # 2x2 conv output: one window
     ],
 )
-def test_lenet_and_edge_geometries(dtype, mode, n, c, in_shape, d, kernel, kw):
+def test_lenet_and_edge_geometries(dtype, mode, relu, n, c, in_shape, d, kernel, kw):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((n, c) + in_shape).astype(dtype)
     w = rng.standard_normal((d, c) + kernel).astype(dtype)
     b = rng.standard_normal(d).astype(dtype)
-    check_fused_equals_unfused(x, w, b, mode, **kw)
+    check_fused_equals_unfused(x, w, b, mode, relu=relu, **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_nan_and_infinities(dtype, mode):
+@pytest.mark.parametrize("relu", [False, True])
+def test_nan_and_infinities(dtype, mode, relu):
     # NaN wins its window in the pooling (the first NaN), infinities are ordinary
-    # extremes; the backward has non-finite inputs, so it takes the numpy fallback.
+    # extremes; relu keeps NaN; the backward has non-finite inputs, so it takes the
+    # numpy fallback.
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 12, 13)).astype(dtype)
     x[0, 0, 3, 4] = np.nan
@@ -132,7 +145,26 @@ def test_nan_and_infinities(dtype, mode):
     x[2, 0, 0, 0] = -np.inf
     w = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)
-    check_fused_equals_unfused(x, w, b, mode, padding="same")
+    check_fused_equals_unfused(x, w, b, mode, relu=relu, padding="same")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_of_zeros_and_infinite_gradient(dtype):
+    # relu's backward multiplies by (y > 0), so an infinite gradient on a cell that
+    # relu set to zero gives NaN, as in the unfused layers (the fallback path).
+    x = np.zeros((2, 1, 4, 4), dtype=dtype)
+    w = np.full((2, 1, 1, 1), -0.0, dtype=dtype)
+    b = np.array([-1.0, 1.0], dtype=dtype)
+    check_fused_equals_unfused(x, w, b, "max", relu=True)
+    out, codes = ops._conv_pool2x2(x, w, b, relu=True)
+    assert (out[:, 0] == 0).all() and (out[:, 1] == 1).all()
+    grad = np.full(out.shape, np.inf, dtype=dtype)
+    got = ops._conv_pool2x2_backward(grad, codes, x, w, relu_output=out)
+    with np.errstate(invalid="ignore"):
+        _, _, expected = unfused(x, w, b, grad, "max", relu=True)
+    assert np.isnan(got[2][0]) and got[2][1] == np.inf
+    for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
+        assert_bitwise_equal(g, e, name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -228,6 +260,8 @@ def test_bad_arguments():
         ops._conv_pool2x2_backward(pooled[:1], codes, x, w)
     with pytest.raises(TypeError, match="codes must be uint8"):
         ops._conv_pool2x2_backward(pooled, codes.astype(np.int64), x, w)
+    with pytest.raises(ValueError, match=r"relu_output must have shape \(2, 3, 2, 2\)"):
+        ops._conv_pool2x2_backward(pooled, codes, x, w, relu_output=pooled[:1])
     with pytest.raises(ValueError, match="out"):
         ops._conv_pool2x2(x, w, out=np.empty((2, 3, 3, 3)))
     with pytest.raises(ValueError, match="codes"):

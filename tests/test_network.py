@@ -529,21 +529,25 @@ def test_pool_before_activation_is_bitwise_the_same_network(activation, mode, dt
 @pytest.mark.parametrize(
     "kwargs",
     [dict(), dict(pooling="min", padding="valid"), dict(activation="tanh"),
-     dict(kernel_size=3, dilation=2, padding=1)],
+     dict(activation="identity"), dict(kernel_size=3, dilation=2, padding=1)],
 )
 def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dtype):
-    # Network fuses each conv with the 2x2 max/min pool after it (the convolution's
-    # output is never stored); a few Adam steps must match running every layer on its
-    # own, bit for bit, for logits, gradients, parameters and inference.
+    # Network fuses each conv with the 2x2 max/min pool after it, and the relu after
+    # that (the convolution's output is never stored); a few Adam steps must match
+    # running every layer on its own, bit for bit, for logits, gradients, parameters
+    # and inference.
     shape = (1, 16, 16)
     fused = build_lenet5(shape, 4, **kwargs)
     plain = Network(copy.deepcopy(fused.layers), fuse=False)
     _init(fused, 0, dtype, shape=shape)
     plain.initialize(shape, np.random.RandomState(0), dtype)
     plain.set_state(fused.get_state())
-    n_fused = sum(len(step) == 2 for step in fused._steps)
+    fused_steps = [step for step in fused._steps if len(step) > 1]
+    activation = kwargs.get("activation", "relu")
     # tanh keeps the textbook order (conv, tanh, pool): nothing to fuse there.
-    assert n_fused == (0 if kwargs.get("activation") == "tanh" else 2)
+    expected = {"relu": [(0, 1, 2), (3, 4, 5)], "identity": [(0, 1), (3, 4)],
+                "tanh": []}[activation]
+    assert fused_steps == expected
     assert all(len(step) == 1 for step in plain._steps)
     rng = np.random.RandomState(5)
     optimizers = [Adam(net.params, learning_rate=1e-2) for net in (fused, plain)]
@@ -597,6 +601,20 @@ def test_l2_helpers_follow_sklearn_convention():
         else:  # bias: not penalised
             np.testing.assert_array_equal(g, 1.0)
     assert l2_penalty(net, 0.0, 32) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23, 10_001])
+def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
+    from skconv._update import sum_of_squares
+
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal(n).astype(dtype)
+    expected = float(np.sum(values.astype(np.longdouble) ** 2))
+    assert sum_of_squares(values) == pytest.approx(expected, rel=1e-13, abs=0)
+    # Small integers: every partial sum is exact, so the result is too.
+    integers = rng.integers(-50, 50, n).astype(dtype)
+    assert sum_of_squares(integers) == float(np.sum(integers.astype(np.int64) ** 2))
 
 
 # ------------------------------------------------------------------------------------
