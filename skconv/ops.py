@@ -11,6 +11,7 @@ Non-contiguous and read-only arrays are accepted (copied only when needed).
 """
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -298,14 +299,29 @@ def conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilati
 
 def _conv_pool2x2_geometry(x, w, padding, dilation):
     """Checked (conv_out, pooled_out, pad_lo, dilation) of the fused 2-D path."""
-    if x.ndim != 4 or not conv_pool2x2_supported(x.shape[1:], w.shape[2:],
-                                                 padding=padding, dilation=dilation):
+    try:
+        geometry = _cached_conv_pool2x2_geometry(x.shape[1:], w.shape[2:], padding,
+                                                 dilation)
+    except TypeError:  # unhashable padding or dilation (a list): not cached
+        geometry = _cached_conv_pool2x2_geometry.__wrapped__(x.shape[1:], w.shape[2:],
+                                                             padding, dilation)
+    if geometry is None:
         raise ValueError(
             f"the fused convolution and 2x2 pooling needs 2-D maps, stride 1 and a "
             f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
             f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
         )
-    _, pads, dilation, conv_out = _conv_geometry(x.shape[2:], w.shape[2:], 1, padding,
+    return geometry
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _cached_conv_pool2x2_geometry(x_shape, kernel_shape, padding, dilation):
+    # A network calls the fused op with the same few geometries every minibatch;
+    # checking them costs as much as the kernel on a small batch. None: unsupported.
+    if not conv_pool2x2_supported(x_shape, kernel_shape, padding=padding,
+                                  dilation=dilation):
+        return None
+    _, pads, dilation, conv_out = _conv_geometry(x_shape[1:], kernel_shape, 1, padding,
                                                  dilation)
     pooled = tuple(size // 2 for size in conv_out)
     return ((1,) + conv_out, pooled, to_3d([lo for lo, _ in pads], 0),
