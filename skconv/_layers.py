@@ -1,9 +1,9 @@
 """Layers of the private network engine: forward and backward over a minibatch.
 
-Every layer computes through :mod:`skconv.ops` (convolution and pooling) or numpy /
-BLAS (dense, activations), never through anything above it. Shapes given to and
-returned by :meth:`Layer.initialize` exclude the batch axis; arrays passed to
-:meth:`Layer.forward` and :meth:`Layer.backward` carry it first.
+Every layer computes through :mod:`skconv.ops` (convolution and pooling),
+``skconv._dense`` (dense) or numpy (activations), never through anything above it.
+Shapes given to and returned by :meth:`Layer.initialize` exclude the batch axis;
+arrays passed to :meth:`Layer.forward` and :meth:`Layer.backward` carry it first.
 
 Life cycle of a layer::
 
@@ -24,9 +24,9 @@ import numbers
 
 import numpy as np
 
-from . import ops
+from . import _dense, ops
 from ._activations import get_activation
-from ._threads import single_threaded_blas
+from ._threads import effective_n_threads, single_threaded_blas, threads_for_work
 from ._validation import MAX_SPATIAL_DIMS, normalize_padding, per_axis
 
 __all__ = [
@@ -580,10 +580,16 @@ class Flatten(Layer):
 class Dense(Layer):
     """Fully connected layer ``y = x @ W + b``.
 
-    The matrix products run with a single-threaded BLAS whatever ``n_jobs`` says: at
-    LeNet sizes a threaded BLAS loses to one thread (e.g. (128, 784) @ (784, 120) in
-    float32: 0.6 ms on one thread, 8-15 ms on two busy cores) and its threads would
-    contend with the OpenMP threads the conv and pool kernels leave spinning.
+    The matrix products run in ``skconv._dense`` on up to ``n_jobs`` OpenMP threads,
+    each calling a single-threaded BLAS (a threaded BLAS loses at these sizes, e.g.
+    (128, 784) @ (784, 120) in float32: 0.6 ms on one thread, 8-15 ms on two busy
+    cores, and its threads would contend with ours). Each product is cut into a fixed
+    set of chunks of its output that depends on the shapes only, one BLAS call per
+    chunk, so every value comes from the same call whatever the thread count:
+    results are bitwise identical for any ``n_jobs``. The chunks run along the longer
+    side of the output, 1, 2 or 4 of them, each of at least 2**21 multiply-adds
+    (LeNet-5 at batch 64: two for 784 -> 120, one for 120 -> 84 and 84 -> 10). The
+    bias gradient adds the rows of ``grad_y`` in order.
 
     Parameters
     ----------
@@ -626,25 +632,29 @@ class Dense(Layer):
 
     def forward(self, x, n_jobs, training):
         w, b = self.params
+        # The kernel takes C-contiguous arrays of the layer's dtype (a first layer may
+        # get a strided view).
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        shape = (x.shape[0],) + self.output_shape
+        # Inference goes through the same kernel, so its values are the training ones.
+        y = self._workspace("y", shape, x.dtype) if training else np.empty(shape, x.dtype)
+        n_threads = threads_for_work(effective_n_threads(n_jobs), x.size * w.shape[1])
         with single_threaded_blas():
-            if training:
-                out = self._workspace("y", (x.shape[0],) + self.output_shape, x.dtype)
-                y = np.matmul(x, w, out=out)
-            else:
-                y = x @ w
-        y += b
+            _dense.dense_forward(x, w, b, y, n_threads)
         self._x = x if training else None
         return y
 
     def backward(self, grad_y, n_jobs, need_input_grad):
         x = self._take_cache("_x")
+        w = self.params[0]
+        grad_y = np.ascontiguousarray(grad_y, dtype=self.dtype)
+        grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
+        # The weight gradient, and the input gradient if wanted: one forward each.
+        work = x.size * w.shape[1] * (2 if need_input_grad else 1)
+        n_threads = threads_for_work(effective_n_threads(n_jobs), work)
         with single_threaded_blas():
-            np.matmul(x.T, grad_y, out=self.grads[0])
-            grad_x = None
-            if need_input_grad:
-                grad_x = np.matmul(grad_y, self.params[0].T,
-                                   out=self._workspace("grad_x", x.shape, grad_y.dtype))
-        np.sum(grad_y, axis=0, out=self.grads[1])
+            _dense.dense_backward(grad_y, x, w, grad_x, self.grads[0], self.grads[1],
+                                  n_threads)
         return grad_x
 
     def __repr__(self):

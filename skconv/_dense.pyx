@@ -1,0 +1,270 @@
+"""Fully connected layer kernels: ``y = x @ W + b`` and its gradients, on threads.
+
+Each of the three matrix products (forward, weight gradient, input gradient) is cut
+into a FIXED set of chunks of its output, one single-threaded BLAS call per chunk,
+and the chunks are shared out over the OpenMP threads with ``prange``. The chunking
+depends only on the shapes (``_chunking``), never on the thread count, so every
+output value comes out of the same BLAS call with the same arguments whatever
+``n_threads`` is: results are bitwise identical for any number of threads. (BLAS may
+pick a different kernel, hence a different summation order, for a different matrix
+size; that is why the chunks must not follow the thread count.)
+
+Which side of an output is cut: every BLAS call reads, and copies ("packs"), the
+whole operand that the chunks share, so the chunks run along the longer side of the
+output, where that operand is the smaller one. LeNet-5's (64, 784) @ (784, 120) in
+float32 on one thread takes 0.12 ms in one call, 0.135 ms in two chunks of output
+columns (the 120 units), 0.20 ms in two chunks of batch rows; at a batch of 512 the
+batch is the longer side and the rows are cut. The weight gradient is cut along the
+input features (rows of grad_W, each value a sum over the whole batch inside one
+call) and the input gradient along the features too, unless the batch is larger.
+The bias gradient adds the rows of grad_y in order.
+
+Nothing here validates shapes: the ``Dense`` layer of ``skconv._layers`` hands over
+C-contiguous arrays of matching shapes and dtype, and limits BLAS to one thread
+around the calls (``skconv._threads.single_threaded_blas``), since the BLAS calls run
+inside our own parallel region.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+# Multiply-adds per chunk below which a product is not cut further (about 40 us of
+# float32 BLAS work): LeNet-5's 120 -> 84 and 84 -> 10 products stay whole, since
+# waking a thread and re-reading the shared operand would cost more than they save.
+cdef Py_ssize_t _CHUNK_WORK = 1 << 21
+# At most this many chunks: every chunk re-reads the shared operand, so more chunks
+# cost time on one thread (a (512, 784) @ (784, 120) float32 forward: 0.77 ms in one
+# call, 0.88 ms in 4 chunks, 0.97 ms in 8), against up to 4 threads they can feed.
+cdef Py_ssize_t _MAX_CHUNKS = 4
+# Rows (or columns) per chunk, at least: as many multiply-adds per re-read value.
+# LeNet-5's 120 units still make two chunks.
+cdef Py_ssize_t _MIN_CHUNK = 48
+# Chunk boundaries fall on multiples of this many rows or columns: whole 64-byte
+# lines of float32 and whole register tiles of the BLAS micro-kernels.
+cdef Py_ssize_t _ALIGN = 16
+
+
+cdef struct Chunking:
+    bint split_rows        # chunks of rows of the output (else of its columns)
+    Py_ssize_t length      # rows (or columns) that are split
+    Py_ssize_t n_chunks
+
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int k,
+                       floating alpha, const floating *a, int lda,
+                       const floating *b, int ldb, floating beta,
+                       floating *c, int ldc) noexcept nogil:
+    """Column-major C = alpha op(A) op(B) + beta C, for float or double."""
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float *> a, &lda,
+              <float *> b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double *> a, &lda,
+              <double *> b, &ldb, &beta, c, &ldc)
+
+
+cdef Chunking _chunking(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Fixed chunking of an (m, n) output with k terms per value; shapes only.
+
+    Cut along the longer side. The count is a power of two (equal shares for 2 or 4
+    threads), at most ``_MAX_CHUNKS``, with at least ``_CHUNK_WORK`` multiply-adds and
+    ``_MIN_CHUNK`` rows (or columns) per chunk; a product below twice
+    ``_CHUNK_WORK`` is one chunk.
+    """
+    cdef Chunking ch
+    cdef Py_ssize_t limit, count = 1
+    ch.split_rows = m >= n
+    ch.length = m if ch.split_rows else n
+    limit = min(_MAX_CHUNKS, min(m * n * k // _CHUNK_WORK, ch.length // _MIN_CHUNK))
+    while 2 * count <= limit:
+        count *= 2
+    ch.n_chunks = count
+    return ch
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, const Chunking *ch) noexcept nogil:
+    """First row (or column) of a chunk: ceil(chunk * length / n_chunks) rounded up to
+    ``_ALIGN``; ``length`` for chunk ``n_chunks``.
+
+    Chunks are at least ``_MIN_CHUNK >= _ALIGN`` long before rounding, so rounding
+    never empties one.
+    """
+    cdef Py_ssize_t start
+    if chunk >= ch.n_chunks:
+        return ch.length
+    start = (chunk * ch.length + ch.n_chunks - 1) // ch.n_chunks
+    start = (start + _ALIGN - 1) // _ALIGN * _ALIGN
+    return start if start < ch.length else ch.length
+
+
+cdef void _gemm_chunk(bint trans_a, bint trans_b,
+                      const floating *a, Py_ssize_t lda,   # IN  op(A): (m, k), row-major
+                      const floating *b, Py_ssize_t ldb,   # IN  op(B): (k, n), row-major
+                      floating beta,
+                      floating *c, Py_ssize_t ldc,         # INOUT (m, n), row-major
+                      Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const Chunking *ch, Py_ssize_t chunk) noexcept nogil:
+    """One chunk of the row-major product C = op(A) @ op(B) + beta C.
+
+    Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so B is passed
+    first. ``op(A)`` stored transposed is (k, m) with row stride ``lda``; same for B.
+    """
+    cdef:
+        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
+        char ta = c'T' if trans_a else c'N'
+        char tb = c'T' if trans_b else c'N'
+        floating one = 1
+    if ch.split_rows:
+        # Rows start..stop of C: rows of op(A), so columns of a transposed A.
+        _gemm(tb, ta, <int> n, <int> (stop - start), <int> k,
+              one, b, <int> ldb, a + (start if trans_a else start * lda), <int> lda,
+              beta, c + start * ldc, <int> ldc)
+    else:
+        # Columns start..stop of C: columns of op(B), so rows of a transposed B.
+        _gemm(tb, ta, <int> (stop - start), <int> m, <int> k,
+              one, b + (start * ldb if trans_b else start), <int> ldb, a, <int> lda,
+              beta, c + start, <int> ldc)
+
+
+cdef void _fill_bias(const floating *bias, floating *y, Py_ssize_t n_rows,
+                     Py_ssize_t n_units, const Chunking *ch,
+                     Py_ssize_t chunk) noexcept nogil:
+    """Write the bias into one chunk of y, which the chunk's GEMM then adds to."""
+    cdef:
+        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
+        Py_ssize_t row_lo = 0, row_hi = n_rows, u_lo = 0, u_hi = n_units, i, u
+    if ch.split_rows:
+        row_lo = start
+        row_hi = stop
+    else:
+        u_lo = start
+        u_hi = stop
+    for i in range(row_lo, row_hi):
+        for u in range(u_lo, u_hi):
+            y[i * n_units + u] = bias[u]
+
+
+cdef void _forward_chunk(const floating *x, const floating *w, const floating *bias,
+                         floating *y, Py_ssize_t n_rows, Py_ssize_t n_features,
+                         Py_ssize_t n_units, const Chunking *ch,
+                         Py_ssize_t chunk) noexcept nogil:
+    # y = b + x @ W on the chunk: the bias is written first and the GEMM adds to it
+    # (beta = 1), so no pass over y follows.
+    _fill_bias(bias, y, n_rows, n_units, ch, chunk)
+    _gemm_chunk(False, False, x, n_features, w, n_units, 1, y, n_units,
+                n_rows, n_units, n_features, ch, chunk)
+
+
+def forward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):
+    """``(split_rows, n_chunks)`` of the forward product (for tests and benchmarks)."""
+    cdef Chunking ch = _chunking(n_rows, n_units, n_features)
+    return bool(ch.split_rows), ch.n_chunks
+
+
+def backward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):
+    """``((split_rows, n_chunks) of grad_W, (split_rows, n_chunks) of grad_x)``."""
+    cdef Chunking ch_w = _chunking(n_features, n_units, n_rows)
+    cdef Chunking ch_x = _chunking(n_rows, n_features, n_units)
+    return ((bool(ch_w.split_rows), ch_w.n_chunks),
+            (bool(ch_x.split_rows), ch_x.n_chunks))
+
+
+def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
+                  const floating[:, ::1] w,     # IN  (F, U)
+                  const floating[::1] b,        # IN  (U,)
+                  floating[:, ::1] y,           # OUT (N, U)
+                  int n_threads):
+    """y = x @ w + b, on up to ``n_threads`` threads; bitwise the same for any count.
+
+    Shapes are trusted (``skconv._layers.Dense`` checks them); BLAS must be limited to
+    one thread by the caller. ``y`` is overwritten.
+    """
+    cdef:
+        Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
+        Chunking ch = _chunking(n_rows, n_units, n_features)
+        Py_ssize_t chunk
+    if n_rows == 0:
+        return
+    n_threads = max(1, min(n_threads, ch.n_chunks))
+    with nogil:
+        if n_threads == 1:
+            # No parallel region: a one-thread team still costs its set-up.
+            for chunk in range(ch.n_chunks):
+                _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
+                               n_units, &ch, chunk)
+        else:
+            for chunk in prange(ch.n_chunks, schedule="static", num_threads=n_threads):
+                _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
+                               n_units, &ch, chunk)
+
+
+cdef void _sum_rows(const floating *g, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                    floating *total) noexcept nogil:
+    """total = the sum of the rows of g, added one row after another."""
+    cdef Py_ssize_t i, j
+    for j in range(n_cols):
+        total[j] = g[j]
+    for i in range(1, n_rows):
+        for j in range(n_cols):
+            total[j] = total[j] + g[i * n_cols + j]
+
+
+def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
+                   const floating[:, ::1] x,        # IN  (N, F)
+                   const floating[:, ::1] w,        # IN  (F, U)
+                   floating[:, ::1] grad_x,         # OUT (N, F) or None
+                   floating[:, ::1] grad_w,         # OUT (F, U)
+                   floating[::1] grad_b,            # OUT (U,)
+                   int n_threads):
+    """Gradients of ``dense_forward``: grad_W = x^T grad_y, grad_b = column sums of
+    grad_y and, if ``grad_x`` is given, grad_x = grad_y W^T.
+
+    Each value of grad_W sums over the whole batch inside one BLAS call; grad_b adds
+    the rows of grad_y in order. Bitwise the same for any ``n_threads``; shapes are
+    trusted and BLAS must be single-threaded, as in ``dense_forward``. The outputs are
+    overwritten.
+    """
+    cdef:
+        Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
+        # grad_W (F, U) = x^T (F, N) @ grad_y (N, U); grad_x (N, F) = grad_y @ W^T.
+        Chunking ch_w = _chunking(n_features, n_units, n_rows)
+        Chunking ch_x = _chunking(n_rows, n_features, n_units)
+        bint want_grad_x = grad_x is not None
+        Py_ssize_t chunk
+        floating *gx = NULL
+    if n_rows == 0:
+        # Empty sums (BLAS would be handed pointers into empty arrays).
+        grad_w[:, :] = 0
+        grad_b[:] = 0
+        return
+    if want_grad_x:
+        gx = &grad_x[0, 0]
+    else:
+        ch_x.n_chunks = 0   # no input gradient: its loops run no chunk
+    n_threads = max(1, min(n_threads, max(ch_w.n_chunks, ch_x.n_chunks)))
+    with nogil:
+        # N * U additions: too few to share out.
+        _sum_rows(&grad_y[0, 0], n_rows, n_units, &grad_b[0])
+        # Two loops in one parallel region (one team wake-up), each split evenly
+        # between the threads: the weight gradient, then the input gradient.
+        if n_threads == 1:
+            for chunk in range(ch_w.n_chunks):
+                _gemm_chunk(True, False, &x[0, 0], n_features, &grad_y[0, 0], n_units,
+                            0, &grad_w[0, 0], n_units, n_features, n_units, n_rows,
+                            &ch_w, chunk)
+            for chunk in range(ch_x.n_chunks):
+                _gemm_chunk(False, True, &grad_y[0, 0], n_units, &w[0, 0], n_units,
+                            0, gx, n_features, n_rows, n_features, n_units,
+                            &ch_x, chunk)
+        else:
+            with parallel(num_threads=n_threads):
+                for chunk in prange(ch_w.n_chunks, schedule="static"):
+                    _gemm_chunk(True, False, &x[0, 0], n_features, &grad_y[0, 0],
+                                n_units, 0, &grad_w[0, 0], n_units, n_features,
+                                n_units, n_rows, &ch_w, chunk)
+                for chunk in prange(ch_x.n_chunks, schedule="static"):
+                    _gemm_chunk(False, True, &grad_y[0, 0], n_units, &w[0, 0],
+                                n_units, 0, gx, n_features, n_rows, n_features,
+                                n_units, &ch_x, chunk)

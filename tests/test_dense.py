@@ -1,0 +1,218 @@
+"""Tests of the threaded dense kernels (``skconv._dense``) through the ``Dense`` layer.
+
+Groups, in file order:
+
+1. forward and backward against numpy products in float64, on shapes from batch 1
+   and one unit up to ones that are cut into chunks along either side;
+2. bitwise equality of outputs and gradients for any ``n_jobs``;
+3. central differences in float64;
+4. layouts: strided inputs, inference against training, an empty batch.
+
+Tolerances: each value is compared with the float64 product, the allowed error being
+``(K + 1) * eps * scale``, where ``scale`` is the same product on the absolute values
+of the operands and K the number of terms: the worst-case rounding error of a sum of
+K products plus the bias in any order (doubled in float64, whose reference rounds
+too).
+"""
+
+import numpy as np
+import pytest
+
+from skconv import _dense
+from skconv._layers import Dense
+
+DTYPES = [np.float32, np.float64]
+
+# (batch, features, units). The last ones are cut into several chunks (see
+# test_chunking_covers_both_sides).
+SHAPES = [
+    (1, 1, 1),
+    (1, 7, 3),
+    (5, 13, 1),
+    (3, 1, 4),
+    (17, 33, 9),
+    (64, 84, 10),
+    (64, 120, 84),
+    (64, 784, 120),      # LeNet-5's first dense layer: y in chunks of units
+    (300, 203, 97),      # y and grad_x in chunks of batch rows, the last one shorter
+    (37, 263, 1001),     # grad_W in chunks of its columns
+]
+
+
+def _layer(n_features, units, dtype, seed=0):
+    layer = Dense(units)
+    layer.initialize((n_features,), np.random.RandomState(seed), dtype)
+    # Non-zero biases, so that their place in the sum is checked too.
+    layer.params[1][...] = np.random.RandomState(seed + 1).standard_normal(units)
+    return layer
+
+
+def _problem(shape, dtype, seed=0):
+    n, f, u = shape
+    rng = np.random.default_rng(seed)
+    layer = _layer(f, u, dtype, seed)
+    x = rng.standard_normal((n, f)).astype(dtype)
+    grad_y = rng.standard_normal((n, u)).astype(dtype)
+    return layer, x, grad_y
+
+
+def _run(layer, x, grad_y, n_jobs, need_input_grad=True):
+    y = layer.forward(x, n_jobs, training=True).copy()
+    grad_x = layer.backward(grad_y, n_jobs, need_input_grad)
+    grad_x = None if grad_x is None else grad_x.copy()
+    return y, grad_x, layer.grads[0].copy(), layer.grads[1].copy()
+
+
+def _assert_close(actual, exact, scale, n_terms, dtype, name):
+    eps = np.finfo(dtype).eps
+    bound = (n_terms + 1) * eps * scale * (2 if dtype == np.float64 else 1)
+    assert actual.dtype == dtype, name
+    assert actual.shape == exact.shape, name
+    err = np.abs(actual.astype(np.float64) - exact)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert np.all(err <= bound), (
+        f"{name}: error {err[worst]:.3g} > bound {bound[worst]:.3g} at {worst}")
+
+
+# ---------------------------------------------------------------------------------
+# 1. against numpy
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_backward_match_numpy(shape, dtype):
+    n, f, u = shape
+    layer, x, grad_y = _problem(shape, dtype)
+    w, b = (p.astype(np.float64) for p in layer.params)
+    x64, g64 = x.astype(np.float64), grad_y.astype(np.float64)
+    y, grad_x, grad_w, grad_b = _run(layer, x, grad_y, n_jobs=2)
+    _assert_close(y, x64 @ w + b, np.abs(x64) @ np.abs(w) + np.abs(b), f, dtype, "y")
+    _assert_close(grad_w, x64.T @ g64, np.abs(x64.T) @ np.abs(g64), n, dtype, "grad_w")
+    _assert_close(grad_b, g64.sum(axis=0), np.abs(g64).sum(axis=0), n, dtype, "grad_b")
+    _assert_close(grad_x, g64 @ w.T, np.abs(g64) @ np.abs(w.T), u, dtype, "grad_x")
+
+
+def test_chunking_covers_both_sides():
+    # The shapes above exercise every way of cutting: rows and columns, one chunk and
+    # several, for each of the three products.
+    seen = set()
+    for n, f, u in SHAPES:
+        forward = _dense.forward_chunking(n, f, u)
+        grad_w, grad_x = _dense.backward_chunking(n, f, u)
+        for name, (split_rows, n_chunks) in (("y", forward), ("grad_w", grad_w),
+                                             ("grad_x", grad_x)):
+            seen.add((name, split_rows, n_chunks > 1))
+    for name in ("y", "grad_w", "grad_x"):
+        for split_rows in (True, False):
+            assert (name, split_rows, True) in seen, (name, split_rows)
+        assert any((name, s, False) in seen for s in (True, False)), name
+
+
+def test_lenet5_chunking():
+    # The big product of LeNet-5 is shared between threads, the tiny ones are not.
+    assert _dense.forward_chunking(64, 784, 120) == (False, 2)
+    assert _dense.backward_chunking(64, 784, 120) == ((True, 2), (False, 2))
+    for f, u in ((120, 84), (84, 10)):
+        assert _dense.forward_chunking(64, f, u)[1] == 1
+        assert [c for _, c in _dense.backward_chunking(64, f, u)] == [1, 1]
+
+
+# ---------------------------------------------------------------------------------
+# 2. thread invariance
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[0] * s[1] * s[2] >= 4 << 20]
+                         + [(512, 784, 120), (100, 2000, 64)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_do_not_depend_on_n_jobs(shape, dtype):
+    n, f, u = shape
+    chunks = [_dense.forward_chunking(n, f, u)[1]]
+    chunks += [c for _, c in _dense.backward_chunking(n, f, u)]
+    assert max(chunks) > 1  # otherwise there is nothing to share
+    layer, x, grad_y = _problem(shape, dtype)
+    expected = _run(layer, x, grad_y, n_jobs=1)
+    for n_jobs in (2, 3, None, -1):
+        got = _run(layer, x, grad_y, n_jobs)
+        for name, a, e in zip(("y", "grad_x", "grad_w", "grad_b"), got, expected):
+            np.testing.assert_array_equal(a, e, err_msg=f"{name} n_jobs={n_jobs}")
+        # Without the input gradient the weight gradients are the same too.
+        got = _run(layer, x, grad_y, n_jobs, need_input_grad=False)
+        assert got[1] is None
+        np.testing.assert_array_equal(got[2], expected[2])
+        np.testing.assert_array_equal(got[3], expected[3])
+        np.testing.assert_array_equal(layer.forward(x, n_jobs, training=False),
+                                      expected[0])
+
+
+# ---------------------------------------------------------------------------------
+# 3. central differences
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(3, 5, 4), (64, 784, 120)], ids=str)
+def test_gradients_match_central_differences(shape):
+    # loss = sum(tanh(Dense(x)) * R): not linear in the parameters, so a transposed or
+    # misplaced chunk could not pass. The big case is cut into chunks; a sample of
+    # its entries is checked.
+    n, f, u = shape
+    layer, x, _ = _problem(shape, np.float64, seed=3)
+    x = x.astype(np.float64)
+    rng = np.random.default_rng(4)
+    r = rng.standard_normal((n, u))
+
+    def loss():
+        return float(np.sum(np.tanh(layer.forward(x, 2, training=False)) * r))
+
+    y = layer.forward(x, 2, training=True)
+    grad_x = layer.backward(r * (1 - np.tanh(y) ** 2), 2, True)
+    analytic = [grad_x.copy()] + [g.copy() for g in layer.grads]
+    h = 1e-6
+    for arr, grad in zip([x] + layer.params, analytic):
+        flat = range(arr.size) if arr.size <= 60 else rng.choice(arr.size, 60, replace=False)
+        for i in flat:
+            idx = np.unravel_index(i, arr.shape)
+            old = arr[idx]
+            arr[idx] = old + h
+            plus = loss()
+            arr[idx] = old - h
+            minus = loss()
+            arr[idx] = old
+            # Truncation ~ h^2 * |third derivative| ~ 1e-12; rounding ~ 1e-16 *
+            # |loss| / h ~ 1e-8 for the big case, 1e-10 for the small one.
+            np.testing.assert_allclose(grad[idx], (plus - minus) / (2 * h),
+                                       rtol=1e-6, atol=1e-7, err_msg=str(idx))
+
+
+# ---------------------------------------------------------------------------------
+# 4. layouts
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_and_fortran_inputs(dtype):
+    layer, x, grad_y = _problem((64, 784, 120), dtype)
+    expected = _run(layer, x, grad_y, n_jobs=2)
+    wide = np.zeros((64, 2 * 784), dtype=dtype)
+    wide[:, ::2] = x
+    for view in (wide[:, ::2], np.asfortranarray(x)):
+        got = _run(layer, view, np.asfortranarray(grad_y), n_jobs=2)
+        for a, e in zip(got, expected):
+            np.testing.assert_array_equal(a, e)
+
+
+def test_inference_matches_training_and_is_fresh():
+    layer, x, _ = _problem((64, 784, 120), np.float32)
+    train = layer.forward(x, 2, training=True)
+    infer = layer.forward(x, 2, training=False)
+    np.testing.assert_array_equal(infer, train)
+    assert infer is not train
+    assert layer.forward(x, 2, training=False) is not infer
+
+
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_empty_batch(need_input_grad):
+    layer, _, _ = _problem((1, 5, 3), np.float64)
+    layer.grads[0][...] = np.nan
+    layer.grads[1][...] = np.nan
+    y = layer.forward(np.empty((0, 5)), 2, training=True)
+    assert y.shape == (0, 3)
+    grad_x = layer.backward(np.empty((0, 3)), 2, need_input_grad)
+    assert (grad_x is None) != need_input_grad
+    if need_input_grad:
+        assert grad_x.shape == (0, 5)
+    np.testing.assert_array_equal(layer.grads[0], 0)
+    np.testing.assert_array_equal(layer.grads[1], 0)
