@@ -31,6 +31,7 @@ from ._layers import (
     Pool,
 )
 from ._optimizers import add_l2
+from ._threads import single_threaded_blas
 from ._update import sum_of_squares
 from ._validation import MAX_SPATIAL_DIMS
 
@@ -180,13 +181,15 @@ class Network:
                 f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
             )
         x = x.astype(self.dtype, copy=False)
-        for step in self._steps:
-            layer = self.layers[step[0]]
-            if len(step) > 1:
-                x = layer.forward_pooled(x, self.layers[step[1]], n_jobs, training,
-                                         relu=len(step) == 3)
-            else:
-                x = layer.forward(x, n_jobs, training)
+        # One BLAS limit for the pass, not one per layer call (see single_threaded_blas).
+        with single_threaded_blas():
+            for step in self._steps:
+                layer = self.layers[step[0]]
+                if len(step) > 1:
+                    x = layer.forward_pooled(x, self.layers[step[1]], n_jobs, training,
+                                             relu=len(step) == 3)
+                else:
+                    x = layer.forward(x, n_jobs, training)
         return x
 
     def backward(self, grad_logits, n_jobs, need_input_grad=False):
@@ -213,13 +216,14 @@ class Network:
                 f"grad_logits must have shape (N, *{self.output_shape}), got shape "
                 f"{grad.shape}"
             )
-        for step in reversed(self._steps):
-            layer = self.layers[step[0]]
-            need = step[0] > 0 or need_input_grad
-            if len(step) > 1:
-                grad = layer.backward_pooled(grad, n_jobs, need)
-            else:
-                grad = layer.backward(grad, n_jobs, need)
+        with single_threaded_blas():
+            for step in reversed(self._steps):
+                layer = self.layers[step[0]]
+                need = step[0] > 0 or need_input_grad
+                if len(step) > 1:
+                    grad = layer.backward_pooled(grad, n_jobs, need)
+                else:
+                    grad = layer.backward(grad, n_jobs, need)
         return grad
 
     @property

@@ -3,6 +3,7 @@
 import contextlib
 import numbers
 import os
+import threading
 
 from ._build_config import OPENMP
 from ._openmp_helpers import _openmp_max_threads
@@ -79,6 +80,11 @@ def _blas_libraries():
     return _BLAS_LIBRARIES
 
 
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_DEPTH = 0  # how many single_threaded_blas blocks are open (any Python thread)
+_LIMIT_SAVED = []  # the counts to restore when the outermost block closes
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Context manager limiting BLAS to one thread while our OpenMP threads call it.
@@ -87,18 +93,30 @@ def single_threaded_blas():
     call BLAS on minibatch-sized matrices where its own threads cost more than they
     save; a multi-threaded BLAS there would also put ``n_threads * blas_threads``
     threads on the cores. Restores the previous counts on exit.
+
+    Blocks nest: only the outermost one sets and restores the counts (a few
+    microseconds each), so a network wraps a whole pass and its layers' own blocks
+    cost nothing. The count is process-wide, so the blocks of all Python threads
+    count as one.
     """
-    libraries = _blas_libraries()
-    previous = [library.get_num_threads() for library in libraries]
+    global _LIMIT_DEPTH
+    with _LIMIT_LOCK:
+        if _LIMIT_DEPTH == 0:
+            libraries = _blas_libraries()
+            _LIMIT_SAVED[:] = [library.get_num_threads() for library in libraries]
+            for library, count in zip(libraries, _LIMIT_SAVED):
+                if count != 1:
+                    library.set_num_threads(1)
+        _LIMIT_DEPTH += 1
     try:
-        for library, count in zip(libraries, previous):
-            if count != 1:
-                library.set_num_threads(1)
         yield
     finally:
-        for library, count in zip(libraries, previous):
-            if count != 1:
-                library.set_num_threads(count)
+        with _LIMIT_LOCK:
+            _LIMIT_DEPTH -= 1
+            if _LIMIT_DEPTH == 0:
+                for library, count in zip(_blas_libraries(), _LIMIT_SAVED):
+                    if count != 1:
+                        library.set_num_threads(count)
 
 
 # Below this many multiply-adds per thread, waking another OpenMP thread costs more

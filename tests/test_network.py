@@ -816,3 +816,30 @@ def test_training_reuses_workspaces_and_inference_does_not():
     # Workspaces are not pickled.
     clone = pickle.loads(pickle.dumps(net))
     assert all("_workspaces" not in vars(layer) for layer in clone.layers)
+
+
+def test_single_threaded_blas_nests_and_restores():
+    # Only the outermost block sets and restores BLAS's thread count; the network
+    # opens one per pass and its layers' own blocks are then free.
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    from skconv._threads import single_threaded_blas
+
+    def counts():
+        info = ThreadpoolController().select(user_api="blas").info()
+        return [lib["num_threads"] for lib in info]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        assert before and all(count == 2 for count in before)
+        with single_threaded_blas():
+            assert all(count == 1 for count in counts())
+            with single_threaded_blas():
+                assert all(count == 1 for count in counts())
+            # Leaving the inner block does not restore the counts yet.
+            assert all(count == 1 for count in counts())
+        assert counts() == before
+        with pytest.raises(KeyError):
+            with single_threaded_blas():
+                raise KeyError("restored on errors too")
+        assert counts() == before
