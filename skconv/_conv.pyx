@@ -582,29 +582,34 @@ cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
                   const uint8_t *codes,          # IN  as grad_pooled, window cells 0-3
                   const floating *relu_out,      # IN  as grad_pooled, or NULL
                   Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
-                  Py_ssize_t rows, Py_ssize_t cols,  # IN  unpooled plane sizes
-                  floating *grad_y) noexcept nogil:  # OUT (n_planes, rows, cols)
+                  Py_ssize_t cols,               # IN  unpooled row length
+                  floating *grad_y,              # OUT see below
+                  Py_ssize_t plane_stride, Py_ssize_t cell_stride,
+                  Py_ssize_t size) noexcept nogil:  # IN  values of grad_y zeroed first
     """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere; with
     ``relu_out`` (the forward's relu'd output), through the relu's backward first:
     ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too).
 
-    The code is masked to 0-3, so no value of it can write outside ``grad_y``.
+    Cell ``(r, q)`` of plane ``c`` is ``grad_y[c * plane_stride + (r * cols + q) *
+    cell_stride]``: planes one after another (``cell_stride`` 1), or transposed to
+    (cells, planes) for the weight-gradient kernel (``plane_stride`` 1). The code is
+    masked to 0-3, so no value of it can write past the ``size`` values zeroed.
     """
     cdef:
         Py_ssize_t c, i, j, at = 0
         int k
         floating g
         floating *plane
-    memset(grad_y, 0, n_planes * rows * cols * sizeof(floating))
+    memset(grad_y, 0, size * sizeof(floating))
     for c in range(n_planes):
-        plane = grad_y + c * rows * cols
+        plane = grad_y + c * plane_stride
         for i in range(p_rows):
             for j in range(p_cols):
                 k = codes[at] & 3
                 g = grad_pooled[at]
                 if relu_out != NULL:
                     g = g * (<floating> (relu_out[at] > 0))
-                plane[(2 * i + (k >> 1)) * cols + 2 * j + (k & 1)] = g
+                plane[((2 * i + (k >> 1)) * cols + 2 * j + (k & 1)) * cell_stride] = g
                 at += 1
 
 
@@ -844,6 +849,9 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         floating *gx_wide = NULL
         floating *unpooled = NULL
         const floating *gy_n
+        const floating *gp_n
+        const uint8_t *codes_n
+        const floating *relu_n
         bint pooled = grad_pooled is not None
     zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
     with parallel(num_threads=n_threads):
@@ -879,10 +887,19 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                 if pooled:
                     # This sample's convolution gradient, made in cache from the
                     # pooled one: what the pooling's backward would have stored.
-                    _unpool(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0],
-                            &relu_out[n, 0, 0, 0, 0] if relu_out is not None else NULL,
-                            n_filters, grad_pooled.shape[3], grad_pooled.shape[4],
-                            g.out[1], g.out[2], unpooled)
+                    # Straight into the transposed layout of the weight gradient
+                    # (skipping a transpose), and as planes where they are needed.
+                    gp_n = &grad_pooled[n, 0, 0, 0, 0]
+                    codes_n = &codes[n, 0, 0, 0, 0]
+                    relu_n = &relu_out[n, 0, 0, 0, 0] if relu_out is not None else NULL
+                    if not lay.wide:
+                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
+                                grad_pooled.shape[4], g.out[2], gy_in, 1, sh.dv,
+                                lay.n_in)
+                    if lay.wide or want_grad_x:
+                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
+                                grad_pooled.shape[4], g.out[2], unpooled, g.n_cols, 1,
+                                n_filters * g.n_cols)
                     gy_n = unpooled
                 else:
                     gy_n = &grad_y[n, 0, 0, 0, 0]
@@ -898,7 +915,8 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                 else:
                     # Vectorised over the output channels: grad_y as (positions,
                     # channels), summed into (taps, channels) over the chunk.
-                    _transpose_pad(gy_n, n_filters, g.n_cols, gy_in, sh.dv)
+                    if not pooled:
+                        _transpose_pad(gy_n, n_filters, g.n_cols, gy_in, sh.dv)
                     _wgrad(lay.n_taps, sh.dv, g.n_cols, &positions[0], xp,
                            &offsets_fwd[0], gy_in, sh.dv, gw_acc, sh.dv)
                 if want_grad_x:
@@ -1048,8 +1066,8 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     With ``relu_out`` (the forward's output when it applied relu), the relu's backward
     comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
     sample's convolution gradient is rebuilt in cache (zeros except at the winning
-    cells), never stored for the whole batch. Needs finite x, w and gradient (the shifted path; see
-    ``conv_backward``): the caller checks. Chunks as in ``conv_backward``.
+    cells), never stored for the whole batch. Needs finite x, w and gradient (the
+    shifted path; see ``conv_backward``): the caller checks. Chunks as in ``conv_backward``.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
