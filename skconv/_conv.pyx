@@ -37,7 +37,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from ._blas cimport gemm as _gemm
 
 import numpy as np
 
@@ -113,19 +113,6 @@ cdef inline void _wgrad_wide(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
         skc_wgrad_wide_f(D, R, Q, G, ldg, B, b_off, ACC)
     else:
         skc_wgrad_wide_d(D, R, Q, G, ldg, B, b_off, ACC)
-
-
-cdef inline void _gemm(char transa, char transb, int m, int n, int k,
-                       floating alpha, const floating *a, int lda,
-                       const floating *b, int ldb, floating beta,
-                       floating *c, int ldc) noexcept nogil:
-    """Column-major C = alpha op(A) op(B) + beta C, for float or double."""
-    if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float *> a, &lda,
-              <float *> b, &ldb, &beta, c, &ldc)
-    else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double *> a, &lda,
-              <double *> b, &ldb, &beta, c, &ldc)
 
 
 cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,

@@ -28,7 +28,7 @@ inside our own parallel region.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from ._blas cimport gemm as _gemm
 
 # Multiply-adds per chunk below which a product is not cut further (about 40 us of
 # float32 BLAS work): LeNet-5's 120 -> 84 and 84 -> 10 products stay whole, since
@@ -50,19 +50,6 @@ cdef struct Chunking:
     bint split_rows        # chunks of rows of the output (else of its columns)
     Py_ssize_t length      # rows (or columns) that are split
     Py_ssize_t n_chunks
-
-
-cdef inline void _gemm(char transa, char transb, int m, int n, int k,
-                       floating alpha, const floating *a, int lda,
-                       const floating *b, int ldb, floating beta,
-                       floating *c, int ldc) noexcept nogil:
-    """Column-major C = alpha op(A) op(B) + beta C, for float or double."""
-    if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float *> a, &lda,
-              <float *> b, &ldb, &beta, c, &ldc)
-    else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double *> a, &lda,
-              <double *> b, &ldb, &beta, c, &ldc)
 
 
 cdef Chunking _chunking(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:

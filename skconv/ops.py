@@ -250,15 +250,10 @@ def conv_backward(
         effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
     )
 
-    grad_x, grad_w, grad_b = _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x,
-                                                    out)
-    n_chunks = _conv.n_reduction_chunks(x.shape[0])
-    if n_chunks == 0:
-        grad_w[...] = 0
-        grad_b[...] = 0
+    grad_x, grad_w, grad_b, chunks = _conv_backward_outputs(x, w, grad_y, dtype,
+                                                            compute_grad_x, out)
+    if chunks is None:
         return grad_x, grad_w, grad_b
-    grad_w_chunks = np.empty((n_chunks, w.size), dtype=dtype)
-    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
     # Only the stride-1 path needs finite inputs (see _conv.conv_backward). One cheap
     # pass: a sum is non-finite when any term is (or, rarely, on overflow, which only
@@ -271,14 +266,9 @@ def conv_backward(
         _conv.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
             None if grad_x is None else view_3d(grad_x),
-            grad_w_chunks, grad_b_chunks, stride, pad_lo, dilation, n_threads,
-            inputs_finite,
+            *chunks, stride, pad_lo, dilation, n_threads, inputs_finite,
         )
-    # Fixed-order sum of the per-chunk partials (np.add.reduce on axis 0 of a small
-    # C-contiguous array adds the rows one after another).
-    _sum_rows_in_order(grad_w_chunks, grad_w.reshape(-1))
-    _sum_rows_in_order(grad_b_chunks, grad_b)
-    return grad_x, grad_w, grad_b
+    return _add_chunks(chunks, grad_x, grad_w, grad_b)
 
 
 def conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
@@ -437,26 +427,19 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
         return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
                              padding=padding, dilation=dilation, n_jobs=n_jobs,
                              compute_grad_x=compute_grad_x, out=out)
-    grad_x, grad_w, grad_b = _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x,
-                                                    out)
-    n_chunks = _conv.n_reduction_chunks(x.shape[0])
-    if n_chunks == 0:
-        grad_w[...] = 0
-        grad_b[...] = 0
+    grad_x, grad_w, grad_b, chunks = _conv_backward_outputs(x, w, grad_y, dtype,
+                                                            compute_grad_x, out)
+    if chunks is None:
         return grad_x, grad_w, grad_b
-    grad_w_chunks = np.empty((n_chunks, w.size), dtype=dtype)
-    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
     n_threads = threads_for_work(effective_n_threads(n_jobs),
                                  2 * w.size * math.prod(conv_out) * x.shape[0])
     _conv.conv_pool_backward(
         view_3d(grad_y), view_3d(codes),
         None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
-        None if grad_x is None else view_3d(grad_x), grad_w_chunks, grad_b_chunks,
-        conv_out, pad_lo, dilation_3d, n_threads,
+        None if grad_x is None else view_3d(grad_x), *chunks, conv_out, pad_lo,
+        dilation_3d, n_threads,
     )
-    _sum_rows_in_order(grad_w_chunks, grad_w.reshape(-1))
-    _sum_rows_in_order(grad_b_chunks, grad_b)
-    return grad_x, grad_w, grad_b
+    return _add_chunks(chunks, grad_x, grad_w, grad_b)
 
 
 def _unpool2x2(grad_y, codes, conv_out):
@@ -472,18 +455,40 @@ def _unpool2x2(grad_y, codes, conv_out):
 
 
 def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
-    """(grad_x or None, grad_w, grad_b): new arrays, or ``out`` checked."""
+    """Outputs and scratch of a convolution's backward.
+
+    Returns ``(grad_x or None, grad_w, grad_b, chunks)``: new arrays, or ``out``
+    checked, and ``chunks``, the kernel's per-chunk partial sums of grad_w and grad_b
+    (see ``_conv.conv_backward``), or None for an empty batch, whose grad_w and grad_b
+    are then zeros.
+    """
     if out is None:
         grad_x = np.empty(x.shape, dtype=dtype) if compute_grad_x else None
-        return grad_x, np.empty(w.shape, dtype=dtype), np.empty(w.shape[0], dtype=dtype)
-    if not isinstance(out, tuple) or len(out) != 3:
-        raise TypeError("out must be a tuple (grad_x, grad_w, grad_b)")
-    inputs = (grad_y, x, w)
-    grad_x = None
-    if compute_grad_x:
-        grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
-    grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
-    grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
+        grad_w, grad_b = np.empty(w.shape, dtype=dtype), np.empty(w.shape[0], dtype=dtype)
+    else:
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise TypeError("out must be a tuple (grad_x, grad_w, grad_b)")
+        inputs = (grad_y, x, w)
+        grad_x = None
+        if compute_grad_x:
+            grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
+        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
+        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
+    n_chunks = _conv.n_reduction_chunks(x.shape[0])
+    if n_chunks == 0:
+        grad_w[...] = 0
+        grad_b[...] = 0
+        return grad_x, grad_w, grad_b, None
+    chunks = (np.empty((n_chunks, w.size), dtype=dtype),
+              np.empty((n_chunks, w.shape[0]), dtype=dtype))
+    return grad_x, grad_w, grad_b, chunks
+
+
+def _add_chunks(chunks, grad_x, grad_w, grad_b):
+    """Fixed-order sums of the per-chunk partials into grad_w and grad_b; returns the
+    three gradients."""
+    _sum_rows_in_order(chunks[0], grad_w.reshape(-1))
+    _sum_rows_in_order(chunks[1], grad_b)
     return grad_x, grad_w, grad_b
 
 

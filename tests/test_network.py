@@ -449,6 +449,15 @@ def _train_step(net, x, y, n_jobs):
     return logits, [g.copy() for g in net.grads]
 
 
+def _assert_same_step(step, other):
+    """Bitwise equality of two (logits, grads) from :func:`_train_step`."""
+    (logits, grads), (other_logits, other_grads) = step, other
+    np.testing.assert_array_equal(logits, other_logits)
+    assert len(grads) == len(other_grads)
+    for a, b in zip(grads, other_grads):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_grads_are_overwritten_and_input_untouched():
     net = _init(build_lenet5((1, 12, 12), 4), 0)
     x = np.random.RandomState(1).normal(size=(5, 1, 12, 12))
@@ -486,11 +495,7 @@ def test_results_do_not_depend_on_n_jobs():
     net = _init(build_lenet5((1, 12, 12), 4), 0)
     x = np.random.RandomState(1).normal(size=(9, 1, 12, 12))
     y = np.arange(9) % 4
-    logits1, grads1 = _train_step(net, x, y, 1)
-    logits2, grads2 = _train_step(net, x, y, 2)
-    np.testing.assert_array_equal(logits1, logits2)
-    for a, b in zip(grads1, grads2):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_step(_train_step(net, x, y, 1), _train_step(net, x, y, 2))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -512,12 +517,7 @@ def test_pool_before_activation_is_bitwise_the_same_network(activation, mode, dt
     rng = np.random.RandomState(3)
     x = rng.randint(-2, 3, size=(6, 2, 8, 8)).astype(dtype)
     y = np.arange(6) % 3
-    logits, grads = _train_step(net, x, y, 1)
-    logits_plain, grads_plain = _train_step(plain, x, y, 1)
-    np.testing.assert_array_equal(logits, logits_plain)
-    assert len(grads) == len(grads_plain)
-    for a, b in zip(grads, grads_plain):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_step(_train_step(net, x, y, 1), _train_step(plain, x, y, 1))
     # Other activations and average pooling keep the textbook order.
     for kwargs in (dict(activation="tanh"), dict(pooling="avg")):
         other = build_lenet5((2, 8, 8), 3, **kwargs)
@@ -554,11 +554,7 @@ def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dt
     for step in range(3):
         x = rng.randint(-2, 3, size=(7,) + shape).astype(dtype)  # ties in the windows
         y = np.arange(7) % 4
-        logits, grads = _train_step(fused, x, y, 2)
-        logits_plain, grads_plain = _train_step(plain, x, y, 1)
-        np.testing.assert_array_equal(logits, logits_plain)
-        for a, b in zip(grads, grads_plain):
-            np.testing.assert_array_equal(a, b)
+        _assert_same_step(_train_step(fused, x, y, 2), _train_step(plain, x, y, 1))
         for net, optimizer in zip((fused, plain), optimizers):
             optimizer.update(net.grads)
     x = rng.normal(size=(5,) + shape).astype(dtype)
