@@ -48,12 +48,16 @@ _REDUCTION_CHUNKS = 16
 
 cdef extern from "_microkernels.h" nogil:
     enum: SKC_SLACK
+    void skc_rowgemm_pack_f(Py_ssize_t M, Py_ssize_t K, const float *A,
+                            Py_ssize_t a_row, Py_ssize_t a_col, float *A_packed)
     void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                       Py_ssize_t K, const float *A, Py_ssize_t lda,
+                       Py_ssize_t K, const float *A_packed,
                        const float *B, const Py_ssize_t *b_off,
                        float *C, Py_ssize_t ldc, int accumulate)
+    void skc_rowgemm_pack_d(Py_ssize_t M, Py_ssize_t K, const double *A,
+                            Py_ssize_t a_row, Py_ssize_t a_col, double *A_packed)
     void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                       Py_ssize_t K, const double *A, Py_ssize_t lda,
+                       Py_ssize_t K, const double *A_packed,
                        const double *B, const Py_ssize_t *b_off,
                        double *C, Py_ssize_t ldc, int accumulate)
     void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
@@ -81,15 +85,36 @@ cdef extern from "_poolkernels.h" nogil:
 
 
 cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                          Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                          Py_ssize_t K, const floating *A_packed,
                           const floating *B, const Py_ssize_t *b_off,
                           floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C[i, p] (+)= sum_k A[k*lda + i] * B[b_off[k] + p] for p in the vectors starting
-    at vec_at[:n_vec]; see _microkernels.h."""
+    """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
+    vec_at[:n_vec], A packed by ``_pack_rows``; see _microkernels.h."""
     if floating is float:
-        skc_rowgemm_f(M, n_vec, vec_at, K, A, lda, B, b_off, C, ldc, accumulate)
+        skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
     else:
-        skc_rowgemm_d(M, n_vec, vec_at, K, A, lda, B, b_off, C, ldc, accumulate)
+        skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
+
+
+cdef object _pack_rows(object A):
+    """A (M, K), float32 or float64, packed for ``_rowgemm``: its register blocks of
+    rows as (K, rows) panels, one after another (a fresh array of M*K values)."""
+    cdef:
+        const float[:, ::1] a_f
+        const double[:, ::1] a_d
+        float[::1] packed_f
+        double[::1] packed_d
+    A = np.ascontiguousarray(A)
+    packed = np.empty(A.size, dtype=A.dtype)
+    if A.dtype == np.float32:
+        a_f, packed_f = A, packed
+        skc_rowgemm_pack_f(A.shape[0], A.shape[1], &a_f[0, 0], A.shape[1], 1,
+                           &packed_f[0])
+    else:
+        a_d, packed_d = A, packed
+        skc_rowgemm_pack_d(A.shape[0], A.shape[1], &a_d[0, 0], A.shape[1], 1,
+                           &packed_d[0])
+    return packed
 
 
 cdef inline void _wgrad(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
@@ -484,7 +509,7 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
 
 
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
-                           const floating[:, ::1] w_t,    # IN  (C*K0*K1*K2, D)
+                           const floating[::1] w_packed,  # IN  _pack_rows of (D, C*K0*K1*K2)
                            const floating *bias,
                            floating[:, :, :, :, ::1] y,
                            const Py_ssize_t[::1] offsets,
@@ -498,7 +523,7 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
     cache."""
     cdef:
         Shifted sh = _shifted(g)
-        Py_ssize_t n_samples = x.shape[0], n_filters = w_t.shape[1], n
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n
         Py_ssize_t pool_vectors = _pool_vectors(g)
         floating *xp = NULL
         floating *wide = NULL
@@ -512,8 +537,8 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
         _zero_grid(xp, g.channels, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
-            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_t[0, 0],
-                     n_filters, xp, &offsets[0], wide, sh.y_wide_ld, False)
+            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
+                     &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
                 _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
                            bias, want_min, relu, row_y, row_code, &y[n, 0, 0, 0, 0],
@@ -743,14 +768,12 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
         const Py_ssize_t[::1] offsets = _shifted_offsets(g, False)[0]
         const Py_ssize_t[::1] vec_at = _vector_starts(
             g.out, sh.xp, sh.x_wide, 16 if floating is float else 8)
-        # (taps, filters): the micro-kernel reads a step's filters side by side.
-        const floating[:, ::1] w_t = np.ascontiguousarray(
-            np.asarray(w).reshape(w.shape[0], -1).T)
+        const floating[::1] w_packed = _pack_rows(np.asarray(w).reshape(w.shape[0], -1))
         floating[:, ::1] scratch = _scratch(
             g, True, False, False, n_threads,
             np.float32 if floating is float else np.float64, 0, pooled)
     with nogil:
-        _forward_shifted(x, w_t, bias, y, offsets, vec_at, scratch, g, n_threads, codes,
+        _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads, codes,
                          pooled, want_min, relu)
 
 
@@ -808,7 +831,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
                             const floating[:, :, :, :, ::1] relu_out,  # or None
                             const floating[:, :, :, :, ::1] x,
-                            const floating[:, ::1] w_flipped_t,  # (D*K0*K1*K2, C)
+                            const floating[::1] w_flipped,  # _pack_rows of (C, D*K0*K1*K2)
                             floating[:, :, :, :, ::1] grad_x,           # or None
                             floating[:, ::1] grad_w_chunks,
                             floating[:, ::1] grad_b_chunks,
@@ -910,8 +933,8 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                     _pad_copy(gy_n, n_filters, g.out, gyp, sh.gp,
                               sh.gp_plane, sh.gp_lo)
                     _rowgemm(g.channels, vec_at.shape[0], &vec_at[0], n_filters * n_taps,
-                             &w_flipped_t[0, 0], g.channels,
-                             gyp, &offsets_bwd[0], gx_wide, sh.gx_wide_ld, False)
+                             &w_flipped[0], gyp, &offsets_bwd[0], gx_wide, sh.gx_wide_ld,
+                             False)
                     _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL,
                              &grad_x[n, 0, 0, 0, 0])
             _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
@@ -1088,19 +1111,18 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         const Py_ssize_t[::1] offsets_bwd
         const Py_ssize_t[::1] positions = _output_positions(g)
         const Py_ssize_t[::1] vec_at = _vector_starts(g.size, sh.gp, sh.g_wide, lay.lanes)
-        const floating[:, ::1] w_flipped_t
+        const floating[::1] w_flipped
         floating[:, ::1] scratch = _scratch(
             g, True, True, grad_x is not None, n_threads,
             np.float32 if floating is float else np.float64, lay.lanes,
             grad_pooled is not None)
     offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
-    # (D, K0, K1, K2, C) with every spatial axis reversed, as (D*K0*K1*K2, C): the
-    # input gradient is a "full" correlation of grad_y with the flipped kernel, and
-    # the micro-kernel reads a step's channels side by side.
-    w_flipped_t = np.ascontiguousarray(
-        np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
-    ).reshape(-1, w.shape[1])
+    # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
+    # "full" correlation of grad_y with the flipped kernel.
+    w_flipped = _pack_rows(np.ascontiguousarray(
+        np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)
+    ).reshape(w.shape[1], -1))
     with nogil:
-        _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped_t, grad_x,
+        _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
                           positions, vec_at, scratch, g, &lay, n_threads)

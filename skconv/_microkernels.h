@@ -25,7 +25,7 @@ typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
 
 /*
  * rowgemm: C[i*ldc + p] = (accumulate ? C[i*ldc + p] : 0)
- *                         + sum_{k<K} A[k*lda + i] * B[b_off[k] + p]
+ *                         + sum_{k<K} A[i, k] * B[b_off[k] + p]
  * for i < M and every p in the vectors [vec_at[j], vec_at[j] + VL), j < n_vec. Rows
  * of B are found through b_off, so B can be a padded image whose "rows" are shifted
  * windows. There is no scalar tail: every vector is computed whole, so the caller
@@ -33,7 +33,8 @@ typedef double skc_vd __attribute__((vector_size(64), aligned(8)));
  * need are garbage. Without accumulate, each C element is a function of its column
  * p alone, so vectors may overlap (vectors laid per output row skip the padding
  * between image rows and may run into the next row): an element written twice gets
- * the same value twice. With accumulate, vectors must not overlap.
+ * the same value twice. With accumulate, vectors must not overlap. A is given
+ * packed by rowgemm_pack (row blocks as contiguous (K, rows) panels).
  *
  * wgrad: W[r*ldw + l] += sum_{p<n_pos} B[b_off[r] + pos[p]] * G[p*ldg + l]
  * for r < R, l < DV: the weight gradient, vectorised over the output channels l

@@ -6,13 +6,13 @@
 
 /* rowgemm block: nr rows of C times nv vectors, summing over all K. Vector v starts
  * at column vp[v] of both B's rows and C. nr, nv are compile-time constants after
- * inlining, so acc[][] lives in registers. A is read as (K, lda): the nr values of a
- * step sit side by side, at constant offsets from one pointer, which leaves enough
- * general registers for the loop (with one pointer per row of A, the 6-row block ran
- * out of them and spilled). */
+ * inlining, so acc[][] lives in registers. The block's rows of A are packed as
+ * (K, nr) (see skc_rowgemm_pack): a step's nr values sit side by side at constant
+ * offsets from one pointer, which leaves enough general registers for the loop (one
+ * pointer per row of A made the 6-row block spill), and the block reads its own
+ * contiguous panel however large M is. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
-    const int nr, const int nv, ptrdiff_t K,
-    const SKC_T *A, ptrdiff_t lda,
+    const int nr, const int nv, ptrdiff_t K, const SKC_T *A,
     const SKC_T *B, const ptrdiff_t *b_off, const ptrdiff_t *vp,
     SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
@@ -27,7 +27,7 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
             acc[r][v] = accumulate ? *(SKC_VT *)(C + r * ldc + vp[v]) : (SKC_VT){0};
     for (k = 0; k < K; k++) {
         const ptrdiff_t off = b_off[k];
-        const SKC_T *a = A + k * lda;
+        const SKC_T *a = A + k * nr;
         SKC_VT bv[2];
         for (v = 0; v < nv; v++)
             bv[v] = *(const SKC_VT *)(bv_at[v] + off);
@@ -42,42 +42,67 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
             *(SKC_VT *)(C + r * ldc + vp[v]) = acc[r][v];
 }
 
-/* All rows of C for the nv vectors starting at columns vp[0..nv). six_rows: the CPU
- * has 32 vector registers (AVX-512), enough for 6x2 accumulators. */
+/* Rows in the register block that starts at row i of M: 4 at a time, then 2, then 1;
+ * on CPUs with 32 vector registers (six_rows) 6 rows when 6 are left and M % 4 == 2
+ * (a LeNet input gradient has 6 channels): one 6-row block keeps 12 FMA chains going
+ * where 4 + 2 rows would leave the 2-row block latency-bound. The packing and the
+ * kernel both follow this one rule. */
+SKC_ALWAYS_INLINE int SKC_NAME(skc_block_rows)(ptrdiff_t i, ptrdiff_t M, int six_rows)
+{
+    if (six_rows && M % 4 == 2 && M - i == 6)
+        return 6;
+    return M - i >= 4 ? 4 : (M - i >= 2 ? 2 : 1);
+}
+
+/* All rows of C for the nv vectors starting at columns vp[0..nv). */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_rowpanel)(
-    const int nv, ptrdiff_t M, ptrdiff_t K,
-    const SKC_T *A, ptrdiff_t lda,
+    const int nv, ptrdiff_t M, ptrdiff_t K, const SKC_T *A,
     const SKC_T *B, const ptrdiff_t *b_off, const ptrdiff_t *vp,
     SKC_T *C, ptrdiff_t ldc, int accumulate, int six_rows)
 {
-    ptrdiff_t i = 0;
-    /* 6 rows left (a LeNet input gradient has 6 channels): one 6-row block keeps 12
-     * FMA chains going where 4 + 2 rows would leave the 2-row block latency-bound. */
-    if (six_rows && nv == 2 && M % 4 == 2 && M >= 6) {
-        for (; i + 6 < M; i += 4)
-            SKC_NAME(skc_rowblock)(4, nv, K, A + i, lda, B, b_off, vp,
-                                   C + i * ldc, ldc, accumulate);
-        SKC_NAME(skc_rowblock)(6, nv, K, A + i, lda, B, b_off, vp,
-                               C + i * ldc, ldc, accumulate);
-        return;
+    ptrdiff_t i;
+    int nr;
+    for (i = 0; i < M; i += nr) {
+        nr = SKC_NAME(skc_block_rows)(i, M, six_rows);
+        /* Only six_rows CPUs run the 6-row block: with 16 registers it would spill. */
+        if (nr == 6)
+            SKC_NAME(skc_rowblock)(6, nv, K, A + i * K, B, b_off, vp, C + i * ldc, ldc,
+                                   accumulate);
+        else if (nr == 4)
+            SKC_NAME(skc_rowblock)(4, nv, K, A + i * K, B, b_off, vp, C + i * ldc, ldc,
+                                   accumulate);
+        else if (nr == 2)
+            SKC_NAME(skc_rowblock)(2, nv, K, A + i * K, B, b_off, vp, C + i * ldc, ldc,
+                                   accumulate);
+        else
+            SKC_NAME(skc_rowblock)(1, nv, K, A + i * K, B, b_off, vp, C + i * ldc, ldc,
+                                   accumulate);
     }
-    for (; i + 4 <= M; i += 4)
-        SKC_NAME(skc_rowblock)(4, nv, K, A + i, lda, B, b_off, vp,
-                               C + i * ldc, ldc, accumulate);
-    if (i + 2 <= M) {
-        SKC_NAME(skc_rowblock)(2, nv, K, A + i, lda, B, b_off, vp,
-                               C + i * ldc, ldc, accumulate);
-        i += 2;
+}
+
+/*
+ * rowgemm_pack: A_packed for skc_rowgemm from A[i*a_row + k*a_col] (i < M, k < K):
+ * the register block of rows [i, i + nr) as a (K, nr) panel at A_packed + i*K.
+ * A_packed holds M*K values. Called once per convolution call, not per sample.
+ */
+static void SKC_NAME(skc_rowgemm_pack)(ptrdiff_t M, ptrdiff_t K, const SKC_T *A,
+                                       ptrdiff_t a_row, ptrdiff_t a_col,
+                                       SKC_T *A_packed)
+{
+    ptrdiff_t i, k;
+    int r, nr;
+    int six_rows = SKC_HAVE_32_VECTOR_REGISTERS();
+    for (i = 0; i < M; i += nr) {
+        nr = SKC_NAME(skc_block_rows)(i, M, six_rows);
+        for (k = 0; k < K; k++)
+            for (r = 0; r < nr; r++)
+                A_packed[i * K + k * nr + r] = A[(i + r) * a_row + k * a_col];
     }
-    if (i < M)
-        SKC_NAME(skc_rowblock)(1, nv, K, A + i, lda, B, b_off, vp,
-                               C + i * ldc, ldc, accumulate);
 }
 
 SKC_CLONES
 static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t n_vec, const ptrdiff_t *vec_at,
-                                  ptrdiff_t K,
-                                  const SKC_T *A, ptrdiff_t lda,
+                                  ptrdiff_t K, const SKC_T *A_packed,
                                   const SKC_T *B, const ptrdiff_t *b_off,
                                   SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
@@ -85,10 +110,10 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t n_vec, const ptrdiff_t 
     /* Blocking never changes a result (each C element sums over k in order). */
     int six_rows = SKC_HAVE_32_VECTOR_REGISTERS();
     for (; j + 2 <= n_vec; j += 2)
-        SKC_NAME(skc_rowpanel)(2, M, K, A, lda, B, b_off, vec_at + j, C, ldc,
+        SKC_NAME(skc_rowpanel)(2, M, K, A_packed, B, b_off, vec_at + j, C, ldc,
                                accumulate, six_rows);
     if (j < n_vec)
-        SKC_NAME(skc_rowpanel)(1, M, K, A, lda, B, b_off, vec_at + j, C, ldc,
+        SKC_NAME(skc_rowpanel)(1, M, K, A_packed, B, b_off, vec_at + j, C, ldc,
                                accumulate, six_rows);
 }
 
