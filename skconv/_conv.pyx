@@ -27,6 +27,12 @@ Two paths, chosen per call:
 - any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
   ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
 
+The stride-1 path also serves a convolution fused with the 2x2 max/min pooling (and
+relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): each sample's wide
+result is pooled in cache, keeping the winning cell of each window as a code 0-3,
+and the backward rebuilds each sample's convolution gradient in cache from the pooled
+one, so the convolution's output and its gradient are never stored for the batch.
+
 Weight and bias gradients are summed per fixed chunk of samples (the chunking depends
 only on the batch size) and the chunks are added in order afterwards, so results are
 bitwise identical whatever the number of threads.
@@ -509,14 +515,14 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
 
 
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
-                           const floating[::1] w_packed,  # IN  _pack_rows of (D, C*K0*K1*K2)
+                           const floating[::1] w_packed,  # IN  _pack_rows of w (D, R)
                            const floating *bias,
                            floating[:, :, :, :, ::1] y,
                            const Py_ssize_t[::1] offsets,
                            const Py_ssize_t[::1] vec_at,  # IN  see _vector_starts
                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads,
-                           uint8_t[:, :, :, :, ::1] codes,  # OUT or None, see conv_pool_forward
+                           uint8_t[:, :, :, :, ::1] codes,  # OUT or None (conv_pool_forward)
                            bint pooled, bint want_min, bint relu) noexcept nogil:
     """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling, then relu if
     asked (see ``conv_pool_forward``), computed per sample from the wide result in
@@ -773,8 +779,8 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
             g, True, False, False, n_threads,
             np.float32 if floating is float else np.float64, 0, pooled)
     with nogil:
-        _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads, codes,
-                         pooled, want_min, relu)
+        _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads,
+                         codes, pooled, want_min, relu)
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):
@@ -1062,7 +1068,7 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
 
 def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
                        const uint8_t[:, :, :, :, ::1] codes,        # IN  as grad_pooled
-                       const floating[:, :, :, :, ::1] relu_out,    # IN  as grad_pooled, or None
+                       const floating[:, :, :, :, ::1] relu_out,    # IN  as grad_pooled or None
                        const floating[:, :, :, :, ::1] x,           # IN  (N, C, 1, X1, X2)
                        const floating[:, :, :, :, ::1] w,           # IN  (D, C, 1, K1, K2)
                        floating[:, :, :, :, ::1] grad_x,            # OUT as x, or None

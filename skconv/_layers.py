@@ -358,7 +358,7 @@ class Conv(Layer):
             isinstance(pool, Pool) and pool.mode in ("max", "min")
             and pool.effective_pool_size == (2, 2) and pool._stride == (2, 2)
             and pool.output_shape[1:] == tuple(s // 2 for s in self.output_shape[1:])
-            and ops.conv_pool2x2_supported(self.input_shape, self._kernel,
+            and ops._conv_pool2x2_supported(self.input_shape, self._kernel,
                                            stride=self.stride, padding=self.padding,
                                            dilation=self.dilation)
         )

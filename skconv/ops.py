@@ -271,7 +271,7 @@ def conv_backward(
     return _add_chunks(chunks, grad_x, grad_w, grad_b)
 
 
-def conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
+def _conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
     """Whether :func:`_conv_pool2x2` can fuse this convolution with a 2x2 pooling.
 
     Internal (used by :class:`skconv._network.Network`): 2-D maps, stride 1 and a
@@ -308,7 +308,7 @@ def _conv_pool2x2_geometry(x, w, padding, dilation):
 def _cached_conv_pool2x2_geometry(x_shape, kernel_shape, padding, dilation):
     # A network calls the fused op with the same few geometries every minibatch;
     # checking them costs as much as the kernel on a small batch. None: unsupported.
-    if not conv_pool2x2_supported(x_shape, kernel_shape, padding=padding,
+    if not _conv_pool2x2_supported(x_shape, kernel_shape, padding=padding,
                                   dilation=dilation):
         return None
     _, pads, dilation, conv_out = _conv_geometry(x_shape[1:], kernel_shape, 1, padding,

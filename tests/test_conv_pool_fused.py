@@ -96,7 +96,7 @@ def fused_configs(draw):
 @given(cfg=fused_configs())
 def test_property_fused_equals_unfused(cfg):
     kw = dict(padding=cfg["padding"], dilation=cfg["dilation"])
-    assume(ops.conv_pool2x2_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
+    assume(ops._conv_pool2x2_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
     rng = np.random.default_rng(cfg["seed"])
     dtype = cfg["dtype"]
     x = rng.standard_normal((cfg["n"], cfg["c"]) + cfg["in_shape"])
@@ -241,7 +241,7 @@ def test_empty_batch(dtype):
 def test_unsupported_geometry_is_reported(x_shape, w_shape, kw):
     x, w = np.ones(x_shape), np.ones(w_shape)
     stride = kw.pop("stride", 1)
-    assert not ops.conv_pool2x2_supported(x_shape[1:], w_shape[2:], stride=stride, **kw)
+    assert not ops._conv_pool2x2_supported(x_shape[1:], w_shape[2:], stride=stride, **kw)
     if stride == 1:
         with pytest.raises(ValueError, match="fused convolution and 2x2 pooling"):
             ops._conv_pool2x2(x, w, **kw)
