@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._layers import Conv, Dense
 from ._network import build_lenet5, l2_factors, l2_penalty
 from ._optimizers import SGD, Adam
-from ._threads import effective_n_threads
+from ._threads import effective_n_threads, single_threaded_blas
 from ._validation import MAX_SPATIAL_DIMS
 
 __all__ = ["BaseConvNet"]
@@ -440,8 +440,11 @@ class BaseConvNet(BaseEstimator):
                     epoch_start = time.perf_counter()
                     if self.shuffle:
                         sample_idx = shuffle(sample_idx, random_state=rng)
-                    self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
-                                    n_threads, first_pass)
+                    # One BLAS thread limit for the epoch: the network would
+                    # otherwise set and restore it twice per minibatch.
+                    with single_threaded_blas():
+                        self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
+                                        n_threads, first_pass)
                     epoch_time = time.perf_counter() - epoch_start
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)

@@ -80,6 +80,11 @@ cdef extern from "_microkernels.h" nogil:
                           const double *B, const Py_ssize_t *b_off, double *ACC)
 
 
+cdef extern from "_finitekernels.h" nogil:
+    int skc_all_finite_f(Py_ssize_t n, const float *values)
+    int skc_all_finite_d(Py_ssize_t n, const double *values)
+
+
 cdef extern from "_poolkernels.h" nogil:
     enum: SKC_POOL_LANES
     void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
@@ -781,6 +786,15 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
     with nogil:
         _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads,
                          codes, pooled, want_min, relu)
+
+
+def all_finite(const floating[::1] values):
+    """Whether every value is finite (no inf, no NaN); True when empty."""
+    if values.shape[0] == 0:
+        return True
+    if floating is float:
+        return bool(skc_all_finite_f(values.shape[0], &values[0]))
+    return bool(skc_all_finite_d(values.shape[0], &values[0]))
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):

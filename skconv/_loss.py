@@ -7,6 +7,8 @@ logits. float32 logits give float32 probabilities and gradients.
 
 import numpy as np
 
+from . import _softmax
+
 __all__ = ["log_softmax", "softmax", "softmax_cross_entropy"]
 
 
@@ -92,7 +94,7 @@ def softmax_cross_entropy(logits, y_index, sample_weight=None):
     ValueError
         When shapes disagree or a class index is out of range.
     """
-    logits = _check_logits(logits)
+    logits = np.ascontiguousarray(_check_logits(logits))
     n_samples, n_classes = logits.shape
     y_index = np.asarray(y_index)
     if y_index.shape != (n_samples,):
@@ -102,36 +104,39 @@ def softmax_cross_entropy(logits, y_index, sample_weight=None):
         )
     if n_samples and y_index.dtype.kind not in "iu":
         raise ValueError(f"y_index must hold integers, got dtype {y_index.dtype}")
-    if n_samples and (y_index.min() < 0 or y_index.max() >= n_classes):
-        raise ValueError(
-            f"y_index must lie in [0, {n_classes}) for logits with shape "
-            f"{logits.shape}, got values in [{y_index.min()}, {y_index.max()}]"
-        )
+    if n_samples and n_classes == 0:
+        raise ValueError(f"logits must have at least one class, got shape {logits.shape}")
+    total_weight = float(n_samples)
     if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
         if sample_weight.shape != (n_samples,):
             raise ValueError(
                 f"sample_weight must have shape ({n_samples},) to match logits with "
                 f"shape {logits.shape}, got shape {sample_weight.shape}"
             )
-
-    rows = np.arange(n_samples)
-    log_proba = log_softmax(logits)
-    nll = -log_proba[rows, y_index].astype(np.float64)
-    if sample_weight is None:
-        total_weight = float(n_samples)
-        loss = float(nll.sum()) / total_weight if n_samples else 0.0
-    else:
         total_weight = float(sample_weight.sum())
-        loss = float(np.dot(sample_weight, nll)) / total_weight if total_weight else 0.0
 
-    # softmax - onehot, reusing the log-proba buffer.
-    grad = np.exp(log_proba, out=log_proba)
-    grad[rows, y_index] -= 1
+    grad = np.empty_like(logits)
+    if y_index.dtype != np.intp and n_samples:
+        # Checked before the cast, which could wrap a large index into range.
+        if y_index.min() < 0 or y_index.max() >= n_classes:
+            bad_row = int(np.flatnonzero((y_index < 0) | (y_index >= n_classes))[0])
+            _raise_bad_class(y_index, bad_row, logits.shape)
+        y_index = y_index.astype(np.intp)
+    loss_sum, bad_row = _softmax.cross_entropy_rows(
+        logits, np.ascontiguousarray(y_index, dtype=np.intp), sample_weight,
+        1.0 / total_weight if total_weight else 0.0, grad)
+    if bad_row >= 0:
+        _raise_bad_class(y_index, bad_row, logits.shape)
     if total_weight == 0:
+        # Nothing to learn from the batch (also when n_samples is 0).
         grad[...] = 0
-    elif sample_weight is None:
-        grad /= total_weight
-    else:
-        grad *= (sample_weight / total_weight).astype(grad.dtype)[:, None]
-    return loss, grad
+        return 0.0, grad
+    return loss_sum / total_weight, grad
+
+
+def _raise_bad_class(y_index, row, logits_shape):
+    raise ValueError(
+        f"y_index must lie in [0, {logits_shape[1]}) for logits with shape "
+        f"{logits_shape}, got {y_index[row]} at row {row}"
+    )

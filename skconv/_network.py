@@ -32,7 +32,7 @@ from ._layers import (
 )
 from ._optimizers import add_l2
 from ._threads import single_threaded_blas
-from ._update import sum_of_squares
+from ._update import sum_of_squares_arrays
 from ._validation import MAX_SPATIAL_DIMS
 
 __all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_factors", "l2_penalty"]
@@ -305,7 +305,7 @@ def l2_penalty(network, alpha, batch_size):
         return 0.0
     # One compiled pass per weight array, no float64 copy and no BLAS (a threaded
     # ddot costs ~4 ms per call for a (120, 84) layer on a busy 2-core machine).
-    total = sum(sum_of_squares(w.ravel()) for w in network.weights)
+    total = sum_of_squares_arrays(network.weights)
     return 0.5 * alpha * total / batch_size
 
 

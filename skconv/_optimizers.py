@@ -4,7 +4,7 @@ The maths is scikit-learn's ``sklearn/neural_network/_stochastic_optimizers.py``
 operation for operation (so float64 results match it bit for bit), but the moment
 buffers are updated in place and the parameters are modified in place, so nothing is
 allocated per step beyond one temporary per parameter. Adam's step (with the L2
-term) runs as one fused C loop per parameter (``_update.pyx``), bit for bit the numpy
+term) runs as one fused C loop over every parameter (``_update.pyx``), bit for bit the numpy
 code it replaces, which stays as the fallback and the tests' reference.
 Hyper-parameters are kept as Python floats, which never promote float32 arrays to
 float64.
@@ -37,15 +37,6 @@ def add_l2(params, grads, l2):
     for param, grad, factor in zip(params, grads, l2):
         if factor:
             grad += factor * param
-
-
-def _fusable(param, *others):
-    """Whether the fused C step can take these arrays (as flat views): one float
-    dtype, C-contiguous, the updated ones writeable."""
-    arrays = (param,) + others
-    return (param.dtype in (np.float32, np.float64)
-            and all(a.dtype == param.dtype and a.flags.c_contiguous for a in arrays)
-            and all(a.flags.writeable for a in arrays[:3]))
 
 
 class _BaseOptimizer:
@@ -224,14 +215,12 @@ class Adam(_BaseOptimizer):
         )
         if l2 is None:
             l2 = [0.0] * len(grads)
-        groups = zip(self.params, self.ms, self.vs, grads)
-        if all(_fusable(*arrays) for arrays in groups):
-            # One pass per parameter in C, bit for bit the numpy code below.
-            for param, m, v, grad, factor in zip(self.params, self.ms, self.vs, grads,
-                                                 l2):
-                _update.adam_step(param.reshape(-1), m.reshape(-1), v.reshape(-1),
-                                  grad.reshape(-1), float(factor), b1, b2,
-                                  self.learning_rate, self.epsilon, n_threads)
+        # One C call for every parameter (one pass over each), bit for bit the numpy
+        # code below; it declines, changing nothing, unless every array is a
+        # C-contiguous float32 or float64 array of the parameter's dtype.
+        if _update.adam_step_arrays(self.params, self.ms, self.vs, grads, list(l2),
+                                    b1, b2, self.learning_rate, self.epsilon,
+                                    n_threads):
             return
         add_l2(self.params, grads, l2)
         for param, m, v, grad in zip(self.params, self.ms, self.vs, grads):

@@ -53,12 +53,13 @@ def effective_n_threads(n_jobs):
         raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
     if not OPENMP:
         return 1
+    if n_jobs is not None and n_jobs > 0:
+        # Every kernel call comes here: skip the affinity query when it is not needed.
+        return int(n_jobs)
     max_threads = min(_openmp_max_threads(), _usable_cpu_count())
     if n_jobs is None or n_jobs == -1:
         return max_threads
-    if n_jobs < 0:
-        return max(max_threads + 1 + int(n_jobs), 1)
-    return int(n_jobs)
+    return max(max_threads + 1 + int(n_jobs), 1)
 
 
 _BLAS_LIBRARIES = None

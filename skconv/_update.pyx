@@ -4,8 +4,12 @@ Kernels only: ``skconv._optimizers`` decides when to call them and keeps the num
 version of the same maths, which the tests hold these to bit for bit.
 """
 
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+
+cnp.import_array()
 
 cdef extern from "_updatekernels.h" nogil:
     void skc_adam_f(Py_ssize_t n, float *param, float *m, float *v, const float *grad,
@@ -15,6 +19,8 @@ cdef extern from "_updatekernels.h" nogil:
                     const double *grad, double l2, double beta_1,
                     double one_minus_beta_1, double beta_2, double one_minus_beta_2,
                     double minus_learning_rate, double epsilon)
+    double skc_sum_of_squares_f(Py_ssize_t n, const float *values)
+    double skc_sum_of_squares_d(Py_ssize_t n, const double *values)
 
 # Values per thread below which a second thread costs more than it saves.
 _GRAIN = 32768
@@ -47,25 +53,168 @@ def adam_step(floating[::1] param, floating[::1] m, floating[::1] v,
                        epsilon)
 
 
+cdef inline double _sum_of_squares(const floating *values, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return skc_sum_of_squares_f(n, values)
+    return skc_sum_of_squares_d(n, values)
+
+
 def sum_of_squares(const floating[::1] values):
     """``sum(values ** 2)`` accumulated in float64, in a fixed order.
 
-    Eight interleaved partial sums (value ``i`` goes to sum ``i % 8``), added pairwise
+    32 interleaved partial sums (value ``i`` goes to sum ``i % 32``), added pairwise
     at the end: the order depends on the length only. Faster than converting to
     float64 and calling ``np.einsum`` (the L2 penalty of every minibatch).
     """
+    cdef double total = 0
+    if values.shape[0] > 0:
+        with nogil:
+            total = _sum_of_squares(&values[0], values.shape[0])
+    return total
+
+
+cdef struct _AdamArrays:
+    # One parameter array of a multi-array step: its data and those of its moments
+    # and gradient (all of one dtype), its length and its L2 factor.
+    char *param
+    char *m
+    char *v
+    const char *grad
+    Py_ssize_t size
+    double l2
+
+
+cdef bint _fits(object array, int type_num, Py_ssize_t size, bint writeable):
+    """Whether ``array`` is a C-contiguous ndarray of this type and size (and
+    writeable when asked): what the step reads as a flat buffer."""
+    if not isinstance(array, cnp.ndarray):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray> array
+    return (cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_SIZE(a) == size
+            and (not writeable or cnp.PyArray_ISWRITEABLE(a)))
+
+
+cdef void _adam_range(const _AdamArrays *arrays, Py_ssize_t n_arrays, bint is_float,
+                      Py_ssize_t start, Py_ssize_t stop, double beta_1, double beta_2,
+                      double learning_rate, double epsilon) noexcept nogil:
+    """The step on values [start, stop) of the arrays laid end to end."""
+    cdef Py_ssize_t i = 0, offset = 0, lo, hi
+    while i < n_arrays and start < stop:
+        if start < offset + arrays[i].size:
+            lo = start - offset
+            hi = min(stop - offset, arrays[i].size)
+            if is_float:
+                skc_adam_f(hi - lo, <float *> arrays[i].param + lo,
+                           <float *> arrays[i].m + lo, <float *> arrays[i].v + lo,
+                           <const float *> arrays[i].grad + lo, <float> arrays[i].l2,
+                           <float> beta_1, <float> (1 - beta_1), <float> beta_2,
+                           <float> (1 - beta_2), <float> -learning_rate,
+                           <float> epsilon)
+            else:
+                skc_adam_d(hi - lo, <double *> arrays[i].param + lo,
+                           <double *> arrays[i].m + lo, <double *> arrays[i].v + lo,
+                           <const double *> arrays[i].grad + lo, arrays[i].l2, beta_1,
+                           1 - beta_1, beta_2, 1 - beta_2, -learning_rate, epsilon)
+            start = offset + hi
+        offset += arrays[i].size
+        i += 1
+
+
+def adam_step_arrays(list params, list ms, list vs, list grads, list l2,
+                     double beta_1, double beta_2, double learning_rate, double epsilon,
+                     int n_threads):
+    """:func:`adam_step` on several parameter arrays in one call.
+
+    The arrays are treated as laid end to end and cut into at most ``n_threads``
+    equal ranges of values (each of at least ``_GRAIN``), so small arrays cost no
+    Python call of their own and the large ones still share out between threads.
+    Each value is updated alone: the cut changes nothing in the result.
+
+    Parameters
+    ----------
+    params, ms, vs, grads : list of ndarray
+        Matching one to one, each group of four C-contiguous, of one size and one
+        float dtype (float32 or float64 for all), params, ms and vs writeable.
+    l2 : list of float
+        One L2 factor per parameter.
+
+    Returns
+    -------
+    bool
+        False, with nothing changed, when the arrays do not fit that description
+        (the caller then takes its numpy path); True after the step.
+    """
     cdef:
-        Py_ssize_t n = values.shape[0], i, j, body = n - n % 8
-        double acc[8]
-        double value
-    for j in range(8):
-        acc[j] = 0
-    with nogil:
-        for i in range(0, body, 8):
-            for j in range(8):
-                value = values[i + j]
-                acc[j] += value * value
-        for i in range(body, n):
-            value = values[i]
-            acc[i - body] += value * value
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        Py_ssize_t n_arrays = len(params), i, size, total = 0, n_chunks, chunk
+        int type_num
+        bint is_float
+        _AdamArrays *arrays
+    if not (len(ms) == len(vs) == len(grads) == len(l2) == n_arrays):
+        return False
+    if n_arrays == 0:
+        return True
+    if not isinstance(params[0], cnp.ndarray):
+        return False
+    type_num = cnp.PyArray_TYPE(<cnp.ndarray> params[0])
+    if type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64:
+        return False
+    for i in range(n_arrays):
+        if not isinstance(params[i], cnp.ndarray):
+            return False
+        size = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
+        if not (_fits(params[i], type_num, size, True)
+                and _fits(ms[i], type_num, size, True)
+                and _fits(vs[i], type_num, size, True)
+                and _fits(grads[i], type_num, size, False)):
+            return False
+    arrays = <_AdamArrays *> malloc(n_arrays * sizeof(_AdamArrays))
+    if arrays == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n_arrays):
+            arrays[i].param = cnp.PyArray_BYTES(<cnp.ndarray> params[i])
+            arrays[i].m = cnp.PyArray_BYTES(<cnp.ndarray> ms[i])
+            arrays[i].v = cnp.PyArray_BYTES(<cnp.ndarray> vs[i])
+            arrays[i].grad = cnp.PyArray_BYTES(<cnp.ndarray> grads[i])
+            arrays[i].size = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
+            arrays[i].l2 = float(l2[i])
+            total += arrays[i].size
+        is_float = type_num == cnp.NPY_FLOAT32
+        n_chunks = max(1, min(n_threads, total // _GRAIN))
+        for chunk in prange(n_chunks, nogil=True, schedule="static",
+                            num_threads=n_chunks):
+            _adam_range(arrays, n_arrays, is_float, chunk * total // n_chunks,
+                        (chunk + 1) * total // n_chunks, beta_1, beta_2,
+                        learning_rate, epsilon)
+    finally:
+        free(arrays)
+    return True
+
+
+def sum_of_squares_arrays(list arrays):
+    """``sum(sum_of_squares(a.ravel()) for a in arrays)`` (that same float) in one call.
+
+    For the L2 penalty of every minibatch, where a call per weight array costs more
+    than the sums. Each array must be a C-contiguous float32 or float64 ndarray.
+    """
+    cdef:
+        double total = 0
+        cnp.ndarray a
+        int type_num
+    for array in arrays:
+        if not isinstance(array, cnp.ndarray):
+            raise TypeError(f"arrays must hold ndarrays, got {type(array).__name__}")
+        a = <cnp.ndarray> array
+        type_num = cnp.PyArray_TYPE(a)
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or type_num not in (cnp.NPY_FLOAT32,
+                                                                   cnp.NPY_FLOAT64):
+            raise ValueError("arrays must be C-contiguous float32 or float64, got "
+                             f"dtype {a.dtype} with flags {a.flags}")
+        if type_num == cnp.NPY_FLOAT32:
+            total += _sum_of_squares(<const float *> cnp.PyArray_DATA(a),
+                                     cnp.PyArray_SIZE(a))
+        else:
+            total += _sum_of_squares(<const double *> cnp.PyArray_DATA(a),
+                                     cnp.PyArray_SIZE(a))
+    return total

@@ -1,7 +1,8 @@
 /*
  * Fused optimizer step for the training loop (_update.pyx): the L2 term and Adam's
  * update of one parameter array in one pass over memory, where the numpy version
- * makes eleven (one per operation and temporary).
+ * makes eleven (one per operation and temporary); and the L2 penalty's sum of
+ * squares.
  *
  * Bit for bit the numpy sequence of skconv._optimizers.Adam (itself scikit-learn's
  * maths) after skconv._network.add_l2_gradient: every operation is its own C

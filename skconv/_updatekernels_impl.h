@@ -57,3 +57,34 @@ static void SKC_NAME(skc_adam)(ptrdiff_t n, SKC_T *param, SKC_T *m, SKC_T *v,
         SKC_NAME(skc_adam_loop)(0, n, param, m, v, grad, l2, beta_1, one_minus_beta_1,
                                 beta_2, one_minus_beta_2, minus_learning_rate, epsilon);
 }
+
+/*
+ * sum_of_squares: sum of values[i]**2 in double, value i going to partial sum i % 32,
+ * the 32 added pairwise at the end: a fixed order that depends on n alone. 32 sums
+ * are four independent chains of vector adds (a chain waits 4 cycles per add); no
+ * FMA contraction (SKC_EXACT_FP), so every clone gives the same bits.
+ */
+SKC_CLONES SKC_EXACT_FP
+static double SKC_NAME(skc_sum_of_squares)(ptrdiff_t n, const SKC_T *values)
+{
+    double acc[32];
+    ptrdiff_t i, body = n - n % 32;
+    int j, width;
+    for (j = 0; j < 32; j++)
+        acc[j] = 0;
+    for (i = 0; i < body; i += 32)
+        for (j = 0; j < 32; j++) {
+            double value = values[i + j];
+            double square = value * value;
+            acc[j] = acc[j] + square;
+        }
+    for (i = body; i < n; i++) {
+        double value = values[i];
+        double square = value * value;
+        acc[i - body] = acc[i - body] + square;
+    }
+    for (width = 16; width >= 1; width /= 2)
+        for (j = 0; j < width; j++)
+            acc[j] = acc[j] + acc[j + width];
+    return acc[0];
+}

@@ -255,13 +255,8 @@ def conv_backward(
     if chunks is None:
         return grad_x, grad_w, grad_b
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    # Only the stride-1 path needs finite inputs (see _conv.conv_backward). One cheap
-    # pass: a sum is non-finite when any term is (or, rarely, on overflow, which only
-    # costs the slower path).
-    inputs_finite = True
-    if not _conv.uses_blas(stride):
-        with np.errstate(over="ignore", invalid="ignore"):
-            inputs_finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
+    # Only the stride-1 path needs finite inputs (see _conv.conv_backward).
+    inputs_finite = _conv.uses_blas(stride) or _all_finite(x, w, grad_y)
     with _blas_guard(stride, inputs_finite):
         _conv.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
@@ -416,9 +411,7 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
     codes = np.ascontiguousarray(codes)
     if relu_output is not None:
         relu_output = contiguous(relu_output, dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = bool(np.isfinite(x.sum() + w.sum() + grad_y.sum()))
-    if not finite:
+    if not _all_finite(x, w, grad_y):
         # The fused kernel is the shifted path, which needs finite inputs: unpool in
         # numpy and take the general path (rare: a diverged network).
         if relu_output is not None:
@@ -452,6 +445,11 @@ def _unpool2x2(grad_y, codes, conv_out):
         cells.reshape(n, d, p1, p2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
         .reshape(n, d, 2 * p1, 2 * p2))
     return full
+
+
+def _all_finite(*arrays):
+    """Whether every value of these C-contiguous float arrays is finite."""
+    return all(_conv.all_finite(array.reshape(-1)) for array in arrays)
 
 
 def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from skconv import _conv
 from skconv.ops import conv, conv_backward, conv_output_shape
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
@@ -325,6 +326,24 @@ def test_non_finite_values_stay_where_the_formula_puts_them(in_shape, kernel, kw
             mask = np.isfinite(exp)
             np.testing.assert_allclose(got[mask], exp[mask], rtol=1e-10, atol=1e-10,
                                        err_msg=f"{name}: inf at {cell}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_kernel_matches_numpy(dtype):
+    # The check that picks the finite-only paths: any one inf or NaN, at any place
+    # (vector body or tail, first or last), must be seen; extreme finite values not.
+    rng = np.random.default_rng(23)
+    info = np.finfo(dtype)
+    for n in [0, 1, 2, 7, 15, 16, 17, 31, 33, 64, 100, 1000, 4099]:
+        values = rng.standard_normal(n).astype(dtype)
+        if n:
+            values[rng.integers(n)] = rng.choice([info.max, -info.max, info.tiny, 0.0])
+        assert _conv.all_finite(values) is True
+        for bad in (np.inf, -np.inf, np.nan):
+            for place in {0, n // 2, n - 1} if n else ():
+                spoiled = values.copy()
+                spoiled[place] = bad
+                assert _conv.all_finite(spoiled) is False, (n, bad, place)
 
 
 # ---------------------------------------------------------------------------------

@@ -150,3 +150,52 @@ def test_errors():
         softmax_cross_entropy(z, [0, 1, 1], [1.0, 1.0])
     with pytest.raises(ValueError, match="logits must have shape"):
         softmax_cross_entropy(np.zeros(3), [0, 1, 1])
+    with pytest.raises(ValueError, match=r"got -1 at row 1"):
+        softmax_cross_entropy(z, np.array([0, -1, 1], dtype=np.int8))
+    with pytest.raises(ValueError, match=r"got 1099511627778 at row 2"):
+        softmax_cross_entropy(z, np.array([0, 1, 2**40 + 2], dtype=np.uint64))
+
+
+def _reference_loss_and_grad(z, y, w):
+    # In long double, straight from the definition (no shift: |z| stays small here).
+    z = np.asarray(z, dtype=np.longdouble)
+    w = np.ones(len(y), dtype=np.longdouble) if w is None else np.asarray(w, np.longdouble)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    nll = log_norm - z[np.arange(len(y)), y]
+    proba = np.exp(z - log_norm[:, None])
+    proba[np.arange(len(y)), y] -= 1
+    return (w * nll).sum() / w.sum(), proba * (w / w.sum())[:, None]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_compiled_rows_match_the_definition_over_many_shapes(dtype, weighted):
+    # The rows are computed in float64 and only the gradient is rounded: a float32
+    # gradient must be the float64 value correctly rounded, whatever the shape, the class count (1 included) and the class indices' dtype.
+    rng = np.random.default_rng(7)
+    for n, k in [(1, 1), (1, 2), (3, 1), (64, 10), (5, 37), (200, 3), (17, 100)]:
+        z = rng.normal(scale=4.0, size=(n, k)).astype(dtype)
+        y = rng.integers(0, k, size=n).astype(rng.choice([np.int64, np.int32, np.uint8]))
+        w = rng.uniform(0.0, 3.0, size=n) if weighted else None
+        loss, grad = softmax_cross_entropy(z, y, w)
+        loss_ref, grad_ref = _reference_loss_and_grad(z, y.astype(np.intp), w)
+        assert grad.dtype == dtype and grad.shape == (n, k)
+        assert loss == pytest.approx(float(loss_ref), rel=1e-13, abs=1e-15)
+        # float32: half a unit in the last place of rounding (2**-24 relative) plus
+        # float64's own error, which is absolute where softmax - onehot cancels.
+        rtol = 2.0**-24 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(grad.astype(np.float64), grad_ref.astype(np.float64),
+                                   rtol=rtol, atol=1e-15)
+
+
+def test_non_finite_logits_make_a_non_finite_loss():
+    # The estimator stops on a non-finite loss: NaN and +inf logits must give one
+    # (never a silently finite value), -inf on the true class gives +inf.
+    for row, target in [([np.nan, 1.0, 2.0], 1), ([1.0, np.nan, 2.0], 0),
+                        ([np.inf, 1.0, 2.0], 2), ([-np.inf, 1.0, 2.0], 0)]:
+        with np.errstate(invalid="ignore"):
+            loss, grad = softmax_cross_entropy(np.array([row, [0.0, 1.0, 2.0]]),
+                                               [target, 1])
+        assert not np.isfinite(loss), row
+    loss, grad = softmax_cross_entropy(np.array([[-np.inf, 1.0, 2.0]]), [2])
+    assert np.isfinite(loss) and np.isfinite(grad).all() and grad[0, 0] == 0.0

@@ -600,7 +600,7 @@ def test_l2_helpers_follow_sklearn_convention():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23, 10_001])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23, 31, 32, 33, 100, 10_001])
 def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
     from skconv._update import sum_of_squares
 
@@ -611,6 +611,60 @@ def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
     # Small integers: every partial sum is exact, so the result is too.
     integers = rng.integers(-50, 50, n).astype(dtype)
     assert sum_of_squares(integers) == float(np.sum(integers.astype(np.int64) ** 2))
+
+
+def test_sum_of_squares_arrays_is_the_sum_of_the_per_array_sums():
+    from skconv._update import sum_of_squares, sum_of_squares_arrays
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape, dtype in [
+        ((6, 1, 5, 5), np.float32), ((0,), np.float32), ((17,), np.float64),
+        ((120, 784), np.float32), ((3, 3), np.float64)]]
+    expected = sum(sum_of_squares(a.reshape(-1)) for a in arrays)
+    assert sum_of_squares_arrays(arrays) == expected  # the same float, same order
+    assert sum_of_squares_arrays([]) == 0.0
+    with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
+        sum_of_squares_arrays([arrays[3][:, ::2]])
+    with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
+        sum_of_squares_arrays([np.ones(3, dtype=np.int64)])
+    with pytest.raises(TypeError, match="ndarrays"):
+        sum_of_squares_arrays([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("spoil", ["dtype", "read-only m", "size", "not an array",
+                                   "lengths"])
+def test_multi_array_adam_declines_what_it_cannot_take(spoil):
+    # It must change nothing and say so; Adam.update then takes the numpy path.
+    from skconv._update import adam_step_arrays
+
+    rng = np.random.default_rng(2)
+    params = [rng.standard_normal(5).astype(np.float32) for _ in range(3)]
+    ms = [np.zeros(5, np.float32) for _ in range(3)]
+    vs = [np.zeros(5, np.float32) for _ in range(3)]
+    grads = [np.ones(5, np.float32) for _ in range(3)]
+    l2 = [0.0, 0.0, 0.0]
+    if spoil == "dtype":
+        grads[2] = grads[2].astype(np.float64)
+    elif spoil == "read-only m":
+        ms[1].flags.writeable = False
+    elif spoil == "size":
+        vs[2] = np.zeros(6, np.float32)
+    elif spoil == "not an array":
+        grads[1] = [1.0] * 5
+    else:
+        l2 = l2[:2]
+    before = [p.copy() for p in params]
+    assert adam_step_arrays(params, ms, vs, grads, l2, 0.9, 0.999, 1e-3, 1e-8, 2) is False
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    assert not any(m.any() for m in ms)
+    # And with nothing spoiled it takes them.
+    good = [np.zeros(5, np.float32) for _ in range(3)]
+    assert adam_step_arrays(params, ms if spoil != "read-only m" else good,
+                            [np.zeros(5, np.float32) for _ in range(3)],
+                            [np.ones(5, np.float32) for _ in range(3)], [0.0] * 3,
+                            0.9, 0.999, 1e-3, 1e-8, 2) is True
+    assert all((p < b).all() for p, b in zip(params, before))
 
 
 # ------------------------------------------------------------------------------------
@@ -688,18 +742,19 @@ def test_optimizers_match_sklearn_bitwise():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_fused_adam_step_is_bitwise_the_numpy_step(dtype, n_threads):
-    # Adam.update runs one C loop per parameter (with the L2 term); non-contiguous
-    # gradients take the numpy code, which is scikit-learn's maths. Both must agree
-    # bit for bit, for weights with an L2 factor and biases without, over several
-    # steps, with arrays large enough to be split between threads.
+    # Adam.update runs one C call over every parameter (with the L2 term);
+    # non-contiguous gradients take the numpy code, which is scikit-learn's maths.
+    # Both must agree bit for bit, for weights with an L2 factor and biases without,
+    # over several steps, with arrays large enough to be split between threads (3
+    # threads: the ranges of the second and third cross from one array to the next).
     rng = np.random.RandomState(0)
-    shapes = [(300, 250), (250,), (7, 3, 5)]
+    shapes = [(300, 250), (250,), (7, 3, 5), (41_000,), (3,)]
     params = [rng.normal(size=s).astype(dtype) for s in shapes]
     fused, plain = [p.copy() for p in params], [p.copy() for p in params]
     fused_opt, plain_opt = Adam(fused, 0.01), Adam(plain, 0.01)
-    l2 = [1e-4 / 64, 0.0, 0.3]
+    l2 = [1e-4 / 64, 0.0, 0.3, 1e-3, 0.0]
     for step in range(4):
         grads = [rng.normal(scale=10.0 ** -step, size=s).astype(dtype) for s in shapes]
         grads[0][0, :3] = 0.0  # exact zeros: m and v start at zero
