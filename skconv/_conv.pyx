@@ -813,6 +813,27 @@ def n_reduction_chunks(Py_ssize_t n_samples):
     return min(n_samples, _REDUCTION_CHUNKS)
 
 
+def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
+               const floating[:, ::1] grad_b_chunks,   # IN  (n_chunks, D)
+               floating[::1] grad_w,                   # OUT (D*R,)
+               floating[::1] grad_b):                  # OUT (D,)
+    """The weight and bias gradients from the backward's per-chunk sums: the rows of
+    each added strictly in order (row 0, plus row 1, plus row 2, ...), as numpy's
+    ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
+    cdef Py_ssize_t chunk, j
+    with nogil:
+        for j in range(grad_w.shape[0]):
+            grad_w[j] = grad_w_chunks[0, j]
+        for chunk in range(1, grad_w_chunks.shape[0]):
+            for j in range(grad_w.shape[0]):
+                grad_w[j] = grad_w[j] + grad_w_chunks[chunk, j]
+        for j in range(grad_b.shape[0]):
+            grad_b[j] = grad_b_chunks[0, j]
+        for chunk in range(1, grad_b_chunks.shape[0]):
+            for j in range(grad_b.shape[0]):
+                grad_b[j] = grad_b[j] + grad_b_chunks[chunk, j]
+
+
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
                                     Py_ssize_t n_samples) noexcept nogil:
     """First sample of a reduction chunk: ceil(chunk * N / n_chunks)."""

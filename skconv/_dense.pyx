@@ -26,7 +26,7 @@ inside our own parallel region.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 
 from ._blas cimport gemm as _gemm
 
@@ -198,6 +198,21 @@ cdef void _sum_rows(const floating *g, Py_ssize_t n_rows, Py_ssize_t n_cols,
             total[j] = total[j] + g[i * n_cols + j]
 
 
+cdef void _backward_task(const floating *grad_y, const floating *x,
+                         const floating *w, floating *grad_x, floating *grad_w,
+                         Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
+                         const Chunking *ch_w, const Chunking *ch_x,
+                         Py_ssize_t task) noexcept nogil:
+    # Tasks [0, ch_w.n_chunks): chunks of grad_W (F, U) = x^T (F, N) @ grad_y (N, U);
+    # then chunks of grad_x (N, F) = grad_y @ W^T.
+    if task < ch_w.n_chunks:
+        _gemm_chunk(True, False, x, n_features, grad_y, n_units, 0, grad_w, n_units,
+                    n_features, n_units, n_rows, ch_w, task)
+    else:
+        _gemm_chunk(False, True, grad_y, n_units, w, n_units, 0, grad_x, n_features,
+                    n_rows, n_features, n_units, ch_x, task - ch_w.n_chunks)
+
+
 def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
                    const floating[:, ::1] x,        # IN  (N, F)
                    const floating[:, ::1] w,        # IN  (F, U)
@@ -219,7 +234,7 @@ def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
         Chunking ch_w = _chunking(n_features, n_units, n_rows)
         Chunking ch_x = _chunking(n_rows, n_features, n_units)
         bint want_grad_x = grad_x is not None
-        Py_ssize_t chunk
+        Py_ssize_t task, n_tasks
         floating *gx = NULL
     if n_rows == 0:
         # Empty sums (BLAS would be handed pointers into empty arrays).
@@ -230,28 +245,19 @@ def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
         gx = &grad_x[0, 0]
     else:
         ch_x.n_chunks = 0   # no input gradient: its loops run no chunk
-    n_threads = max(1, min(n_threads, max(ch_w.n_chunks, ch_x.n_chunks)))
+    n_tasks = ch_w.n_chunks + ch_x.n_chunks
+    n_threads = max(1, min(n_threads, n_tasks))
     with nogil:
         # N * U additions: too few to share out.
         _sum_rows(&grad_y[0, 0], n_rows, n_units, &grad_b[0])
-        # Two loops in one parallel region (one team wake-up), each split evenly
-        # between the threads: the weight gradient, then the input gradient.
+        # The chunks of both products as one list of tasks (one team wake-up): the
+        # weight gradient's chunks, then the input gradient's. Two products of one
+        # chunk each (LeNet-5's small layers) then run side by side on two threads.
         if n_threads == 1:
-            for chunk in range(ch_w.n_chunks):
-                _gemm_chunk(True, False, &x[0, 0], n_features, &grad_y[0, 0], n_units,
-                            0, &grad_w[0, 0], n_units, n_features, n_units, n_rows,
-                            &ch_w, chunk)
-            for chunk in range(ch_x.n_chunks):
-                _gemm_chunk(False, True, &grad_y[0, 0], n_units, &w[0, 0], n_units,
-                            0, gx, n_features, n_rows, n_features, n_units,
-                            &ch_x, chunk)
+            for task in range(n_tasks):
+                _backward_task(&grad_y[0, 0], &x[0, 0], &w[0, 0], gx, &grad_w[0, 0],
+                               n_rows, n_features, n_units, &ch_w, &ch_x, task)
         else:
-            with parallel(num_threads=n_threads):
-                for chunk in prange(ch_w.n_chunks, schedule="static"):
-                    _gemm_chunk(True, False, &x[0, 0], n_features, &grad_y[0, 0],
-                                n_units, 0, &grad_w[0, 0], n_units, n_features,
-                                n_units, n_rows, &ch_w, chunk)
-                for chunk in prange(ch_x.n_chunks, schedule="static"):
-                    _gemm_chunk(False, True, &grad_y[0, 0], n_units, &w[0, 0],
-                                n_units, 0, gx, n_features, n_rows, n_features,
-                                n_units, &ch_x, chunk)
+            for task in prange(n_tasks, schedule="static", num_threads=n_threads):
+                _backward_task(&grad_y[0, 0], &x[0, 0], &w[0, 0], gx, &grad_w[0, 0],
+                               n_rows, n_features, n_units, &ch_w, &ch_x, task)

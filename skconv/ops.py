@@ -483,19 +483,10 @@ def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
 
 
 def _add_chunks(chunks, grad_x, grad_w, grad_b):
-    """Fixed-order sums of the per-chunk partials into grad_w and grad_b; returns the
-    three gradients."""
-    _sum_rows_in_order(chunks[0], grad_w.reshape(-1))
-    _sum_rows_in_order(chunks[1], grad_b)
+    """Fixed-order sums of the per-chunk partials into grad_w and grad_b (one
+    compiled call, rows added in order); returns the three gradients."""
+    _conv.sum_chunks(chunks[0], chunks[1], grad_w.reshape(-1), grad_b)
     return grad_x, grad_w, grad_b
-
-
-def _sum_rows_in_order(partials, total):
-    """``total[:] = `` the sum of the rows of ``partials``, strictly in row order."""
-    total[...] = partials[0]
-    for row in partials[1:]:
-        total += row
-    return total
 
 
 # ---------------------------------------------------------------------------------
