@@ -872,7 +872,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
                             const floating[:, :, :, :, ::1] relu_out,  # or None
                             const floating[:, :, :, :, ::1] x,
-                            const floating[::1] w_flipped,  # _pack_rows of (C, D*K0*K1*K2)
+                            const floating[::1] w_flipped,  # _pack_rows of (C, D*K0*K1*K2) or None
                             floating[:, :, :, :, ::1] grad_x,           # or None
                             floating[:, ::1] grad_w_chunks,
                             floating[:, ::1] grad_b_chunks,
@@ -1159,10 +1159,13 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
             grad_pooled is not None)
     offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
     # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
-    # "full" correlation of grad_y with the flipped kernel.
-    w_flipped = _pack_rows(np.ascontiguousarray(
-        np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)
-    ).reshape(w.shape[1], -1))
+    # "full" correlation of grad_y with the flipped kernel. Only the input gradient
+    # reads it (a first layer has none).
+    w_flipped = None
+    if grad_x is not None:
+        w_flipped = _pack_rows(np.ascontiguousarray(
+            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)
+        ).reshape(w.shape[1], -1))
     with nogil:
         _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,

@@ -1,6 +1,5 @@
 """Thread-count rule shared by every public entry point (scikit-learn's ``n_jobs``)."""
 
-import contextlib
 import numbers
 import os
 import threading
@@ -86,8 +85,7 @@ _LIMIT_DEPTH = 0  # how many single_threaded_blas blocks are open (any Python th
 _LIMIT_SAVED = []  # the counts to restore when the outermost block closes
 
 
-@contextlib.contextmanager
-def single_threaded_blas():
+class single_threaded_blas:
     """Context manager limiting BLAS to one thread while our OpenMP threads call it.
 
     The kernels call ``sgemm``/``dgemm`` from inside ``prange``, and the dense layers
@@ -96,28 +94,35 @@ def single_threaded_blas():
     threads on the cores. Restores the previous counts on exit.
 
     Blocks nest: only the outermost one sets and restores the counts (a few
-    microseconds each), so a network wraps a whole pass and its layers' own blocks
-    cost nothing. The count is process-wide, so the blocks of all Python threads
-    count as one.
+    microseconds each), so the estimator wraps a whole epoch and the blocks of the
+    network and its layers cost a lock each (a class, not a generator-based
+    ``contextlib`` manager: it is entered about ten times per minibatch). The count is
+    process-wide, so the blocks of all Python threads count as one.
     """
-    global _LIMIT_DEPTH
-    with _LIMIT_LOCK:
-        if _LIMIT_DEPTH == 0:
-            libraries = _blas_libraries()
-            _LIMIT_SAVED[:] = [library.get_num_threads() for library in libraries]
-            for library, count in zip(libraries, _LIMIT_SAVED):
-                if count != 1:
-                    library.set_num_threads(1)
-        _LIMIT_DEPTH += 1
-    try:
-        yield
-    finally:
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _LIMIT_DEPTH
+        with _LIMIT_LOCK:
+            if _LIMIT_DEPTH == 0:
+                libraries = _blas_libraries()
+                _LIMIT_SAVED[:] = [library.get_num_threads() for library in libraries]
+                for library, count in zip(libraries, _LIMIT_SAVED):
+                    if count != 1:
+                        library.set_num_threads(1)
+            _LIMIT_DEPTH += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        global _LIMIT_DEPTH
         with _LIMIT_LOCK:
             _LIMIT_DEPTH -= 1
             if _LIMIT_DEPTH == 0:
                 for library, count in zip(_blas_libraries(), _LIMIT_SAVED):
                     if count != 1:
                         library.set_num_threads(count)
+        return False
 
 
 # Below this many multiply-adds per thread, waking another OpenMP thread costs more
