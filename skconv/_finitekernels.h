@@ -14,22 +14,18 @@
 
 #include "_simd.h"
 
-SKC_CLONES static int skc_all_finite_f(ptrdiff_t n, const float *values)
-{
-    int bad = 0;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++)
-        bad |= (values[i] - values[i]) != 0;
-    return !bad;
-}
+/* One body for float and double. */
+#define SKC_DEFINE_ALL_FINITE(name, T)                                             \
+    SKC_CLONES static int name(ptrdiff_t n, const T *values)                       \
+    {                                                                              \
+        int bad = 0;                                                               \
+        ptrdiff_t i;                                                               \
+        for (i = 0; i < n; i++)                                                    \
+            bad |= (values[i] - values[i]) != 0;                                   \
+        return !bad;                                                               \
+    }
 
-SKC_CLONES static int skc_all_finite_d(ptrdiff_t n, const double *values)
-{
-    int bad = 0;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++)
-        bad |= (values[i] - values[i]) != 0;
-    return !bad;
-}
+SKC_DEFINE_ALL_FINITE(skc_all_finite_f, float)
+SKC_DEFINE_ALL_FINITE(skc_all_finite_d, double)
 
 #endif /* SKCONV_FINITEKERNELS_H */
