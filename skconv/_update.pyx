@@ -26,51 +26,11 @@ cdef extern from "_updatekernels.h" nogil:
 _GRAIN = 32768
 
 
-def adam_step(floating[::1] param, floating[::1] m, floating[::1] v,
-              const floating[::1] grad, double l2, double beta_1, double beta_2,
-              double learning_rate, double epsilon, int n_threads):
-    """One Adam step in place on flat arrays of equal length, from ``grad + l2*param``.
-
-    Each value is updated alone, so splitting the arrays between threads changes
-    nothing in the result. Shapes are trusted (the caller passes matching arrays).
-    """
-    cdef:
-        Py_ssize_t n = param.shape[0], n_chunks, chunk, start, stop
-    if n == 0:
-        return
-    n_chunks = max(1, min(n_threads, n // _GRAIN))
-    for chunk in prange(n_chunks, nogil=True, schedule="static", num_threads=n_chunks):
-        start = chunk * n // n_chunks
-        stop = (chunk + 1) * n // n_chunks
-        if floating is float:
-            skc_adam_f(stop - start, &param[start], &m[start], &v[start], &grad[start],
-                       <float> l2, <float> beta_1, <float> (1 - beta_1),
-                       <float> beta_2, <float> (1 - beta_2), <float> -learning_rate,
-                       <float> epsilon)
-        else:
-            skc_adam_d(stop - start, &param[start], &m[start], &v[start], &grad[start],
-                       l2, beta_1, 1 - beta_1, beta_2, 1 - beta_2, -learning_rate,
-                       epsilon)
-
-
 cdef inline double _sum_of_squares(const floating *values, Py_ssize_t n) noexcept nogil:
+    # sum(values ** 2) in float64, in a fixed order (see _updatekernels_impl.h).
     if floating is float:
         return skc_sum_of_squares_f(n, values)
     return skc_sum_of_squares_d(n, values)
-
-
-def sum_of_squares(const floating[::1] values):
-    """``sum(values ** 2)`` accumulated in float64, in a fixed order.
-
-    32 interleaved partial sums (value ``i`` goes to sum ``i % 32``), added pairwise
-    at the end: the order depends on the length only. Faster than converting to
-    float64 and calling ``np.einsum`` (the L2 penalty of every minibatch).
-    """
-    cdef double total = 0
-    if values.shape[0] > 0:
-        with nogil:
-            total = _sum_of_squares(&values[0], values.shape[0])
-    return total
 
 
 cdef struct _AdamArrays:
@@ -124,7 +84,7 @@ cdef void _adam_range(const _AdamArrays *arrays, Py_ssize_t n_arrays, bint is_fl
 def adam_step_arrays(list params, list ms, list vs, list grads, list l2,
                      double beta_1, double beta_2, double learning_rate, double epsilon,
                      int n_threads):
-    """:func:`adam_step` on several parameter arrays in one call.
+    """One Adam step in place on several parameter arrays, from ``grad + l2*param``.
 
     The arrays are treated as laid end to end and cut into at most ``n_threads``
     equal ranges of values (each of at least ``_GRAIN``), so small arrays cost no
@@ -193,10 +153,13 @@ def adam_step_arrays(list params, list ms, list vs, list grads, list l2,
 
 
 def sum_of_squares_arrays(list arrays):
-    """``sum(sum_of_squares(a.ravel()) for a in arrays)`` (that same float) in one call.
+    """Sum of the squares of every value of ``arrays``, accumulated in float64.
 
-    For the L2 penalty of every minibatch, where a call per weight array costs more
-    than the sums. Each array must be a C-contiguous float32 or float64 ndarray.
+    Each array is summed with 32 interleaved partial sums (value ``i`` goes to sum
+    ``i % 32``), added pairwise at the end, and the arrays' sums are added in list
+    order: the order depends on the sizes only. For the L2 penalty of every
+    minibatch, in one call. Each array must be a C-contiguous float32 or float64
+    ndarray.
     """
     cdef:
         double total = 0

@@ -602,7 +602,10 @@ def test_l2_helpers_follow_sklearn_convention():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23, 31, 32, 33, 100, 10_001])
 def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
-    from skconv._update import sum_of_squares
+    from skconv._update import sum_of_squares_arrays
+
+    def sum_of_squares(values):
+        return sum_of_squares_arrays([values])
 
     rng = np.random.default_rng(n)
     values = rng.standard_normal(n).astype(dtype)
@@ -614,13 +617,13 @@ def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
 
 
 def test_sum_of_squares_arrays_is_the_sum_of_the_per_array_sums():
-    from skconv._update import sum_of_squares, sum_of_squares_arrays
+    from skconv._update import sum_of_squares_arrays
 
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(shape).astype(dtype) for shape, dtype in [
         ((6, 1, 5, 5), np.float32), ((0,), np.float32), ((17,), np.float64),
         ((120, 784), np.float32), ((3, 3), np.float64)]]
-    expected = sum(sum_of_squares(a.reshape(-1)) for a in arrays)
+    expected = sum(sum_of_squares_arrays([a]) for a in arrays)
     assert sum_of_squares_arrays(arrays) == expected  # the same float, same order
     assert sum_of_squares_arrays([]) == 0.0
     with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
