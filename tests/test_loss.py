@@ -7,6 +7,11 @@ import pytest
 
 from skconv._loss import log_softmax, softmax, softmax_cross_entropy
 
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from ._finite_differences import central_differences
+except ImportError:
+    from _finite_differences import central_differences
+
 
 def _naive_log_softmax(z):
     z = np.asarray(z, dtype=np.float64)
@@ -51,19 +56,6 @@ def test_loss_matches_formula(dtype):
                                rtol=rtol * 10, atol=rtol)
 
 
-def _central_difference(fn, z, eps=1e-6):
-    numeric = np.zeros_like(z)
-    for idx in np.ndindex(z.shape):
-        old = z[idx]
-        z[idx] = old + eps
-        plus = fn(z)
-        z[idx] = old - eps
-        minus = fn(z)
-        z[idx] = old
-        numeric[idx] = (plus - minus) / (2 * eps)
-    return numeric
-
-
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gradient_matches_central_differences(weighted):
     rng = np.random.RandomState(2)
@@ -71,7 +63,7 @@ def test_gradient_matches_central_differences(weighted):
     y = rng.randint(0, 4, size=6)
     w = rng.uniform(0.1, 3.0, size=6) if weighted else None
     _, grad = softmax_cross_entropy(z, y, w)
-    numeric = _central_difference(lambda v: softmax_cross_entropy(v, y, w)[0], z)
+    numeric = central_differences(lambda: softmax_cross_entropy(z, y, w)[0], z, 1e-6)
     # atol: the central difference's rounding floor is ~ 1e-16 * |loss| / eps ~ 1e-10.
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
 

@@ -10,8 +10,10 @@ from skconv import ops
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_pool as ref
+    from ._finite_differences import central_differences
 except ImportError:
     import _reference_pool as ref
+    from _finite_differences import central_differences
 
 # The kernels' helpers are ``noexcept``: in the debug build (bounds checks on) an
 # out-of-bounds access is reported as an unraisable exception, not raised. Make it fail.
@@ -27,16 +29,7 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol
 
 def _loss_grad_check(f, grad, x, r, h=1e-6):
     """Compare ``grad`` with central differences of ``sum(f(x) * r)`` at every cell."""
-    numeric = np.empty_like(x)
-    flat, out = x.reshape(-1), numeric.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        up = np.sum(f(x) * r)
-        flat[i] = old - h
-        down = np.sum(f(x) * r)
-        flat[i] = old
-        out[i] = (up - down) / (2 * h)
+    numeric = central_differences(lambda: np.sum(f(x) * r), x, h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
