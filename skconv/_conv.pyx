@@ -85,6 +85,13 @@ cdef extern from "_finitekernels.h" nogil:
     int skc_all_finite_d(Py_ssize_t n, const double *values)
 
 
+cdef inline bint _all_finite(const floating *values, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return skc_all_finite_f(n, values)
+    else:
+        return skc_all_finite_d(n, values)
+
+
 cdef extern from "_poolkernels.h" nogil:
     enum: SKC_POOL_LANES
     void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
@@ -100,32 +107,48 @@ cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_
                           const floating *B, const Py_ssize_t *b_off,
                           floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
     """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
-    vec_at[:n_vec], A packed by ``_pack_rows``; see _microkernels.h."""
+    vec_at[:n_vec], A packed by ``_pack_rows_from``; see _microkernels.h."""
     if floating is float:
         skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
     else:
         skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
 
 
-cdef object _pack_rows(object A):
-    """A (M, K), float32 or float64, packed for ``_rowgemm``: its register blocks of
+cdef object _pack_rows_from(const floating *A, Py_ssize_t M, Py_ssize_t K):
+    """A C-contiguous (M, K) matrix packed for ``_rowgemm``: its register blocks of
     rows as (K, rows) panels, one after another (a fresh array of M*K values)."""
-    cdef:
-        const float[:, ::1] a_f
-        const double[:, ::1] a_d
-        float[::1] packed_f
-        double[::1] packed_d
-    A = np.ascontiguousarray(A)
-    packed = np.empty(A.size, dtype=A.dtype)
-    if A.dtype == np.float32:
-        a_f, packed_f = A, packed
-        skc_rowgemm_pack_f(A.shape[0], A.shape[1], &a_f[0, 0], A.shape[1], 1,
-                           &packed_f[0])
+    cdef float[::1] packed_f
+    cdef double[::1] packed_d
+    if floating is float:
+        packed = np.empty(M * K, dtype=np.float32)
+        packed_f = packed
+        skc_rowgemm_pack_f(M, K, A, K, 1, &packed_f[0])
     else:
-        a_d, packed_d = A, packed
-        skc_rowgemm_pack_d(A.shape[0], A.shape[1], &a_d[0, 0], A.shape[1], 1,
-                           &packed_d[0])
+        packed = np.empty(M * K, dtype=np.float64)
+        packed_d = packed
+        skc_rowgemm_pack_d(M, K, A, K, 1, &packed_d[0])
     return packed
+
+
+cdef object _pack_flipped(const floating[:, :, :, :, ::1] w):
+    """The input gradient's kernel packed for ``_rowgemm``: w (D, C, K0, K1, K2) with
+    every spatial axis reversed, as (C, D*K0*K1*K2) rows."""
+    cdef:
+        Py_ssize_t n_filters = w.shape[0], channels = w.shape[1]
+        Py_ssize_t k0, k1, k2, d, c, at
+        Py_ssize_t n0 = w.shape[2], n1 = w.shape[3], n2 = w.shape[4]
+        floating[::1] flipped
+    flipped = np.empty(channels * n_filters * n0 * n1 * n2,
+                       dtype=np.float32 if floating is float else np.float64)
+    at = 0
+    for c in range(channels):
+        for d in range(n_filters):
+            for k0 in range(n0):
+                for k1 in range(n1):
+                    for k2 in range(n2):
+                        flipped[at] = w[d, c, n0 - 1 - k0, n1 - 1 - k1, n2 - 1 - k2]
+                        at += 1
+    return _pack_rows_from(&flipped[0], channels, n_filters * n0 * n1 * n2)
 
 
 cdef inline void _wgrad(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
@@ -519,8 +542,43 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
     return forward.base, backward.base
 
 
+# Offsets, positions and vector starts of the stride-1 path depend on the geometry
+# only, and a network asks for the same few geometries every minibatch: building
+# them took a third of a small call's set-up. Read-only once built, so the threads
+# of a process may share them.
+cdef dict _TABLES = {}
+_MAX_TABLES = 64
+
+
+cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
+    """``(offsets, vec_at)`` of the forward, or ``(offsets_fwd, offsets_bwd,
+    positions, vec_at)`` of the backward, for this geometry (cached)."""
+    cdef Shifted sh
+    cdef tuple key = (backward, lanes, g.channels, g.n_filters,
+                      g.size[0], g.size[1], g.size[2], g.ksize[0], g.ksize[1], g.ksize[2],
+                      g.out[0], g.out[1], g.out[2], g.pad[0], g.pad[1], g.pad[2],
+                      g.dil[0], g.dil[1], g.dil[2])
+    tables = _TABLES.get(key)
+    if tables is not None:
+        return tables
+    sh = _shifted(g)
+    if backward:
+        offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
+        tables = (offsets_fwd, offsets_bwd, _output_positions(g),
+                  _vector_starts(g.size, sh.gp, sh.g_wide, lanes))
+    else:
+        tables = (_shifted_offsets(g, False)[0],
+                  _vector_starts(g.out, sh.xp, sh.x_wide, lanes))
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
-                           const floating[::1] w_packed,  # IN  _pack_rows of w (D, R)
+                           const floating[::1] w_packed,  # IN  _pack_rows_from of w (D, R)
                            const floating *bias,
                            floating[:, :, :, :, ::1] y,
                            const Py_ssize_t[::1] offsets,
@@ -776,10 +834,11 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
         Shifted sh = _shifted(g)
-        const Py_ssize_t[::1] offsets = _shifted_offsets(g, False)[0]
-        const Py_ssize_t[::1] vec_at = _vector_starts(
-            g.out, sh.xp, sh.x_wide, 16 if floating is float else 8)
-        const floating[::1] w_packed = _pack_rows(np.asarray(w).reshape(w.shape[0], -1))
+        tuple tables = _shifted_tables(g, False, 16 if floating is float else 8)
+        const Py_ssize_t[::1] offsets = tables[0]
+        const Py_ssize_t[::1] vec_at = tables[1]
+        const floating[::1] w_packed = _pack_rows_from(&w[0, 0, 0, 0, 0], w.shape[0],
+                                                       g.n_rows)
         floating[:, ::1] scratch = _scratch(
             g, True, False, False, n_threads,
             np.float32 if floating is float else np.float64, 0, pooled)
@@ -792,9 +851,7 @@ def all_finite(const floating[::1] values):
     """Whether every value is finite (no inf, no NaN); True when empty."""
     if values.shape[0] == 0:
         return True
-    if floating is float:
-        return bool(skc_all_finite_f(values.shape[0], &values[0]))
-    return bool(skc_all_finite_d(values.shape[0], &values[0]))
+    return bool(_all_finite(&values[0], values.shape[0]))
 
 
 def uses_blas(tuple stride, bint inputs_finite=True):
@@ -820,18 +877,23 @@ def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
     """The weight and bias gradients from the backward's per-chunk sums: the rows of
     each added strictly in order (row 0, plus row 1, plus row 2, ...), as numpy's
     ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
-    cdef Py_ssize_t chunk, j
     with nogil:
-        for j in range(grad_w.shape[0]):
-            grad_w[j] = grad_w_chunks[0, j]
-        for chunk in range(1, grad_w_chunks.shape[0]):
-            for j in range(grad_w.shape[0]):
-                grad_w[j] = grad_w[j] + grad_w_chunks[chunk, j]
-        for j in range(grad_b.shape[0]):
-            grad_b[j] = grad_b_chunks[0, j]
-        for chunk in range(1, grad_b_chunks.shape[0]):
-            for j in range(grad_b.shape[0]):
-                grad_b[j] = grad_b[j] + grad_b_chunks[chunk, j]
+        _sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
+                           &grad_w[0])
+        _sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
+                           &grad_b[0])
+
+
+cdef void _sum_rows_in_order(const floating *rows,  # IN  (n_rows, n_cols)
+                             Py_ssize_t n_rows, Py_ssize_t n_cols,
+                             floating *total) noexcept nogil:  # OUT (n_cols,)
+    """total = rows[0] + rows[1] + ... , added one row after another (n_rows >= 1)."""
+    cdef Py_ssize_t i, j
+    for j in range(n_cols):
+        total[j] = rows[j]
+    for i in range(1, n_rows):
+        for j in range(n_cols):
+            total[j] = total[j] + rows[i * n_cols + j]
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -872,7 +934,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
                             const floating[:, :, :, :, ::1] relu_out,  # or None
                             const floating[:, :, :, :, ::1] x,
-                            const floating[::1] w_flipped,  # _pack_rows of (C, D*K0*K1*K2) or None
+                            const floating[::1] w_flipped,  # _pack_flipped of w, or None
                             floating[:, :, :, :, ::1] grad_x,           # or None
                             floating[:, ::1] grad_w_chunks,
                             floating[:, ::1] grad_b_chunks,
@@ -882,7 +944,15 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const Py_ssize_t[::1] vec_at,  # IN  _vector_starts of grad_x
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, const WgradLayout *lay,
-                            int n_threads) noexcept nogil:
+                            int n_threads,
+                            uint8_t *nonfinite) noexcept nogil:  # OUT (N,) or NULL
+    """The stride-1 backward (see ``conv_backward`` / ``conv_pool_backward``).
+
+    With ``nonfinite``, each sample's x and output gradient are first checked where
+    they are read anyway: a sample holding an inf or a NaN gets ``nonfinite[n] = 1``
+    and is skipped, and the caller must then discard every output (the shifted path
+    needs finite inputs). The check costs no pass of its own and runs on the threads.
+    """
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters
@@ -904,6 +974,10 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         const uint8_t *codes_n
         const floating *relu_n
         bint pooled = grad_pooled is not None
+        Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
+        Py_ssize_t gy_sample = n_filters * g.n_cols
+    if pooled:
+        gy_sample = n_filters * grad_pooled.shape[3] * grad_pooled.shape[4]
     zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
@@ -935,6 +1009,12 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
             stop = _chunk_start(chunk + 1, n_chunks, n_samples)
             memset(gw_acc, 0, lay.n_acc * sizeof(floating))
             for n in range(start, stop):
+                if nonfinite != NULL and not (
+                        _all_finite(&x[n, 0, 0, 0, 0], x_sample)
+                        and _all_finite(&grad_pooled[n, 0, 0, 0, 0] if pooled
+                                        else &grad_y[n, 0, 0, 0, 0], gy_sample)):
+                    nonfinite[n] = 1
+                    continue
                 if pooled:
                     # This sample's convolution gradient, made in cache from the
                     # pooled one: what the pooling's backward would have stored.
@@ -1107,8 +1187,8 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
                        const floating[:, :, :, :, ::1] x,           # IN  (N, C, 1, X1, X2)
                        const floating[:, :, :, :, ::1] w,           # IN  (D, C, 1, K1, K2)
                        floating[:, :, :, :, ::1] grad_x,            # OUT as x, or None
-                       floating[:, ::1] grad_w_chunks,              # OUT as conv_backward
-                       floating[:, ::1] grad_b_chunks,              # OUT as conv_backward
+                       floating[:, :, :, :, ::1] grad_w,            # OUT as w
+                       floating[::1] grad_b,                        # OUT (D,)
                        tuple conv_out,                              # IN  (1, O1, O2)
                        tuple pad_lo, tuple dilation, int n_threads):
     """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
@@ -1117,8 +1197,17 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     With ``relu_out`` (the forward's output when it applied relu), the relu's backward
     comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
     sample's convolution gradient is rebuilt in cache (zeros except at the winning
-    cells), never stored for the whole batch. Needs finite x, w and gradient (the
-    shifted path; see ``conv_backward``): the caller checks. Chunks as in ``conv_backward``.
+    cells), never stored for the whole batch, and the weight and bias gradients are
+    summed per chunk of samples, the chunks then added in order, as ``conv_backward``
+    and ``sum_chunks`` do.
+
+    Returns
+    -------
+    bool
+        False when x, w or ``grad_pooled`` holds an inf or a NaN: the outputs are then
+        garbage and the caller takes a general path (the shifted path needs finite
+        inputs; see ``conv_backward``). The check runs per sample inside the kernel,
+        on the threads, so finite inputs cost no extra pass.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
@@ -1126,11 +1215,32 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
                                (1, 1, 1), pad_lo, dilation)
         const floating[:, :, :, :, ::1] no_grad_y = None
-    if x.shape[0] == 0:
-        return
-    n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
+        Py_ssize_t n_samples = x.shape[0], n, n_chunks
+        floating[:, ::1] grad_w_chunks
+        floating[:, ::1] grad_b_chunks
+        uint8_t[::1] nonfinite
+    if n_samples == 0:
+        grad_w[...] = 0
+        grad_b[...] = 0
+        return True
+    if not _all_finite(&w[0, 0, 0, 0, 0], w.shape[0] * g.n_rows):
+        return False
+    n_chunks = min(n_samples, _REDUCTION_CHUNKS)
+    dtype = np.float32 if floating is float else np.float64
+    grad_w_chunks = np.empty((n_chunks, w.shape[0] * g.n_rows), dtype=dtype)
+    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
+    nonfinite = np.zeros(n_samples, dtype=np.uint8)
+    n_threads = max(1, min(n_threads, n_chunks))
     _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,
-                          grad_w_chunks, grad_b_chunks, &g, n_threads)
+                          grad_w_chunks, grad_b_chunks, &g, n_threads, &nonfinite[0])
+    for n in range(n_samples):
+        if nonfinite[n]:
+            return False
+    with nogil:
+        _sum_rows_in_order(&grad_w_chunks[0, 0], n_chunks, grad_w_chunks.shape[1],
+                           &grad_w[0, 0, 0, 0, 0])
+        _sum_rows_in_order(&grad_b_chunks[0, 0], n_chunks, grad_b.shape[0], &grad_b[0])
+    return True
 
 
 cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
@@ -1142,31 +1252,30 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                            floating[:, :, :, :, ::1] grad_x,
                            floating[:, ::1] grad_w_chunks,
                            floating[:, ::1] grad_b_chunks,
-                           const Geometry *g, int n_threads):
+                           const Geometry *g, int n_threads,
+                           uint8_t *nonfinite=NULL):
     """The stride-1 backward, from grad_y or from a pooled gradient: per-call tables,
-    then the kernel."""
+    then the kernel (``nonfinite`` as in ``_backward_shifted``)."""
     cdef:
         WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
         Shifted sh = _shifted(g)
-        const Py_ssize_t[::1] offsets_fwd
-        const Py_ssize_t[::1] offsets_bwd
-        const Py_ssize_t[::1] positions = _output_positions(g)
-        const Py_ssize_t[::1] vec_at = _vector_starts(g.size, sh.gp, sh.g_wide, lay.lanes)
+        tuple tables = _shifted_tables(g, True, lay.lanes)
+        const Py_ssize_t[::1] offsets_fwd = tables[0]
+        const Py_ssize_t[::1] offsets_bwd = tables[1]
+        const Py_ssize_t[::1] positions = tables[2]
+        const Py_ssize_t[::1] vec_at = tables[3]
         const floating[::1] w_flipped
         floating[:, ::1] scratch = _scratch(
             g, True, True, grad_x is not None, n_threads,
             np.float32 if floating is float else np.float64, lay.lanes,
             grad_pooled is not None)
-    offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
     # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
     # "full" correlation of grad_y with the flipped kernel. Only the input gradient
     # reads it (a first layer has none).
     w_flipped = None
     if grad_x is not None:
-        w_flipped = _pack_rows(np.ascontiguousarray(
-            np.asarray(w)[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)
-        ).reshape(w.shape[1], -1))
+        w_flipped = _pack_flipped(w)
     with nogil:
         _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
-                          positions, vec_at, scratch, g, &lay, n_threads)
+                          positions, vec_at, scratch, g, &lay, n_threads, nonfinite)

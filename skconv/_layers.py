@@ -285,7 +285,7 @@ class Conv(Layer):
     params : [W of shape (D, C, *kernel), b of shape (D,)]
     """
 
-    _cache_attributes = ("_x", "_codes", "_relu_output")
+    _cache_attributes = ("_x", "_codes", "_relu_output", "_step")
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
                  init="glorot_uniform"):
@@ -299,6 +299,7 @@ class Conv(Layer):
         self._x = None
         self._codes = None
         self._relu_output = None
+        self._step = None
 
     def compute_output_shape(self, input_shape):
         owner = repr(self)
@@ -368,34 +369,45 @@ class Conv(Layer):
         without storing the convolution's output: the same result bit for bit as the
         layers one by one, in less time and memory."""
         w, b = self.params
-        shape = (x.shape[0],) + pool.output_shape
-        out = codes = None
-        if training:
-            out = self._workspace("pooled", shape, x.dtype)
-            codes = self._workspace("codes", shape, np.uint8)
-        y, codes = ops._conv_pool2x2(
-            x, w, b, padding=self.padding, dilation=self.dilation, mode=pool.mode,
-            relu=relu, n_jobs=n_jobs, out=out, codes=codes, want_codes=training)
-        self._x = x if training else None
-        self._codes = codes
+        if not training:
+            # Fresh outputs: a caller may keep them.
+            y, _ = ops._conv_pool2x2(
+                x, w, b, padding=self.padding, dilation=self.dilation, mode=pool.mode,
+                relu=relu, n_jobs=n_jobs, want_codes=False)
+            self._clear_cache()
+            return y
+        step = self._fused_step(x, pool, relu)
+        y, codes = step.forward(x, w, b, effective_n_threads(n_jobs))
+        self._x, self._codes = x, codes
         # The relu's backward reads its output, as Activation does (the next layer
         # must not overwrite it: it is a cached output, as an Activation's).
-        self._relu_output = y if training and relu else None
+        self._relu_output = y if relu else None
         return y
+
+    def _fused_step(self, x, pool, relu):
+        """The prepared fused op for this input shape (one per batch size, kept with
+        the workspaces: its outputs are the layer's training outputs)."""
+        workspaces = self.__dict__.setdefault("_workspaces", {})
+        key = ("fused step", x.shape, x.dtype.str, pool.mode, relu)
+        step = workspaces.get(key)
+        if step is None:
+            if len(workspaces) >= 16:  # many batch sizes (partial_fit): start over
+                workspaces.clear()
+            step = workspaces[key] = ops._ConvPool2x2Step(
+                x.shape, self.params[0].shape, self.dtype, padding=self.padding,
+                dilation=self.dilation, mode=pool.mode, relu=relu)
+        self._step = step
+        return step
 
     def backward_pooled(self, grad_y, n_jobs, need_input_grad):
         """Backward of :meth:`forward_pooled`; ``grad_y`` is the gradient of its
         output."""
         x = self._take_cache("_x")
-        codes = self._take_cache("_codes")
-        relu_output, self._relu_output = self._relu_output, None
-        grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
-        grad_x, _, _ = ops._conv_pool2x2_backward(
-            grad_y, codes, x, self.params[0], padding=self.padding,
-            dilation=self.dilation, relu_output=relu_output, n_jobs=n_jobs,
-            compute_grad_x=need_input_grad, out=(grad_x, self.grads[0], self.grads[1]),
-        )
-        return grad_x
+        self._take_cache("_codes")  # the step holds them
+        self._relu_output = None
+        return self._step.backward(grad_y, x, self.params[0], self.grads[0],
+                                   self.grads[1], effective_n_threads(n_jobs),
+                                   compute_grad_x=need_input_grad)
 
     def __repr__(self):
         return (

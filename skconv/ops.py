@@ -411,28 +411,154 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
     codes = np.ascontiguousarray(codes)
     if relu_output is not None:
         relu_output = contiguous(relu_output, dtype)
-    if not _all_finite(x, w, grad_y):
-        # The fused kernel is the shifted path, which needs finite inputs: unpool in
-        # numpy and take the general path (rare: a diverged network).
-        if relu_output is not None:
-            with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
-                grad_y = grad_y * (relu_output > 0)  # the relu's backward
-        return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
-                             padding=padding, dilation=dilation, n_jobs=n_jobs,
-                             compute_grad_x=compute_grad_x, out=out)
-    grad_x, grad_w, grad_b, chunks = _conv_backward_outputs(x, w, grad_y, dtype,
-                                                            compute_grad_x, out)
-    if chunks is None:
-        return grad_x, grad_w, grad_b
+    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
+                                                   out)
     n_threads = threads_for_work(effective_n_threads(n_jobs),
                                  2 * w.size * math.prod(conv_out) * x.shape[0])
-    _conv.conv_pool_backward(
+    if _conv.conv_pool_backward(
         view_3d(grad_y), view_3d(codes),
         None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
-        None if grad_x is None else view_3d(grad_x), *chunks, conv_out, pad_lo,
-        dilation_3d, n_threads,
-    )
-    return _add_chunks(chunks, grad_x, grad_w, grad_b)
+        None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
+        pad_lo, dilation_3d, n_threads,
+    ):
+        return grad_x, grad_w, grad_b
+    # An inf or a NaN in x, w or grad_y (the kernel checks as it reads them): the
+    # fused kernel is the shifted path, which needs finite inputs, so unpool in numpy
+    # and take the general path (rare: a diverged network).
+    if relu_output is not None:
+        with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
+            grad_y = grad_y * (relu_output > 0)  # the relu's backward
+    return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
+                         padding=padding, dilation=dilation, n_jobs=n_jobs,
+                         compute_grad_x=compute_grad_x, out=(grad_x, grad_w, grad_b))
+
+
+class _ConvPool2x2Step:
+    """:func:`_conv_pool2x2` and its backward, prepared for one layer's input shape.
+
+    Internal: the training path of a network layer, which runs the same shapes every
+    minibatch. Everything that depends on the shapes alone - the argument checks,
+    the geometry, the outputs - is done once here; a call then checks that its arrays
+    still have the prepared shapes and dtype (so no kernel ever sees another shape)
+    and runs the kernel. The results are those of :func:`_conv_pool2x2` and
+    :func:`_conv_pool2x2_backward` bit for bit (the same kernels).
+
+    The outputs (``y``, ``codes``, ``grad_x``) belong to the step and are overwritten
+    by the next call, like a layer's workspaces: one step serves one caller at a time.
+
+    Parameters
+    ----------
+    x_shape : tuple of int
+        ``(N, C, H, W)``.
+    w_shape : tuple of int
+        ``(D, C, K1, K2)``.
+    dtype : float32 or float64
+    padding, dilation, mode, relu
+        As in :func:`_conv_pool2x2`.
+    """
+
+    def __init__(self, x_shape, w_shape, dtype, *, padding=0, dilation=1, mode="max",
+                 relu=False):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        # The full checks of the general op, once, on arrays of the prepared shapes.
+        x, w, _ = _check_conv_inputs(np.empty(x_shape, self.dtype),
+                                     np.empty(w_shape, self.dtype), None)
+        conv_out, pooled, self._pad_lo, self._dilation = _conv_pool2x2_geometry(
+            x, w, padding, dilation)
+        self._conv_out = conv_out
+        self.x_shape, self.w_shape = x.shape, w.shape
+        self.y_shape = x.shape[:1] + w.shape[:1] + pooled
+        self.padding, self.dilation_arg = padding, dilation
+        self._want_min, self._relu = mode == "min", bool(relu)
+        self.y = np.empty(self.y_shape, dtype=self.dtype)
+        self.codes = np.empty(self.y_shape, dtype=np.uint8)
+        self.grad_x = np.empty(self.x_shape, dtype=self.dtype)
+        self._x5, self._w5 = view_3d(x).shape, view_3d(w).shape
+        self._y5 = view_3d(self.y)
+        self._codes5 = view_3d(self.codes)
+        self._grad_x5 = view_3d(self.grad_x)
+        work = w.size * math.prod(conv_out) * x.shape[0]
+        self._forward_work, self._backward_work = work, 2 * work
+
+    def _checked(self, array, shape, name):
+        """``array`` as a C-contiguous array of the step's dtype and ``shape``."""
+        if (type(array) is not np.ndarray or array.dtype != self.dtype
+                or not array.flags.c_contiguous):
+            array = np.ascontiguousarray(as_float_array(array, name), dtype=self.dtype)
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} (the prepared shape), got "
+                             f"shape {array.shape}")
+        return array
+
+    def forward(self, x, w, b, n_threads):
+        """The pooled output and its codes (the step's own arrays).
+
+        Parameters
+        ----------
+        x : ndarray of shape ``x_shape``
+        w : ndarray of shape ``w_shape``
+        b : ndarray of shape (D,) or None
+        n_threads : int
+            Threads to use at most (an effective count, not ``n_jobs``).
+
+        Returns
+        -------
+        y, codes : ndarray of shape ``y_shape`` (codes uint8)
+        """
+        x = self._checked(x, self.x_shape, "x")
+        w = self._checked(w, self.w_shape, "w")
+        if b is not None:
+            b = self._checked(b, self.w_shape[:1], "b")
+        _conv.conv_pool_forward(
+            x.reshape(self._x5), w.reshape(self._w5), b, self._y5, self._codes5,
+            self._conv_out, self._pad_lo, self._dilation, self._want_min, self._relu,
+            threads_for_work(n_threads, self._forward_work))
+        return self.y, self.codes
+
+    def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
+        """Gradients after :meth:`forward` on the same ``x`` and ``w``.
+
+        Parameters
+        ----------
+        grad_y : ndarray of shape ``y_shape``
+            Gradient with respect to the forward's (pooled, relu'd) output.
+        x, w : ndarray
+            The forward's inputs.
+        grad_w, grad_b : ndarray
+            Where to write the weight and bias gradients (C-contiguous, of shapes
+            ``w_shape`` and (D,) and the step's dtype).
+        n_threads : int
+        compute_grad_x : bool, default=True
+
+        Returns
+        -------
+        grad_x : ndarray of shape ``x_shape`` (the step's own array) or None
+        """
+        grad_y = self._checked(grad_y, self.y_shape, "grad_y")
+        x = self._checked(x, self.x_shape, "x")
+        w = self._checked(w, self.w_shape, "w")
+        inputs = (grad_y, x, w, self.y)
+        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs)
+        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs)
+        grad_x = self.grad_x if compute_grad_x else None
+        if _conv.conv_pool_backward(
+            grad_y.reshape(self._y5.shape), self._codes5,
+            self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
+            self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
+            self._conv_out, self._pad_lo, self._dilation,
+            threads_for_work(n_threads, self._backward_work),
+        ):
+            return grad_x
+        # Not finite: the general path (see _conv_pool2x2_backward).
+        grad_x, _, _ = _conv_pool2x2_backward(
+            grad_y, self.codes, x, w, padding=self.padding, dilation=self.dilation_arg,
+            relu_output=self.y if self._relu else None, n_jobs=n_threads,
+            compute_grad_x=compute_grad_x, out=(grad_x, grad_w, grad_b))
+        return grad_x
 
 
 def _unpool2x2(grad_y, codes, conv_out):
@@ -452,14 +578,9 @@ def _all_finite(*arrays):
     return all(_conv.all_finite(array.reshape(-1)) for array in arrays)
 
 
-def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
-    """Outputs and scratch of a convolution's backward.
-
-    Returns ``(grad_x or None, grad_w, grad_b, chunks)``: new arrays, or ``out``
-    checked, and ``chunks``, the kernel's per-chunk partial sums of grad_w and grad_b
-    (see ``_conv.conv_backward``), or None for an empty batch, whose grad_w and grad_b
-    are then zeros.
-    """
+def _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x, out):
+    """``(grad_x or None, grad_w, grad_b)`` of a convolution's backward: new arrays, or
+    ``out`` checked."""
     if out is None:
         grad_x = np.empty(x.shape, dtype=dtype) if compute_grad_x else None
         grad_w, grad_b = np.empty(w.shape, dtype=dtype), np.empty(w.shape[0], dtype=dtype)
@@ -472,6 +593,19 @@ def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
             grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
         grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
         grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
+    return grad_x, grad_w, grad_b
+
+
+def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
+    """Outputs and scratch of a convolution's backward.
+
+    Returns ``(grad_x or None, grad_w, grad_b, chunks)``: new arrays, or ``out``
+    checked, and ``chunks``, the kernel's per-chunk partial sums of grad_w and grad_b
+    (see ``_conv.conv_backward``), or None for an empty batch, whose grad_w and grad_b
+    are then zeros.
+    """
+    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
+                                                   out)
     n_chunks = _conv.n_reduction_chunks(x.shape[0])
     if n_chunks == 0:
         grad_w[...] = 0

@@ -149,6 +149,41 @@ def test_nan_and_infinities(dtype, mode, relu):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["x", "grad", "w"])
+@pytest.mark.parametrize("sample", [0, 9, 18])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_one_non_finite_value_anywhere_takes_the_fallback(dtype, where, sample, bad,
+                                                          n_jobs):
+    # The backward kernel checks each sample's x and gradient as it reads them, on the
+    # threads, and w before it starts: a single inf or NaN in any sample of either,
+    # or in w, must send the whole call to the general path (the shifted path would
+    # leak 0 * inf = NaN into sums that do not contain the bad cell).
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((19, 3, 10, 11)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    grad_pooled = rng.standard_normal((19, 5, 5, 5)).astype(dtype)
+    if where == "x":
+        x[sample, 2, 9, 10] = bad
+    elif where == "grad":
+        grad_pooled[sample, 4, 4, 4] = bad
+    else:
+        w[4, 1, 2, 0] = bad
+    with np.errstate(invalid="ignore"):
+        _, codes = ops._conv_pool2x2(x, w, b, padding="same", n_jobs=n_jobs)
+        y = ops.conv(x, w, b, padding="same")
+        _, indices = ops.pool_with_indices(y, 2)
+        grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape)
+        expected = ops.conv_backward(grad_y, x, w, padding="same")
+        got = ops._conv_pool2x2_backward(grad_pooled, codes, x, w, padding="same",
+                                         n_jobs=n_jobs)
+    assert not all(np.isfinite(g).all() for g in got)
+    for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
+        assert_bitwise_equal(g, e, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_of_zeros_and_infinite_gradient(dtype):
     # relu's backward multiplies by (y > 0), so an infinite gradient on a cell that
     # relu set to zero gives NaN, as in the unfused layers (the fallback path).
