@@ -8,10 +8,11 @@ Usage::
 Builds the default network of ``ConvNetClassifier`` for 28x28 images (float32), then
 runs ``--steps`` forward + backward passes on one random minibatch after 10 warm-up
 passes, timing each step's forward and backward with ``time.perf_counter`` (a step is
-a layer, or a convolution fused with the 2x2 pooling and relu after it, as ``fit``
-runs them). The optimizer step, the loss and the estimator's batching are not
-included (the whole ``fit`` is measured by ``bench_lenet5.py``). The layers are private API: this is a
-developer's tool, not a benchmark against a peer.
+a layer, a convolution fused with the 2x2 pooling and relu after it, or a dense layer
+fused with its relu, as ``fit`` runs them). The optimizer step, the loss and the
+estimator's batching are not included (the whole ``fit`` is measured by
+``bench_lenet5.py``). The layers are private API: this is a developer's tool, not a
+benchmark against a peer.
 """
 
 import argparse
@@ -37,8 +38,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    # One timing per step of the network: a layer, or a convolution fused with the
-    # pooling and relu after it (Network._steps), as fit runs them.
+    # One timing per step of the network: a layer, a convolution fused with the
+    # pooling and relu after it, or a dense layer fused with its relu
+    # (Network._steps), as fit runs them.
     steps = net._steps
     names = [" + ".join(f"{i}: {net.layers[i]!r}" for i in step) for step in steps]
     forward = np.zeros(len(steps))
@@ -48,22 +50,13 @@ def main(argv=None):
             forward[:] = backward[:] = 0
         h = X
         for s, layers in enumerate(steps):
-            layer = net.layers[layers[0]]
             start = time.perf_counter()
-            if len(layers) > 1:
-                h = layer.forward_pooled(h, net.layers[layers[1]], args.threads, True,
-                                         relu=len(layers) == 3)
-            else:
-                h = layer.forward(h, args.threads, True)
+            h = net._forward_step(layers, h, args.threads, True)
             forward[s] += time.perf_counter() - start
         _, grad = softmax_cross_entropy(h, y)
         for s in reversed(range(len(steps))):
-            layer = net.layers[steps[s][0]]
             start = time.perf_counter()
-            if len(steps[s]) > 1:
-                grad = layer.backward_pooled(grad, args.threads, s > 0)
-            else:
-                grad = layer.backward(grad, args.threads, s > 0)
+            grad = net._backward_step(steps[s], grad, args.threads, s > 0)
             backward[s] += time.perf_counter() - start
     scale = 1e3 / args.steps
     print(f"LeNet-5, batch {args.batch_size}, {args.threads} thread(s), float32, "

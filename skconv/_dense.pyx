@@ -133,15 +133,37 @@ cdef void _fill_bias(const floating *bias, floating *y, Py_ssize_t n_rows,
             y[i * n_units + u] = bias[u]
 
 
+cdef void _relu_chunk(floating *y, Py_ssize_t n_rows, Py_ssize_t n_units,
+                      const Chunking *ch, Py_ssize_t chunk) noexcept nogil:
+    """relu in place on one chunk of y, as numpy's ``maximum(y, 0)`` computes it:
+    negatives and -0 become +0, NaN is kept."""
+    cdef:
+        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
+        Py_ssize_t row_lo = 0, row_hi = n_rows, u_lo = 0, u_hi = n_units, i, u
+    if ch.split_rows:
+        row_lo = start
+        row_hi = stop
+    else:
+        u_lo = start
+        u_hi = stop
+    for i in range(row_lo, row_hi):
+        for u in range(u_lo, u_hi):
+            if y[i * n_units + u] <= 0:
+                y[i * n_units + u] = 0
+
+
 cdef void _forward_chunk(const floating *x, const floating *w, const floating *bias,
                          floating *y, Py_ssize_t n_rows, Py_ssize_t n_features,
                          Py_ssize_t n_units, const Chunking *ch,
-                         Py_ssize_t chunk) noexcept nogil:
+                         Py_ssize_t chunk, bint relu) noexcept nogil:
     # y = b + x @ W on the chunk: the bias is written first and the GEMM adds to it
-    # (beta = 1), so no pass over y follows.
+    # (beta = 1), so no pass over y follows; relu then runs on the chunk while it is
+    # in cache.
     _fill_bias(bias, y, n_rows, n_units, ch, chunk)
     _gemm_chunk(False, False, x, n_features, w, n_units, 1, y, n_units,
                 n_rows, n_units, n_features, ch, chunk)
+    if relu:
+        _relu_chunk(y, n_rows, n_units, ch, chunk)
 
 
 def forward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):
@@ -162,8 +184,9 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
                   const floating[:, ::1] w,     # IN  (F, U)
                   const floating[::1] b,        # IN  (U,)
                   floating[:, ::1] y,           # OUT (N, U)
-                  int n_threads):
-    """y = x @ w + b, on up to ``n_threads`` threads; bitwise the same for any count.
+                  int n_threads, bint relu=False):
+    """y = x @ w + b (then relu if asked, as ``numpy.maximum(y, 0)``), on up to
+    ``n_threads`` threads; bitwise the same for any count.
 
     Shapes are trusted (``skconv._layers.Dense`` checks them); BLAS must be limited to
     one thread by the caller. ``y`` is overwritten.
@@ -180,11 +203,11 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
             # No parallel region: a one-thread team still costs its set-up.
             for chunk in range(ch.n_chunks):
                 _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
-                               n_units, &ch, chunk)
+                               n_units, &ch, chunk, relu)
         else:
             for chunk in prange(ch.n_chunks, schedule="static", num_threads=n_threads):
                 _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
-                               n_units, &ch, chunk)
+                               n_units, &ch, chunk, relu)
 
 
 cdef void _sum_rows(const floating *g, Py_ssize_t n_rows, Py_ssize_t n_cols,
@@ -213,6 +236,30 @@ cdef void _backward_task(const floating *grad_y, const floating *x,
                     n_rows, n_features, n_units, ch_x, task - ch_w.n_chunks)
 
 
+def dense_relu_backward(floating[:, ::1] grad_y,        # INOUT (N, U)
+                        const floating[:, ::1] relu_out,  # IN  (N, U)
+                        const floating[:, ::1] x,         # IN  (N, F)
+                        const floating[:, ::1] w,         # IN  (F, U)
+                        floating[:, ::1] grad_x,          # OUT (N, F) or None
+                        floating[:, ::1] grad_w,          # OUT (F, U)
+                        floating[::1] grad_b,             # OUT (U,)
+                        int n_threads):
+    """Gradients of ``dense_forward(..., relu=True)`` from the gradient of its output.
+
+    ``grad_y`` is first overwritten with the relu's backward, ``grad_y * (relu_out >
+    0)`` as numpy computes it (a product, so an infinite gradient on a zeroed cell
+    gives NaN), then everything is as in ``dense_backward``.
+    """
+    cdef Py_ssize_t i, n = grad_y.shape[0] * grad_y.shape[1]
+    cdef floating *g = &grad_y[0, 0] if n else NULL
+    cdef const floating *out = &relu_out[0, 0] if n else NULL
+    with nogil:
+        # N * U products: too few to share out.
+        for i in range(n):
+            g[i] = g[i] * (<floating> (out[i] > 0))
+    _backward(grad_y, x, w, grad_x, grad_w, grad_b, n_threads)
+
+
 def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
                    const floating[:, ::1] x,        # IN  (N, F)
                    const floating[:, ::1] w,        # IN  (F, U)
@@ -228,6 +275,13 @@ def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
     trusted and BLAS must be single-threaded, as in ``dense_forward``. The outputs are
     overwritten.
     """
+    _backward(grad_y, x, w, grad_x, grad_w, grad_b, n_threads)
+
+
+cdef void _backward(const floating[:, ::1] grad_y, const floating[:, ::1] x,
+                    const floating[:, ::1] w, floating[:, ::1] grad_x,
+                    floating[:, ::1] grad_w, floating[::1] grad_b, int n_threads):
+    """The body of ``dense_backward``."""
     cdef:
         Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
         # grad_W (F, U) = x^T (F, N) @ grad_y (N, U); grad_x (N, F) = grad_y @ W^T.

@@ -615,13 +615,14 @@ class Dense(Layer):
     params : [W of shape (n_features, units), b of shape (units,)]
     """
 
-    _cache_attributes = ("_x",)
+    _cache_attributes = ("_x", "_y")
 
     def __init__(self, units, init="glorot_uniform"):
         super().__init__()
         self.units = units
         self.init = init
         self._x = None
+        self._y = None
 
     def compute_output_shape(self, input_shape):
         owner = repr(self)
@@ -643,6 +644,15 @@ class Dense(Layer):
         self.param_is_weight = (True, False)
 
     def forward(self, x, n_jobs, training):
+        return self._forward(x, n_jobs, training, relu=False)
+
+    def forward_relu(self, x, n_jobs, training):
+        """This layer then relu (``Activation('relu')``) in one pass: the relu runs on
+        each chunk of the output while it is in cache. The same values bit for bit as
+        the two layers."""
+        return self._forward(x, n_jobs, training, relu=True)
+
+    def _forward(self, x, n_jobs, training, relu):
         w, b = self.params
         # The kernel takes C-contiguous arrays of the layer's dtype (a first layer may
         # get a strided view).
@@ -652,12 +662,22 @@ class Dense(Layer):
         y = self._workspace("y", shape, x.dtype) if training else np.empty(shape, x.dtype)
         n_threads = threads_for_work(effective_n_threads(n_jobs), x.size * w.shape[1])
         with single_threaded_blas():
-            _dense.dense_forward(x, w, b, y, n_threads)
+            _dense.dense_forward(x, w, b, y, n_threads, relu)
         self._x = x if training else None
+        self._y = y if training and relu else None
         return y
 
     def backward(self, grad_y, n_jobs, need_input_grad):
+        return self._backward(grad_y, n_jobs, need_input_grad, relu=False)
+
+    def backward_relu(self, grad_y, n_jobs, need_input_grad):
+        """Backward of :meth:`forward_relu`; ``grad_y`` is the gradient of the relu's
+        output and is overwritten with the relu's backward."""
+        return self._backward(grad_y, n_jobs, need_input_grad, relu=True)
+
+    def _backward(self, grad_y, n_jobs, need_input_grad, relu):
         x = self._take_cache("_x")
+        relu_out = self._take_cache("_y") if relu else None
         w = self.params[0]
         grad_y = np.ascontiguousarray(grad_y, dtype=self.dtype)
         grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
@@ -665,8 +685,14 @@ class Dense(Layer):
         work = x.size * w.shape[1] * (2 if need_input_grad else 1)
         n_threads = threads_for_work(effective_n_threads(n_jobs), work)
         with single_threaded_blas():
-            _dense.dense_backward(grad_y, x, w, grad_x, self.grads[0], self.grads[1],
-                                  n_threads)
+            if relu:
+                if not grad_y.flags.writeable:
+                    grad_y = grad_y.copy()
+                _dense.dense_relu_backward(grad_y, relu_out, x, w, grad_x, self.grads[0],
+                                           self.grads[1], n_threads)
+            else:
+                _dense.dense_backward(grad_y, x, w, grad_x, self.grads[0],
+                                      self.grads[1], n_threads)
         return grad_x
 
     def __repr__(self):

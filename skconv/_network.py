@@ -60,8 +60,9 @@ class Network:
         Run a :class:`Conv` and the 2x2 max/min :class:`Pool` after it (and a relu
         :class:`Activation` after that) as one fused step where
         :meth:`Conv.can_fuse_pool` allows: the convolution's output is then never
-        stored. The results are the same bit for bit; False runs every layer on its
-        own (the reference in the tests).
+        stored. A :class:`Dense` layer and a relu after it are one step too. The
+        results are the same bit for bit; False runs every layer on its own (the
+        reference in the tests).
 
     Attributes
     ----------
@@ -138,21 +139,40 @@ class Network:
 
     def _plan_steps(self):
         """Indices of the layers each step runs: (i,) alone, (i, i + 1) for a
-        convolution fused with the pooling after it, (i, i + 1, i + 2) when a relu
-        follows too."""
+        convolution fused with the pooling after it or a dense layer fused with the
+        relu after it, (i, i + 1, i + 2) for a convolution, pooling and relu."""
         steps, i = [], 0
         layers = self.layers + [None, None]
+        is_relu = lambda layer: isinstance(layer, Activation) and layer.name == "relu"  # noqa: E731
         while i < len(self.layers):
-            layer, pool, activation = layers[i:i + 3]
-            if self.fuse and isinstance(layer, Conv) and layer.can_fuse_pool(pool):
-                if isinstance(activation, Activation) and activation.name == "relu":
-                    steps.append((i, i + 1, i + 2))
-                else:
-                    steps.append((i, i + 1))
+            layer, following, activation = layers[i:i + 3]
+            if self.fuse and isinstance(layer, Conv) and layer.can_fuse_pool(following):
+                steps.append((i, i + 1, i + 2) if is_relu(activation) else (i, i + 1))
+            elif self.fuse and isinstance(layer, Dense) and is_relu(following):
+                steps.append((i, i + 1))
             else:
                 steps.append((i,))
             i += len(steps[-1])
         return steps
+
+    def _forward_step(self, step, x, n_jobs, training):
+        """Run one step of :meth:`_plan_steps` forward."""
+        layer = self.layers[step[0]]
+        if len(step) == 1:
+            return layer.forward(x, n_jobs, training)
+        if isinstance(layer, Dense):
+            return layer.forward_relu(x, n_jobs, training)
+        return layer.forward_pooled(x, self.layers[step[1]], n_jobs, training,
+                                    relu=len(step) == 3)
+
+    def _backward_step(self, step, grad, n_jobs, need_input_grad):
+        """Run one step of :meth:`_plan_steps` backward."""
+        layer = self.layers[step[0]]
+        if len(step) == 1:
+            return layer.backward(grad, n_jobs, need_input_grad)
+        if isinstance(layer, Dense):
+            return layer.backward_relu(grad, n_jobs, need_input_grad)
+        return layer.backward_pooled(grad, n_jobs, need_input_grad)
 
     def _check_initialized(self):
         if self.dtype is None:
@@ -184,12 +204,7 @@ class Network:
         # One BLAS limit for the pass, not one per layer call (see single_threaded_blas).
         with single_threaded_blas():
             for step in self._steps:
-                layer = self.layers[step[0]]
-                if len(step) > 1:
-                    x = layer.forward_pooled(x, self.layers[step[1]], n_jobs, training,
-                                             relu=len(step) == 3)
-                else:
-                    x = layer.forward(x, n_jobs, training)
+                x = self._forward_step(step, x, n_jobs, training)
         return x
 
     def backward(self, grad_logits, n_jobs, need_input_grad=False):
@@ -218,12 +233,8 @@ class Network:
             )
         with single_threaded_blas():
             for step in reversed(self._steps):
-                layer = self.layers[step[0]]
-                need = step[0] > 0 or need_input_grad
-                if len(step) > 1:
-                    grad = layer.backward_pooled(grad, n_jobs, need)
-                else:
-                    grad = layer.backward(grad, n_jobs, need)
+                grad = self._backward_step(step, grad, n_jobs,
+                                           step[0] > 0 or need_input_grad)
         return grad
 
     @property

@@ -4,7 +4,8 @@ Groups, in file order:
 
 1. forward and backward against numpy products in float64, on shapes from batch 1
    and one unit up to ones that are cut into chunks along either side;
-2. bitwise equality of outputs and gradients for any ``n_jobs``;
+2. bitwise equality of outputs and gradients for any ``n_jobs``, and of the fused
+   dense + relu step with the two layers;
 3. central differences in float64;
 4. layouts: strided inputs, inference against training, an empty batch.
 
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from skconv import _dense
-from skconv._layers import Dense
+from skconv._layers import Activation, Dense
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from ._finite_differences import central_differences
@@ -148,6 +149,45 @@ def test_results_do_not_depend_on_n_jobs(shape, dtype):
         np.testing.assert_array_equal(got[3], expected[3])
         np.testing.assert_array_equal(layer.forward(x, n_jobs, training=False),
                                       expected[0])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 9), (64, 120, 84),
+                                   (64, 784, 120), (300, 203, 97)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+def test_fused_relu_is_bitwise_the_two_layers(shape, dtype, n_jobs):
+    # Dense.forward_relu / backward_relu (the network's dense + relu step) against
+    # Dense then Activation('relu'), on outputs with exact zeros (integer data; row 0
+    # is the biases alone, half of them -0), NaN and inf (an infinite gradient on a
+    # zeroed cell gives NaN).
+    n, f, u = shape
+    rng = np.random.default_rng(3)
+    layer = _layer(f, u, dtype)
+    layer.params[0][...] = rng.integers(-2, 3, size=(f, u))
+    layer.params[1][...] = rng.integers(-2, 3, size=u)
+    layer.params[1][: u // 2] = -0.0
+    x = rng.integers(-1, 2, size=(n, f)).astype(dtype)
+    x[0, :] = 0  # row 0: y = b exactly, with -0 biases
+    if n > 2:
+        x[1, 0] = np.nan
+        x[2, -1] = np.inf
+    grad_y = rng.integers(-3, 4, size=(n, u)).astype(dtype)
+    grad_y[-1, 0] = np.inf
+    relu = Activation("relu")
+    relu.initialize((u,), None, dtype)
+    with np.errstate(invalid="ignore"):
+        y_ref = relu.forward(layer.forward(x, 1, training=True).copy(), 1, training=True)
+        grad_ref = layer.backward(relu.backward(grad_y.copy(), 1, True), 1, True).copy()
+        grads_ref = [g.copy() for g in layer.grads]
+        y = layer.forward_relu(x, n_jobs, training=True).copy()
+        grad_x = layer.backward_relu(grad_y.copy(), n_jobs, True)
+    for name, got, expected in [("y", y, y_ref), ("grad_x", grad_x, grad_ref),
+                                ("grad_w", layer.grads[0], grads_ref[0]),
+                                ("grad_b", layer.grads[1], grads_ref[1])]:
+        assert got.dtype == expected.dtype and got.shape == expected.shape, name
+        np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8),
+                                      err_msg=name)
+    np.testing.assert_array_equal(layer.forward_relu(x, n_jobs, training=False), y)
 
 
 # ---------------------------------------------------------------------------------

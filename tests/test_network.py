@@ -539,8 +539,9 @@ def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dt
     fused_steps = [step for step in fused._steps if len(step) > 1]
     activation = kwargs.get("activation", "relu")
     # tanh keeps the textbook order (conv, tanh, pool): nothing to fuse there.
-    expected = {"relu": [(0, 1, 2), (3, 4, 5)], "identity": [(0, 1), (3, 4)],
-                "tanh": []}[activation]
+    # Dense layers fuse with a relu after them.
+    expected = {"relu": [(0, 1, 2), (3, 4, 5), (7, 8), (9, 10)],
+                "identity": [(0, 1), (3, 4)], "tanh": []}[activation]
     assert fused_steps == expected
     assert all(len(step) == 1 for step in plain._steps)
     rng = np.random.RandomState(5)
