@@ -510,7 +510,8 @@ class BaseConvNet(BaseEstimator):
                 float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
             if batch_weight == 0:
                 continue  # only zero weights: nothing to learn from this batch
-            logits = network.forward(X[idx], n_threads, training=True)
+            # The network gathers X[idx] on its threads.
+            logits = network.forward(X, n_threads, training=True, rows=idx)
             loss, grad = self._loss_and_grad(logits, y[idx], sw_batch)
             # scikit-learn's MLP convention: L2 scaled by the batch's total weight.
             loss += l2_penalty(network, alpha, batch_weight)

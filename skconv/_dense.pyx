@@ -316,6 +316,7 @@ cdef void _backward(const floating[:, ::1] grad_y, const floating[:, ::1] x,
                 _backward_task(&grad_y[0, 0], &x[0, 0], &w[0, 0], gx, &grad_w[0, 0],
                                n_rows, n_features, n_units, &ch_w, &ch_x, task)
         else:
-            for task in prange(n_tasks, schedule="static", num_threads=n_threads):
+            for task in prange(n_tasks, schedule="static", chunksize=1,
+                               num_threads=n_threads):
                 _backward_task(&grad_y[0, 0], &x[0, 0], &w[0, 0], gx, &grad_w[0, 0],
                                n_rows, n_features, n_units, &ch_w, &ch_x, task)

@@ -31,8 +31,8 @@ from ._layers import (
     Pool,
 )
 from ._optimizers import add_l2
-from ._threads import single_threaded_blas
-from ._update import sum_of_squares_arrays
+from ._threads import effective_n_threads, single_threaded_blas
+from ._update import gather_rows, sum_of_squares_arrays
 from ._validation import MAX_SPATIAL_DIMS
 
 __all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_factors", "l2_penalty"]
@@ -84,6 +84,7 @@ class Network:
         self.output_shape = None
         self.dtype = None
         self._steps = None
+        self._batch = None
 
     def compute_output_shape(self, input_shape):
         """Run shape inference only (no allocation) and return the output shape.
@@ -178,7 +179,7 @@ class Network:
         if self.dtype is None:
             raise RuntimeError("the network is not initialized; call initialize()")
 
-    def forward(self, x, n_jobs, training=False):
+    def forward(self, x, n_jobs, training=False, rows=None):
         """Logits for a minibatch.
 
         Parameters
@@ -189,10 +190,15 @@ class Network:
             Threads for the ops.
         training : bool, default=False
             Cache what :meth:`backward` needs.
+        rows : ndarray of int, default=None
+            Run the minibatch ``x[rows]`` instead of ``x``, gathered on the threads
+            (each copies the samples its first layer computes on, so they start in
+            its own cache). The same results as ``forward(x[rows])``.
 
         Returns
         -------
-        logits : ndarray of shape (N, *output_shape), the network's dtype
+        logits : ndarray of shape (N, *output_shape) (``len(rows)`` rows with
+        ``rows``), the network's dtype
         """
         self._check_initialized()
         x = np.asarray(x)
@@ -201,11 +207,33 @@ class Network:
                 f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
             )
         x = x.astype(self.dtype, copy=False)
+        if rows is not None:
+            x = self._gather(x, rows, n_jobs, training)
         # One BLAS limit for the pass, not one per layer call (see single_threaded_blas).
         with single_threaded_blas():
             for step in self._steps:
                 x = self._forward_step(step, x, n_jobs, training)
         return x
+
+    def _gather(self, x, rows, n_jobs, training):
+        """``x[rows]``, copied on the threads (see :meth:`forward`)."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise ValueError(f"rows must be a 1-D array of ints, got {rows.dtype} with "
+                             f"shape {rows.shape}")
+        shape = (rows.shape[0],) + x.shape[1:]
+        if not x.flags.c_contiguous:
+            return x[rows]
+        # A training batch is kept for the next one (the first layer caches it for
+        # its backward, which comes first); inference batches are fresh.
+        out = getattr(self, "_batch", None) if training else None
+        if out is None or out.shape != shape or out.dtype != x.dtype:
+            out = np.empty(shape, dtype=x.dtype)
+            if training:
+                self._batch = out
+        gather_rows(x, np.ascontiguousarray(rows, dtype=np.intp), out,
+                    effective_n_threads(n_jobs))
+        return out
 
     def backward(self, grad_logits, n_jobs, need_input_grad=False):
         """Back-propagate after a training forward; fills every layer's ``grads``.
@@ -289,6 +317,12 @@ class Network:
             )
         for p, s in zip(params, state):
             p[...] = s
+
+    def __getstate__(self):
+        # The training batch is a workspace: never pickle it.
+        state = self.__dict__.copy()
+        state["_batch"] = None
+        return state
 
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)

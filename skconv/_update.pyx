@@ -1,13 +1,16 @@
-"""Fused optimizer steps for the training loop (see ``_updatekernels.h``).
+"""Kernels of the training loop's passes over whole arrays: the fused optimizer steps
+(see ``_updatekernels.h``), the L2 sum and the minibatch gather.
 
-Kernels only: ``skconv._optimizers`` decides when to call them and keeps the numpy
-version of the same maths, which the tests hold these to bit for bit.
+Kernels only: ``skconv._optimizers`` decides when to call the optimizer steps and
+keeps the numpy version of the same maths, which the tests hold these to bit for bit;
+``skconv._network`` calls the L2 sum and the gather.
 """
 
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -181,3 +184,59 @@ def sum_of_squares_arrays(list arrays):
             total += _sum_of_squares(<const double *> cnp.PyArray_DATA(a),
                                      cnp.PyArray_SIZE(a))
     return total
+
+
+def gather_rows(cnp.ndarray source, cnp.ndarray rows, cnp.ndarray out, int n_threads):
+    """``out[i] = source[rows[i]]``, the rows copied on up to ``n_threads`` threads.
+
+    The rows are shared out as the convolution kernels share out the samples of a
+    batch (``prange``, static schedule), so with the same thread count each thread
+    copies the samples it will compute on: they are then in its own core's cache
+    rather than in the core of the thread that gathered them.
+
+    Parameters
+    ----------
+    source : ndarray of shape (n_samples, ...)
+        C-contiguous.
+    rows : ndarray of intp, shape (n_rows,)
+        Every entry in ``[0, n_samples)`` (checked: IndexError otherwise).
+    out : ndarray of shape (n_rows, ...)
+        C-contiguous, writeable, of ``source``'s dtype and row size.
+    n_threads : int
+    """
+    cdef:
+        Py_ssize_t n_rows, n_source, row_bytes, i, r
+        const Py_ssize_t *index
+        const char *src
+        char *dst
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(source) and cnp.PyArray_IS_C_CONTIGUOUS(out)
+            and cnp.PyArray_ISWRITEABLE(out) and cnp.PyArray_NDIM(source) >= 1
+            and cnp.PyArray_NDIM(out) == cnp.PyArray_NDIM(source)
+            and cnp.PyArray_TYPE(out) == cnp.PyArray_TYPE(source)
+            and (<object> out).shape[1:] == (<object> source).shape[1:]):
+        raise ValueError(
+            f"gather_rows needs C-contiguous source and out of one dtype and row shape, "
+            f"out writeable: source {source.dtype} {(<object> source).shape}, out "
+            f"{out.dtype} {(<object> out).shape}")
+    if (cnp.PyArray_TYPE(rows) != cnp.NPY_INTP or cnp.PyArray_NDIM(rows) != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(rows)
+            or cnp.PyArray_DIM(rows, 0) != cnp.PyArray_DIM(out, 0)):
+        raise ValueError(f"rows must be a contiguous 1-D intp array of "
+                         f"{cnp.PyArray_DIM(out, 0)} entries, got {rows.dtype} "
+                         f"{(<object> rows).shape}")
+    n_rows = cnp.PyArray_DIM(rows, 0)
+    n_source = cnp.PyArray_DIM(source, 0)
+    index = <const Py_ssize_t *> cnp.PyArray_DATA(rows)
+    for i in range(n_rows):
+        if index[i] < 0 or index[i] >= n_source:
+            raise IndexError(f"rows[{i}] = {index[i]} is out of range for source with "
+                             f"{n_source} rows")
+    if n_rows == 0:
+        return
+    row_bytes = cnp.PyArray_NBYTES(source) // n_source if n_source else 0
+    src = <const char *> cnp.PyArray_DATA(source)
+    dst = <char *> cnp.PyArray_DATA(out)
+    n_threads = max(1, min(n_threads, n_rows))
+    for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+        r = index[i]
+        memcpy(dst + i * row_bytes, src + r * row_bytes, row_bytes)

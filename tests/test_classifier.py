@@ -451,12 +451,12 @@ def test_keyboard_interrupt_keeps_the_last_finished_epoch(digits_small, monkeypa
     calls = {"n": 0}
     original_forward = Network.forward
 
-    def forward(self, x, n_jobs, training=False):
+    def forward(self, x, n_jobs, training=False, rows=None):
         if training:
             calls["n"] += 1
             if calls["n"] == 5 * 2 + 3:  # third minibatch of epoch 3
                 raise KeyboardInterrupt
-        return original_forward(self, x, n_jobs, training)
+        return original_forward(self, x, n_jobs, training, rows)
 
     monkeypatch.setattr(Network, "forward", forward)
     clf = ConvNetClassifier(**{**SMALL, "max_iter": 10})

@@ -892,3 +892,51 @@ def test_single_threaded_blas_nests_and_restores():
             with single_threaded_blas():
                 raise KeyError("restored on errors too")
         assert counts() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+def test_forward_of_rows_is_forward_of_the_gathered_batch(dtype, n_jobs):
+    # forward(X, rows=idx) gathers X[idx] on the threads: the same logits and (after
+    # backward) gradients bit for bit, unsorted and repeated rows included, for
+    # training and inference, and the caller's X untouched.
+    shape = (1, 12, 12)
+    net = _init(build_lenet5(shape, 4), 0, dtype, shape=shape)
+    rng = np.random.RandomState(2)
+    X = rng.normal(size=(40,) + shape).astype(dtype)
+    X0 = X.copy()
+    for rows in (np.array([39, 0, 7, 7, 12, 3, 38]), np.arange(40)[::-3],
+                 np.array([5], dtype=np.int32)):
+        y = np.arange(len(rows)) % 4
+        logits = net.forward(X, n_jobs, training=True, rows=rows)
+        _, grad = softmax_cross_entropy(logits, y)
+        net.backward(grad, n_jobs)
+        got = (logits.copy(), [g.copy() for g in net.grads])
+        _assert_same_step(got, _train_step(net, X[rows], y, n_jobs))
+        np.testing.assert_array_equal(net.forward(X, n_jobs, rows=rows),
+                                      net.forward(X[rows], n_jobs))
+    np.testing.assert_array_equal(X, X0)
+    # A strided X is gathered by numpy instead, with the same result.
+    Xs = np.repeat(X, 2, axis=0)[::2]
+    np.testing.assert_array_equal(net.forward(Xs, n_jobs, rows=[3, 1]),
+                                  net.forward(X[[3, 1]], n_jobs))
+
+
+def test_forward_of_rows_checks_the_rows():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    X = np.zeros((10, 1, 12, 12))
+    for bad in ([10], [-1], [0, 3, 11]):
+        with pytest.raises(IndexError, match="out of range for source with 10 rows"):
+            net.forward(X, 1, training=True, rows=np.array(bad))
+    with pytest.raises(ValueError, match="rows must be a 1-D array of ints"):
+        net.forward(X, 1, rows=np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="rows must be a 1-D array of ints"):
+        net.forward(X, 1, rows=np.array([0.5]))
+
+
+def test_training_batch_workspace_is_not_pickled():
+    net = _init(build_lenet5((1, 12, 12), 4), 0)
+    X = np.zeros((10, 1, 12, 12))
+    net.forward(X, 1, training=True, rows=np.arange(6))
+    assert net._batch is not None
+    assert pickle.loads(pickle.dumps(net))._batch is None
