@@ -600,8 +600,10 @@ class Dense(Layer):
     chunk, so every value comes from the same call whatever the thread count:
     results are bitwise identical for any ``n_jobs``. The chunks run along the longer
     side of the output, 1, 2 or 4 of them, each of at least 2**21 multiply-adds
-    (LeNet-5 at batch 64: two for 784 -> 120, one for 120 -> 84 and 84 -> 10). The
-    bias gradient adds the rows of ``grad_y`` in order.
+    (LeNet-5 at batch 64: two for 784 -> 120, one for 120 -> 84 and 84 -> 10); a
+    forward with a small output is cut along its features instead, the partial
+    products added in order (LeNet-5's 784 -> 120). The bias gradient adds the rows
+    of ``grad_y`` in order.
 
     Parameters
     ----------

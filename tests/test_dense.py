@@ -97,26 +97,32 @@ def test_forward_backward_match_numpy(shape, dtype):
     _assert_close(grad_x, g64 @ w.T, np.abs(g64) @ np.abs(w.T), u, dtype, "grad_x")
 
 
-def test_chunking_covers_both_sides():
-    # The shapes above exercise every way of cutting: rows and columns, one chunk and
-    # several, for each of the three products.
+def test_chunking_covers_every_side():
+    # The shapes above exercise every way of cutting: for each of the three products
+    # each side it can be cut along (the forward also along its features, adding the
+    # partial products), into several chunks, and one chunk.
     seen = set()
     for n, f, u in SHAPES:
         forward = _dense.forward_chunking(n, f, u)
         grad_w, grad_x = _dense.backward_chunking(n, f, u)
-        for name, (split_rows, n_chunks) in (("y", forward), ("grad_w", grad_w),
-                                             ("grad_x", grad_x)):
-            seen.add((name, split_rows, n_chunks > 1))
-    for name in ("y", "grad_w", "grad_x"):
-        for split_rows in (True, False):
-            assert (name, split_rows, True) in seen, (name, split_rows)
-        assert any((name, s, False) in seen for s in (True, False)), name
+        for name, (side, n_chunks) in (("y", forward), ("grad_w", grad_w),
+                                       ("grad_x", grad_x)):
+            seen.add((name, side, n_chunks > 1))
+    sides = {"y": ("rows", "units", "features"), "grad_w": ("features", "units"),
+             "grad_x": ("rows", "features")}
+    for name, cuts in sides.items():
+        for side in cuts:
+            assert (name, side, True) in seen, (name, side)
+        assert any((name, side, False) in seen for side in cuts), name
 
 
 def test_lenet5_chunking():
-    # The big product of LeNet-5 is shared between threads, the tiny ones are not.
-    assert _dense.forward_chunking(64, 784, 120) == (False, 2)
-    assert _dense.backward_chunking(64, 784, 120) == ((True, 2), (False, 2))
+    # The big product of LeNet-5 is shared between threads, the tiny ones are not;
+    # its forward is cut along the features, as its weight and input gradients, so
+    # that each thread works on the same rows of W throughout.
+    assert _dense.forward_chunking(64, 784, 120) == ("features", 2)
+    assert _dense.forward_chunking(512, 784, 120) == ("rows", 4)
+    assert _dense.backward_chunking(64, 784, 120) == (("features", 2), ("features", 2))
     for f, u in ((120, 84), (84, 10)):
         assert _dense.forward_chunking(64, f, u)[1] == 1
         assert [c for _, c in _dense.backward_chunking(64, f, u)] == [1, 1]
