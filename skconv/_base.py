@@ -514,7 +514,7 @@ class BaseConvNet(BaseEstimator):
             logits = network.forward(X, n_threads, training=True, rows=idx)
             loss, grad = self._loss_and_grad(logits, y[idx], sw_batch)
             # scikit-learn's MLP convention: L2 scaled by the batch's total weight.
-            loss += l2_penalty(network, alpha, batch_weight)
+            loss += l2_penalty(network, alpha, batch_weight, n_threads)
             if not math.isfinite(loss):
                 self._non_finite(f"loss became non-finite ({loss}) in minibatch "
                                  f"{n_batch + 1} of", first_pass)

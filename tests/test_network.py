@@ -623,6 +623,24 @@ def test_sum_of_squares_arrays_is_the_sum_of_the_per_array_sums():
     assert sum_of_squares_arrays([]) == 0.0
     with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
         sum_of_squares_arrays([arrays[3][:, ::2]])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_sum_of_squares_is_blockwise_and_thread_invariant(n_threads):
+    # The blocks of 8192 values are summed on the threads and added in order: the
+    # same float as adding the blocks' own sums one after another, for any count.
+    from skconv._update import _SUM_BLOCK, sum_of_squares_arrays
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(size).astype(dtype) for size, dtype in [
+        (94_080, np.float32), (2400, np.float32), (3 * _SUM_BLOCK, np.float64),
+        (_SUM_BLOCK + 1, np.float32)]]
+    blocks = [a[i:i + _SUM_BLOCK] for a in arrays for i in range(0, a.size, _SUM_BLOCK)]
+    expected = 0.0
+    for block in blocks:
+        expected += sum_of_squares_arrays([block])
+    assert sum_of_squares_arrays(arrays, n_threads) == expected
+    assert sum_of_squares_arrays(arrays, n_threads) == sum_of_squares_arrays(arrays, 1)
     with pytest.raises(ValueError, match="C-contiguous float32 or float64"):
         sum_of_squares_arrays([np.ones(3, dtype=np.int64)])
     with pytest.raises(TypeError, match="ndarrays"):
