@@ -945,13 +945,17 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, const WgradLayout *lay,
                             int n_threads,
-                            uint8_t *nonfinite) noexcept nogil:  # OUT (N,) or NULL
+                            uint8_t *nonfinite,   # OUT (N,) or NULL
+                            floating *grad_w_out,  # OUT (D*R,) or NULL
+                            floating *grad_b_out) noexcept nogil:  # OUT (D,)
     """The stride-1 backward (see ``conv_backward`` / ``conv_pool_backward``).
 
     With ``nonfinite``, each sample's x and output gradient are first checked where
     they are read anyway: a sample holding an inf or a NaN gets ``nonfinite[n] = 1``
     and is skipped, and the caller must then discard every output (the shifted path
     needs finite inputs). The check costs no pass of its own and runs on the threads.
+    With ``grad_w_out``, the chunk sums are then added into it and ``grad_b_out``, in
+    chunk order, on the threads (as ``sum_chunks``).
     """
     cdef:
         Shifted sh = _shifted(g)
@@ -976,6 +980,9 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         bint pooled = grad_pooled is not None
         Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
         Py_ssize_t gy_sample = n_filters * g.n_cols
+        Py_ssize_t block
+        Py_ssize_t n_sum_blocks = ((n_filters * (g.n_rows + 1) + _SUM_COLUMNS - 1)
+                                   // _SUM_COLUMNS)
     if pooled:
         gy_sample = n_filters * grad_pooled.shape[3] * grad_pooled.shape[4]
     zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
@@ -1060,6 +1067,40 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                              &grad_x[n, 0, 0, 0, 0])
             _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
                               &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
+        if grad_w_out != NULL:
+            # (prange ends with a barrier: every chunk is stored.) Each value's chunks
+            # are added in order, whichever thread adds them.
+            for block in prange(n_sum_blocks, schedule="static"):
+                _sum_chunk_columns(&grad_w_chunks[0, 0], &grad_b_chunks[0, 0],
+                                   n_chunks, n_filters * g.n_rows, n_filters,
+                                   block * _SUM_COLUMNS, grad_w_out, grad_b_out)
+
+
+# Values per task when the chunk sums are added on the threads.
+cdef Py_ssize_t _SUM_COLUMNS = 256
+
+
+cdef void _sum_chunk_columns(const floating *grad_w_chunks,  # IN  (n_chunks, n_w)
+                             const floating *grad_b_chunks,  # IN  (n_chunks, n_b)
+                             Py_ssize_t n_chunks, Py_ssize_t n_w, Py_ssize_t n_b,
+                             Py_ssize_t start,  # IN  first of _SUM_COLUMNS values
+                             floating *grad_w,  # OUT (n_w,)
+                             floating *grad_b) noexcept nogil:  # OUT (n_b,)
+    """Values [start, start + _SUM_COLUMNS) of grad_w followed by grad_b, each the sum
+    of its chunks' rows added in order (as ``_sum_rows_in_order``)."""
+    cdef Py_ssize_t stop = min(start + _SUM_COLUMNS, n_w + n_b), j, c
+    cdef floating total
+    for j in range(start, stop):
+        if j < n_w:
+            total = grad_w_chunks[j]
+            for c in range(1, n_chunks):
+                total = total + grad_w_chunks[c * n_w + j]
+            grad_w[j] = total
+        else:
+            total = grad_b_chunks[j - n_w]
+            for c in range(1, n_chunks):
+                total = total + grad_b_chunks[c * n_b + j - n_w]
+            grad_b[j - n_w] = total
 
 
 cdef void _store_chunk_sums(const floating *acc, const WgradLayout *lay,
@@ -1232,14 +1273,11 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     nonfinite = np.zeros(n_samples, dtype=np.uint8)
     n_threads = max(1, min(n_threads, n_chunks))
     _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,
-                          grad_w_chunks, grad_b_chunks, &g, n_threads, &nonfinite[0])
+                          grad_w_chunks, grad_b_chunks, &g, n_threads, &nonfinite[0],
+                          &grad_w[0, 0, 0, 0, 0], &grad_b[0])
     for n in range(n_samples):
         if nonfinite[n]:
             return False
-    with nogil:
-        _sum_rows_in_order(&grad_w_chunks[0, 0], n_chunks, grad_w_chunks.shape[1],
-                           &grad_w[0, 0, 0, 0, 0])
-        _sum_rows_in_order(&grad_b_chunks[0, 0], n_chunks, grad_b.shape[0], &grad_b[0])
     return True
 
 
@@ -1253,9 +1291,11 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                            floating[:, ::1] grad_w_chunks,
                            floating[:, ::1] grad_b_chunks,
                            const Geometry *g, int n_threads,
-                           uint8_t *nonfinite=NULL):
+                           uint8_t *nonfinite=NULL, floating *grad_w_out=NULL,
+                           floating *grad_b_out=NULL):
     """The stride-1 backward, from grad_y or from a pooled gradient: per-call tables,
-    then the kernel (``nonfinite`` as in ``_backward_shifted``)."""
+    then the kernel (``nonfinite``, ``grad_w_out`` and ``grad_b_out`` as in
+    ``_backward_shifted``)."""
     cdef:
         WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
         Shifted sh = _shifted(g)
@@ -1278,4 +1318,5 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
     with nogil:
         _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
-                          positions, vec_at, scratch, g, &lay, n_threads, nonfinite)
+                          positions, vec_at, scratch, g, &lay, n_threads, nonfinite,
+                          grad_w_out, grad_b_out)
