@@ -56,10 +56,10 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
     sample give models that agree only to ~1e-6, and a sample's prediction can move
     by ~1e-7 with the other samples of its batch; scikit-learn's estimator checks
     (rightly) ask for more. For speed on large data pass ``X.astype(np.float32)``:
-    on 28x28 images an epoch is ~2.2x faster (one MNIST-size epoch: about 3.6 s on
-    one core, from the training throughput of ``benchmarks/bench_lenet5.py``) and
-    the activations take half the memory, for the same accuracy. Probabilities are returned in float64
-    either way.
+    on 28x28 images an epoch is ~2.2x faster (one MNIST-size epoch: about 3 s on one
+    core, 1.7 s on two, from the training throughput of
+    ``benchmarks/bench_lenet5.py``) and the activations take half the memory, for
+    the same accuracy. Probabilities are returned in float64 either way.
 
     Read more in the scikit-learn user guide on neural networks
     (``MLPClassifier``), whose conventions this estimator follows.
@@ -155,7 +155,7 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         (``MLPClassifier`` uses 200): on MNIST-size data (60,000 images, ~940
         minibatches per epoch) LeNet-5 with these defaults is expected past 99%
         test accuracy within 10 epochs (established practice: Adam 1e-3, batch 64,
-        He init) and an epoch costs about 3.6 s on one core, so 100 bounds the cost
+        He init) and an epoch costs about 3 s on one core, so 100 bounds the cost
         (set ``max_iter=10`` or ``early_stopping=True`` to stop sooner). Small data
         sets need many epochs for the same number of updates: ``load_digits``
         (1,347 training images, 22 minibatches per epoch) converges in about 90.

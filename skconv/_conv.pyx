@@ -44,6 +44,7 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm as _gemm
+from ._sums cimport sum_rows_in_order
 
 import numpy as np
 
@@ -878,22 +879,10 @@ def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
     each added strictly in order (row 0, plus row 1, plus row 2, ...), as numpy's
     ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
     with nogil:
-        _sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
+        sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
                            &grad_w[0])
-        _sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
+        sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
                            &grad_b[0])
-
-
-cdef void _sum_rows_in_order(const floating *rows,  # IN  (n_rows, n_cols)
-                             Py_ssize_t n_rows, Py_ssize_t n_cols,
-                             floating *total) noexcept nogil:  # OUT (n_cols,)
-    """total = rows[0] + rows[1] + ... , added one row after another (n_rows >= 1)."""
-    cdef Py_ssize_t i, j
-    for j in range(n_cols):
-        total[j] = rows[j]
-    for i in range(1, n_rows):
-        for j in range(n_cols):
-            total[j] = total[j] + rows[i * n_cols + j]
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -1087,7 +1076,7 @@ cdef void _sum_chunk_columns(const floating *grad_w_chunks,  # IN  (n_chunks, n_
                              floating *grad_w,  # OUT (n_w,)
                              floating *grad_b) noexcept nogil:  # OUT (n_b,)
     """Values [start, start + _SUM_COLUMNS) of grad_w followed by grad_b, each the sum
-    of its chunks' rows added in order (as ``_sum_rows_in_order``)."""
+    of its chunks' rows added in order (as ``_sums.sum_rows_in_order``)."""
     cdef Py_ssize_t stop = min(start + _SUM_COLUMNS, n_w + n_b), j, c
     cdef floating total
     for j in range(start, stop):

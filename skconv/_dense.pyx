@@ -41,6 +41,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from ._blas cimport gemm as _gemm
+from ._sums cimport sum_rows_in_order
 
 import numpy as np
 
@@ -133,21 +134,31 @@ cdef void _gemm_chunk(bint trans_a, bint trans_b,
               beta, c + start, <int> ldc)
 
 
+cdef struct Box:
+    # The part of an (n_rows, n_units) output that one chunk covers.
+    Py_ssize_t row_lo, row_hi, u_lo, u_hi
+
+
+cdef inline Box _chunk_box(Py_ssize_t n_rows, Py_ssize_t n_units, const Chunking *ch,
+                           Py_ssize_t chunk) noexcept nogil:
+    cdef Box box
+    cdef Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
+    box.row_lo, box.row_hi, box.u_lo, box.u_hi = 0, n_rows, 0, n_units
+    if ch.split_rows:
+        box.row_lo, box.row_hi = start, stop
+    else:
+        box.u_lo, box.u_hi = start, stop
+    return box
+
+
 cdef void _fill_bias(const floating *bias, floating *y, Py_ssize_t n_rows,
                      Py_ssize_t n_units, const Chunking *ch,
                      Py_ssize_t chunk) noexcept nogil:
     """Write the bias into one chunk of y, which the chunk's GEMM then adds to."""
-    cdef:
-        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
-        Py_ssize_t row_lo = 0, row_hi = n_rows, u_lo = 0, u_hi = n_units, i, u
-    if ch.split_rows:
-        row_lo = start
-        row_hi = stop
-    else:
-        u_lo = start
-        u_hi = stop
-    for i in range(row_lo, row_hi):
-        for u in range(u_lo, u_hi):
+    cdef Box box = _chunk_box(n_rows, n_units, ch, chunk)
+    cdef Py_ssize_t i, u
+    for i in range(box.row_lo, box.row_hi):
+        for u in range(box.u_lo, box.u_hi):
             y[i * n_units + u] = bias[u]
 
 
@@ -155,19 +166,12 @@ cdef void _relu_chunk(floating *y, Py_ssize_t n_rows, Py_ssize_t n_units,
                       const Chunking *ch, Py_ssize_t chunk) noexcept nogil:
     """relu in place on one chunk of y, as numpy's ``maximum(y, 0)`` computes it:
     negatives and -0 become +0, NaN is kept."""
-    cdef:
-        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
-        Py_ssize_t row_lo = 0, row_hi = n_rows, u_lo = 0, u_hi = n_units, i, u
-        floating *row
-    if ch.split_rows:
-        row_lo = start
-        row_hi = stop
-    else:
-        u_lo = start
-        u_hi = stop
-    for i in range(row_lo, row_hi):
+    cdef Box box = _chunk_box(n_rows, n_units, ch, chunk)
+    cdef Py_ssize_t i, u
+    cdef floating *row
+    for i in range(box.row_lo, box.row_hi):
         row = y + i * n_units
-        for u in range(u_lo, u_hi):
+        for u in range(box.u_lo, box.u_hi):
             # A select, not a conditional store, so that the loop vectorises.
             row[u] = 0 if row[u] <= 0 else row[u]
 
@@ -330,17 +334,6 @@ cdef void _forward_by_features(const floating[:, ::1] x, const floating[:, ::1] 
                                       n_partials, row, relu)
 
 
-cdef void _sum_rows(const floating *g, Py_ssize_t n_rows, Py_ssize_t n_cols,
-                    floating *total) noexcept nogil:
-    """total = the sum of the rows of g, added one row after another."""
-    cdef Py_ssize_t i, j
-    for j in range(n_cols):
-        total[j] = g[j]
-    for i in range(1, n_rows):
-        for j in range(n_cols):
-            total[j] = total[j] + g[i * n_cols + j]
-
-
 cdef void _backward_task(const floating *grad_y, const floating *x,
                          const floating *w, floating *grad_x, floating *grad_w,
                          Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
@@ -425,7 +418,7 @@ cdef void _backward(const floating[:, ::1] grad_y, const floating[:, ::1] x,
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil:
         # N * U additions: too few to share out.
-        _sum_rows(&grad_y[0, 0], n_rows, n_units, &grad_b[0])
+        sum_rows_in_order(&grad_y[0, 0], n_rows, n_units, &grad_b[0])
         # The chunks of both products as one list of tasks (one team wake-up): the
         # weight gradient's chunks, then the input gradient's. Two products of one
         # chunk each (LeNet-5's small layers) then run side by side on two threads.
