@@ -445,6 +445,7 @@ class _ConvPool2x2Step:
 
     The outputs (``y``, ``codes``, ``grad_x``) belong to the step and are overwritten
     by the next call, like a layer's workspaces: one step serves one caller at a time.
+    The backward refuses inputs that share memory with its ``grad_x``.
 
     Parameters
     ----------
@@ -545,6 +546,8 @@ class _ConvPool2x2Step:
         grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs)
         grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs)
         grad_x = self.grad_x if compute_grad_x else None
+        if compute_grad_x and any(np.may_share_memory(grad_x, a) for a in inputs):
+            raise ValueError("the inputs must not share memory with the step's grad_x")
         if _conv.conv_pool_backward(
             grad_y.reshape(self._y5.shape), self._codes5,
             self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),

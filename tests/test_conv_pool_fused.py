@@ -301,3 +301,39 @@ def test_bad_arguments():
         ops._conv_pool2x2(x, w, out=np.empty((2, 3, 3, 3)))
     with pytest.raises(ValueError, match="codes"):
         ops._conv_pool2x2(x, w, codes=np.empty((2, 3, 2, 2), dtype=np.int8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_prepared_step_is_bitwise_the_op_and_checks_its_arrays(dtype, relu):
+    # ops._ConvPool2x2Step (the layers' training path): the same outputs and
+    # gradients as the op, every minibatch, and shapes other than the prepared ones,
+    # or inputs that overlap its outputs, are refused rather than handed to a kernel.
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    step = ops._ConvPool2x2Step((5, 3, 9, 8), w.shape, dtype, padding=1, relu=relu)
+    grad_w, grad_b = np.empty_like(w), np.empty_like(b)
+    for _ in range(3):  # the step's arrays are reused: every call must be right
+        x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
+        y, codes = step.forward(x, w, b, 2)
+        ref_y, ref_codes = ops._conv_pool2x2(x, w, b, padding=1, relu=relu)
+        assert_bitwise_equal(y, ref_y, "pooled output")
+        np.testing.assert_array_equal(codes, ref_codes)
+        grad = rng.standard_normal(y.shape).astype(dtype)
+        grad_x = step.backward(grad, x, w, grad_w, grad_b, 2)
+        expected = ops._conv_pool2x2_backward(grad, ref_codes, x, w, padding=1,
+                                              relu_output=ref_y if relu else None)
+        for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),
+                              expected):
+            assert_bitwise_equal(g, e, name)
+    with pytest.raises(ValueError, match=r"x must have shape \(5, 3, 9, 8\)"):
+        step.forward(np.zeros((6, 3, 9, 8), dtype), w, b, 1)
+    with pytest.raises(ValueError, match="w must have shape"):
+        step.forward(x, w[:, :2], b, 1)
+    with pytest.raises(ValueError, match="grad_y must have shape"):
+        step.backward(grad[:, :2], x, w, grad_w, grad_b, 1)
+    with pytest.raises(ValueError, match="grad_w must have shape"):
+        step.backward(grad, x, w, grad_w[:2], grad_b, 1)
+    with pytest.raises(ValueError, match="must not share memory"):
+        step.backward(grad, step.grad_x, w, grad_w, grad_b, 1)
