@@ -834,7 +834,6 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
     """The stride-1 forward, plain or pooled: per-call tables, then the kernel."""
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
-        Shifted sh = _shifted(g)
         tuple tables = _shifted_tables(g, False, 16 if floating is float else 8)
         const Py_ssize_t[::1] offsets = tables[0]
         const Py_ssize_t[::1] vec_at = tables[1]
@@ -880,9 +879,9 @@ def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
     ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
     with nogil:
         sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
-                           &grad_w[0])
+                          grad_w.shape[0], &grad_w[0])
         sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
-                           &grad_b[0])
+                          grad_b.shape[0], &grad_b[0])
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -1076,20 +1075,15 @@ cdef void _sum_chunk_columns(const floating *grad_w_chunks,  # IN  (n_chunks, n_
                              floating *grad_w,  # OUT (n_w,)
                              floating *grad_b) noexcept nogil:  # OUT (n_b,)
     """Values [start, start + _SUM_COLUMNS) of grad_w followed by grad_b, each the sum
-    of its chunks' rows added in order (as ``_sums.sum_rows_in_order``)."""
-    cdef Py_ssize_t stop = min(start + _SUM_COLUMNS, n_w + n_b), j, c
-    cdef floating total
-    for j in range(start, stop):
-        if j < n_w:
-            total = grad_w_chunks[j]
-            for c in range(1, n_chunks):
-                total = total + grad_w_chunks[c * n_w + j]
-            grad_w[j] = total
-        else:
-            total = grad_b_chunks[j - n_w]
-            for c in range(1, n_chunks):
-                total = total + grad_b_chunks[c * n_b + j - n_w]
-            grad_b[j - n_w] = total
+    of its chunks' rows added in order (``sum_rows_in_order`` on that block)."""
+    cdef Py_ssize_t stop = min(start + _SUM_COLUMNS, n_w + n_b)
+    cdef Py_ssize_t w_stop = min(stop, n_w), b_start = max(start, n_w) - n_w
+    if start < w_stop:
+        sum_rows_in_order(grad_w_chunks + start, n_chunks, w_stop - start, n_w,
+                          grad_w + start)
+    if b_start < stop - n_w:
+        sum_rows_in_order(grad_b_chunks + b_start, n_chunks, stop - n_w - b_start, n_b,
+                          grad_b + b_start)
 
 
 cdef void _store_chunk_sums(const floating *acc, const WgradLayout *lay,
@@ -1287,7 +1281,6 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
     ``_backward_shifted``)."""
     cdef:
         WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
-        Shifted sh = _shifted(g)
         tuple tables = _shifted_tables(g, True, lay.lanes)
         const Py_ssize_t[::1] offsets_fwd = tables[0]
         const Py_ssize_t[::1] offsets_bwd = tables[1]

@@ -162,18 +162,22 @@ cdef void _fill_bias(const floating *bias, floating *y, Py_ssize_t n_rows,
             y[i * n_units + u] = bias[u]
 
 
+cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
+    """relu in place on n contiguous values, as numpy's ``maximum(v, 0)`` computes
+    it: negatives and -0 become +0, NaN is kept."""
+    cdef Py_ssize_t u
+    for u in range(n):
+        # A select, not a conditional store, so that the loop vectorises.
+        values[u] = 0 if values[u] <= 0 else values[u]
+
+
 cdef void _relu_chunk(floating *y, Py_ssize_t n_rows, Py_ssize_t n_units,
                       const Chunking *ch, Py_ssize_t chunk) noexcept nogil:
-    """relu in place on one chunk of y, as numpy's ``maximum(y, 0)`` computes it:
-    negatives and -0 become +0, NaN is kept."""
+    """relu in place on one chunk of y (``_relu_run`` on each of its rows)."""
     cdef Box box = _chunk_box(n_rows, n_units, ch, chunk)
-    cdef Py_ssize_t i, u
-    cdef floating *row
+    cdef Py_ssize_t i
     for i in range(box.row_lo, box.row_hi):
-        row = y + i * n_units
-        for u in range(box.u_lo, box.u_hi):
-            # A select, not a conditional store, so that the loop vectorises.
-            row[u] = 0 if row[u] <= 0 else row[u]
+        _relu_run(y + i * n_units + box.u_lo, box.u_hi - box.u_lo)
 
 
 cdef void _forward_chunk(const floating *x, const floating *w, const floating *bias,
@@ -265,8 +269,7 @@ cdef void _add_partials_row(floating *y, const floating *partials, Py_ssize_t n_
         for u in range(n_units):
             y_row[u] = y_row[u] + p_row[u]
     if relu:
-        for u in range(n_units):
-            y_row[u] = 0 if y_row[u] <= 0 else y_row[u]
+        _relu_run(y_row, n_units)
 
 
 def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
@@ -418,7 +421,7 @@ cdef void _backward(const floating[:, ::1] grad_y, const floating[:, ::1] x,
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil:
         # N * U additions: too few to share out.
-        sum_rows_in_order(&grad_y[0, 0], n_rows, n_units, &grad_b[0])
+        sum_rows_in_order(&grad_y[0, 0], n_rows, n_units, n_units, &grad_b[0])
         # The chunks of both products as one list of tasks (one team wake-up): the
         # weight gradient's chunks, then the input gradient's. Two products of one
         # chunk each (LeNet-5's small layers) then run side by side on two threads.

@@ -182,7 +182,7 @@ def sum_of_squares_arrays(list arrays, int n_threads=1):
         double total = 0
         cnp.ndarray a
         int type_num
-        Py_ssize_t n_blocks = 0, n_values = 0, i, start, size, b
+        Py_ssize_t n_blocks = 0, n_values = 0, i, start, b
         _Block *blocks
         double *sums
     for array in arrays:
