@@ -422,15 +422,23 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
         pad_lo, dilation_3d, n_threads,
     ):
         return grad_x, grad_w, grad_b
-    # An inf or a NaN in x, w or grad_y (the kernel checks as it reads them): the
-    # fused kernel is the shifted path, which needs finite inputs, so unpool in numpy
-    # and take the general path (rare: a diverged network).
+    return _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out,
+                                          padding, dilation, n_jobs, compute_grad_x,
+                                          (grad_x, grad_w, grad_b))
+
+
+def _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out, padding,
+                                   dilation, n_jobs, compute_grad_x, out):
+    """:func:`_conv_pool2x2_backward` when the fused kernel declined: an inf or a NaN
+    in x, w or grad_y (the kernel checks as it reads them). The fused kernel is the
+    shifted path, which needs finite inputs, so unpool in numpy and take the general
+    path (rare: a diverged network). ``out`` as in :func:`conv_backward`."""
     if relu_output is not None:
         with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
             grad_y = grad_y * (relu_output > 0)  # the relu's backward
     return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
                          padding=padding, dilation=dilation, n_jobs=n_jobs,
-                         compute_grad_x=compute_grad_x, out=(grad_x, grad_w, grad_b))
+                         compute_grad_x=compute_grad_x, out=out)
 
 
 class _ConvPool2x2Step:
@@ -556,11 +564,10 @@ class _ConvPool2x2Step:
             threads_for_work(n_threads, self._backward_work),
         ):
             return grad_x
-        # Not finite: the general path (see _conv_pool2x2_backward).
-        grad_x, _, _ = _conv_pool2x2_backward(
-            grad_y, self.codes, x, w, padding=self.padding, dilation=self.dilation_arg,
-            relu_output=self.y if self._relu else None, n_jobs=n_threads,
-            compute_grad_x=compute_grad_x, out=(grad_x, grad_w, grad_b))
+        grad_x, _, _ = _conv_pool2x2_backward_general(
+            grad_y, self.codes, self.y if self._relu else None, x, w, self._conv_out,
+            self.padding, self.dilation_arg, n_threads, compute_grad_x,
+            (grad_x, grad_w, grad_b))
         return grad_x
 
 

@@ -327,6 +327,19 @@ def test_prepared_step_is_bitwise_the_op_and_checks_its_arrays(dtype, relu):
         for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),
                               expected):
             assert_bitwise_equal(g, e, name)
+    # A non-finite input: the step takes the general path, as the op does.
+    x[2, 1, 3, 3] = np.nan
+    grad[4, 0, 1, 1] = np.inf
+    with np.errstate(invalid="ignore"):
+        y, codes = step.forward(x, w, b, 2)
+        ref_y, ref_codes = ops._conv_pool2x2(x, w, b, padding=1, relu=relu)
+        grad_x = step.backward(grad, x, w, grad_w, grad_b, 2)
+        expected = ops._conv_pool2x2_backward(grad, ref_codes, x, w, padding=1,
+                                              relu_output=ref_y if relu else None)
+    assert not np.isfinite(grad_w).all()
+    for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),
+                          expected):
+        assert_bitwise_equal(g, e, name)
     with pytest.raises(ValueError, match=r"x must have shape \(5, 3, 9, 8\)"):
         step.forward(np.zeros((6, 3, 9, 8), dtype), w, b, 1)
     with pytest.raises(ValueError, match="w must have shape"):
