@@ -1,4 +1,4 @@
-"""Build script: compiles every ``skconv/*.pyx`` with OpenMP when the compiler has it.
+"""Build script: compiles every ``skconv/_kernels/*.pyx`` with OpenMP when the compiler has it.
 
 Environment switches
 --------------------
@@ -26,6 +26,9 @@ DEBUG = os.environ.get("SKCONV_DEBUG", "0") not in ("", "0")
 NATIVE = os.environ.get("SKCONV_NATIVE", "0") not in ("", "0")
 NO_OPENMP = os.environ.get("SKCONV_NO_OPENMP", "0") not in ("", "0")
 
+#: The kernel layer's package: every compiled module and its C headers live there.
+KERNELS = ("skconv", "_kernels")
+
 OPENMP_TEST_PROGRAM = r"""
 #include <omp.h>
 #include <stdio.h>
@@ -47,10 +50,9 @@ def _openmp_flags(compiler):
     """
     if NO_OPENMP:
         return None
-    if compiler.compiler_type == "msvc":
-        candidates = [(["/openmp"], [])]
-    else:
-        candidates = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    # GCC and Clang spellings only: the kernels need GCC vector extensions (see
+    # skconv/_kernels/include/common/simd.h), so MSVC cannot build them anyway.
+    candidates = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
     for compile_args, link_args in candidates:
         tmpdir = tempfile.mkdtemp()
         try:
@@ -82,10 +84,10 @@ class BuildExtWithOpenMP(build_ext):
             if with_openmp:
                 ext.extra_compile_args += flags[0]
                 ext.extra_link_args += flags[1]
-        config = os.path.join(self.build_lib, "skconv", "_build_config.py")
+        config = os.path.join(self.build_lib, *KERNELS, "build_config.py")
         os.makedirs(os.path.dirname(config), exist_ok=True)
         contents = f"OPENMP = {with_openmp!r}\nDEBUG = {DEBUG!r}\n"
-        for path in {config, os.path.join("skconv", "_build_config.py")}:
+        for path in {config, os.path.join(*KERNELS, "build_config.py")}:
             with open(path, "w") as f:
                 f.write(contents)
         super().build_extensions()
@@ -103,18 +105,16 @@ def _extensions():
     compile_args.append("-fno-math-errno")
     if NATIVE:
         compile_args.append("-march=native")
-    if sys.platform == "win32":
-        compile_args = ["/O2"]
     extensions = [
         Extension(
-            "skconv." + os.path.splitext(os.path.basename(path))[0],
+            ".".join(KERNELS) + "." + os.path.splitext(os.path.basename(path))[0],
             [path],
-            include_dirs=[np.get_include(), "skconv"],
+            include_dirs=[np.get_include(), os.path.join(*KERNELS, "include")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
             extra_compile_args=list(compile_args),
             extra_link_args=[],
         )
-        for path in sorted(glob.glob(os.path.join("skconv", "*.pyx")))
+        for path in sorted(glob.glob(os.path.join(*KERNELS, "*.pyx")))
     ]
     directives = {
         "language_level": 3,

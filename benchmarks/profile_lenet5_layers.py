@@ -30,33 +30,33 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args(argv)
 
-    from skconv._loss import softmax_cross_entropy
-    from skconv._network import build_lenet5
+    from skconv._ops.loss import softmax_cross_entropy
+    from skconv._nn.lenet import build_lenet5
 
     net = build_lenet5((1, 28, 28), n_classes=10)
     net.initialize((1, 28, 28), np.random.RandomState(0), np.float32)
     rng = np.random.default_rng(0)
     X = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    # One timing per step of the network: a layer, a convolution fused with the
-    # pooling and relu after it, or a dense layer fused with its relu
-    # (Network._steps), as fit runs them.
-    steps = net._steps
-    names = [" + ".join(f"{i}: {net.layers[i]!r}" for i in step) for step in steps]
+    # One timing per step of the network's plan: a layer, a convolution fused with
+    # the pooling and relu after it, or a dense layer fused with its relu
+    # (Network.steps), as fit runs them.
+    steps = net.steps
+    names = [" + ".join(repr(layer) for layer in step.layers) for step in steps]
     forward = np.zeros(len(steps))
     backward = np.zeros(len(steps))
     for step in range(WARM_UP_STEPS + args.steps):
         if step == WARM_UP_STEPS:
             forward[:] = backward[:] = 0
         h = X
-        for s, layers in enumerate(steps):
+        for s, step_ in enumerate(steps):
             start = time.perf_counter()
-            h = net._forward_step(layers, h, args.threads, True)
+            h = step_.forward(h, args.threads, True)
             forward[s] += time.perf_counter() - start
         _, grad = softmax_cross_entropy(h, y)
         for s in reversed(range(len(steps))):
             start = time.perf_counter()
-            grad = net._backward_step(steps[s], grad, args.threads, s > 0)
+            grad = steps[s].backward(grad, args.threads, s > 0)
             backward[s] += time.perf_counter() - start
     scale = 1e3 / args.steps
     print(f"LeNet-5, batch {args.batch_size}, {args.threads} thread(s), float32, "

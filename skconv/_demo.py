@@ -239,7 +239,7 @@ def _run(args):
     from sklearn.neural_network import MLPClassifier
 
     from . import ConvNetClassifier, openmp_enabled
-    from ._threads import effective_n_threads
+    from ._ops.threads import effective_n_threads
 
     if args.plot is not None:
         _check_plot_target(args.plot)  # before training, not after

@@ -33,10 +33,11 @@ cells of a grid the display created but had nothing to put in.
 """
 
 import math
-import numbers
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+
+from ._estimators.inspection import fitted_estimator, network_of, validated_sample
+from ._ops.validation import is_int
 
 __all__ = ["FeatureMapsDisplay", "FiltersDisplay", "LossCurveDisplay"]
 
@@ -57,37 +58,9 @@ def _check_matplotlib(caller):
         ) from exc
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _fitted_network_estimator(estimator, caller):
-    """The fitted skconv estimator inside ``estimator`` (itself or a Pipeline's last
-    step). Raises NotFittedError when unfitted, TypeError for other estimators."""
-    from sklearn.pipeline import Pipeline
-
-    from ._base import BaseConvNet
-
-    final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-    if not isinstance(final, BaseConvNet):
-        raise TypeError(
-            f"{caller} needs a skconv estimator (e.g. ConvNetClassifier) or a "
-            f"Pipeline ending in one, got {type(final).__name__}"
-        )
-    check_is_fitted(estimator)
-    check_is_fitted(final)
-    return final
-
-
-def _conv_layers(est):
-    from ._layers import Conv
-
-    return [layer for layer in est._network.layers if isinstance(layer, Conv)]
-
-
 def _check_conv_index(index, n_conv, name):
     """A conv-layer index in [-n_conv, n_conv), returned non-negative."""
-    if not _is_int(index) or not -n_conv <= index < n_conv:
+    if not is_int(index) or not -n_conv <= index < n_conv:
         valid = (f"0 to {n_conv - 1} (or negative from the end)" if n_conv
                  else "none: it has no conv layer")
         raise ValueError(
@@ -291,7 +264,7 @@ class FiltersDisplay:
         if self.channel is None:
             k = w.mean(axis=1)
         else:
-            if not _is_int(self.channel) or not 0 <= self.channel < n_channels:
+            if not is_int(self.channel) or not 0 <= self.channel < n_channels:
                 raise ValueError(
                     f"channel={self.channel!r} is not an input channel: the kernels "
                     f"have {n_channels} input channel{'s' if n_channels != 1 else ''}"
@@ -343,7 +316,7 @@ class FiltersDisplay:
         _check_matplotlib(f"{type(self).__name__}.plot")
         kernels = self._kernels()
         n_filters = kernels.shape[0]
-        if not _is_int(n_cols) or n_cols < 1:
+        if not is_int(n_cols) or n_cols < 1:
             raise ValueError(f"n_cols must be a positive int, got {n_cols!r}")
         n_cols = min(n_cols, n_filters)
         n_rows = -(-n_filters // n_cols)
@@ -418,7 +391,7 @@ class FiltersDisplay:
         """
         caller = f"{cls.__name__}.from_estimator"
         _check_matplotlib(caller)
-        est = _fitted_network_estimator(estimator, caller)
+        est = fitted_estimator(estimator, caller)
         n_conv = len(est.conv_weights_)
         index = _check_conv_index(layer, n_conv, "layer")
         display = cls(est.conv_weights_[index], channel=channel, layer=index)
@@ -428,39 +401,6 @@ class FiltersDisplay:
 # -------------------------------------------------------------------------------------
 # Feature maps
 # -------------------------------------------------------------------------------------
-def _one_sample(est, x):
-    """Validate one sample ``x`` as predict would: (1, *image_shape_) array."""
-    x = np.asarray(x)
-    n_features = est.n_features_in_
-    shape = tuple(est.image_shape_)
-    sample_shapes = {shape, getattr(est, "_fit_sample_shape", None)}
-    if shape[0] == 1:
-        sample_shapes.add(shape[1:])  # (H, W) for one channel
-    if x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1 and x.shape[1] == n_features):
-        X = x.reshape(1, -1)
-    elif x.shape in sample_shapes:
-        X = x.reshape(1, -1)
-    else:
-        raise ValueError(
-            f"x must be one sample: a 1-D array of n_features_in_={n_features} "
-            f"values (one row of X) or an array of shape {shape}; got an array of "
-            f"shape {x.shape}"
-        )
-    return est._validate_predict_data(X)
-
-
-def _layer_words(layer):
-    from ._layers import Activation, Conv, Pool
-
-    if isinstance(layer, Conv):
-        return "conv"
-    if isinstance(layer, Activation):
-        return layer.name
-    if isinstance(layer, Pool):
-        return f"{layer.mode} pool"
-    return type(layer).__name__.lower()
-
-
 def _feature_maps(estimator, x, layers=None):
     """The input sample and the output of each conv block, as the network computes.
 
@@ -488,49 +428,29 @@ def _feature_maps(estimator, x, layers=None):
     """
     from sklearn.pipeline import Pipeline
 
-    from ._layers import Conv
-
     caller = "FeatureMapsDisplay.from_estimator"
-    est = _fitted_network_estimator(estimator, caller)
+    est = fitted_estimator(estimator, caller)
     if isinstance(estimator, Pipeline) and len(estimator) > 1:
         x = np.asarray(x)
         x = estimator[:-1].transform(x.reshape((1,) + x.shape))
         if getattr(x, "ndim", 2) == 2 and x.shape[0] == 1:
             x = x[0]
-    network = est._network
-    n_conv = len(_conv_layers(est))
+    network = network_of(est)
+    n_conv = len(network.params_of("conv"))
     if layers is None:
         selected = set(range(n_conv))
     else:
-        seq = [layers] if _is_int(layers) else list(layers)
+        seq = [layers] if is_int(layers) else list(layers)
         selected = {_check_conv_index(i, n_conv, "layers") for i in seq}
 
-    X = _one_sample(est, x)
-    out = np.ascontiguousarray(X, dtype=network.dtype)
-    maps, names = [out[0].copy()], ["input"]
-    block, words = -1, []
-    all_layers = network.layers
-    for i, layer in enumerate(all_layers):
-        if block == n_conv - 1 and not words:
-            break  # past the last conv block: the dense part is not drawn
-        # One sample: one thread is all a batch of one can use.
-        out = layer.forward(out, 1, training=False)
-        if isinstance(layer, Conv):
-            block += 1
-            words = []
-        if block < 0:
-            continue
-        words.append(_layer_words(layer))
-        nxt = all_layers[i + 1] if i + 1 < len(all_layers) else None
-        ends = (len(layer.output_shape) >= 2
-                and (nxt is None or isinstance(nxt, Conv)
-                     or len(nxt.output_shape) < 2))
-        if ends:
-            if block in selected:
-                # A copy: the next layer may be an in-place activation.
-                maps.append(np.array(out[0], copy=True))
-                names.append(f"block {block}: " + " + ".join(words))
-            words = []
+    X = np.ascontiguousarray(validated_sample(est, x), dtype=network.dtype)
+    maps, names = [X[0].copy()], ["input"]
+    # One sample: one thread is all a batch of one can use.
+    for block, (block_layers, out) in enumerate(network.block_outputs(X, n_jobs=1)):
+        if block in selected:
+            maps.append(out[0])
+            names.append(f"block {block}: "
+                         + " + ".join(layer.describe() for layer in block_layers))
     return maps, names
 
 
@@ -602,7 +522,7 @@ class FeatureMapsDisplay:
         display : FeatureMapsDisplay
         """
         _check_matplotlib(f"{type(self).__name__}.plot")
-        if not _is_int(max_channels) or max_channels < 1:
+        if not is_int(max_channels) or max_channels < 1:
             raise ValueError(
                 f"max_channels must be a positive int, got {max_channels!r}")
         maps = [np.asarray(m) for m in self.maps]
@@ -854,7 +774,7 @@ class LossCurveDisplay:
         """
         caller = f"{cls.__name__}.from_estimator"
         _check_matplotlib(caller)
-        est = _fitted_network_estimator(estimator, caller)
+        est = fitted_estimator(estimator, caller)
         display = cls(list(est.loss_curve_), est.validation_scores_,
                       estimator_name=type(est).__name__)
         return display.plot(ax=ax, fig=fig, **plot_kw)

@@ -1,11 +1,11 @@
-"""Tests for skconv._activations: values, output-based backward, stability, in place."""
+"""Tests for skconv._nn.activations: values, output-based backward, stability, in place."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from skconv._activations import (
+from skconv._nn.activations import (
     ACTIVATIONS,
     LEAKY_RELU_SLOPE,
     get_activation,

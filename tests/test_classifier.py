@@ -25,8 +25,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_sample_weight
 
 from skconv import ConvNetClassifier
-from skconv._network import Network
-from skconv._threads import effective_n_threads
+from skconv._nn.network import Network
+from skconv._ops.threads import effective_n_threads
 
 # Small and quick: most tests train a slim LeNet for a few epochs.
 SMALL = dict(filters=(4, 8), hidden_layer_sizes=(16,), max_iter=5, random_state=0)

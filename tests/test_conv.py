@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from skconv import _conv
+from skconv._kernels import conv as _conv
 from skconv.ops import conv, conv_backward, conv_output_shape
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path

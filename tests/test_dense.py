@@ -1,4 +1,4 @@
-"""Tests of the threaded dense kernels (``skconv._dense``) through the ``Dense`` layer.
+"""Tests of the threaded dense kernels (``skconv._kernels.dense``) through the ``Dense`` layer.
 
 Groups, in file order:
 
@@ -19,8 +19,8 @@ too).
 import numpy as np
 import pytest
 
-from skconv import _dense
-from skconv._layers import Activation, Dense
+from skconv._ops import dense as _dense
+from skconv._nn.layers import Activation, Dense
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from ._finite_differences import central_differences

@@ -46,7 +46,7 @@ from sklearn.model_selection import GridSearchCV
 
 import skconv
 from skconv import ConvNetClassifier
-from skconv._threads import effective_n_threads
+from skconv._ops.threads import effective_n_threads
 
 pytestmark = pytest.mark.distributed
 
@@ -123,7 +123,7 @@ def _ignore_convergence_warnings():
 
 def _worker_report():
     import skconv as worker_skconv
-    from skconv._threads import effective_n_threads as worker_n_threads
+    from skconv._ops.threads import effective_n_threads as worker_n_threads
 
     return {
         "skconv": worker_skconv.__file__,

@@ -324,7 +324,7 @@ def test_verbose_with_early_stopping_shows_the_validation_score(digits_200, caps
 
 
 def test_verbose_costs_no_extra_forward_pass(digits_200, monkeypatch):
-    from skconv import _network
+    from skconv._nn import network as _network
 
     X, y = digits_200
     calls = []

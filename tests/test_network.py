@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from skconv._layers import (
+from skconv._nn.layers import (
     Activation,
     Conv,
     Dense,
@@ -15,9 +15,10 @@ from skconv._layers import (
     Pool,
     init_weights,
 )
-from skconv._loss import softmax_cross_entropy
-from skconv._network import Network, add_l2_gradient, build_lenet5, l2_penalty
-from skconv._optimizers import SGD, Adam
+from skconv._ops.loss import softmax_cross_entropy
+from skconv._nn.lenet import build_lenet5
+from skconv._nn.network import ConvBlockStep, Network, l2_factors, l2_penalty
+from skconv._nn.optimizers import SGD, Adam, add_l2
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from ._finite_differences import central_differences
@@ -114,7 +115,7 @@ def _assert_away_from_kinks(net, x):
         if isinstance(layer, (Pool, GlobalPool)) and layer.mode in ("max", "min"):
             if isinstance(layer, Pool):
                 assert layer.padding == 0
-                values = _window_values(inp, layer.effective_pool_size, layer._stride)
+                values = _window_values(inp, layer.effective_pool_size, layer.effective_stride)
             else:
                 values = inp.reshape(inp.shape[:2] + (1, -1))
             if layer.mode == "min":
@@ -145,7 +146,7 @@ def test_whole_network_gradient_matches_central_differences(case):
     logits = net.forward(x, 1, training=True)
     _, grad_logits = softmax_cross_entropy(logits, y)
     grad_x = net.backward(grad_logits, 1, need_input_grad=True)
-    add_l2_gradient(net, alpha, len(x))
+    add_l2(net.params, net.grads, l2_factors(net, alpha, len(x)))
     analytic = [g.copy() for g in net.grads]
 
     # Rounding floor of a central difference: ~1e-16 * |loss| / EPS ~ 1e-10.
@@ -295,8 +296,9 @@ def _pools(net):
 
 
 def _kernels(net):
-    net.compute_output_shape(net._test_shape)
-    return [layer._kernel for layer in _convs(net)]
+    # Shape inference alone has no side effects: initialize records the kernels.
+    net.initialize(net._test_shape, np.random.RandomState(0), np.float64)
+    return [layer.kernel_shape for layer in _convs(net)]
 
 
 def _build(shape, **kwargs):
@@ -536,14 +538,14 @@ def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dt
     _init(fused, 0, dtype, shape=shape)
     plain.initialize(shape, np.random.RandomState(0), dtype)
     plain.set_state(fused.get_state())
-    fused_steps = [step for step in fused._steps if len(step) > 1]
+    fused_steps = [_indices(fused, step) for step in fused.steps if len(step.layers) > 1]
     activation = kwargs.get("activation", "relu")
     # tanh keeps the textbook order (conv, tanh, pool): nothing to fuse there.
     # Dense layers fuse with a relu after them.
     expected = {"relu": [(0, 1, 2), (3, 4, 5), (7, 8), (9, 10)],
                 "identity": [(0, 1), (3, 4)], "tanh": []}[activation]
     assert fused_steps == expected
-    assert all(len(step) == 1 for step in plain._steps)
+    assert all(len(step.layers) == 1 for step in plain.steps)
     rng = np.random.RandomState(5)
     optimizers = [Adam(net.params, learning_rate=1e-2) for net in (fused, plain)]
     for step in range(3):
@@ -556,18 +558,28 @@ def test_fused_conv_pool_steps_are_bitwise_the_layer_by_layer_network(kwargs, dt
     np.testing.assert_array_equal(fused.forward(x, 1), plain.forward(x, 1))
 
 
+def _indices(net, step):
+    """The indices in ``net.layers`` of the layers a step of the plan runs."""
+    return tuple(next(i for i, layer in enumerate(net.layers) if layer is step_layer)
+                 for step_layer in step.layers)
+
+
 def test_fused_steps_reuse_workspaces():
     net = _init(build_lenet5((1, 12, 12), 3), 0, np.float32)
     x = np.random.default_rng(0).random((2, 5, 1, 12, 12), dtype=np.float32)
+    step = net.steps[0]
+    assert isinstance(step, ConvBlockStep) and _indices(net, step) == (0, 1, 2)
     outputs = []
     for x_batch in x:
-        net.forward(x_batch, 1, training=True)
-        outputs.append(net.layers[0]._workspace("pooled", (5, 6, 6, 6), np.float32))
-        net.backward(np.ones((5, 3)), 1)
+        outputs.append(step.forward(x_batch, 1, training=True))
+        step.backward(np.ones_like(outputs[-1]), 1, False)
     assert outputs[0] is outputs[1]
     # Inference keeps nothing for backward and returns a fresh array.
-    logits = net.forward(x[0], 1)
-    assert net.layers[0]._codes is None and net.forward(x[0], 1) is not logits
+    y = step.forward(x[0], 1, training=False)
+    assert step._x is None and y is not outputs[0]
+    assert step.forward(x[0], 1, training=False) is not y
+    with pytest.raises(RuntimeError, match="backward needs a preceding forward"):
+        step.backward(np.ones_like(y), 1, False)
 
 
 def test_forward_checks_input_shape():
@@ -585,7 +597,7 @@ def test_l2_helpers_follow_sklearn_convention():
     assert l2_penalty(net, 0.01, 32) == pytest.approx(expected, rel=1e-12)
     for g in net.grads:
         g[...] = 1.0
-    add_l2_gradient(net, 0.01, 32)
+    add_l2(net.params, net.grads, l2_factors(net, 0.01, 32))
     for i, (p, g) in enumerate(zip(net.params, net.grads)):
         if i % 2 == 0:  # weight
             np.testing.assert_allclose(g, 1.0 + 0.01 * p / 32, rtol=1e-15)
@@ -597,7 +609,7 @@ def test_l2_helpers_follow_sklearn_convention():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23, 31, 32, 33, 100, 10_001])
 def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
-    from skconv._update import sum_of_squares_arrays
+    from skconv._kernels.update import sum_of_squares_arrays
 
     def sum_of_squares(values):
         return sum_of_squares_arrays([values])
@@ -612,7 +624,7 @@ def test_sum_of_squares_is_accurate_and_fixed_order(n, dtype):
 
 
 def test_sum_of_squares_arrays_is_the_sum_of_the_per_array_sums():
-    from skconv._update import sum_of_squares_arrays
+    from skconv._kernels.update import sum_of_squares_arrays
 
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(shape).astype(dtype) for shape, dtype in [
@@ -629,7 +641,7 @@ def test_sum_of_squares_arrays_is_the_sum_of_the_per_array_sums():
 def test_sum_of_squares_is_blockwise_and_thread_invariant(n_threads):
     # The blocks of 8192 values are summed on the threads and added in order: the
     # same float as adding the blocks' own sums one after another, for any count.
-    from skconv._update import _SUM_BLOCK, sum_of_squares_arrays
+    from skconv._kernels.update import _SUM_BLOCK, sum_of_squares_arrays
 
     rng = np.random.default_rng(6)
     arrays = [rng.standard_normal(size).astype(dtype) for size, dtype in [
@@ -651,7 +663,7 @@ def test_sum_of_squares_is_blockwise_and_thread_invariant(n_threads):
                                    "lengths"])
 def test_multi_array_adam_declines_what_it_cannot_take(spoil):
     # It must change nothing and say so; Adam.update then takes the numpy path.
-    from skconv._update import adam_step_arrays
+    from skconv._kernels.update import adam_step_arrays
 
     rng = np.random.default_rng(2)
     params = [rng.standard_normal(5).astype(np.float32) for _ in range(3)]
@@ -783,7 +795,7 @@ def test_fused_adam_step_is_bitwise_the_numpy_step(dtype, n_threads):
                         plain + plain_opt.ms + plain_opt.vs):
             assert a.dtype == dtype
             np.testing.assert_array_equal(a, b)
-    # The L2 factors act as add_l2_gradient does: grad + factor * param.
+    # The L2 factors act as add_l2 does: grad + factor * param.
     assert not np.array_equal(fused[0], params[0])
 
 
@@ -845,7 +857,7 @@ def test_tiny_lenet_learns_digits():
             logits = net.forward(x[idx], None, training=True)
             _, grad = softmax_cross_entropy(logits, y[idx])
             net.backward(grad, None)
-            add_l2_gradient(net, alpha, len(idx))
+            add_l2(net.params, net.grads, l2_factors(net, alpha, len(idx)))
             opt.update(net.grads)
     final = full_loss()
     assert final < 0.5 * initial
@@ -890,7 +902,7 @@ def test_single_threaded_blas_nests_and_restores():
     # opens one per pass and its layers' own blocks are then free.
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
-    from skconv._threads import single_threaded_blas
+    from skconv._ops.threads import single_threaded_blas
 
     def counts():
         info = ThreadpoolController().select(user_api="blas").info()

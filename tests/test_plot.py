@@ -22,7 +22,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 import skconv
 from skconv import ConvNetClassifier
-from skconv._layers import Conv, Pool
+from skconv._nn.layers import Conv, Pool
 from skconv.plot import FeatureMapsDisplay, FiltersDisplay, LossCurveDisplay
 
 

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 import skconv
 from skconv import ops
+from skconv._ops import pool as pool_ops
+from skconv._ops import threads
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_pool as ref
@@ -399,7 +401,7 @@ def test_global_pool_large_plane_float32_accuracy():
 def test_thread_count_does_not_change_results(dtype, mode, grain, monkeypatch):
     if grain == "tiny":
         # Small inputs normally run on one thread; force the team on every call.
-        monkeypatch.setattr(ops, "_POOL_GRAIN", 1)
+        monkeypatch.setattr(threads, "MIN_CELLS_PER_THREAD", 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 5, 33, 35)).astype(dtype)
     kwargs = dict(stride=2, padding=1, mode=mode)  # window 3, stride 2: overlapping
@@ -666,9 +668,9 @@ def test_matches_torch(case, dtype, mode):
 @pytest.mark.skipif(not skconv.openmp_enabled(), reason="serial build: always one thread")
 def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
     # The work cap only ever lowers the thread count, never raises it above n_jobs.
-    assert ops._pool_threads(2, (1, 1, 4, 4), (1, 1, 2, 2), (2, 2)) == 1
-    assert ops._pool_threads(2, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 2
-    assert ops._pool_threads(1, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 1
+    assert pool_ops._pool_threads(2, (1, 1, 4, 4), (1, 1, 2, 2), (2, 2)) == 1
+    assert pool_ops._pool_threads(2, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 2
+    assert pool_ops._pool_threads(1, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,0 +1,557 @@
+"""Shared machinery of the skconv estimators (private).
+
+Everything here talks to the network engine (``skconv._nn``) through its small public
+surface - ``build_lenet5``, ``Network.initialize/predict/get_state/set_state/
+params_of``, the optimizers' ``state``/``load_state``, ``run_epoch`` - and never to the
+ops or kernels: the estimator layer knows nothing of loops over pixels or minibatches.
+
+What lives here:
+
+- the parameters common to every estimator and their declared constraints;
+- the input rules: 2-D ``X`` (n_samples, n_features) or N-d ``X`` (n_samples, C,
+  *spatial), ``image_shape`` resolution, the dtype policy;
+- the epoch loop (early stopping, the ``n_iter_no_change`` rule, ``KeyboardInterrupt``
+  and non-finite-loss handling) around the engine's :func:`run_epoch`.
+
+A concrete estimator supplies the loss (``_loss_and_grad``), the validation score
+(``_validation_score``) and the target handling.
+"""
+
+import copy
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._nn.activations import ACTIVATIONS
+from .._nn.lenet import build_lenet5
+from .._nn.optimizers import SGD, Adam
+from .._nn.training import NonFiniteTraining, run_epoch
+from .._ops.pool import POOL_MODES
+from .._ops.threads import effective_n_threads
+from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
+
+__all__ = ["BaseConvNet"]
+
+#: Samples per forward pass in predict: bounds the memory of the activations
+#: (a (512, 6, 28, 28) float32 map is 9.6 MB) whatever n_samples is.
+PREDICT_BATCH_SIZE = 512
+
+
+def _flatten_nd(X):
+    """Split N-d array-likes (ndim >= 3) into a 2-D view and the sample shape.
+
+    2-D data, data frames, sparse matrices and anything that is not N-d are returned
+    untouched (``validate_data`` then reports what is wrong with them).
+
+    Returns
+    -------
+    X : array-like
+        2-D ``(n_samples, prod(sample_shape))`` for N-d input (a view when possible).
+    sample_shape : tuple of int or None
+        ``X.shape[1:]`` of the N-d input, None otherwise.
+    """
+    if sparse.issparse(X) or hasattr(X, "iloc") or hasattr(X, "__dataframe__"):
+        return X, None
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        if not isinstance(X, (list, tuple)):
+            return X, None
+        try:
+            array = np.asarray(X)
+        except (ValueError, TypeError):
+            return X, None  # ragged: let validate_data raise its usual message
+        ndim = array.ndim
+    else:
+        array = X
+    if ndim < 3:
+        return X, None
+    array = np.asarray(array)
+    sample_shape = tuple(int(s) for s in array.shape[1:])
+    return array.reshape(array.shape[0], math.prod(sample_shape)), sample_shape
+
+
+def _resolve_image_shape(image_shape, n_features, sample_shape):
+    """The shape of one sample, ``(C, *spatial)``, as the network sees it.
+
+    Parameters
+    ----------
+    image_shape : None or tuple of int
+        The estimator parameter.
+    n_features : int
+        Values per sample.
+    sample_shape : tuple of int or None
+        ``X.shape[1:]`` when ``X`` was N-d.
+
+    Returns
+    -------
+    tuple of int
+        ``(C, *spatial)`` with 1 to 3 spatial axes and ``prod == n_features``.
+    """
+    if image_shape is None:
+        if sample_shape is not None:
+            if not 2 <= len(sample_shape) <= 1 + MAX_SPATIAL_DIMS:
+                raise ValueError(
+                    f"N-d X must have shape (n_samples, C, *spatial) with 1 to "
+                    f"{MAX_SPATIAL_DIMS} spatial axes, got samples of shape "
+                    f"{sample_shape}"
+                )
+            return sample_shape
+        side = math.isqrt(n_features)
+        if side >= 2 and side * side == n_features:
+            return (1, side, side)
+        return (1, n_features)
+
+    try:
+        shape = tuple(image_shape)
+    except TypeError:
+        shape = None
+    if (shape is None or not 1 <= len(shape) <= 1 + MAX_SPATIAL_DIMS
+            or not all(is_int(s) and s >= 1 for s in shape)):
+        raise ValueError(
+            "image_shape must be None or a tuple of 1 to 4 positive ints: (L,) or "
+            "(H, W) for one channel, (C, H, W) or (C, D, H, W); got "
+            f"{image_shape!r}"
+        )
+    shape = tuple(int(s) for s in shape)
+    if len(shape) <= 2:  # (L,) and (H, W): one channel
+        shape = (1,) + shape
+    if math.prod(shape) != n_features:
+        origin = (f"samples of shape {sample_shape}" if sample_shape is not None
+                  else f"n_features={n_features}")
+        raise ValueError(
+            f"image_shape={tuple(image_shape)!r} (read as (C, *spatial) = {shape}) "
+            f"holds {math.prod(shape)} values per sample, but X has {origin} "
+            f"({n_features} values per sample)"
+        )
+    return shape
+
+
+class BaseConvNet(BaseEstimator):
+    """Base class of the LeNet-5 estimators. Not for direct use."""
+
+    _parameter_constraints: dict = {
+        "image_shape": [None, tuple, list],
+        "filters": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "kernel_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "stride": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "padding": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions(set(PADDING_MODES)),
+            tuple,
+            list,
+        ],
+        "dilation": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "pooling": [StrOptions(set(POOL_MODES)), tuple, list],
+        "pool_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "pool_stride": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "shuffle": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "n_jobs": [Integral, None],
+    }
+
+    # ---------------------------------------------------------------------------------
+    # Hooks for concrete estimators
+    # ---------------------------------------------------------------------------------
+    def _loss_and_grad(self, logits, y, sample_weight):
+        """Mean loss of a minibatch and its gradient with respect to ``logits``."""
+        raise NotImplementedError
+
+    def _validation_score(self, X, y, sample_weight):
+        """Score of the held-out set (higher is better) for early stopping."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------
+    # Input handling
+    # ---------------------------------------------------------------------------------
+    @staticmethod
+    def _compute_dtype(X):
+        """The dtype policy: float32 input trains in float32, float64 in float64.
+
+        ``validate_data(..., dtype=(np.float64, np.float32))`` keeps float32 and
+        float64 and turns every other numeric dtype into float64.
+        """
+        return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+
+    def _validate_fit_data(self, X, y, reset):
+        """Validate X and y for fit / partial_fit.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, *image_shape_), C-contiguous, compute dtype
+        y : ndarray of shape (n_samples,)
+        """
+        X, sample_shape = _flatten_nd(X)
+        X, y = validate_data(
+            self, X, y, dtype=(np.float64, np.float32), reset=reset,
+            y_numeric=False,
+        )
+        if reset:
+            self.image_shape_ = _resolve_image_shape(
+                self.image_shape, X.shape[1], sample_shape)
+            self._fit_sample_shape = sample_shape
+            self._dtype = self._compute_dtype(X)
+        else:
+            self._check_sample_shape(sample_shape)
+        return self._as_images(X, self._dtype), y
+
+    def _check_sample_shape(self, sample_shape):
+        if sample_shape is None:
+            return
+        allowed = {self.image_shape_, getattr(self, "_fit_sample_shape", None)}
+        if sample_shape not in allowed:
+            raise ValueError(
+                f"X has samples of shape {sample_shape}, but {type(self).__name__} "
+                f"was fitted on samples of shape {self.image_shape_} "
+                f"(n_features_in_={self.n_features_in_}); pass X as "
+                f"(n_samples, {self.n_features_in_}) or "
+                f"(n_samples, *{self.image_shape_})"
+            )
+
+    def _as_images(self, X, dtype):
+        """(n_samples, n_features) -> C-contiguous (n_samples, *image_shape_)."""
+        X = np.ascontiguousarray(X, dtype=dtype)
+        return X.reshape((X.shape[0],) + tuple(self.image_shape_))
+
+    def _validate_predict_data(self, X):
+        """Validated X of shape (n_samples, *image_shape_), input dtype (float32/64).
+
+        Not cast to the compute dtype here: the batched forward casts one batch at a
+        time, so that predict never holds a second full copy of X.
+        """
+        check_is_fitted(self)
+        X, sample_shape = _flatten_nd(X)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        self._check_sample_shape(sample_shape)
+        X = np.ascontiguousarray(X)
+        return X.reshape((X.shape[0],) + tuple(self.image_shape_))
+
+    # ---------------------------------------------------------------------------------
+    # Network and optimizer
+    # ---------------------------------------------------------------------------------
+    def _build_network(self, n_outputs):
+        network = build_lenet5(
+            self.image_shape_,
+            n_outputs,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            activation=self.activation,
+            pooling=self.pooling,
+            pool_size=self.pool_size,
+            pool_stride=self.pool_stride,
+            hidden_layer_sizes=self.hidden_layer_sizes,
+        )
+        network.initialize(self.image_shape_, self._random_state, self._dtype)
+        self._network = network
+        self._expose_weights()
+
+    def _expose_weights(self):
+        # The public lists hold the very arrays the network trains (updated in
+        # place by the optimizers and by set_state), so they are always current;
+        # pickling keeps the sharing.
+        conv = self._network.params_of("conv")
+        dense = self._network.params_of("dense")
+        self.conv_weights_ = [w for w, _ in conv]
+        self.conv_biases_ = [b for _, b in conv]
+        self.coefs_ = [w for w, _ in dense]
+        self.intercepts_ = [b for _, b in dense]
+
+    # The exposed weight lists and the optimizer hold the network's own arrays.
+    # pickle keeps that sharing, but joblib's pickler writes every occurrence of an
+    # array separately, so after joblib.load the optimizer would update copies. The
+    # state therefore stores each array once (in the network) and the references
+    # are rebuilt on load.
+    _SHARED_WEIGHT_LISTS = ("conv_weights_", "conv_biases_", "coefs_", "intercepts_")
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in self._SHARED_WEIGHT_LISTS:
+            state.pop(name, None)
+        optimizer = state.get("_optimizer")
+        if optimizer is not None:
+            optimizer = copy.copy(optimizer)
+            optimizer.params = None
+            state["_optimizer"] = optimizer
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "_network", None) is not None:
+            self._expose_weights()
+            if getattr(self, "_optimizer", None) is not None:
+                self._optimizer.params = self._network.params
+
+    def _make_optimizer(self):
+        params = self._network.params
+        if self.solver == "sgd":
+            return SGD(params, learning_rate=self.learning_rate_init,
+                       momentum=self.momentum, nesterov=self.nesterovs_momentum)
+        return Adam(params, learning_rate=self.learning_rate_init,
+                    beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+
+    def _snapshot(self):
+        """Copies of the weights and optimizer state (the last finished epoch)."""
+        return self._network.get_state(), self._optimizer.state()
+
+    def _restore(self, snapshot):
+        weights, optimizer_state = snapshot
+        self._network.set_state(weights)
+        self._optimizer.load_state(optimizer_state)
+
+    def _init_training_state(self):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def __sklearn_is_fitted__(self):
+        # Not "any attribute ending in _": validate_data sets n_features_in_ before
+        # a fit may still fail.
+        return getattr(self, "_network", None) is not None
+
+    def _forget_fit(self):
+        """Leave the estimator unfitted (a first fit that failed)."""
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("__") or name in (
+                "_network", "_optimizer", "_best_state", "_fit_sample_shape",
+                "_dtype", "_label_encoder", "_last_epoch",
+            ):
+                delattr(self, name)
+
+    # ---------------------------------------------------------------------------------
+    # Forward in batches
+    # ---------------------------------------------------------------------------------
+    def _forward(self, X, n_threads=None):
+        """Logits of ``X`` (n_samples, *image_shape_), PREDICT_BATCH_SIZE at a time.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs), float64
+        """
+        if n_threads is None:
+            n_threads = effective_n_threads(self.n_jobs)
+        return self._network.predict(X, n_threads, batch_size=PREDICT_BATCH_SIZE)
+
+    # ---------------------------------------------------------------------------------
+    # Training loop
+    # ---------------------------------------------------------------------------------
+    def _fit_stochastic(self, X, y, sample_weight, incremental, first_pass):
+        """Epochs of minibatch training on validated data.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, *image_shape_), compute dtype
+        y : ndarray of shape (n_samples,)
+            Targets in the form ``_loss_and_grad`` takes.
+        sample_weight : ndarray of shape (n_samples,) or None
+            Combined sample and class weights, float64.
+        incremental : bool
+            partial_fit: exactly one epoch.
+        first_pass : bool
+            The network was built by this call (a failure then unfits).
+        """
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._make_optimizer()
+        network, optimizer = self._network, self._optimizer
+        n_threads = effective_n_threads(self.n_jobs)
+        fit_start = time.perf_counter()  # for verbose's elapsed time
+
+        early_stopping = self.early_stopping
+        if early_stopping:
+            X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
+                X, y, sample_weight)
+            if not hasattr(self, "_best_state") or self._best_state is None:
+                self._best_state = network.get_state()
+        else:
+            X_val = y_val = sw_val = None
+
+        n_samples = X.shape[0]
+        batch_size = min(self.batch_size, n_samples)
+        sample_idx = np.arange(n_samples)
+        if not incremental:
+            self.n_iter_ = 0
+        rng = self._random_state
+        # The last finished epoch, for KeyboardInterrupt and a diverging loss.
+        self._last_epoch = self._snapshot()
+        try:
+            # Overflow shows up as a non-finite loss or weights, which stop fit with
+            # a clear error; numpy's RuntimeWarnings on the way would only add noise.
+            with np.errstate(over="ignore", invalid="ignore"):
+                for _ in range(self.max_iter):
+                    epoch_start = time.perf_counter()
+                    if self.shuffle:
+                        sample_idx = shuffle(sample_idx, random_state=rng)
+                    self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
+                                    n_threads, first_pass)
+                    epoch_time = time.perf_counter() - epoch_start
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
+                    self._update_no_improvement_count(early_stopping, X_val, y_val,
+                                                      sw_val, n_threads)
+                    if self.verbose:
+                        # One line per epoch, from numbers already at hand: the
+                        # validation score is the one early stopping computed.
+                        # images/s counts the training pass only (not validation).
+                        score = (f", validation score = "
+                                 f"{self.validation_scores_[-1]:f}"
+                                 if early_stopping else "")
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}"
+                              f"{score}, time = {epoch_time:.2f} s, elapsed = "
+                              f"{time.perf_counter() - fit_start:.2f} s, "
+                              f"{n_samples / max(epoch_time, 1e-9):.0f} images/s",
+                              flush=True)
+                    optimizer.iteration_ends(self.t_)
+                    self._last_epoch = self._snapshot()
+
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        what = ("Validation score" if early_stopping
+                                else "Training loss")
+                        msg = (f"{what} did not improve more than tol={self.tol:f} "
+                               f"for {self.n_iter_no_change} consecutive epochs.")
+                        if optimizer.trigger_stopping(msg, self.verbose):
+                            break
+                        self._no_improvement_count = 0
+                    if incremental:
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations "
+                            f"({self.max_iter}) reached and the optimization hasn't "
+                            "converged yet.",
+                            ConvergenceWarning,
+                        )
+        except KeyboardInterrupt:
+            # Mid-epoch weights are a half-applied epoch: go back to the last
+            # finished one, whose counters and loss_curve_ are already recorded.
+            self._restore(self._last_epoch)
+            warnings.warn(
+                f"Training interrupted by user; keeping the model of the last "
+                f"finished epoch (n_iter_={self.n_iter_}).",
+                UserWarning,
+            )
+        finally:
+            self._last_epoch = None  # a copy of every weight: don't keep (or pickle) it
+        if early_stopping:
+            network.set_state(self._best_state)
+
+    def _run_epoch(self, X, y, sample_weight, sample_idx, batch_size, n_threads,
+                   first_pass):
+        """One pass over the (shuffled) training data; sets loss_ and n_iter_."""
+        try:
+            loss = run_epoch(self._network, self._optimizer, X, y, sample_weight,
+                             sample_idx, batch_size=batch_size, alpha=self.alpha,
+                             loss=self._loss_and_grad, n_threads=n_threads)
+        except NonFiniteTraining as exc:
+            self._non_finite(exc.what, first_pass)
+        self.n_iter_ += 1
+        self.loss_ = loss
+
+    def _non_finite(self, what, first_pass):
+        epoch = self.n_iter_ + 1
+        if first_pass:
+            self._forget_fit()
+            state = "The estimator is left unfitted."
+        else:
+            self._restore(self._last_epoch)
+            self._last_epoch = None
+            state = (f"The estimator keeps the model of its last finished epoch "
+                     f"(n_iter_={self.n_iter_}).")
+        raise ValueError(
+            f"The training {what} epoch {epoch}: the optimization diverged. Try a "
+            f"smaller learning_rate_init (now {self.learning_rate_init!r}), and scale "
+            f"X to about [0, 1] or standardize it (e.g. with StandardScaler). {state}"
+        )
+
+    def _split_validation(self, X, y, sample_weight):
+        from sklearn.model_selection import train_test_split
+
+        arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
+        try:
+            parts = train_test_split(
+                *arrays, random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=self._stratify(y),
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping could not split off a validation set "
+                f"(validation_fraction={self.validation_fraction}): {exc}"
+            ) from None
+        X_train, X_val, y_train, y_val = parts[:4]
+        sw_train, sw_val = parts[4:] if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        return X_train, X_val, y_train, y_val, sw_train, sw_val
+
+    def _stratify(self, y):
+        return None
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val,
+                                     n_threads):
+        # scikit-learn's MLP rule, unchanged.
+        if early_stopping:
+            score = self._validation_score(X_val, y_val, sw_val, n_threads)
+            self.validation_scores_.append(score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_state = self._network.get_state()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags

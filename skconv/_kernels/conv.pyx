@@ -1,0 +1,1304 @@
+"""N-d convolution (cross-correlation) kernels: forward and backward.
+
+Every spatial case (1, 2 or 3 axes) runs through one 3-D kernel: the ops layer views
+a 1-D signal ``(N, C, W)`` as ``(N, C, 1, 1, W)`` and an image as ``(N, C, 1, H, W)``.
+Singleton axes cost nothing here because the innermost loops run over the last axis.
+
+Layering (as in scikit-learn's ``_loss.pyx.tp``): point helpers (im2col / col2im of
+one sample) -> ``prange`` loops over the batch with an explicit ``n_threads`` -> the
+``def`` wrappers below, called only by ``skconv.ops`` which has checked every shape.
+
+Two paths, chosen per call:
+
+- stride 1 on every axis ("shifted rows"): each sample is copied once into a
+  zero-padded per-thread buffer. Row ``r = (c, k0, k1, k2)`` of the im2col matrix is
+  then the padded buffer read from offset ``offset[r]`` on, if the output is computed
+  over "wide" positions that run across the padded rows (the few wide positions that
+  fall in the padding are computed and dropped). The contraction is a register-blocked
+  micro-kernel (``include/conv/microkernels.h``) instead of BLAS: LeNet-sized GEMMs have one tiny
+  side (6 or 16 filters) where BLAS spends its time packing. The input gradient is the
+  same trick on the zero-padded output gradient with the flipped kernel ("full"
+  correlation), so no col2im scatter is needed. The weight gradient is a second
+  micro-kernel, vectorised over the output channels (grad_y transposed to
+  (positions, channels)) when there are at least half a vector of them, else over
+  positions (grad_y laid on the padded input grid, per-lane sums reduced at the end
+  of a chunk); see ``_wgrad_layout``. The bias gradient rides along as one more tap
+  whose input is all ones.
+- any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
+  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
+
+The stride-1 path also serves a convolution fused with the 2x2 max/min pooling (and
+relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): each sample's wide
+result is pooled in cache, keeping the winning cell of each window as a code 0-3,
+and the backward rebuilds each sample's convolution gradient in cache from the pooled
+one, so the convolution's output and its gradient are never stored for the batch.
+
+Weight and bias gradients are summed per fixed chunk of samples (the chunking depends
+only on the batch size) and the chunks are added in order afterwards, so results are
+bitwise identical whatever the number of threads.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport uint8_t
+from libc.string cimport memcpy, memset
+
+from .blas cimport gemm as _gemm
+from .sums cimport sum_rows_in_order
+
+import numpy as np
+
+# Samples per reduction chunk of the weight/bias gradients. A constant (not a
+# function of n_threads) so that the summation order never changes.
+_REDUCTION_CHUNKS = 16
+
+
+cdef extern from "conv/microkernels.h" nogil:
+    enum: SKC_SLACK
+    void skc_rowgemm_pack_f(Py_ssize_t M, Py_ssize_t K, const float *A,
+                            Py_ssize_t a_row, Py_ssize_t a_col, float *A_packed)
+    void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                       Py_ssize_t K, const float *A_packed,
+                       const float *B, const Py_ssize_t *b_off,
+                       float *C, Py_ssize_t ldc, int accumulate)
+    void skc_rowgemm_pack_d(Py_ssize_t M, Py_ssize_t K, const double *A,
+                            Py_ssize_t a_row, Py_ssize_t a_col, double *A_packed)
+    void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                       Py_ssize_t K, const double *A_packed,
+                       const double *B, const Py_ssize_t *b_off,
+                       double *C, Py_ssize_t ldc, int accumulate)
+    void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                     const Py_ssize_t *pos, const float *B, const Py_ssize_t *b_off,
+                     const float *G, Py_ssize_t ldg, float *W, Py_ssize_t ldw)
+    void skc_wgrad_d(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                     const Py_ssize_t *pos, const double *B, const Py_ssize_t *b_off,
+                     const double *G, Py_ssize_t ldg, double *W, Py_ssize_t ldw)
+    void skc_wgrad_wide_f(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
+                          const float *G, Py_ssize_t ldg,
+                          const float *B, const Py_ssize_t *b_off, float *ACC)
+    void skc_wgrad_wide_d(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
+                          const double *G, Py_ssize_t ldg,
+                          const double *B, const Py_ssize_t *b_off, double *ACC)
+
+
+cdef extern from "common/finite.h" nogil:
+    int skc_all_finite_f(Py_ssize_t n, const float *values)
+    int skc_all_finite_d(Py_ssize_t n, const double *values)
+
+
+cdef inline bint _all_finite(const floating *values, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return skc_all_finite_f(n, values)
+    else:
+        return skc_all_finite_d(n, values)
+
+
+cdef extern from "pool/poolkernels.h" nogil:
+    enum: SKC_POOL_LANES
+    void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
+                                 float bias, int want_min, int relu, float *y,
+                                 uint8_t *code)
+    void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
+                                 Py_ssize_t n_vectors, double bias, int want_min,
+                                 int relu, double *y, uint8_t *code)
+
+
+cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                          Py_ssize_t K, const floating *A_packed,
+                          const floating *B, const Py_ssize_t *b_off,
+                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
+    vec_at[:n_vec], A packed by ``_pack_rows_from``; see include/conv/microkernels.h."""
+    if floating is float:
+        skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
+    else:
+        skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
+
+
+cdef object _pack_rows_from(const floating *A, Py_ssize_t M, Py_ssize_t K):
+    """A C-contiguous (M, K) matrix packed for ``_rowgemm``: its register blocks of
+    rows as (K, rows) panels, one after another (a fresh array of M*K values)."""
+    cdef float[::1] packed_f
+    cdef double[::1] packed_d
+    if floating is float:
+        packed = np.empty(M * K, dtype=np.float32)
+        packed_f = packed
+        skc_rowgemm_pack_f(M, K, A, K, 1, &packed_f[0])
+    else:
+        packed = np.empty(M * K, dtype=np.float64)
+        packed_d = packed
+        skc_rowgemm_pack_d(M, K, A, K, 1, &packed_d[0])
+    return packed
+
+
+cdef object _pack_flipped(const floating[:, :, :, :, ::1] w):
+    """The input gradient's kernel packed for ``_rowgemm``: w (D, C, K0, K1, K2) with
+    every spatial axis reversed, as (C, D*K0*K1*K2) rows."""
+    cdef:
+        Py_ssize_t n_filters = w.shape[0], channels = w.shape[1]
+        Py_ssize_t k0, k1, k2, d, c, at
+        Py_ssize_t n0 = w.shape[2], n1 = w.shape[3], n2 = w.shape[4]
+        floating[::1] flipped
+    flipped = np.empty(channels * n_filters * n0 * n1 * n2,
+                       dtype=np.float32 if floating is float else np.float64)
+    at = 0
+    for c in range(channels):
+        for d in range(n_filters):
+            for k0 in range(n0):
+                for k1 in range(n1):
+                    for k2 in range(n2):
+                        flipped[at] = w[d, c, n0 - 1 - k0, n1 - 1 - k1, n2 - 1 - k2]
+                        at += 1
+    return _pack_rows_from(&flipped[0], channels, n_filters * n0 * n1 * n2)
+
+
+cdef inline void _wgrad(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
+                        const Py_ssize_t *pos, const floating *B, const Py_ssize_t *b_off,
+                        const floating *G, Py_ssize_t ldg,
+                        floating *W, Py_ssize_t ldw) noexcept nogil:
+    """W[r, l] += sum_p B[b_off[r] + pos[p]] * G[p, l]; see include/conv/microkernels_impl.h."""
+    if floating is float:
+        skc_wgrad_f(R, DV, n_pos, pos, B, b_off, G, ldg, W, ldw)
+    else:
+        skc_wgrad_d(R, DV, n_pos, pos, B, b_off, G, ldg, W, ldw)
+
+
+cdef inline void _wgrad_wide(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
+                             const floating *G, Py_ssize_t ldg,
+                             const floating *B, const Py_ssize_t *b_off,
+                             floating *ACC) noexcept nogil:
+    """ACC[d, r, l] += sum_{q = l mod VL} G[d*ldg + q] * B[b_off[r] + q]; see
+    include/conv/microkernels_impl.h."""
+    if floating is float:
+        skc_wgrad_wide_f(D, R, Q, G, ldg, B, b_off, ACC)
+    else:
+        skc_wgrad_wide_d(D, R, Q, G, ldg, B, b_off, ACC)
+
+
+cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,
+                                    Py_ssize_t n_out) noexcept nogil:
+    """Smallest o in [0, n_out] with o * stride + offset >= 0."""
+    cdef Py_ssize_t o
+    if offset >= 0:
+        return 0
+    # ceil(-offset / stride) with positive integers only (cdivision is on).
+    o = (-offset + stride - 1) // stride
+    return o if o < n_out else n_out
+
+
+cdef inline Py_ssize_t _end_valid(Py_ssize_t offset, Py_ssize_t stride,
+                                  Py_ssize_t size, Py_ssize_t n_out) noexcept nogil:
+    """Smallest o in [0, n_out] with o * stride + offset >= size (end of the valid run)."""
+    cdef Py_ssize_t o
+    if offset >= size:
+        return 0
+    # Valid while o * stride + offset <= size - 1.
+    o = (size - 1 - offset) // stride + 1
+    return o if o < n_out else n_out
+
+
+cdef struct Geometry:
+    # Input spatial sizes, kernel sizes, output sizes, strides, low paddings,
+    # dilations: all per axis, for the three (possibly singleton) spatial axes.
+    Py_ssize_t size[3]
+    Py_ssize_t ksize[3]
+    Py_ssize_t out[3]
+    Py_ssize_t stride[3]
+    Py_ssize_t pad[3]
+    Py_ssize_t dil[3]
+    Py_ssize_t channels
+    Py_ssize_t n_filters
+    Py_ssize_t n_rows     # channels * K0 * K1 * K2
+    Py_ssize_t n_cols     # O0 * O1 * O2
+
+
+cdef void _im2col(const floating[:, :, :, ::1] x,   # IN  (C, X0, X1, X2), one sample
+                  const Geometry *g,
+                  floating *col) noexcept nogil:      # OUT (n_rows, n_cols)
+    """Lower one sample to its column matrix; padded cells become zeros."""
+    cdef:
+        Py_ssize_t c, k0, k1, k2, o0, o1, o2, i0, i1, i2
+        Py_ssize_t lo2, hi2, off2
+        Py_ssize_t n_out1 = g.out[1], n_out2 = g.out[2]
+        Py_ssize_t s2 = g.stride[2]
+        floating *row
+        floating *dst
+    row = col
+    for c in range(g.channels):
+        for k0 in range(g.ksize[0]):
+            for k1 in range(g.ksize[1]):
+                for k2 in range(g.ksize[2]):
+                    off2 = k2 * g.dil[2] - g.pad[2]
+                    lo2 = _first_valid(off2, s2, n_out2)
+                    hi2 = _end_valid(off2, s2, g.size[2], n_out2)
+                    if hi2 < lo2:
+                        hi2 = lo2
+                    dst = row
+                    for o0 in range(g.out[0]):
+                        i0 = o0 * g.stride[0] + k0 * g.dil[0] - g.pad[0]
+                        for o1 in range(n_out1):
+                            i1 = o1 * g.stride[1] + k1 * g.dil[1] - g.pad[1]
+                            if i0 < 0 or i0 >= g.size[0] or i1 < 0 or i1 >= g.size[1]:
+                                memset(dst, 0, n_out2 * sizeof(floating))
+                            else:
+                                for o2 in range(lo2):
+                                    dst[o2] = 0
+                                if s2 == 1:
+                                    for o2 in range(lo2, hi2):
+                                        dst[o2] = x[c, i0, i1, o2 + off2]
+                                else:
+                                    for o2 in range(lo2, hi2):
+                                        dst[o2] = x[c, i0, i1, o2 * s2 + off2]
+                                for o2 in range(hi2, n_out2):
+                                    dst[o2] = 0
+                            dst += n_out2
+                    row += g.n_cols
+
+
+cdef void _col2im_add(const floating *col,           # IN  (n_rows, n_cols)
+                      const Geometry *g,
+                      floating[:, :, :, ::1] grad_x) noexcept nogil:  # INOUT (C, X0, X1, X2)
+    """Scatter-add a column matrix back onto one sample (adjoint of ``_im2col``)."""
+    cdef:
+        Py_ssize_t c, k0, k1, k2, o0, o1, o2, i0, i1
+        Py_ssize_t lo2, hi2, off2
+        Py_ssize_t n_out1 = g.out[1], n_out2 = g.out[2]
+        Py_ssize_t s2 = g.stride[2]
+        const floating *row
+        const floating *src
+    row = col
+    for c in range(g.channels):
+        for k0 in range(g.ksize[0]):
+            for k1 in range(g.ksize[1]):
+                for k2 in range(g.ksize[2]):
+                    off2 = k2 * g.dil[2] - g.pad[2]
+                    lo2 = _first_valid(off2, s2, n_out2)
+                    hi2 = _end_valid(off2, s2, g.size[2], n_out2)
+                    src = row
+                    for o0 in range(g.out[0]):
+                        i0 = o0 * g.stride[0] + k0 * g.dil[0] - g.pad[0]
+                        for o1 in range(n_out1):
+                            i1 = o1 * g.stride[1] + k1 * g.dil[1] - g.pad[1]
+                            if not (i0 < 0 or i0 >= g.size[0] or i1 < 0 or i1 >= g.size[1]):
+                                if s2 == 1:
+                                    for o2 in range(lo2, hi2):
+                                        grad_x[c, i0, i1, o2 + off2] += src[o2]
+                                else:
+                                    for o2 in range(lo2, hi2):
+                                        grad_x[c, i0, i1, o2 * s2 + off2] += src[o2]
+                            src += n_out2
+                    row += g.n_cols
+
+
+cdef Geometry _geometry(tuple x_shape, tuple w_shape, tuple y_shape,
+                        tuple stride, tuple pad_lo, tuple dilation):
+    cdef Geometry g
+    cdef int a
+    for a in range(3):
+        g.size[a] = x_shape[2 + a]
+        g.ksize[a] = w_shape[2 + a]
+        g.out[a] = y_shape[2 + a]
+        g.stride[a] = stride[a]
+        g.pad[a] = pad_lo[a]
+        g.dil[a] = dilation[a]
+    g.channels = x_shape[1]
+    g.n_filters = w_shape[0]
+    g.n_rows = g.channels * g.ksize[0] * g.ksize[1] * g.ksize[2]
+    g.n_cols = g.out[0] * g.out[1] * g.out[2]
+    return g
+
+
+cdef bint _is_pointwise(const Geometry *g) noexcept nogil:
+    """1x1x1 kernel, stride 1, no padding: the sample itself is its column matrix."""
+    cdef int a
+    for a in range(3):
+        if g.ksize[a] != 1 or g.stride[a] != 1 or g.pad[a] != 0:
+            return False
+    return True
+
+
+cdef bint _unit_stride(const Geometry *g) noexcept nogil:
+    return g.stride[0] == 1 and g.stride[1] == 1 and g.stride[2] == 1
+
+
+# --------------------------------------------------------------------------------
+# Stride-1 path: zero-padded copies and shifted-row micro-kernels
+# --------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept nogil:
+    """Round up to the micro-kernels' slack unit (they run whole vectors past the end)."""
+    return (n + SKC_SLACK - 1) // SKC_SLACK * SKC_SLACK
+
+
+cdef void _pad_copy(const floating *src,         # IN  (n_planes, S0, S1, S2)
+                    Py_ssize_t n_planes,
+                    const Py_ssize_t *size,      # IN  S0, S1, S2
+                    floating *dst,               # OUT n_planes * dst_plane + SKC_SLACK
+                    const Py_ssize_t *dsize,     # IN  T0, T1, T2: grid inside a plane
+                    Py_ssize_t dst_plane,        # IN  plane stride >= T0 * T1 * T2
+                    const Py_ssize_t *lo) noexcept nogil:  # IN  where src starts in dst
+    """Copy planes into a larger grid whose other cells are zero.
+
+    Only the cells of ``src`` are written: the caller zeroes the whole grid, the slack
+    after the last plane included (the micro-kernels read it, and 0 * garbage may be
+    NaN), once per call with ``_zero_grid``. Every sample then lands on the same cells,
+    so the zeros around them stay.
+    """
+    cdef:
+        Py_ssize_t c, i0, i1
+        Py_ssize_t src_plane = size[0] * size[1] * size[2]
+        const floating *s
+        floating *d
+    for c in range(n_planes):
+        for i0 in range(size[0]):
+            for i1 in range(size[1]):
+                s = src + c * src_plane + (i0 * size[1] + i1) * size[2]
+                d = dst + c * dst_plane + ((i0 + lo[0]) * dsize[1] + i1 + lo[1]) * dsize[2] + lo[2]
+                memcpy(d, s, size[2] * sizeof(floating))
+
+
+cdef inline void _zero_grid(floating *dst, Py_ssize_t n_planes,
+                            Py_ssize_t dst_plane) noexcept nogil:
+    """Zero a grid of ``_pad_copy`` and the slack after it."""
+    memset(dst, 0, (n_planes * dst_plane + SKC_SLACK) * sizeof(floating))
+
+
+cdef void _compact(const floating *wide,         # IN  (n_planes, wide_plane) wide positions
+                   Py_ssize_t n_planes, Py_ssize_t wide_plane,
+                   const Py_ssize_t *wsize,      # IN  sizes of the padded grid it spans
+                   const Py_ssize_t *size,       # IN  O0, O1, O2 kept per plane
+                   const floating *bias,         # IN  (n_planes,) or NULL
+                   floating *dst) noexcept nogil:  # OUT (n_planes, O0, O1, O2)
+    """Keep the real output positions of a wide result (and add the bias)."""
+    cdef:
+        Py_ssize_t c, o0, o1, o2
+        floating bc
+        const floating *s
+    for c in range(n_planes):
+        bc = bias[c] if bias != NULL else 0
+        for o0 in range(size[0]):
+            for o1 in range(size[1]):
+                s = wide + c * wide_plane + (o0 * wsize[1] + o1) * wsize[2]
+                for o2 in range(size[2]):
+                    dst[o2] = s[o2] + bc
+                dst += size[2]
+
+
+cdef struct Shifted:
+    Py_ssize_t xp[3]        # zero-padded input sizes: O + dil * (K - 1) per axis
+    Py_ssize_t xp_plane     # xp[0] * xp[1] * xp[2]
+    Py_ssize_t x_wide       # wide output positions spanned on the padded input grid
+    Py_ssize_t gp[3]        # zero-padded grad_y sizes for the input-gradient pass
+    Py_ssize_t gp_lo[3]     # where grad_y starts in it: dil * (K - 1)
+    Py_ssize_t gp_plane
+    Py_ssize_t g_wide       # wide input-gradient positions spanned on the grad_y grid
+    Py_ssize_t dv           # n_filters rounded up to whole vectors (weight gradient)
+    # x_wide rounded up to whole vectors: the span the weight-gradient kernels read.
+    Py_ssize_t x_wide_ld
+    # Row strides of the wide output buffers of the shifted GEMM: its last vector may
+    # start at the last output row and run up to a vector past x_wide (or g_wide).
+    Py_ssize_t y_wide_ld
+    Py_ssize_t gx_wide_ld
+
+
+cdef Shifted _shifted(const Geometry *g) noexcept nogil:
+    cdef Shifted sh
+    cdef int a
+    cdef Py_ssize_t reach, hi
+    for a in range(3):
+        reach = g.dil[a] * (g.ksize[a] - 1)
+        sh.xp[a] = g.out[a] + reach
+        hi = sh.xp[a] - g.size[a] - g.pad[a]
+        sh.gp_lo[a] = reach
+        # grad_x[i] reads grad_y_padded[i + lo + k' * dil] for k' < K.
+        sh.gp[a] = reach + g.out[a] + max(0, reach - hi)
+    sh.xp_plane = sh.xp[0] * sh.xp[1] * sh.xp[2]
+    sh.x_wide = ((g.out[0] - 1) * sh.xp[1] + g.out[1] - 1) * sh.xp[2] + g.out[2]
+    sh.gp_plane = sh.gp[0] * sh.gp[1] * sh.gp[2]
+    sh.g_wide = ((g.size[0] - 1) * sh.gp[1] + g.size[1] - 1) * sh.gp[2] + g.size[2]
+    sh.dv = _round_up(g.n_filters)
+    sh.x_wide_ld = _round_up(sh.x_wide)
+    sh.y_wide_ld = _round_up(sh.x_wide + SKC_SLACK)
+    sh.gx_wide_ld = _round_up(sh.g_wide + SKC_SLACK)
+    return sh
+
+
+cdef struct WgradLayout:
+    # How the stride-1 backward sums the weight (and bias) gradient.
+    bint wide            # vectorised over positions (few filters) or over filters
+    Py_ssize_t lanes     # floating values per 64-byte vector
+    Py_ssize_t n_taps    # kernel taps + 1: the bias is a tap whose input is all ones
+    Py_ssize_t g_plane   # plane stride of grad_y in the wide layout
+    Py_ssize_t n_in      # scratch for grad_y laid out for the kernel
+    Py_ssize_t n_acc     # scratch for the running sums over a chunk
+
+
+cdef WgradLayout _wgrad_layout(const Geometry *g, Py_ssize_t lanes) noexcept nogil:
+    """Pick the weight-gradient kernel for this shape and size its scratch.
+
+    Vectorised over the filters, a vector holds one lane per filter, so with few
+    filters most lanes are zeros: LeNet's first layer (6 filters) uses 6 of 16 float
+    lanes. Below half a vector of filters the kernel vectorised over positions is used
+    instead (measured on LeNet's first layer, batch 64, float32: the weight-gradient
+    call takes 0.5 ms against 1.1 ms; with 16 filters the per-filter kernel wins).
+    """
+    cdef WgradLayout lay
+    cdef Shifted sh = _shifted(g)
+    lay.lanes = lanes
+    lay.n_taps = g.n_rows + 1
+    lay.wide = 2 * g.n_filters <= lanes
+    if lay.wide:
+        # grad_y on the padded input grid (zeros off the real outputs), per-lane sums.
+        # Its planes are whole vectors apart, so that the vectors past the last real
+        # output read zeros, not the next plane.
+        lay.g_plane = _round_up(sh.xp_plane)
+        lay.n_in = g.n_filters * lay.g_plane + SKC_SLACK
+        lay.n_acc = g.n_filters * lay.n_taps * lanes
+    else:
+        # grad_y transposed to (positions, filters), sums as (taps, filters).
+        lay.g_plane = 0
+        lay.n_in = g.n_cols * sh.dv
+        lay.n_acc = lay.n_taps * sh.dv
+    return lay
+
+
+cdef object _vector_starts(const Py_ssize_t *out, const Py_ssize_t *grid,
+                           Py_ssize_t wide, Py_ssize_t lanes):
+    """Columns where the shifted GEMM's vectors start, covering every real output.
+
+    Output ``(o0, o1, o2)`` sits at column ``(o0*grid[1] + o1)*grid[2] + o2`` of a wide
+    result spanning ``[0, wide)``. Returns whichever needs fewer vectors: contiguous
+    vectors over the whole span (they also compute the padding columns between rows)
+    or vectors laid per output row. The results are the same either way. LeNet's
+    second layer (14-wide rows on an 18-wide grid) takes 14 vectors per row instead of
+    16; its input gradient (22-wide grid) 14 instead of 19. Every vector ends before
+    ``wide + lanes - 1``.
+    """
+    cdef:
+        Py_ssize_t per_row = (out[2] + lanes - 1) // lanes
+        Py_ssize_t n_rows = out[0] * out[1]
+        Py_ssize_t n_contiguous = (wide + lanes - 1) // lanes
+        Py_ssize_t o0, o1, m, j = 0
+        Py_ssize_t[::1] starts
+    if n_rows * per_row >= n_contiguous:
+        return np.arange(0, n_contiguous * lanes, lanes, dtype=np.intp)
+    starts = np.empty(n_rows * per_row, dtype=np.intp)
+    for o0 in range(out[0]):
+        for o1 in range(out[1]):
+            for m in range(per_row):
+                starts[j] = (o0 * grid[1] + o1) * grid[2] + m * lanes
+                j += 1
+    return starts.base
+
+
+cdef object _output_positions(const Geometry *g):
+    """Offset on the zero-padded input grid of every output position, in order."""
+    cdef Shifted sh = _shifted(g)
+    cdef Py_ssize_t o0, o1, o2, p = 0
+    cdef Py_ssize_t[::1] positions = np.empty(g.n_cols, dtype=np.intp)
+    for o0 in range(g.out[0]):
+        for o1 in range(g.out[1]):
+            for o2 in range(g.out[2]):
+                positions[p] = (o0 * sh.xp[1] + o1) * sh.xp[2] + o2
+                p += 1
+    return positions.base
+
+
+cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
+    """Row offsets of the forward/weight-gradient and input-gradient micro-kernels.
+
+    Returns
+    -------
+    forward : ndarray of intp, shape (C*K0*K1*K2 + ones_tap,)
+        Row ``(c, k0, k1, k2)`` starts at ``c*plane + sum_a k_a*dil_a*stride_a`` in the
+        zero-padded input. With ``ones_tap``, one more row: the ones that follow the
+        padded input (and its slack) in ``_backward_shifted``'s scratch, whose
+        "weight gradient" is the bias gradient.
+    backward : ndarray of intp, shape (D*K0*K1*K2,)
+        Row ``(d, k0', k1', k2')`` of the flipped kernel starts at
+        ``d*plane + sum_a (lo_a + k_a'*dil_a)*stride_a`` in the padded grad_y.
+    """
+    cdef:
+        Shifted sh = _shifted(g)
+        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+        Py_ssize_t n_filters = g.n_filters
+        Py_ssize_t c, t, k0, k1, k2, tap_fwd, tap_bwd
+        Py_ssize_t[::1] forward = np.empty(g.channels * n_taps + ones_tap, dtype=np.intp)
+        Py_ssize_t[::1] backward = np.empty(n_filters * n_taps, dtype=np.intp)
+    # Plain loops: numpy on these tiny arrays cost more than the kernel on a sample.
+    t = 0
+    for k0 in range(g.ksize[0]):
+        for k1 in range(g.ksize[1]):
+            for k2 in range(g.ksize[2]):
+                tap_fwd = (k0 * g.dil[0] * sh.xp[1] + k1 * g.dil[1]) * sh.xp[2] + k2 * g.dil[2]
+                tap_bwd = (((g.pad[0] + k0 * g.dil[0]) * sh.gp[1] + g.pad[1] + k1 * g.dil[1])
+                           * sh.gp[2] + g.pad[2] + k2 * g.dil[2])
+                for c in range(g.channels):
+                    forward[c * n_taps + t] = c * sh.xp_plane + tap_fwd
+                for c in range(n_filters):
+                    backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
+                t += 1
+    if ones_tap:
+        forward[g.channels * n_taps] = g.channels * sh.xp_plane + SKC_SLACK
+    return forward.base, backward.base
+
+
+# Offsets, positions and vector starts of the stride-1 path depend on the geometry
+# only, and a network asks for the same few geometries every minibatch: building
+# them took a third of a small call's set-up. Read-only once built, so the threads
+# of a process may share them.
+cdef dict _TABLES = {}
+_MAX_TABLES = 64
+
+
+cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
+    """``(offsets, vec_at)`` of the forward, or ``(offsets_fwd, offsets_bwd,
+    positions, vec_at)`` of the backward, for this geometry (cached)."""
+    cdef Shifted sh
+    cdef tuple key = (backward, lanes, g.channels, g.n_filters,
+                      g.size[0], g.size[1], g.size[2], g.ksize[0], g.ksize[1], g.ksize[2],
+                      g.out[0], g.out[1], g.out[2], g.pad[0], g.pad[1], g.pad[2],
+                      g.dil[0], g.dil[1], g.dil[2])
+    tables = _TABLES.get(key)
+    if tables is not None:
+        return tables
+    sh = _shifted(g)
+    if backward:
+        offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
+        tables = (offsets_fwd, offsets_bwd, _output_positions(g),
+                  _vector_starts(g.size, sh.gp, sh.g_wide, lanes))
+    else:
+        tables = (_shifted_offsets(g, False)[0],
+                  _vector_starts(g.out, sh.xp, sh.x_wide, lanes))
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
+cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
+                           const floating[::1] w_packed,  # IN  _pack_rows_from of w (D, R)
+                           const floating *bias,
+                           floating[:, :, :, :, ::1] y,
+                           const Py_ssize_t[::1] offsets,
+                           const Py_ssize_t[::1] vec_at,  # IN  see _vector_starts
+                           floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
+                           const Geometry *g, int n_threads,
+                           uint8_t[:, :, :, :, ::1] codes,  # OUT or None (conv_pool_forward)
+                           bint pooled, bint want_min, bint relu) noexcept nogil:
+    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling, then relu if
+    asked (see ``conv_pool_forward``), computed per sample from the wide result in
+    cache."""
+    cdef:
+        Shifted sh = _shifted(g)
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n
+        Py_ssize_t pool_vectors = _pool_vectors(g)
+        floating *xp = NULL
+        floating *wide = NULL
+        floating *row_y = NULL
+        uint8_t *row_code = NULL
+    with parallel(num_threads=n_threads):
+        xp = &scratch[threadid(), 0]
+        wide = xp + g.channels * sh.xp_plane + SKC_SLACK
+        row_y = wide + n_filters * sh.y_wide_ld
+        row_code = <uint8_t *> (row_y + pool_vectors * SKC_POOL_LANES)
+        _zero_grid(xp, g.channels, sh.xp_plane)
+        for n in prange(n_samples, schedule="static"):
+            _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
+            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
+                     &offsets[0], wide, sh.y_wide_ld, False)
+            if pooled:
+                _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
+                           bias, want_min, relu, row_y, row_code, &y[n, 0, 0, 0, 0],
+                           &codes[n, 0, 0, 0, 0] if codes is not None else NULL)
+            else:
+                _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias,
+                         &y[n, 0, 0, 0, 0])
+
+
+cdef inline Py_ssize_t _pool_vectors(const Geometry *g) noexcept nogil:
+    """Vectors of windows per pooled row (2x2 pooling of the last two axes)."""
+    return (g.out[2] // 2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+
+
+cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide positions
+                     Py_ssize_t n_planes, Py_ssize_t wide_plane,
+                     Py_ssize_t pitch,       # IN  row stride of the wide positions
+                     Py_ssize_t p_rows, Py_ssize_t p_cols,  # IN  pooled sizes
+                     const floating *bias,   # IN  (n_planes,) or NULL
+                     bint want_min, bint relu,
+                     floating *row_y,        # OUT scratch, a row of whole vectors
+                     uint8_t *row_code,      # OUT scratch, as long
+                     floating *y,            # OUT (n_planes, p_rows, p_cols)
+                     uint8_t *codes) noexcept nogil:  # OUT as y, or NULL
+    """2x2/stride-2 max or min pooling of the wide result plus bias, then relu if asked.
+
+    Each cell is the same ``wide + bias`` that ``_compact`` would store, so the result
+    equals pooling the stored convolution, bit for bit (and relu is numpy's
+    ``maximum(y, 0)``). The rows are computed in whole
+    vectors into ``row_y``/``row_code`` and copied: the tail lanes would otherwise land
+    past the last row.
+    """
+    cdef:
+        Py_ssize_t c, i, n_vectors = (p_cols + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        floating bc
+    for c in range(n_planes):
+        bc = bias[c] if bias != NULL else 0
+        for i in range(p_rows):
+            if floating is float:
+                skc_pool2x2_codes_row_f(wide + c * wide_plane + 2 * i * pitch, pitch,
+                                        n_vectors, bc, want_min, relu, row_y, row_code)
+            else:
+                skc_pool2x2_codes_row_d(wide + c * wide_plane + 2 * i * pitch, pitch,
+                                        n_vectors, bc, want_min, relu, row_y, row_code)
+            memcpy(y, row_y, p_cols * sizeof(floating))
+            y += p_cols
+            if codes != NULL:
+                memcpy(codes, row_code, p_cols)
+                codes += p_cols
+
+
+cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
+                  const uint8_t *codes,          # IN  as grad_pooled, window cells 0-3
+                  const floating *relu_out,      # IN  as grad_pooled, or NULL
+                  Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
+                  Py_ssize_t cols,               # IN  unpooled row length
+                  floating *grad_y,              # OUT see below
+                  Py_ssize_t plane_stride, Py_ssize_t cell_stride,
+                  Py_ssize_t size) noexcept nogil:  # IN  values of grad_y zeroed first
+    """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere; with
+    ``relu_out`` (the forward's relu'd output), through the relu's backward first:
+    ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too).
+
+    Cell ``(r, q)`` of plane ``c`` is ``grad_y[c * plane_stride + (r * cols + q) *
+    cell_stride]``: planes one after another (``cell_stride`` 1), or transposed to
+    (cells, planes) for the weight-gradient kernel (``plane_stride`` 1). The code is
+    masked to 0-3, so no value of it can write past the ``size`` values zeroed.
+    """
+    cdef:
+        Py_ssize_t c, i, j, at = 0
+        int k
+        floating g
+        floating *plane
+    memset(grad_y, 0, size * sizeof(floating))
+    for c in range(n_planes):
+        plane = grad_y + c * plane_stride
+        for i in range(p_rows):
+            for j in range(p_cols):
+                k = codes[at] & 3
+                g = grad_pooled[at]
+                if relu_out != NULL:
+                    g = g * (<floating> (relu_out[at] > 0))
+                plane[((2 * i + (k >> 1)) * cols + 2 * j + (k & 1)) * cell_stride] = g
+                at += 1
+
+
+cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
+                          const floating[:, :, :, :, ::1] w,
+                          const floating *bias,
+                          floating[:, :, :, :, ::1] y,
+                          floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
+                          const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
+        Py_ssize_t n, d, p
+        bint pointwise = _is_pointwise(g)
+        floating beta
+        floating *col = NULL
+        const floating *col_in
+        floating *y_n
+    with parallel(num_threads=n_threads):
+        col = &scratch[threadid(), 0]
+        for n in prange(n_samples, schedule="static"):
+            y_n = &y[n, 0, 0, 0, 0]
+            if pointwise:
+                col_in = &x[n, 0, 0, 0, 0]
+            else:
+                _im2col(x[n], g, col)
+                col_in = col
+            beta = 0
+            if bias != NULL:
+                beta = 1
+                for d in range(n_filters):
+                    for p in range(g.n_cols):
+                        y_n[d * g.n_cols + p] = bias[d]
+            # Row-major y_n (D, P) = w (D, R) @ col (R, P), written column-major.
+            _gemm(c'N', c'N', <int> g.n_cols, <int> n_filters, <int> g.n_rows,
+                  1, col_in, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
+                  beta, y_n, <int> g.n_cols)
+
+
+cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_grad_x,
+                     int n_threads, dtype, Py_ssize_t lanes, bint pooled=False):
+    """Per-thread workspace, one row per thread (row ``threadid()``).
+
+    Allocated here, with the GIL, so that a failed allocation is a MemoryError rather
+    than a NULL pointer inside a parallel region.
+    """
+    cdef Shifted sh
+    cdef WgradLayout lay
+    cdef Py_ssize_t size
+    if not shifted:
+        # The im2col matrix of one sample (unused, but kept valid, for 1x1 kernels).
+        size = g.n_rows * g.n_cols
+    else:
+        sh = _shifted(g)
+        size = g.channels * sh.xp_plane + SKC_SLACK          # padded input
+        if not backward:
+            size += g.n_filters * sh.y_wide_ld                # wide output
+            if pooled:
+                # A pooled row and its codes (bytes, so fewer than as many values).
+                size += 2 * _pool_vectors(g) * SKC_POOL_LANES
+        else:
+            lay = _wgrad_layout(g, lanes)
+            size += sh.xp_plane + SKC_SLACK                   # ones (bias "tap")
+            size += lay.n_in + lay.n_acc                      # weight/bias gradient
+            if want_grad_x:
+                size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
+                size += g.channels * sh.gx_wide_ld            # wide grad_x
+            if pooled:
+                size += g.n_filters * g.n_cols                # unpooled grad_y
+    # Rows a few cache lines apart so that the threads never share a line.
+    size = _round_up(size) + SKC_SLACK
+    return np.empty((n_threads, size), dtype=dtype)
+
+
+def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2)
+                 const floating[:, :, :, :, ::1] w,      # IN  (D, C, K0, K1, K2)
+                 const floating[::1] b,                  # IN  (D,) or None
+                 floating[:, :, :, :, ::1] y,            # OUT (N, D, O0, O1, O2)
+                 tuple stride, tuple pad_lo, tuple dilation,
+                 int n_threads):
+    """y[n, d] = sum_c x[n, c] (*) w[d, c] + b[d] (cross-correlation, zero padding).
+
+    Shapes are trusted: ``skconv.ops.conv`` checks them. ``y`` is overwritten.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        const floating *bias = &b[0] if b is not None else NULL
+        floating[:, ::1] scratch
+        uint8_t[:, :, :, :, ::1] no_codes = None
+    if x.shape[0] == 0:
+        return
+    n_threads = max(1, min(n_threads, x.shape[0]))
+    if _unit_stride(&g):
+        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
+    else:
+        scratch = _scratch(&g, False, False, False, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
+        with nogil:
+            _forward_im2col(x, w, bias, y, scratch, &g, n_threads)
+
+
+def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2)
+                      const floating[:, :, :, :, ::1] w,  # IN  (D, C, 1, K1, K2)
+                      const floating[::1] b,              # IN  (D,) or None
+                      floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, O1 // 2, O2 // 2)
+                      uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
+                      tuple conv_out,                     # IN  (1, O1, O2)
+                      tuple pad_lo, tuple dilation, bint want_min, bint relu,
+                      int n_threads):
+    """2x2/stride-2 max (or min) pooling of a stride-1 convolution plus bias, then relu
+    if asked, without storing the convolution.
+
+    ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of ``conv_forward``'s output
+    bit for bit, with the same first-extreme and NaN rules (and numpy's
+    ``maximum(y, 0)`` for relu). ``codes[n, d, 0, i, j]``
+    (skipped when None) is the winning cell's place in its window: 0 for
+    ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
+    ``(2i + 1, 2j + 1)``. Shapes are trusted: ``skconv.ops`` checks them.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
+                               (1, 1, 1), pad_lo, dilation)
+    if x.shape[0] == 0:
+        return
+    n_threads = max(1, min(n_threads, x.shape[0]))
+    _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+
+
+cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
+                          const floating[:, :, :, :, ::1] w,
+                          const floating[::1] b,
+                          floating[:, :, :, :, ::1] y,
+                          uint8_t[:, :, :, :, ::1] codes,
+                          const Geometry *g, int n_threads, bint pooled, bint want_min,
+                          bint relu):
+    """The stride-1 forward, plain or pooled: per-call tables, then the kernel."""
+    cdef:
+        const floating *bias = &b[0] if b is not None else NULL
+        tuple tables = _shifted_tables(g, False, 16 if floating is float else 8)
+        const Py_ssize_t[::1] offsets = tables[0]
+        const Py_ssize_t[::1] vec_at = tables[1]
+        const floating[::1] w_packed = _pack_rows_from(&w[0, 0, 0, 0, 0], w.shape[0],
+                                                       g.n_rows)
+        floating[:, ::1] scratch = _scratch(
+            g, True, False, False, n_threads,
+            np.float32 if floating is float else np.float64, 0, pooled)
+    with nogil:
+        _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads,
+                         codes, pooled, want_min, relu)
+
+
+def all_finite(const floating[::1] values):
+    """Whether every value is finite (no inf, no NaN); True when empty."""
+    if values.shape[0] == 0:
+        return True
+    return bool(_all_finite(&values[0], values.shape[0]))
+
+
+def uses_blas(tuple stride, bint inputs_finite=True):
+    """Whether a call goes through BLAS (the im2col path).
+
+    The caller limits BLAS to one thread around such calls, since the kernels call it
+    from inside their own parallel region.
+    """
+    return any(s != 1 for s in stride) or not inputs_finite
+
+
+def n_reduction_chunks(Py_ssize_t n_samples):
+    """Number of fixed-order reduction chunks for a batch (independent of threads)."""
+    if n_samples <= 0:
+        return 0
+    return min(n_samples, _REDUCTION_CHUNKS)
+
+
+def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
+               const floating[:, ::1] grad_b_chunks,   # IN  (n_chunks, D)
+               floating[::1] grad_w,                   # OUT (D*R,)
+               floating[::1] grad_b):                  # OUT (D,)
+    """The weight and bias gradients from the backward's per-chunk sums: the rows of
+    each added strictly in order (row 0, plus row 1, plus row 2, ...), as numpy's
+    ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
+    with nogil:
+        sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
+                          grad_w.shape[0], &grad_w[0])
+        sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
+                          grad_b.shape[0], &grad_b[0])
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
+                                    Py_ssize_t n_samples) noexcept nogil:
+    """First sample of a reduction chunk: ceil(chunk * N / n_chunks)."""
+    return (chunk * n_samples + n_chunks - 1) // n_chunks
+
+
+cdef void _add_bias_grad(const floating *gy_n, Py_ssize_t n_filters, Py_ssize_t plane,
+                         floating *gb, bint first) noexcept nogil:
+    """gb[d] (+)= sum_p gy_n[d, p], summed in order."""
+    cdef Py_ssize_t d, p
+    cdef floating acc
+    for d in range(n_filters):
+        acc = 0
+        for p in range(plane):
+            acc = acc + gy_n[d * plane + p]
+        if first:
+            gb[d] = acc
+        else:
+            gb[d] = gb[d] + acc
+
+
+cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
+                         Py_ssize_t rows, Py_ssize_t cols,
+                         floating *dst,         # OUT (cols, ld), lanes >= rows untouched
+                         Py_ssize_t ld) noexcept nogil:
+    cdef Py_ssize_t i, j
+    # Row by row of dst: its lines are written whole, while src is read as `rows`
+    # sequential streams (the other order strides dst by a cache line per store).
+    for j in range(cols):
+        for i in range(rows):
+            dst[j * ld + i] = src[i * cols + j]
+
+
+cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None if pooled
+                            const floating[:, :, :, :, ::1] grad_pooled,  # or None
+                            const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
+                            const floating[:, :, :, :, ::1] relu_out,  # or None
+                            const floating[:, :, :, :, ::1] x,
+                            const floating[::1] w_flipped,  # _pack_flipped of w, or None
+                            floating[:, :, :, :, ::1] grad_x,           # or None
+                            floating[:, ::1] grad_w_chunks,
+                            floating[:, ::1] grad_b_chunks,
+                            const Py_ssize_t[::1] offsets_fwd,
+                            const Py_ssize_t[::1] offsets_bwd,
+                            const Py_ssize_t[::1] positions,  # IN (O0*O1*O2,) on padded grid
+                            const Py_ssize_t[::1] vec_at,  # IN  _vector_starts of grad_x
+                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
+                            const Geometry *g, const WgradLayout *lay,
+                            int n_threads,
+                            uint8_t *nonfinite,   # OUT (N,) or NULL
+                            floating *grad_w_out,  # OUT (D*R,) or NULL
+                            floating *grad_b_out) noexcept nogil:  # OUT (D,)
+    """The stride-1 backward (see ``conv_backward`` / ``conv_pool_backward``).
+
+    With ``nonfinite``, each sample's x and output gradient are first checked where
+    they are read anyway: a sample holding an inf or a NaN gets ``nonfinite[n] = 1``
+    and is skipped, and the caller must then discard every output (the shifted path
+    needs finite inputs). The check costs no pass of its own and runs on the threads.
+    With ``grad_w_out``, the chunk sums are then added into it and ``grad_b_out``, in
+    chunk order, on the threads (as ``sum_chunks``).
+    """
+    cdef:
+        Shifted sh = _shifted(g)
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+        Py_ssize_t zeros_lo[3]
+        Py_ssize_t chunk, n, start, stop, d, r
+        Py_ssize_t i = 0
+        bint want_grad_x = grad_x is not None
+        floating *xp = NULL
+        floating *ones = NULL
+        floating *gy_in = NULL
+        floating *gw_acc = NULL
+        floating *gyp = NULL
+        floating *gx_wide = NULL
+        floating *unpooled = NULL
+        const floating *gy_n
+        const floating *gp_n
+        const uint8_t *codes_n
+        const floating *relu_n
+        bint pooled = grad_pooled is not None
+        Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
+        Py_ssize_t gy_sample = n_filters * g.n_cols
+        Py_ssize_t block
+        Py_ssize_t n_sum_blocks = ((n_filters * (g.n_rows + 1) + _SUM_COLUMNS - 1)
+                                   // _SUM_COLUMNS)
+    if pooled:
+        gy_sample = n_filters * grad_pooled.shape[3] * grad_pooled.shape[4]
+    zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
+    with parallel(num_threads=n_threads):
+        xp = &scratch[threadid(), 0]
+        ones = xp + g.channels * sh.xp_plane + SKC_SLACK
+        gy_in = ones + sh.xp_plane + SKC_SLACK
+        gw_acc = gy_in + lay.n_in
+        gyp = gw_acc + lay.n_acc
+        gx_wide = gyp
+        if want_grad_x:
+            gx_wide = gyp + n_filters * sh.gp_plane + SKC_SLACK
+        unpooled = gx_wide
+        if want_grad_x:
+            unpooled = gx_wide + g.channels * sh.gx_wide_ld
+        # The bias gradient is one more "tap" whose input is all ones (its offset is
+        # the last entry of offsets_fwd), so the same kernel sums it.
+        for i in range(sh.xp_plane + SKC_SLACK):
+            ones[i] = 1
+        _zero_grid(xp, g.channels, sh.xp_plane)
+        if lay.wide:
+            _zero_grid(gy_in, n_filters, lay.g_plane)
+        else:
+            # The lanes past n_filters stay zero: they pad the channel vectors.
+            memset(gy_in, 0, lay.n_in * sizeof(floating))
+        if want_grad_x:
+            _zero_grid(gyp, n_filters, sh.gp_plane)
+        for chunk in prange(n_chunks, schedule="static"):
+            # Assigned (not written through a pointer) so that prange makes them private.
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            memset(gw_acc, 0, lay.n_acc * sizeof(floating))
+            for n in range(start, stop):
+                if nonfinite != NULL and not (
+                        _all_finite(&x[n, 0, 0, 0, 0], x_sample)
+                        and _all_finite(&grad_pooled[n, 0, 0, 0, 0] if pooled
+                                        else &grad_y[n, 0, 0, 0, 0], gy_sample)):
+                    nonfinite[n] = 1
+                    continue
+                if pooled:
+                    # This sample's convolution gradient, made in cache from the
+                    # pooled one: what the pooling's backward would have stored.
+                    # Straight into the transposed layout of the weight gradient
+                    # (skipping a transpose), and as planes where they are needed.
+                    gp_n = &grad_pooled[n, 0, 0, 0, 0]
+                    codes_n = &codes[n, 0, 0, 0, 0]
+                    relu_n = &relu_out[n, 0, 0, 0, 0] if relu_out is not None else NULL
+                    if not lay.wide:
+                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
+                                grad_pooled.shape[4], g.out[2], gy_in, 1, sh.dv,
+                                lay.n_in)
+                    if lay.wide or want_grad_x:
+                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
+                                grad_pooled.shape[4], g.out[2], unpooled, g.n_cols, 1,
+                                n_filters * g.n_cols)
+                    gy_n = unpooled
+                else:
+                    gy_n = &grad_y[n, 0, 0, 0, 0]
+                _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane,
+                          g.pad)
+                if lay.wide:
+                    # grad_y on the padded input grid, zeros between its rows, so that
+                    # both operands are contiguous runs of the same wide positions.
+                    _pad_copy(gy_n, n_filters, g.out, gy_in, sh.xp,
+                              lay.g_plane, zeros_lo)
+                    _wgrad_wide(n_filters, lay.n_taps, sh.x_wide_ld, gy_in, lay.g_plane,
+                                xp, &offsets_fwd[0], gw_acc)
+                else:
+                    # Vectorised over the output channels: grad_y as (positions,
+                    # channels), summed into (taps, channels) over the chunk.
+                    if not pooled:
+                        _transpose_pad(gy_n, n_filters, g.n_cols, gy_in, sh.dv)
+                    _wgrad(lay.n_taps, sh.dv, g.n_cols, &positions[0], xp,
+                           &offsets_fwd[0], gy_in, sh.dv, gw_acc, sh.dv)
+                if want_grad_x:
+                    _pad_copy(gy_n, n_filters, g.out, gyp, sh.gp,
+                              sh.gp_plane, sh.gp_lo)
+                    _rowgemm(g.channels, vec_at.shape[0], &vec_at[0], n_filters * n_taps,
+                             &w_flipped[0], gyp, &offsets_bwd[0], gx_wide, sh.gx_wide_ld,
+                             False)
+                    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL,
+                             &grad_x[n, 0, 0, 0, 0])
+            _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
+                              &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
+        if grad_w_out != NULL:
+            # (prange ends with a barrier: every chunk is stored.) Each value's chunks
+            # are added in order, whichever thread adds them.
+            for block in prange(n_sum_blocks, schedule="static"):
+                _sum_chunk_columns(&grad_w_chunks[0, 0], &grad_b_chunks[0, 0],
+                                   n_chunks, n_filters * g.n_rows, n_filters,
+                                   block * _SUM_COLUMNS, grad_w_out, grad_b_out)
+
+
+# Values per task when the chunk sums are added on the threads.
+cdef Py_ssize_t _SUM_COLUMNS = 256
+
+
+cdef void _sum_chunk_columns(const floating *grad_w_chunks,  # IN  (n_chunks, n_w)
+                             const floating *grad_b_chunks,  # IN  (n_chunks, n_b)
+                             Py_ssize_t n_chunks, Py_ssize_t n_w, Py_ssize_t n_b,
+                             Py_ssize_t start,  # IN  first of _SUM_COLUMNS values
+                             floating *grad_w,  # OUT (n_w,)
+                             floating *grad_b) noexcept nogil:  # OUT (n_b,)
+    """Values [start, start + _SUM_COLUMNS) of grad_w followed by grad_b, each the sum
+    of its chunks' rows added in order (``sum_rows_in_order`` on that block)."""
+    cdef Py_ssize_t stop = min(start + _SUM_COLUMNS, n_w + n_b)
+    cdef Py_ssize_t w_stop = min(stop, n_w), b_start = max(start, n_w) - n_w
+    if start < w_stop:
+        sum_rows_in_order(grad_w_chunks + start, n_chunks, w_stop - start, n_w,
+                          grad_w + start)
+    if b_start < stop - n_w:
+        sum_rows_in_order(grad_b_chunks + b_start, n_chunks, stop - n_w - b_start, n_b,
+                          grad_b + b_start)
+
+
+cdef void _store_chunk_sums(const floating *acc, const WgradLayout *lay,
+                            Py_ssize_t n_filters, Py_ssize_t n_rows,
+                            floating *grad_w,          # OUT (D*R,) one chunk's sums
+                            floating *grad_b) noexcept nogil:  # OUT (D,)
+    """Write a chunk's running sums as (filters, taps) weights and (filters,) biases.
+
+    The wide layout holds one partial sum per lane; they are added lane by lane in
+    order, so the result depends on the shapes only.
+    """
+    cdef Py_ssize_t d, r, l
+    cdef Py_ssize_t n_taps = lay.n_taps, lanes = lay.lanes, dv = lay.n_acc // n_taps
+    cdef bint wide = lay.wide
+    cdef floating total
+    for d in range(n_filters):
+        for r in range(n_taps):
+            if wide:
+                total = 0
+                for l in range(lanes):
+                    total = total + acc[(d * n_taps + r) * lanes + l]
+            else:
+                total = acc[r * dv + d]
+            if r < n_rows:
+                grad_w[d * n_rows + r] = total
+            else:
+                grad_b[d] = total
+
+
+cdef void _backward_im2col(const floating[:, :, :, :, ::1] grad_y,
+                           const floating[:, :, :, :, ::1] x,
+                           const floating[:, :, :, :, ::1] w,
+                           floating[:, :, :, :, ::1] grad_x,
+                           floating[:, ::1] grad_w_chunks,
+                           floating[:, ::1] grad_b_chunks,
+                           floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
+                           const Geometry *g, int n_threads) noexcept nogil:
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+        Py_ssize_t chunk, n, start, stop
+        bint want_grad_x = grad_x is not None
+        bint pointwise = _is_pointwise(g)
+        floating zero = 0, one = 1
+        floating *col = NULL
+        const floating *col_in
+        const floating *gy_n
+        floating *gw
+    with parallel(num_threads=n_threads):
+        col = &scratch[threadid(), 0]
+        for chunk in prange(n_chunks, schedule="static"):
+            # Assigned (not written through a pointer) so that prange makes them private.
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            gw = &grad_w_chunks[chunk, 0]
+            for n in range(start, stop):
+                gy_n = &grad_y[n, 0, 0, 0, 0]
+                if pointwise:
+                    col_in = &x[n, 0, 0, 0, 0]
+                else:
+                    _im2col(x[n], g, col)
+                    col_in = col
+                # Row-major gw (D, R) += gy_n (D, P) @ col^T (P, R).
+                _gemm(c'T', c'N', <int> g.n_rows, <int> n_filters, <int> g.n_cols,
+                      one, col_in, <int> g.n_cols, gy_n, <int> g.n_cols,
+                      zero if n == start else one, gw, <int> g.n_rows)
+                _add_bias_grad(gy_n, n_filters, g.n_cols, &grad_b_chunks[chunk, 0],
+                               n == start)
+                if want_grad_x:
+                    # Row-major col (R, P) = w^T (R, D) @ gy_n (D, P).
+                    _gemm(c'N', c'T', <int> g.n_cols, <int> g.n_rows, <int> n_filters,
+                          one, gy_n, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
+                          zero, col, <int> g.n_cols)
+                    # Zeroed here, sample by sample, because col2im adds into it.
+                    memset(&grad_x[n, 0, 0, 0, 0], 0,
+                           g.channels * g.size[0] * g.size[1] * g.size[2] * sizeof(floating))
+                    _col2im_add(col, g, grad_x[n])
+
+
+def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, O2)
+                  const floating[:, :, :, :, ::1] x,       # IN  (N, C, X0, X1, X2)
+                  const floating[:, :, :, :, ::1] w,       # IN  (D, C, K0, K1, K2)
+                  floating[:, :, :, :, ::1] grad_x,        # OUT (N, C, X0, X1, X2) or None
+                  floating[:, ::1] grad_w_chunks,          # OUT (n_chunks, D*R) scratch
+                  floating[:, ::1] grad_b_chunks,          # OUT (n_chunks, D) scratch
+                  tuple stride, tuple pad_lo, tuple dilation,
+                  int n_threads, bint inputs_finite=True):
+    """Gradients of ``conv_forward`` with respect to x (if ``grad_x`` is given), w and b.
+
+    ``inputs_finite=False`` forces the im2col path: the shifted path multiplies the
+    zeros it lays between rows by real cells, and 0 * inf = NaN would leak into sums
+    that do not mathematically contain the infinite cell.
+
+    Samples are split into ``n_chunks = grad_w_chunks.shape[0]`` contiguous chunks
+    (chunk ``k`` holds samples ``ceil(k*N/n_chunks)`` up to ``ceil((k+1)*N/n_chunks)``);
+    row ``k`` of ``grad_w_chunks``/``grad_b_chunks`` receives that chunk's sum, samples
+    added in order. The caller adds the rows in order. ``grad_x`` is overwritten.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        tuple y_shape = (grad_y.shape[0], grad_y.shape[1], grad_y.shape[2],
+                         grad_y.shape[3], grad_y.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        floating[:, ::1] scratch
+        const floating[:, :, :, :, ::1] no_grad_pooled = None
+        const uint8_t[:, :, :, :, ::1] no_codes = None
+    if x.shape[0] == 0:
+        return
+    n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
+    if _unit_stride(&g) and inputs_finite:
+        _run_backward_shifted(grad_y, no_grad_pooled, no_codes, no_grad_pooled, x, w,
+                              grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads)
+    else:
+        scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
+        with nogil:
+            _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
+                             scratch, &g, n_threads)
+
+
+def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
+                       const uint8_t[:, :, :, :, ::1] codes,        # IN  as grad_pooled
+                       const floating[:, :, :, :, ::1] relu_out,    # IN  as grad_pooled or None
+                       const floating[:, :, :, :, ::1] x,           # IN  (N, C, 1, X1, X2)
+                       const floating[:, :, :, :, ::1] w,           # IN  (D, C, 1, K1, K2)
+                       floating[:, :, :, :, ::1] grad_x,            # OUT as x, or None
+                       floating[:, :, :, :, ::1] grad_w,            # OUT as w
+                       floating[::1] grad_b,                        # OUT (D,)
+                       tuple conv_out,                              # IN  (1, O1, O2)
+                       tuple pad_lo, tuple dilation, int n_threads):
+    """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
+    and b, from the pooled output's gradient and the forward's ``codes``.
+
+    With ``relu_out`` (the forward's output when it applied relu), the relu's backward
+    comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
+    sample's convolution gradient is rebuilt in cache (zeros except at the winning
+    cells), never stored for the whole batch, and the weight and bias gradients are
+    summed per chunk of samples, the chunks then added in order, as ``conv_backward``
+    and ``sum_chunks`` do.
+
+    Returns
+    -------
+    bool
+        False when x, w or ``grad_pooled`` holds an inf or a NaN: the outputs are then
+        garbage and the caller takes a general path (the shifted path needs finite
+        inputs; see ``conv_backward``). The check runs per sample inside the kernel,
+        on the threads, so finite inputs cost no extra pass.
+    """
+    cdef:
+        tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
+        tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
+        Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
+                               (1, 1, 1), pad_lo, dilation)
+        const floating[:, :, :, :, ::1] no_grad_y = None
+        Py_ssize_t n_samples = x.shape[0], n, n_chunks
+        floating[:, ::1] grad_w_chunks
+        floating[:, ::1] grad_b_chunks
+        uint8_t[::1] nonfinite
+    if n_samples == 0:
+        grad_w[...] = 0
+        grad_b[...] = 0
+        return True
+    if not _all_finite(&w[0, 0, 0, 0, 0], w.shape[0] * g.n_rows):
+        return False
+    n_chunks = min(n_samples, _REDUCTION_CHUNKS)
+    dtype = np.float32 if floating is float else np.float64
+    grad_w_chunks = np.empty((n_chunks, w.shape[0] * g.n_rows), dtype=dtype)
+    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
+    nonfinite = np.zeros(n_samples, dtype=np.uint8)
+    n_threads = max(1, min(n_threads, n_chunks))
+    _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,
+                          grad_w_chunks, grad_b_chunks, &g, n_threads, &nonfinite[0],
+                          &grad_w[0, 0, 0, 0, 0], &grad_b[0])
+    for n in range(n_samples):
+        if nonfinite[n]:
+            return False
+    return True
+
+
+cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
+                           const floating[:, :, :, :, ::1] grad_pooled,
+                           const uint8_t[:, :, :, :, ::1] codes,
+                           const floating[:, :, :, :, ::1] relu_out,
+                           const floating[:, :, :, :, ::1] x,
+                           const floating[:, :, :, :, ::1] w,
+                           floating[:, :, :, :, ::1] grad_x,
+                           floating[:, ::1] grad_w_chunks,
+                           floating[:, ::1] grad_b_chunks,
+                           const Geometry *g, int n_threads,
+                           uint8_t *nonfinite=NULL, floating *grad_w_out=NULL,
+                           floating *grad_b_out=NULL):
+    """The stride-1 backward, from grad_y or from a pooled gradient: per-call tables,
+    then the kernel (``nonfinite``, ``grad_w_out`` and ``grad_b_out`` as in
+    ``_backward_shifted``)."""
+    cdef:
+        WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
+        tuple tables = _shifted_tables(g, True, lay.lanes)
+        const Py_ssize_t[::1] offsets_fwd = tables[0]
+        const Py_ssize_t[::1] offsets_bwd = tables[1]
+        const Py_ssize_t[::1] positions = tables[2]
+        const Py_ssize_t[::1] vec_at = tables[3]
+        const floating[::1] w_flipped
+        floating[:, ::1] scratch = _scratch(
+            g, True, True, grad_x is not None, n_threads,
+            np.float32 if floating is float else np.float64, lay.lanes,
+            grad_pooled is not None)
+    # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
+    # "full" correlation of grad_y with the flipped kernel. Only the input gradient
+    # reads it (a first layer has none).
+    w_flipped = None
+    if grad_x is not None:
+        w_flipped = _pack_flipped(w)
+    with nogil:
+        _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
+                          grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
+                          positions, vec_at, scratch, g, &lay, n_threads, nonfinite,
+                          grad_w_out, grad_b_out)

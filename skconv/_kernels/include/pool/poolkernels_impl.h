@@ -1,0 +1,123 @@
+/*
+ * Body of the pooling kernels, included twice by poolkernels.h with SKC_T (scalar),
+ * SKC_VT (8-lane vector), SKC_VI (integer mask vector as wide) and SKC_NAME set.
+ * No include guard on purpose.
+ */
+
+/* One output row in vectors of 8 windows; want_min is a constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
+    const int want_min, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors,
+    ptrdiff_t width, int64_t at, SKC_T *y, int64_t *indices)
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    /* Offset of window cell k (row-major) from its first cell. */
+    const int64_t cell_offset[4] = {0, 1, width, width + 1};
+    const skc_pool_index lane = {0, 2, 4, 6, 8, 10, 12, 14};
+    ptrdiff_t v;
+    int k;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
+        SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
+        SKC_VT b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
+        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        SKC_VT best = cell[0];
+        skc_pool_index offset = {0};
+        for (k = 1; k < 4; k++) {
+            SKC_VT c = cell[k];
+            /* Strictly better, or the first NaN of the window. */
+            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
+            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
+            skc_pool_index take64 = __builtin_convertvector(take, skc_pool_index);
+            offset = (take64 & cell_offset[k]) | (offset & ~take64);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_index *)(indices + SKC_POOL_LANES * v) =
+            at + 2 * SKC_POOL_LANES * v + lane + offset;
+    }
+}
+
+/*
+ * pool2x2_row: for o < 8 * n_vectors, window o covers r0[2o], r0[2o+1], r1[2o],
+ * r1[2o+1] (r1 = r0 + width); y[o] receives its max (want_min = 0) or min, and
+ * indices[o] the flat index of the winning cell, r0[0] having index `at`.
+ * Reads r0[0 .. 16 n_vectors + width) and writes 8 n_vectors outputs.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
+                                      ptrdiff_t width, int64_t at, int want_min,
+                                      SKC_T *y, int64_t *indices)
+{
+    if (want_min)
+        SKC_NAME(skc_pool2x2_row_mode)(1, r0, r0 + width, n_vectors, width, at, y,
+                                       indices);
+    else
+        SKC_NAME(skc_pool2x2_row_mode)(0, r0, r0 + width, n_vectors, width, at, y,
+                                       indices);
+}
+
+/* One row of windows of a convolution's wide output, the bias added to every cell
+ * first (exactly the sum the unfused convolution stores). code[o] receives the
+ * winning cell's place in its window (row-major, 0 to 3) instead of a flat index.
+ * want_min and relu are constants after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
+    const int want_min, const int relu, const SKC_T *r0, const SKC_T *r1,
+    ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    ptrdiff_t v;
+    int k;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
+        SKC_VT a0 = *(const SKC_VT *)a + bias;
+        SKC_VT a1 = *(const SKC_VT *)(a + SKC_POOL_LANES) + bias;
+        SKC_VT b0 = *(const SKC_VT *)b + bias;
+        SKC_VT b1 = *(const SKC_VT *)(b + SKC_POOL_LANES) + bias;
+        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        SKC_VT best = cell[0];
+        SKC_VI which = {0};
+        for (k = 1; k < 4; k++) {
+            SKC_VT c = cell[k];
+            /* Strictly better, or the first NaN of the window (as above). */
+            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
+            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
+            which = (take & k) | (which & ~take);
+        }
+        if (relu) {
+            /* numpy's maximum(best, 0): best itself when best >= 0 (-0 included) or
+             * NaN, else +0. */
+            SKC_VI keep = (best >= 0) | (best != best);
+            best = (SKC_VT)((SKC_VI)best & keep);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
+            __builtin_convertvector(which, skc_pool_code);
+    }
+}
+
+/*
+ * pool2x2_codes_row: for o < 8 * n_vectors, window o covers r0[2o], r0[2o+1],
+ * r1[2o], r1[2o+1] (r1 = r0 + pitch), each plus bias; y[o] receives the max
+ * (want_min = 0) or min, then relu'd if asked, and code[o] the winning cell (0, 1,
+ * 2, 3 in that order). Reads r0[0 .. 16 n_vectors + pitch) and writes 8 n_vectors
+ * outputs and codes.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_codes_row)(const SKC_T *r0, ptrdiff_t pitch,
+                                            ptrdiff_t n_vectors, SKC_T bias,
+                                            int want_min, int relu, SKC_T *y,
+                                            uint8_t *code)
+{
+    const SKC_T *r1 = r0 + pitch;
+    if (want_min && relu)
+        SKC_NAME(skc_pool2x2_codes_mode)(1, 1, r0, r1, n_vectors, bias, y, code);
+    else if (want_min)
+        SKC_NAME(skc_pool2x2_codes_mode)(1, 0, r0, r1, n_vectors, bias, y, code);
+    else if (relu)
+        SKC_NAME(skc_pool2x2_codes_mode)(0, 1, r0, r1, n_vectors, bias, y, code);
+    else
+        SKC_NAME(skc_pool2x2_codes_mode)(0, 0, r0, r1, n_vectors, bias, y, code);
+}

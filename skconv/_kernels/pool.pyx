@@ -1,0 +1,671 @@
+"""N-d pooling kernels (max, average, min): forward and backward.
+
+Every spatial case (1, 2 or 3 axes) runs through one 3-D kernel, as for convolution.
+Pooling acts on each (sample, channel) plane alone, so the ops layer hands the kernels
+a batch ``(N, C, *spatial)`` viewed as ``P = N*C`` planes ``(P, X0, X1, X2)`` (leading
+singleton axes for 1-D and 2-D data; they cost nothing because the innermost loops run
+over the last axis) and the kernels run one ``prange`` over the planes.
+
+Layering (as in scikit-learn's ``_loss.pyx.tp``): row helpers (all the windows of one
+output row) -> per-plane loops -> ``prange`` over planes with an explicit ``n_threads``
+and per-thread row buffers -> the ``def`` wrappers below, called only by ``skconv.ops``
+which has checked every shape.
+
+Loop order: a row helper loops over the window taps outside and over the outputs of
+the row inside. Scanning one window at a time would chain every compare (or add) of a
+window to the previous one; taps outside give one independent chain per output, which
+the CPU overlaps, while each window still sees its cells in row-major order.
+
+Determinism: each plane of the output (and of the input gradient) is written by
+exactly one thread, which visits the windows in row-major order, so overlapping
+windows accumulate in a fixed order and results are bitwise identical for any thread
+count. Scratch memory is one row of outputs per thread.
+
+Padding: each window is clipped to the input before it is scanned, so a padded cell
+never wins a max or a min and is not counted in an average (the divisor is the
+number of real cells). The ops layer guarantees every window keeps a real cell.
+
+Ties and NaN: max and min keep the first extreme cell of a window in row-major order
+(strict comparison), and that cell alone receives the gradient. A NaN in a window is
+the window's max or min (like ``np.max``; the first NaN takes the gradient), so a
+diverging network shows up instead of being hidden by the pooling.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+import numpy as np
+
+cdef extern from "pool/poolkernels.h" nogil:
+    enum: SKC_POOL_LANES
+    void skc_pool2x2_row_f(const float *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                           int64_t at, int want_min, float *y, int64_t *indices)
+    void skc_pool2x2_row_d(const double *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                           int64_t at, int want_min, double *y, int64_t *indices)
+
+
+cdef inline void _pool2x2_row(const floating *r0, Py_ssize_t n_vectors,
+                              Py_ssize_t width, int64_t at, bint want_min,
+                              floating *y, int64_t *indices) noexcept nogil:
+    """One row of 2x2/stride-2 max or min windows, 8 at a time; see include/pool/poolkernels.h."""
+    if floating is float:
+        skc_pool2x2_row_f(r0, n_vectors, width, at, want_min, y, indices)
+    else:
+        skc_pool2x2_row_d(r0, n_vectors, width, at, want_min, y, indices)
+
+cdef enum:
+    _MAX = 0
+    _AVG = 1
+    _MIN = 2
+
+# Mode codes for the ``mode`` argument of the kernels (see ``skconv.ops``).
+MODE_MAX = _MAX
+MODE_AVG = _AVG
+MODE_MIN = _MIN
+
+
+cdef struct PoolGeometry:
+    # Input spatial sizes, window sizes, output sizes, strides and low paddings, per
+    # axis, for the three (possibly singleton) spatial axes.
+    Py_ssize_t size[3]
+    Py_ssize_t window[3]
+    Py_ssize_t out[3]
+    Py_ssize_t stride[3]
+    Py_ssize_t pad[3]
+    # For each tap k2 of the last axis, the outputs o2 in [tap_first[k2], tap_end[k2])
+    # whose tap is a real cell (o2 * stride[2] + k2 - pad[2] inside the input).
+    # Computed once per call: they need divisions and every output row reuses them.
+    Py_ssize_t *tap_first
+    Py_ssize_t *tap_end
+
+
+cdef PoolGeometry _geometry(tuple x_shape, tuple y_shape, tuple window,
+                           tuple stride, tuple pad_lo):
+    """Geometry from (P, X0, X1, X2) and (P, O0, O1, O2) shapes and per-axis tuples."""
+    cdef PoolGeometry g
+    cdef int a
+    for a in range(3):
+        g.size[a] = x_shape[1 + a]
+        g.out[a] = y_shape[1 + a]
+        g.window[a] = window[a]
+        g.stride[a] = stride[a]
+        g.pad[a] = pad_lo[a]
+    g.tap_first = NULL
+    g.tap_end = NULL
+    return g
+
+
+cdef inline void _clip(const PoolGeometry *g, int axis, Py_ssize_t o,
+                       Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """Real cells [lo, hi) of window ``o`` on ``axis`` (the padded cells are cut off)."""
+    cdef Py_ssize_t start = o * g.stride[axis] - g.pad[axis]
+    cdef Py_ssize_t stop = start + g.window[axis]
+    lo[0] = start if start > 0 else 0
+    hi[0] = stop if stop < g.size[axis] else g.size[axis]
+
+
+cdef int _alloc_taps(PoolGeometry *g) noexcept nogil:
+    """Allocate and fill ``g.tap_first`` / ``g.tap_end``; -1 if out of memory."""
+    cdef Py_ssize_t k2, off, o
+    cdef Py_ssize_t s2 = g.stride[2], n_out = g.out[2], size = g.size[2]
+    g.tap_first = <Py_ssize_t *> malloc(g.window[2] * sizeof(Py_ssize_t))
+    g.tap_end = <Py_ssize_t *> malloc(g.window[2] * sizeof(Py_ssize_t))
+    if g.tap_first == NULL or g.tap_end == NULL:
+        _free_taps(g)
+        return -1
+    for k2 in range(g.window[2]):
+        off = k2 - g.pad[2]
+        if off >= 0:
+            o = 0
+        else:
+            # ceil(-off / s2) with positive integers only (cdivision is on).
+            o = (-off + s2 - 1) // s2
+        g.tap_first[k2] = o if o < n_out else n_out
+        if off >= size:
+            o = 0
+        else:
+            o = (size - 1 - off) // s2 + 1
+        o = o if o < n_out else n_out
+        g.tap_end[k2] = o if o > g.tap_first[k2] else g.tap_first[k2]
+    return 0
+
+
+cdef void _free_taps(PoolGeometry *g) noexcept nogil:
+    free(g.tap_first)
+    free(g.tap_end)
+    g.tap_first = NULL
+    g.tap_end = NULL
+
+
+cdef inline Py_ssize_t _arg_extreme(const floating[:, :, :, ::1] x,  # IN (P, X0, X1, X2)
+                                    Py_ssize_t p, const PoolGeometry *g,
+                                    Py_ssize_t lo0, Py_ssize_t hi0,
+                                    Py_ssize_t lo1, Py_ssize_t hi1,
+                                    Py_ssize_t lo2, Py_ssize_t hi2,
+                                    bint want_min,
+                                    floating *best_out) noexcept nogil:
+    """Flat index in plane ``p`` of the first max (or min) of one clipped window.
+
+    The window-at-a-time reference path: ``_extreme_row`` falls back on it for rows
+    that hold a NaN.
+    """
+    cdef:
+        Py_ssize_t i0, i1, i2, row
+        Py_ssize_t best_at = (lo0 * g.size[1] + lo1) * g.size[2] + lo2
+        floating v
+        floating best = x[p, lo0, lo1, lo2]
+        int take, saw_nan = 0
+    for i0 in range(lo0, hi0):
+        for i1 in range(lo1, hi1):
+            row = (i0 * g.size[1] + i1) * g.size[2]
+            for i2 in range(lo2, hi2):
+                v = x[p, i0, i1, i2]
+                # The strict comparison keeps the first extreme; NaN compares false
+                # and is dealt with below.
+                take = (v < best) if want_min else (v > best)
+                best_at = row + i2 if take else best_at
+                best = v if take else best
+                saw_nan = saw_nan | (v != v)
+    if saw_nan:
+        # Rare: the first NaN is the result and takes the gradient.
+        for i0 in range(lo0, hi0):
+            for i1 in range(lo1, hi1):
+                for i2 in range(lo2, hi2):
+                    v = x[p, i0, i1, i2]
+                    if v != v:
+                        best_out[0] = v
+                        return (i0 * g.size[1] + i1) * g.size[2] + i2
+    best_out[0] = best
+    return best_at
+
+
+cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                              Py_ssize_t p, const PoolGeometry *g,
+                              Py_ssize_t lo0, Py_ssize_t hi0,
+                              Py_ssize_t lo1, Py_ssize_t hi1,
+                              bint want_min, bint want_index,
+                              floating *best,                    # OUT (O2,)
+                              Py_ssize_t *best_at) noexcept nogil:  # OUT (O2,)
+    """First max (or min) and its flat index for every window of one output row.
+
+    The row's windows span input rows [lo0, hi0) x [lo1, hi1). Forward and backward
+    both call this, so the cell that receives the gradient is by construction the one
+    whose value the forward pass returned. ``best_at`` is left alone unless
+    ``want_index`` (a constant at each call site, so the compiler drops the index
+    bookkeeping from the plain forward pass).
+    """
+    cdef:
+        Py_ssize_t o2, i0, i1, k2, row, first, end, i2, start, cur_at
+        Py_ssize_t n_out = g.out[2], s2 = g.stride[2]
+        floating v, cur
+        int take, saw_nan = 0
+    # Start from each window's first real cell (scanning it again changes nothing).
+    for o2 in range(n_out):
+        start = o2 * s2 - g.pad[2]
+        start = start if start > 0 else 0
+        best[o2] = x[p, lo0, lo1, start]
+        if want_index:
+            best_at[o2] = (lo0 * g.size[1] + lo1) * g.size[2] + start
+    # For a fixed o2 the cells come in the order (i0, i1, k2): row-major within the
+    # window, so the strict comparison keeps the first extreme.
+    for i0 in range(lo0, hi0):
+        for i1 in range(lo1, hi1):
+            row = (i0 * g.size[1] + i1) * g.size[2]
+            for k2 in range(g.window[2]):
+                for o2 in range(g.tap_first[k2], g.tap_end[k2]):
+                    i2 = o2 * s2 + k2 - g.pad[2]
+                    v = x[p, i0, i1, i2]
+                    cur = best[o2]
+                    # Which cell wins is unpredictable on real data: no branches. The
+                    # value select compiles to maxss/minss; the index uses a bit mask
+                    # because GCC turns a select between a new value and the old
+                    # content of memory into a branch around the store.
+                    take = (v < cur) if want_min else (v > cur)
+                    if want_index:
+                        cur_at = best_at[o2]
+                        # -take is all ones or zero: a mask select, 1-cycle ops.
+                        best_at[o2] = cur_at ^ ((cur_at ^ (row + i2)) & -(<Py_ssize_t> take))
+                    best[o2] = v if take else cur
+                    saw_nan = saw_nan | (v != v)
+    if saw_nan:
+        # NaN compares false above; redo the row window by window, where the first NaN
+        # of a window wins. Rare, so the slow path is fine.
+        for o2 in range(n_out):
+            _clip(g, 2, o2, &first, &end)
+            cur_at = _arg_extreme(x, p, g, lo0, hi0, lo1, hi1, first, end,
+                                  want_min, &best[o2])
+            if want_index:
+                best_at[o2] = cur_at
+    return saw_nan
+
+
+cdef inline void _sum_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                          Py_ssize_t p, const PoolGeometry *g,
+                          Py_ssize_t lo0, Py_ssize_t hi0,
+                          Py_ssize_t lo1, Py_ssize_t hi1,
+                          double *acc) noexcept nogil:      # OUT (O2,)
+    """Sum of the real cells of every window of one output row, in double.
+
+    Double even for float32 input: global pooling sums whole planes. Each window's
+    cells are added in row-major order.
+    """
+    cdef Py_ssize_t o2, i0, i1, k2, off, s2 = g.stride[2]
+    for o2 in range(g.out[2]):
+        acc[o2] = 0
+    for i0 in range(lo0, hi0):
+        for i1 in range(lo1, hi1):
+            for k2 in range(g.window[2]):
+                off = k2 - g.pad[2]
+                for o2 in range(g.tap_first[k2], g.tap_end[k2]):
+                    acc[o2] = acc[o2] + x[p, i0, i1, o2 * s2 + off]
+
+
+cdef inline Py_ssize_t _n_real(const PoolGeometry *g, Py_ssize_t lo0, Py_ssize_t hi0,
+                               Py_ssize_t lo1, Py_ssize_t hi1,
+                               Py_ssize_t o2) noexcept nogil:
+    """Number of real cells of window o2 of the row spanning [lo0, hi0) x [lo1, hi1)."""
+    cdef Py_ssize_t lo2, hi2
+    _clip(g, 2, o2, &lo2, &hi2)
+    return (hi0 - lo0) * (hi1 - lo1) * (hi2 - lo2)
+
+
+cdef void _forward_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                         floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
+                         int64_t[:, :, :, ::1] indices,   # OUT (P, O0, O1, O2), if asked
+                         Py_ssize_t p, const PoolGeometry *g, int mode,
+                         bint store_indices,
+                         floating *best, Py_ssize_t *best_at,
+                         double *acc) noexcept nogil:     # scratch, (O2,) each
+    """Pool plane ``p``, one output row at a time."""
+    cdef Py_ssize_t o0, o1, o2, lo0, hi0, lo1, hi1
+    for o0 in range(g.out[0]):
+        _clip(g, 0, o0, &lo0, &hi0)
+        for o1 in range(g.out[1]):
+            _clip(g, 1, o1, &lo1, &hi1)
+            if mode == _AVG:
+                _sum_row(x, p, g, lo0, hi0, lo1, hi1, acc)
+                for o2 in range(g.out[2]):
+                    y[p, o0, o1, o2] = <floating> (
+                        acc[o2] / <double> _n_real(g, lo0, hi0, lo1, hi1, o2))
+            else:
+                # Literal flags, one call per case, so that each inlined copy is
+                # specialised.
+                if store_indices:
+                    if mode == _MIN:
+                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
+                    else:
+                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
+                    for o2 in range(g.out[2]):
+                        indices[p, o0, o1, o2] = best_at[o2]
+                elif mode == _MIN:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, False, best, best_at)
+                else:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, False, best, best_at)
+                for o2 in range(g.out[2]):
+                    y[p, o0, o1, o2] = best[o2]
+
+
+cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
+                          const floating[:, :, :, ::1] x,       # IN  (P, X0, X1, X2)
+                          floating[:, ::1] grad_x,              # OUT (P, X0*X1*X2)
+                          Py_ssize_t p, const PoolGeometry *g, int mode,
+                          floating *best, Py_ssize_t *best_at) noexcept nogil:  # scratch
+    """Gradient for plane ``p``; overlapping windows add up in a fixed order."""
+    cdef:
+        Py_ssize_t o0, o1, o2, lo0, hi0, lo1, hi1, i0, i1, k2, row, off
+        Py_ssize_t s2 = g.stride[2]
+    # Zeroed here rather than by np.zeros so that the owning thread touches the pages
+    # first.
+    memset(&grad_x[p, 0], 0, grad_x.shape[1] * sizeof(floating))
+    for o0 in range(g.out[0]):
+        _clip(g, 0, o0, &lo0, &hi0)
+        for o1 in range(g.out[1]):
+            _clip(g, 1, o1, &lo1, &hi1)
+            if mode == _AVG:
+                # Each window's gradient, spread evenly over its real cells (the
+                # ``best`` buffer holds the per-window shares here).
+                for o2 in range(g.out[2]):
+                    best[o2] = grad_y[p, o0, o1, o2] / <floating> _n_real(
+                        g, lo0, hi0, lo1, hi1, o2)
+                for i0 in range(lo0, hi0):
+                    for i1 in range(lo1, hi1):
+                        row = (i0 * g.size[1] + i1) * g.size[2]
+                        for k2 in range(g.window[2]):
+                            off = k2 - g.pad[2]
+                            for o2 in range(g.tap_first[k2], g.tap_end[k2]):
+                                grad_x[p, row + o2 * s2 + off] += best[o2]
+            else:
+                # In window order, as pool_backward_indices does: same sums, same bits.
+                if mode == _MIN:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
+                else:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
+                for o2 in range(g.out[2]):
+                    grad_x[p, best_at[o2]] += grad_y[p, o0, o1, o2]
+
+
+cdef Py_ssize_t _padded_row(Py_ssize_t n):
+    """Row length for per-thread buffers: rounded up and one cache line (16 elements
+    of up to 8 bytes = 128 bytes) apart, so two threads never write the same line."""
+    return (n + 15) // 16 * 16 + 16
+
+
+cdef inline void _take_if(floating v, Py_ssize_t at, bint want_min,
+                          floating *best, Py_ssize_t *best_at) noexcept nogil:
+    """Keep (v, at) when v beats the current best strictly (first extreme wins).
+
+    Branch-free: which cell wins is unpredictable on real data. The value select
+    compiles to maxss/minss, the index select to a mask (see ``_extreme_row``).
+    """
+    cdef bint take = (v < best[0]) if want_min else (v > best[0])
+    best_at[0] = best_at[0] ^ ((best_at[0] ^ at) & -(<Py_ssize_t> take))
+    best[0] = v if take else best[0]
+
+
+cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X2)
+                             floating[:, :, :, ::1] y,        # OUT (P, 1, O1, O2)
+                             int64_t[:, :, :, ::1] indices,   # OUT (P, 1, O1, O2)
+                             Py_ssize_t p, bint want_min) noexcept nogil:
+    """Max/min pooling of one 2-D plane, window 2x2, stride 2, no padding, with indices.
+
+    LeNet-5's pooling, worth its own loop: rows go through the vector kernel of
+    ``include/pool/poolkernels.h`` (8 windows at a time, the last vector running past the row's
+    end), except the last rows, whose overrun would leave the plane: they take the
+    scalar loop. Same cells, same row-major order, same strict comparison and NaN
+    rule as the general kernel, so the same result.
+    """
+    cdef:
+        Py_ssize_t o1, o2, i1, i2, at
+        Py_ssize_t width = x.shape[3], n_out1 = y.shape[2], n_out2 = y.shape[3]
+        Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        Py_ssize_t plane_cells = x.shape[2] * width
+        floating a, b, c, d, best
+        Py_ssize_t best_at
+    for o1 in range(n_out1):
+        i1 = 2 * o1
+        # The vector kernel reads up to width + 16 * n_vectors cells from the row's
+        # start and writes 8 * n_vectors outputs: both must stay in this plane (the
+        # junk then lands on later rows, which overwrite it).
+        if (i1 * width + width + 2 * SKC_POOL_LANES * n_vectors <= plane_cells
+                and o1 * n_out2 + SKC_POOL_LANES * n_vectors <= n_out1 * n_out2):
+            _pool2x2_row(&x[p, 0, i1, 0], n_vectors, width, i1 * width, want_min,
+                         &y[p, 0, o1, 0], &indices[p, 0, o1, 0])
+            continue
+        for o2 in range(n_out2):
+            i2 = 2 * o2
+            a = x[p, 0, i1, i2]
+            b = x[p, 0, i1, i2 + 1]
+            c = x[p, 0, i1 + 1, i2]
+            d = x[p, 0, i1 + 1, i2 + 1]
+            at = i1 * width + i2
+            best = a
+            best_at = at
+            _take_if(b, at + 1, want_min, &best, &best_at)
+            _take_if(c, at + width, want_min, &best, &best_at)
+            _take_if(d, at + width + 1, want_min, &best, &best_at)
+            if a != a or b != b or c != c or d != d:
+                # The first NaN of the window in row-major order wins.
+                if a != a:
+                    best, best_at = a, at
+                elif b != b:
+                    best, best_at = b, at + 1
+                elif c != c:
+                    best, best_at = c, at + width
+                else:
+                    best, best_at = d, at + width + 1
+            y[p, 0, o1, o2] = best
+            indices[p, 0, o1, o2] = best_at
+
+
+def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
+                 floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
+                 int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
+                 tuple window, tuple stride, tuple pad_lo,
+                 int mode, int n_threads):
+    """y[p, o] = max, mean or min of the real cells of window o of plane p.
+
+    ``indices`` (max and min only) receives the flat index within the plane of the
+    cell each output came from. Shapes are trusted: ``skconv.ops.pool`` checks them
+    and that every window holds at least one real cell. ``y`` is overwritten.
+    """
+    cdef:
+        PoolGeometry g = _geometry((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+                                   (y.shape[0], y.shape[1], y.shape[2], y.shape[3]),
+                                   window, stride, pad_lo)
+        Py_ssize_t n_planes = x.shape[0], n_out2 = y.shape[3]
+        Py_ssize_t p
+        bint store_indices = indices is not None
+        floating[:, ::1] best_rows
+        Py_ssize_t[:, ::1] best_at_rows
+        double[:, ::1] acc_rows
+        int t
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    if (store_indices and mode != _AVG and window == (1, 2, 2) and stride == (1, 2, 2)
+            and pad_lo == (0, 0, 0) and x.shape[1] == 1
+            and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]):
+        # 2-D planes whose windows all lie inside the input (no padding on any side).
+        with nogil:
+            for p in prange(n_planes, schedule="static", num_threads=n_threads):
+                _extreme_2x2_plane(x, y, indices, p, mode == _MIN)
+        return
+    # Per-thread row buffers (row threadid()), allocated with the GIL so that running
+    # out of memory is a MemoryError, never a NULL pointer in the parallel region.
+    best_rows = np.empty((n_threads, _padded_row(n_out2)),
+                         dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
+    acc_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.float64)
+    if _alloc_taps(&g) != 0:
+        raise MemoryError()
+    with nogil, parallel(num_threads=n_threads):
+        t = threadid()
+        # Planes cost the same, so a static schedule balances the load.
+        for p in prange(n_planes, schedule="static"):
+            _forward_plane(x, y, indices, p, &g, mode, store_indices,
+                           &best_rows[t, 0], &best_at_rows[t, 0], &acc_rows[t, 0])
+    _free_taps(&g)
+
+
+def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
+                  const floating[:, :, :, ::1] x,       # IN  (P, X0, X1, X2)
+                  floating[:, ::1] grad_x,              # OUT (P, X0*X1*X2)
+                  tuple window, tuple stride, tuple pad_lo,
+                  int mode, int n_threads):
+    """Gradient of ``pool_forward`` with respect to x; ``grad_x`` is overwritten.
+
+    Max and min find the first extreme cell of each window again from ``x`` (the
+    same scan as the forward pass) and add to it in row-major window order, exactly
+    as ``pool_backward_indices`` does.
+    """
+    cdef:
+        PoolGeometry g = _geometry((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+                                   (grad_y.shape[0], grad_y.shape[1], grad_y.shape[2],
+                                    grad_y.shape[3]),
+                                   window, stride, pad_lo)
+        Py_ssize_t n_planes = x.shape[0], n_out2 = grad_y.shape[3]
+        Py_ssize_t p
+        floating[:, ::1] best_rows
+        Py_ssize_t[:, ::1] best_at_rows
+        int t
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    # Per-thread row buffers: see pool_forward.
+    best_rows = np.empty((n_threads, _padded_row(n_out2)),
+                         dtype=np.float32 if floating is float else np.float64)
+    best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
+    if _alloc_taps(&g) != 0:
+        raise MemoryError()
+    with nogil, parallel(num_threads=n_threads):
+        t = threadid()
+        for p in prange(n_planes, schedule="static"):
+            _backward_plane(grad_y, x, grad_x, p, &g, mode,
+                            &best_rows[t, 0], &best_at_rows[t, 0])
+    _free_taps(&g)
+
+
+def pool_backward_indices(const floating[:, ::1] grad_y,  # IN  (P, O0*O1*O2)
+                          const int64_t[:, ::1] indices,  # IN  (P, O0*O1*O2)
+                          floating[:, ::1] grad_x,        # OUT (P, X0*X1*X2)
+                          int n_threads):
+    """Gradient of max or min pooling from the indices saved by ``pool_forward``.
+
+    Adds ``grad_y[p, q]`` to ``grad_x[p, indices[p, q]]`` in order of ``q``: the same
+    additions in the same order as ``pool_backward``, so the result is bitwise the
+    same. ``skconv.ops`` has checked that every index lies in ``[0, X0*X1*X2)``.
+    """
+    cdef:
+        Py_ssize_t n_planes = grad_y.shape[0], n_out = grad_y.shape[1]
+        Py_ssize_t plane_size = grad_x.shape[1]
+        Py_ssize_t p, q
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        memset(&grad_x[p, 0], 0, plane_size * sizeof(floating))
+        for q in range(n_out):
+            grad_x[p, indices[p, q]] += grad_y[p, q]
+
+
+# Global pooling: one window per plane. The windowed kernels above would loop over
+# every cell as a separate tap of a one-output row; here the plane is one contiguous
+# run, scanned with _LANES independent accumulators (combined in a fixed order, so the
+# result still does not depend on the thread count) that the compiler can vectorise.
+cdef enum:
+    _LANES = 8
+
+
+cdef inline double _plane_sum(const floating[:, ::1] x,  # IN (P, S)
+                              Py_ssize_t p) noexcept nogil:
+    """Sum of plane ``p`` in double: _LANES interleaved partial sums, added pairwise."""
+    cdef:
+        double acc[_LANES]
+        Py_ssize_t i, j, n = x.shape[1], n_main = n - n % _LANES
+    for j in range(_LANES):
+        acc[j] = 0
+    for i in range(n_main // _LANES):
+        for j in range(_LANES):
+            acc[j] = acc[j] + x[p, i * _LANES + j]
+    for i in range(n_main, n):
+        acc[i - n_main] = acc[i - n_main] + x[p, i]
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline floating _plane_extreme(const floating[:, ::1] x,  # IN (P, S)
+                                    Py_ssize_t p, bint want_min,
+                                    int *saw_nan) noexcept nogil:
+    """Max (or min) value of plane ``p``; ``saw_nan`` tells whether it holds a NaN.
+
+    Values only, in selects that compile to packed max/min: carrying an index through
+    every lane would cost more than the one scan ``_plane_first`` does afterwards.
+    """
+    cdef:
+        floating lane[_LANES]
+        floating v, best
+        Py_ssize_t i, j, n = x.shape[1], n_main = n - n % _LANES
+        int nan = 0
+    for j in range(_LANES):
+        lane[j] = x[p, 0]
+    for i in range(n_main // _LANES):
+        for j in range(_LANES):
+            v = x[p, i * _LANES + j]
+            if want_min:
+                lane[j] = v if v < lane[j] else lane[j]
+            else:
+                lane[j] = v if v > lane[j] else lane[j]
+            nan = nan | (v != v)
+    for i in range(n_main, n):
+        v = x[p, i]
+        j = i - n_main
+        if want_min:
+            lane[j] = v if v < lane[j] else lane[j]
+        else:
+            lane[j] = v if v > lane[j] else lane[j]
+        nan = nan | (v != v)
+    best = lane[0]
+    for j in range(1, _LANES):
+        if want_min:
+            best = lane[j] if lane[j] < best else best
+        else:
+            best = lane[j] if lane[j] > best else best
+    saw_nan[0] = nan
+    return best
+
+
+cdef inline Py_ssize_t _plane_first(const floating[:, ::1] x,  # IN (P, S)
+                                    Py_ssize_t p, floating best,
+                                    int saw_nan) noexcept nogil:
+    """Flat index of the first cell of plane ``p`` equal to ``best`` (first NaN if
+    ``saw_nan``). Equality also finds the first zero whatever its sign."""
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(x.shape[1]):
+        v = x[p, i]
+        if (v != v) if saw_nan else (v == best):
+            return i
+    return 0  # not reached: best is one of the cells
+
+
+cdef inline floating _global_value(const floating[:, ::1] x, Py_ssize_t p,
+                                   bint want_min) noexcept nogil:
+    """Value of the first extreme cell of plane ``p`` (with its sign, if zero)."""
+    cdef int saw_nan
+    cdef floating best = _plane_extreme(x, p, want_min, &saw_nan)
+    if saw_nan or best == 0:
+        return x[p, _plane_first(x, p, best, saw_nan)]
+    return best
+
+
+cdef inline Py_ssize_t _global_arg(const floating[:, ::1] x, Py_ssize_t p,
+                                   bint want_min) noexcept nogil:
+    """Flat index of the first extreme cell of plane ``p``."""
+    cdef int saw_nan
+    cdef floating best = _plane_extreme(x, p, want_min, &saw_nan)
+    return _plane_first(x, p, best, saw_nan)
+
+
+def global_forward(const floating[:, ::1] x,  # IN  (P, S), P = N*C, S = prod(spatial)
+                   floating[::1] y,           # OUT (P,)
+                   int mode, int n_threads):
+    """y[p] = max, mean or min of plane p (the value of its first extreme cell)."""
+    cdef Py_ssize_t n_planes = x.shape[0], p
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        if mode == _AVG:
+            y[p] = <floating> (_plane_sum(x, p) / <double> x.shape[1])
+        elif mode == _MAX:
+            y[p] = _global_value(x, p, False)
+        else:
+            y[p] = _global_value(x, p, True)
+
+
+def global_backward(const floating[::1] grad_y,  # IN  (P,)
+                    const floating[:, ::1] x,    # IN  (P, S)
+                    floating[:, ::1] grad_x,     # OUT (P, S)
+                    int mode, int n_threads):
+    """Gradient of ``global_forward``; ``grad_x`` is overwritten."""
+    cdef Py_ssize_t n_planes = x.shape[0], p
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        if mode == _AVG:
+            _fill(grad_x, p, grad_y[p] / <floating> x.shape[1])
+        else:
+            memset(&grad_x[p, 0], 0, grad_x.shape[1] * sizeof(floating))
+            if mode == _MAX:
+                grad_x[p, _global_arg(x, p, False)] = grad_y[p]
+            else:
+                grad_x[p, _global_arg(x, p, True)] = grad_y[p]
+
+
+cdef inline void _fill(floating[:, ::1] a, Py_ssize_t p, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(a.shape[1]):
+        a[p, i] = value

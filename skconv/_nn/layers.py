@@ -1,0 +1,744 @@
+"""Layers of the private network engine: forward and backward over a minibatch.
+
+Every layer computes through the ops layer (:mod:`skconv._ops.conv`,
+:mod:`skconv._ops.pool`, :mod:`skconv._ops.dense`) or numpy (activations), never
+through anything above it. Fused blocks of several layers are the network's
+business (:mod:`skconv._nn.network`); a layer computes alone.
+Shapes given to and returned by :meth:`Layer.initialize` exclude the batch axis;
+arrays passed to :meth:`Layer.forward` and :meth:`Layer.backward` carry it first.
+
+Life cycle of a layer::
+
+    out_shape = layer.initialize(in_shape, random_state, dtype)   # allocates params
+    y = layer.forward(x, n_jobs, training=True)                  # caches for backward
+    grad_x = layer.backward(grad_y, n_jobs, need_input_grad=True)
+    # layer.grads now holds d loss / d layer.params (overwritten, never accumulated)
+
+A forward with ``training=False`` keeps no reference to its input or output. A backward
+releases the cache, so each training forward allows exactly one backward.
+
+dtype: parameters are created in the dtype given to :meth:`Layer.initialize`; inputs
+of that dtype give outputs and gradients of that dtype (float32 stays float32).
+"""
+
+import math
+
+import numpy as np
+
+from .._ops.blocks import ConvSpec, PoolSpec
+from .._ops.conv import conv, conv_backward, conv_output_shape
+from .._ops.dense import dense, dense_backward
+from .._ops.pool import (
+    POOL_MODES,
+    global_pool,
+    global_pool_backward,
+    pool,
+    pool_backward,
+    pool_backward_indices,
+    pool_output_shape,
+    pool_with_indices,
+)
+from .._ops.threads import effective_n_threads
+from .._ops.validation import MAX_SPATIAL_DIMS, is_int, normalize_padding, per_axis
+from .activations import get_activation
+
+__all__ = [
+    "Activation",
+    "Conv",
+    "Dense",
+    "Flatten",
+    "GlobalPool",
+    "Layer",
+    "Pool",
+    "POOL_MODES",
+    "WEIGHT_INITS",
+    "init_weights",
+]
+
+#: Weight initialisation schemes (biases always start at zero).
+WEIGHT_INITS = ("he_normal", "he_uniform", "glorot_uniform")
+
+
+def _check_positive_int(value, name, owner):
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_choice(value, choices, name, owner):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _check_image_shape(input_shape, owner):
+    """(C, *spatial) with 1 to 3 spatial axes, all positive."""
+    shape = tuple(input_shape)
+    if not 2 <= len(shape) <= 1 + MAX_SPATIAL_DIMS or any(s < 1 for s in shape):
+        raise ValueError(
+            f"{owner} needs an input of shape (C, *spatial) with 1 to "
+            f"{MAX_SPATIAL_DIMS} non-empty spatial axes, got input shape {shape}"
+        )
+    return shape
+
+
+def init_weights(shape, fan_in, fan_out, init, random_state, dtype):
+    """Draw a weight array from one RandomState.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    fan_in, fan_out : int
+        Inputs feeding one output unit and outputs fed by one input unit (for a
+        convolution: ``C * prod(kernel)`` and ``D * prod(kernel)``).
+    init : {'he_normal', 'he_uniform', 'glorot_uniform'}
+        He (for relu-like activations): normal with std ``sqrt(2 / fan_in)`` or
+        uniform on ``+-sqrt(6 / fan_in)``. Glorot (tanh, logistic, identity): uniform
+        on ``+-sqrt(6 / (fan_in + fan_out))``.
+    random_state : numpy.random.RandomState
+    dtype : float32 or float64
+
+    Returns
+    -------
+    ndarray of ``shape`` and ``dtype``
+        Drawn in float64 and then cast, so float32 and float64 networks built from the
+        same seed hold the same weights up to rounding.
+    """
+    if init == "he_normal":
+        w = random_state.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    elif init == "he_uniform":
+        limit = math.sqrt(6.0 / fan_in)
+        w = random_state.uniform(-limit, limit, size=shape)
+    elif init == "glorot_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        w = random_state.uniform(-limit, limit, size=shape)
+    else:
+        raise ValueError(f"init must be one of {WEIGHT_INITS}, got {init!r}")
+    return w.astype(dtype)
+
+
+class Layer:
+    """Base class: no parameters, identity shape, nothing cached.
+
+    Attributes
+    ----------
+    params : list of ndarray
+        Trainable arrays (updated in place by the optimizers).
+    grads : list of ndarray
+        Same shapes as ``params``; overwritten by each :meth:`backward`.
+    param_is_weight : tuple of bool
+        Which entries of ``params`` get the L2 penalty (weights, not biases).
+    input_shape, output_shape : tuple of int or None
+        Set by :meth:`initialize` (no batch axis).
+    dtype : numpy dtype or None
+        Set by :meth:`initialize`.
+    fresh_output : bool
+        True when :meth:`forward` returns a new array that nothing else references,
+        which a following :class:`Activation` may then overwrite in place.
+    """
+
+    fresh_output = True
+    _cache_attributes = ()
+
+    def __init__(self):
+        self.params = []
+        self.grads = []
+        self.param_is_weight = ()
+        self.input_shape = None
+        self.output_shape = None
+        self.dtype = None
+
+    # -- shapes and parameters ---------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        """Output shape for ``input_shape`` (no batch axis), without allocating.
+
+        Raises
+        ------
+        ValueError
+            When the layer cannot take that input, naming the layer and the shapes.
+        """
+        return tuple(input_shape)
+
+    def initialize(self, input_shape, random_state, dtype):
+        """Check the input shape, allocate parameters and gradients.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one sample (no batch axis).
+        random_state : numpy.random.RandomState
+            Source of every random draw (weights); biases start at zero.
+        dtype : float32 or float64
+            dtype of the parameters and of the expected inputs.
+
+        Returns
+        -------
+        output_shape : tuple of int
+        """
+        input_shape = tuple(int(s) for s in input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        self._settle(input_shape)
+        self.input_shape = input_shape
+        self.output_shape = tuple(output_shape)
+        self.dtype = np.dtype(dtype)
+        self._init_params(random_state)
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._clear_cache()
+        return self.output_shape
+
+    def _settle(self, input_shape):
+        """Record the settings resolved for ``input_shape`` (per-axis kernels, clipped
+        windows) as public attributes; called by :meth:`initialize` only, so that
+        :meth:`compute_output_shape` has no side effects."""
+
+    def _init_params(self, random_state):
+        self.params = []
+        self.param_is_weight = ()
+
+    # -- computation -------------------------------------------------------------------
+    def forward(self, x, n_jobs, training):
+        """Forward pass on a minibatch.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+        n_jobs : int or None
+            Threads for the ops (scikit-learn's convention).
+        training : bool
+            Cache what :meth:`backward` needs; otherwise keep no reference.
+
+        Returns
+        -------
+        y : ndarray of shape (N, *output_shape), dtype of ``x``
+        """
+        raise NotImplementedError
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        """Backward pass for the last training forward; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        grad_y : ndarray of shape (N, *output_shape)
+            Gradient of the loss with respect to this layer's output. Layers may
+            overwrite it.
+        n_jobs : int or None
+        need_input_grad : bool
+            False for the first layer of a network: its input gradient is not needed
+            and is skipped when the op allows.
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, *input_shape) or None
+            None when ``need_input_grad`` is False.
+        """
+        raise NotImplementedError
+
+    def _take_cache(self, name):
+        value = getattr(self, name, None)
+        if value is None:
+            raise RuntimeError(
+                f"{self!r}: backward needs a preceding forward with training=True"
+            )
+        setattr(self, name, None)
+        return value
+
+    def _clear_cache(self):
+        for name in self._cache_attributes:
+            setattr(self, name, None)
+
+    def _workspace(self, name, shape, dtype):
+        """An output array kept across training minibatches (allocated once per fit).
+
+        Fresh arrays every minibatch cost page faults and cache misses; a layer's
+        training outputs live only until the next minibatch, so the layer reuses
+        them. Keyed by shape: an epoch's last, smaller minibatch gets its own. Never
+        used for inference, whose outputs callers may keep.
+        """
+        workspaces = self.__dict__.setdefault("_workspaces", {})
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        array = workspaces.get(key)
+        if array is None:
+            if len(workspaces) >= 16:  # many batch sizes (partial_fit): start over
+                workspaces.clear()
+            array = workspaces[key] = np.empty(shape, dtype=dtype)
+        return array
+
+    def __getstate__(self):
+        # Cached minibatch arrays and workspaces are transient; never pickle them.
+        state = self.__dict__.copy()
+        for name in self._cache_attributes:
+            state[name] = None
+        state.pop("_workspaces", None)
+        return state
+
+    def describe(self):
+        """A few words for the layer in plots and messages (``"conv"``, ``"relu"``,
+        ``"max pool"``)."""
+        return type(self).__name__.lower()
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Conv(Layer):
+    """Convolution (cross-correlation) with D filters and a bias per filter.
+
+    Parameters
+    ----------
+    filters : int
+        Number of filters D (output channels).
+    kernel_size : int or tuple of int
+        Kernel size, one int for every spatial axis or one per axis.
+    stride : int or tuple of int, default=1
+    padding : int, tuple of int, 'valid' or 'same', default=0
+        As in :func:`skconv.ops.conv` ('same' is TensorFlow's rule).
+    dilation : int or tuple of int, default=1
+    init : {'he_normal', 'he_uniform', 'glorot_uniform'}, default='glorot_uniform'
+        Weight initialisation; fan_in ``C * prod(kernel)``, fan_out
+        ``D * prod(kernel)``.
+
+    Attributes
+    ----------
+    params : [W of shape (D, C, *kernel), b of shape (D,)]
+    """
+
+    _cache_attributes = ("_x",)
+
+    def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
+                 init="glorot_uniform"):
+        super().__init__()
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.init = init
+        self.kernel_shape = None
+        self._x = None
+
+    def _geometry(self, input_shape):
+        """(kernel_shape, output_shape) for ``input_shape``; raises ValueError."""
+        owner = repr(self)
+        filters = _check_positive_int(self.filters, "filters", owner)
+        _check_choice(self.init, WEIGHT_INITS, "init", owner)
+        shape = _check_image_shape(input_shape, owner)
+        spatial = shape[1:]
+        try:
+            kernel = per_axis(self.kernel_size, len(spatial), "kernel_size")
+            out = conv_output_shape(spatial, kernel, stride=self.stride,
+                                    padding=self.padding, dilation=self.dilation)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{owner} cannot take input shape {shape}: {exc}") from None
+        return kernel, (filters,) + tuple(out)
+
+    def compute_output_shape(self, input_shape):
+        return self._geometry(input_shape)[1]
+
+    def _settle(self, input_shape):
+        self.kernel_shape = self._geometry(input_shape)[0]
+
+    def spec(self):
+        """The convolution's settings as the ops take them (after :meth:`initialize`).
+
+        Returns
+        -------
+        skconv._ops.blocks.ConvSpec
+        """
+        return ConvSpec(self.kernel_shape, self.stride, self.padding, self.dilation)
+
+    def _init_params(self, random_state):
+        channels = self.input_shape[0]
+        taps = math.prod(self.kernel_shape)
+        shape = (self.output_shape[0], channels) + self.kernel_shape
+        w = init_weights(shape, channels * taps, self.output_shape[0] * taps,
+                         self.init, random_state, self.dtype)
+        b = np.zeros(self.output_shape[0], dtype=self.dtype)
+        self.params = [w, b]
+        self.param_is_weight = (True, False)
+
+    def forward(self, x, n_jobs, training):
+        w, b = self.params
+        out = None
+        if training:
+            out = self._workspace("y", (x.shape[0],) + self.output_shape, x.dtype)
+        y = conv(x, w, b, stride=self.stride, padding=self.padding,
+                 dilation=self.dilation, n_jobs=n_jobs, out=out)
+        self._x = x if training else None
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        x = self._take_cache("_x")
+        # The first layer skips the input gradient: a third of its backward work.
+        grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
+        grad_x, _, _ = conv_backward(
+            grad_y, x, self.params[0], stride=self.stride, padding=self.padding,
+            dilation=self.dilation, n_jobs=n_jobs, compute_grad_x=need_input_grad,
+            out=(grad_x, self.grads[0], self.grads[1]),
+        )
+        return grad_x
+
+    def __setstate__(self, state):
+        # Models pickled before 0.1.0.dev0's layout kept the kernel as _kernel.
+        if "_kernel" in state and state.get("kernel_shape") is None:
+            state["kernel_shape"] = state.pop("_kernel")
+        for stale in ("_kernel", "_codes", "_relu_output", "_step"):
+            state.pop(stale, None)
+        self.__dict__.update(state)
+
+    def describe(self):
+        return "conv"
+
+    def __repr__(self):
+        return (
+            f"Conv(filters={self.filters!r}, kernel_size={self.kernel_size!r}, "
+            f"stride={self.stride!r}, padding={self.padding!r}, "
+            f"dilation={self.dilation!r})"
+        )
+
+
+class Pool(Layer):
+    """Max, average or min pooling (no parameters; depth is kept).
+
+    Tiny inputs: pooling never shrinks an axis below one cell. On an axis whose padded
+    size ``W + p_lo + p_hi`` is smaller than the window, the window is clipped to that
+    size (with the default ``padding=0``: ``min(window, W)``); the stride stays as
+    given (its default is the unclipped window). So an axis of size 1 passes through
+    unchanged, and an axis of 3 with window 2 and stride 2 gives
+    ``floor((3 - 2) / 2) + 1 = 1`` cell. Output size per axis:
+    ``floor((W + p_lo + p_hi - window_eff) / stride) + 1``.
+
+    Parameters
+    ----------
+    pool_size : int or tuple of int
+        Window, one int for every spatial axis or one per axis.
+    stride : int, tuple of int or None, default=None
+        None means the (unclipped) window.
+    padding : int, tuple of int, 'valid' or 'same', default=0
+        As in :func:`skconv.ops.pool`: it must stay below the (clipped) window so that
+        every window holds a real cell. Padded cells never win a max or min and are
+        not counted in an average.
+    mode : {'max', 'avg', 'min'}, default='max'
+
+    Attributes
+    ----------
+    effective_pool_size : tuple of int
+        The window actually used, after clipping (set by :meth:`initialize`).
+    effective_stride : tuple of int
+        The stride per axis (set by :meth:`initialize`).
+    """
+
+    _cache_attributes = ("_x", "_indices", "_x_shape")
+
+    def __init__(self, pool_size, stride=None, padding=0, mode="max"):
+        super().__init__()
+        self.pool_size = pool_size
+        self.stride = stride
+        self.padding = padding
+        self.mode = mode
+        self.effective_pool_size = None
+        self.effective_stride = None
+        self._x = None
+        self._indices = None
+        self._x_shape = None
+
+    def _geometry(self, input_shape):
+        """(window, stride, output_shape) for ``input_shape``; raises ValueError."""
+        owner = repr(self)
+        _check_choice(self.mode, POOL_MODES, "mode", owner)
+        shape = _check_image_shape(input_shape, owner)
+        spatial = shape[1:]
+        n_axes = len(spatial)
+        try:
+            window = per_axis(self.pool_size, n_axes, "pool_size")
+            stride = window if self.stride is None else per_axis(
+                self.stride, n_axes, "stride")
+            pads = normalize_padding(self.padding, spatial, window, stride,
+                                     (1,) * n_axes)
+            # Clip the window to the padded axis so that a tiny map pools to one
+            # cell instead of failing ('same' padding always fits: no clipping).
+            effective = tuple(min(k, size + lo + hi)
+                              for k, size, (lo, hi) in zip(window, spatial, pads))
+            out = pool_output_shape(spatial, effective, stride=stride,
+                                    padding=self.padding)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{owner} cannot take input shape {shape}: {exc}") from None
+        return effective, stride, (shape[0],) + tuple(out)
+
+    def compute_output_shape(self, input_shape):
+        return self._geometry(input_shape)[2]
+
+    def _settle(self, input_shape):
+        self.effective_pool_size, self.effective_stride, _ = self._geometry(input_shape)
+
+    def spec(self):
+        """The pooling's settings as the ops take them (after :meth:`initialize`).
+
+        Returns
+        -------
+        skconv._ops.blocks.PoolSpec
+        """
+        return PoolSpec(self.effective_pool_size, self.effective_stride, self.padding,
+                        self.mode)
+
+    def _pool_kwargs(self, n_jobs):
+        return dict(stride=self.effective_stride, padding=self.padding, mode=self.mode,
+                    n_jobs=n_jobs)
+
+    def __setstate__(self, state):
+        # Models pickled before 0.1.0.dev0's layout kept the stride as _stride.
+        if "_stride" in state:
+            state["effective_stride"] = state.pop("_stride")
+        self.__dict__.update(state)
+
+    def forward(self, x, n_jobs, training):
+        window = self.effective_pool_size
+        self._clear_cache()
+        if training and self.mode in ("max", "min"):
+            # Keep where each extreme came from: the backward then scatters without
+            # scanning the input again (bitwise identical to pool_backward, and
+            # several times faster: benchmarks/bench_pool.py).
+            shape = (x.shape[0],) + self.output_shape
+            out = (self._workspace("y", shape, x.dtype),
+                   self._workspace("indices", shape, np.int64))
+            y, indices = pool_with_indices(x, window, out=out,
+                                               **self._pool_kwargs(n_jobs))
+            self._indices, self._x_shape = indices, x.shape
+        else:
+            out = None
+            if training:
+                out = self._workspace("y", (x.shape[0],) + self.output_shape, x.dtype)
+            y = pool(x, window, out=out, **self._pool_kwargs(n_jobs))
+            if training:
+                self._x = x
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        if self.mode in ("max", "min"):
+            indices = self._take_cache("_indices")
+            if not need_input_grad:
+                return None
+            out = self._workspace("grad_x", self._x_shape, grad_y.dtype)
+            return pool_backward_indices(grad_y, indices, self._x_shape,
+                                             n_jobs=n_jobs, out=out)
+        x = self._take_cache("_x")
+        if not need_input_grad:
+            return None
+        out = self._workspace("grad_x", x.shape, x.dtype)
+        return pool_backward(grad_y, x, self.effective_pool_size, out=out,
+                                 **self._pool_kwargs(n_jobs))
+
+    def describe(self):
+        return f"{self.mode} pool"
+
+    def __repr__(self):
+        return (
+            f"Pool(pool_size={self.pool_size!r}, stride={self.stride!r}, "
+            f"padding={self.padding!r}, mode={self.mode!r})"
+        )
+
+
+class GlobalPool(Layer):
+    """Global max, average or min over all spatial axes: (C, *spatial) -> (C,).
+
+    Parameters
+    ----------
+    mode : {'max', 'avg', 'min'}, default='avg'
+    """
+
+    _cache_attributes = ("_x",)
+
+    def __init__(self, mode="avg"):
+        super().__init__()
+        self.mode = mode
+        self._x = None
+
+    def compute_output_shape(self, input_shape):
+        owner = repr(self)
+        _check_choice(self.mode, POOL_MODES, "mode", owner)
+        shape = _check_image_shape(input_shape, owner)
+        return (shape[0],)
+
+    def forward(self, x, n_jobs, training):
+        y = global_pool(x, mode=self.mode, n_jobs=n_jobs)
+        self._x = x if training else None
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        x = self._take_cache("_x")
+        if not need_input_grad:
+            return None
+        return global_pool_backward(grad_y, x, mode=self.mode, n_jobs=n_jobs)
+
+    def __repr__(self):
+        return f"GlobalPool(mode={self.mode!r})"
+
+
+class Flatten(Layer):
+    """Reshape (C, *spatial) to (C * prod(spatial),) (a view, no copy)."""
+
+    # The output is a view of the input, which its producer may still need.
+    fresh_output = False
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) < 1 or any(s < 1 for s in shape):
+            raise ValueError(f"{self!r} cannot take input shape {shape}")
+        return (math.prod(shape),)
+
+    def forward(self, x, n_jobs, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        if not need_input_grad:
+            return None
+        return grad_y.reshape((grad_y.shape[0],) + self.input_shape)
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x @ W + b``.
+
+    The products run through :func:`skconv._ops.dense.dense` on up to ``n_jobs``
+    threads, bitwise the same for any thread count. :meth:`forward_relu` and
+    :meth:`backward_relu` also apply a following relu in the same kernel call (the
+    network plans a dense layer and a relu after it as one step).
+
+    Parameters
+    ----------
+    units : int
+        Output features.
+    init : {'he_normal', 'he_uniform', 'glorot_uniform'}, default='glorot_uniform'
+        Weight initialisation (fan_in = input features, fan_out = units).
+
+    Attributes
+    ----------
+    params : [W of shape (n_features, units), b of shape (units,)]
+    """
+
+    _cache_attributes = ("_x", "_y")
+
+    def __init__(self, units, init="glorot_uniform"):
+        super().__init__()
+        self.units = units
+        self.init = init
+        self._x = None
+        self._y = None
+
+    def compute_output_shape(self, input_shape):
+        owner = repr(self)
+        units = _check_positive_int(self.units, "units", owner)
+        _check_choice(self.init, WEIGHT_INITS, "init", owner)
+        shape = tuple(input_shape)
+        if len(shape) != 1 or shape[0] < 1:
+            raise ValueError(
+                f"{owner} needs a flat input of shape (n_features,), got input shape "
+                f"{shape} (add a Flatten or GlobalPool layer before it)"
+            )
+        return (units,)
+
+    def _init_params(self, random_state):
+        n_in, n_out = self.input_shape[0], self.output_shape[0]
+        w = init_weights((n_in, n_out), n_in, n_out, self.init, random_state,
+                         self.dtype)
+        self.params = [w, np.zeros(n_out, dtype=self.dtype)]
+        self.param_is_weight = (True, False)
+
+    def forward(self, x, n_jobs, training):
+        return self._forward(x, n_jobs, training, relu=False)
+
+    def forward_relu(self, x, n_jobs, training):
+        """This layer then relu (``Activation('relu')``) in one pass: the relu runs on
+        each chunk of the output while it is in cache. The same values bit for bit as
+        the two layers."""
+        return self._forward(x, n_jobs, training, relu=True)
+
+    def _forward(self, x, n_jobs, training, relu):
+        w, b = self.params
+        # The kernel takes C-contiguous arrays of the layer's dtype (a first layer may
+        # get a strided view).
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        shape = (x.shape[0],) + self.output_shape
+        # Inference goes through the same kernel, so its values are the training ones.
+        out = self._workspace("y", shape, x.dtype) if training else None
+        y = dense(x, w, b, relu=relu, n_threads=effective_n_threads(n_jobs), out=out)
+        self._x = x if training else None
+        self._y = y if training and relu else None
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        return self._backward(grad_y, n_jobs, need_input_grad, relu=False)
+
+    def backward_relu(self, grad_y, n_jobs, need_input_grad):
+        """Backward of :meth:`forward_relu`; ``grad_y`` is the gradient of the relu's
+        output and is overwritten with the relu's backward."""
+        return self._backward(grad_y, n_jobs, need_input_grad, relu=True)
+
+    def _backward(self, grad_y, n_jobs, need_input_grad, relu):
+        x = self._take_cache("_x")
+        relu_out = self._take_cache("_y") if relu else None
+        grad_x = self._workspace("grad_x", x.shape, x.dtype) if need_input_grad else None
+        return dense_backward(grad_y, x, self.params[0], self.grads[0], self.grads[1],
+                              relu_output=relu_out, n_threads=effective_n_threads(n_jobs),
+                              grad_x=grad_x)
+
+    def __repr__(self):
+        return f"Dense(units={self.units!r})"
+
+
+class Activation(Layer):
+    """Element-wise activation, by name (see :data:`skconv._nn.activations.ACTIVATIONS`).
+
+    Its backward uses the cached OUTPUT, never the input.
+
+    Parameters
+    ----------
+    name : {'relu', 'tanh', 'logistic', 'identity', 'leaky_relu'}
+
+    Attributes
+    ----------
+    inplace_forward : bool, default False
+        Overwrite the input with the output. :class:`skconv._nn.network.Network` turns it
+        on when the input is a fresh array produced by the previous layer.
+    inplace_backward : bool, default False
+        Overwrite ``grad_y`` with ``grad_x``. The network turns it on (it hands the
+        layers its own copy of the output gradient).
+    """
+
+    _cache_attributes = ("_y",)
+    # The output is cached for backward (and may be the input buffer), so a following
+    # activation must not overwrite it.
+    fresh_output = False
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.inplace_forward = False
+        self.inplace_backward = False
+        self._y = None
+
+    def compute_output_shape(self, input_shape):
+        try:
+            get_activation(self.name)
+        except ValueError as exc:
+            raise ValueError(f"{self!r}: {exc}") from None
+        return tuple(input_shape)
+
+    def forward(self, x, n_jobs, training):
+        out = x if self.inplace_forward else None
+        y = get_activation(self.name).forward(x, out=out)
+        self._y = y if training else None
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        y = self._take_cache("_y")
+        if not need_input_grad:
+            return None
+        out = grad_y if self.inplace_backward else None
+        return get_activation(self.name).backward(y, grad_y, out=out)
+
+    def describe(self):
+        return self.name
+
+    def __repr__(self):
+        return f"Activation({self.name!r})"

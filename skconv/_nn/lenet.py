@@ -1,0 +1,212 @@
+"""The LeNet-5 builder and its per-layer parameter grammar.
+
+:func:`build_lenet5` turns the estimators' architecture parameters (``filters``,
+``kernel_size``, ``pooling``, ...) into a :class:`~skconv._nn.network.Network` of
+layers; the rule by which a parameter applies to every conv layer, to each layer or
+to each spatial axis lives here, once.
+"""
+
+from .._ops.pool import POOL_MODES
+from .._ops.validation import MAX_SPATIAL_DIMS, is_int
+from .activations import get_activation
+from .layers import Activation, Conv, Dense, Flatten, Pool
+from .network import Network
+
+__all__ = ["POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
+
+
+def _is_axis_tuple(value, n_axes):
+    return (isinstance(value, (tuple, list)) and len(value) == n_axes
+            and all(is_int(v) for v in value))
+
+
+def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
+    """Expand a conv/pool parameter to one value per conv layer.
+
+    A scalar (``scalar_ok(value)``) applies to every layer. A tuple or list with one
+    entry per layer gives per-layer values, each a scalar or (when ``axis_tuple_ok``) a
+    per-axis tuple of ints. A tuple of ints whose length is not the number of layers
+    but is the number of spatial axes applies per-axis to every layer. When the length
+    equals both, it is read as per-layer. Anything else raises ValueError naming
+    ``name``.
+    """
+    expected = (
+        f"a single value, a tuple of {n_layers} per-layer values"
+        + (f", or a tuple of {n_axes} ints (one per spatial axis)"
+           if axis_tuple_ok else "")
+    )
+    if scalar_ok(value):
+        return [value] * n_layers
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    value = tuple(value)
+    if len(value) != n_layers:
+        if axis_tuple_ok and _is_axis_tuple(value, n_axes):
+            return [value] * n_layers
+        raise ValueError(
+            f"{name} must be {expected} (the network has {n_layers} conv layers and "
+            f"{n_axes} spatial axes); got {value!r}"
+        )
+    for i, entry in enumerate(value):
+        if not (scalar_ok(entry) or (axis_tuple_ok and _is_axis_tuple(entry, n_axes))):
+            raise ValueError(
+                f"{name}[{i}] (conv layer {i}) must be "
+                + ("a single value or a tuple of {n_axes} ints".format(n_axes=n_axes)
+                   if axis_tuple_ok else "a single value")
+                + f"; got {entry!r} in {name}={value!r}"
+            )
+    return [tuple(v) if isinstance(v, list) else v for v in value]
+
+
+#: Activations that max and min pooling commute with, gradients included, bit for bit.
+#: For a non-decreasing f, max(f(x)) = f(max(x)), so the values agree. The gradient
+#: goes to the first extreme cell in both orders: relu and identity map no two
+#: distinct values of a window with a positive extreme to one value, and a window of
+#: relu's whose extreme is not positive gets a zero gradient both ways (relu' = 0
+#: there, taken from the output). Tanh, logistic and leaky relu can round two
+#: distinct inputs to one output, which moves a tie, so they keep the plain order.
+POOL_COMMUTING_ACTIVATIONS = ("relu", "identity")
+
+
+def build_lenet5(
+    image_shape,
+    n_classes,
+    *,
+    filters=(6, 16),
+    kernel_size=5,
+    stride=1,
+    padding="same",
+    dilation=1,
+    activation="relu",
+    pooling="max",
+    pool_size=2,
+    pool_stride=None,
+    hidden_layer_sizes=(120, 84),
+):
+    """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
+    [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
+
+    With max or min pooling and a relu or identity activation, a block is built as
+    conv -> pool -> activation instead: the same function and the same gradients (see
+    :data:`POOL_COMMUTING_ACTIVATIONS`), with the activation on a quarter of the cells
+    for 2x2 pooling.
+
+    The conv/pool parameters (``kernel_size``, ``stride``, ``padding``, ``dilation``,
+    ``pooling``, ``pool_size``, ``pool_stride``) each take
+
+    - a scalar, applied to every conv layer (``kernel_size=5``, ``padding='same'``);
+    - a tuple/list with one entry per conv layer, each entry a scalar or a per-axis
+      tuple: ``kernel_size=((5, 3), (3, 3))``;
+    - a tuple of ints with one entry per spatial axis, applied to every layer:
+      ``kernel_size=(5, 3)`` with 2-D images and three conv layers.
+
+    Ambiguity rule: a tuple of ints whose length equals both the number of conv
+    layers and the number of spatial axes is read as PER-LAYER (``kernel_size=(5, 3)``
+    with two conv layers on images means 5x5 then 3x3). Anything else raises
+    ValueError naming the parameter. ``pooling`` takes a string or one string per
+    layer; ``pool_stride`` entries may be None (stride = window).
+
+    Weights of a layer followed by relu / leaky_relu use He-uniform initialisation,
+    tanh / logistic / identity (and the output layer) Glorot-uniform; biases are zero.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(C, *spatial)`` with 1 to 3 spatial axes.
+    n_classes : int
+        Output units (logits for a softmax).
+    filters : int or tuple of int, default=(6, 16)
+        Filters of each conv layer; its length is the number of conv layers (may be 0).
+    kernel_size, stride, padding, dilation
+        See above and :class:`skconv._nn.layers.Conv`. Default 5, 1, 'same', 1.
+    activation : {'relu', 'tanh', 'logistic', 'identity', 'leaky_relu'}, default='relu'
+        Used after every conv and hidden dense layer.
+    pooling : {'max', 'avg', 'min'} or tuple of them, default='max'
+    pool_size : int or tuple, default=2
+    pool_stride : None, int or tuple, default=None
+        None means the window. Windows larger than a (small) map are clipped, see
+        :class:`skconv._nn.layers.Pool`.
+    hidden_layer_sizes : tuple of int, default=(120, 84)
+
+    Returns
+    -------
+    Network
+        Not yet initialized: call ``network.initialize(image_shape, random_state,
+        dtype)``. Its shapes have been checked against ``image_shape``.
+
+    Raises
+    ------
+    ValueError
+        For malformed parameters (naming the parameter) or a configuration that cannot
+        take ``image_shape`` (naming the layer index and type and the shapes).
+    """
+    try:
+        image_shape = tuple(image_shape)
+    except TypeError:
+        raise ValueError(f"image_shape must be a tuple (C, *spatial), got "
+                         f"{image_shape!r}") from None
+    if (not 2 <= len(image_shape) <= 1 + MAX_SPATIAL_DIMS
+            or not all(is_int(s) and s >= 1 for s in image_shape)):
+        raise ValueError(
+            f"image_shape must be (C, *spatial) with 1 to {MAX_SPATIAL_DIMS} spatial "
+            f"axes of positive ints, got {image_shape!r}"
+        )
+    n_axes = len(image_shape) - 1
+    if not is_int(n_classes) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+
+    if is_int(filters):
+        filters = (filters,)
+    if not isinstance(filters, (tuple, list)) or not all(
+        is_int(f) and f >= 1 for f in filters
+    ):
+        raise ValueError(f"filters must be a tuple of positive ints, got {filters!r}")
+    if is_int(hidden_layer_sizes):
+        hidden_layer_sizes = (hidden_layer_sizes,)
+    if not isinstance(hidden_layer_sizes, (tuple, list)) or not all(
+        is_int(h) and h >= 1 for h in hidden_layer_sizes
+    ):
+        raise ValueError(
+            f"hidden_layer_sizes must be a tuple of positive ints, got "
+            f"{hidden_layer_sizes!r}"
+        )
+    try:
+        get_activation(activation)
+    except ValueError as exc:
+        raise ValueError(f"activation: {exc}") from None
+
+    n_conv = len(filters)
+    is_str = lambda v: isinstance(v, str)  # noqa: E731
+    kernels = _per_layer(kernel_size, n_conv, n_axes, "kernel_size", is_int)
+    strides = _per_layer(stride, n_conv, n_axes, "stride", is_int)
+    paddings = _per_layer(padding, n_conv, n_axes, "padding",
+                          lambda v: is_int(v) or is_str(v))
+    dilations = _per_layer(dilation, n_conv, n_axes, "dilation", is_int)
+    modes = _per_layer(pooling, n_conv, n_axes, "pooling", is_str, axis_tuple_ok=False)
+    for mode in modes:
+        if mode not in POOL_MODES:
+            raise ValueError(f"pooling must be one of {POOL_MODES}, got {pooling!r}")
+    pool_sizes = _per_layer(pool_size, n_conv, n_axes, "pool_size", is_int)
+    pool_strides = _per_layer(pool_stride, n_conv, n_axes, "pool_stride",
+                              lambda v: v is None or is_int(v))
+
+    hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
+        "glorot_uniform")
+    layers = []
+    for i in range(n_conv):
+        conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
+                    init=hidden_init)
+        pool = Pool(pool_sizes[i], pool_strides[i], mode=modes[i])
+        if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
+            # Same values and gradients, with the activation on the pooled map only.
+            layers += [conv, pool, Activation(activation)]
+        else:
+            layers += [conv, Activation(activation), pool]
+    layers.append(Flatten())
+    for units in hidden_layer_sizes:
+        layers += [Dense(int(units), init=hidden_init), Activation(activation)]
+    layers.append(Dense(int(n_classes), init="glorot_uniform"))
+
+    network = Network(layers)
+    network.compute_output_shape(image_shape)
+    return network

@@ -1,0 +1,528 @@
+"""A sequential network of layers, its plan of steps, and the L2 penalty.
+
+The estimators drive this module through a small surface: :meth:`Network.initialize`,
+:meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict`,
+``get_state`` / ``set_state``, parameters by kind (:meth:`Network.params_of`) and the
+outputs of the conv blocks (:meth:`Network.block_outputs`). A training step is
+:func:`skconv._nn.training.run_epoch`'s business.
+
+The plan: the network runs a list of steps, each a layer alone or a few layers run as
+one. A conv layer and the layers after it become one :class:`ConvBlockStep` when the
+ops layer has a prepared fused block for them (:func:`skconv._ops.blocks.prepare_conv_block`
+decides; the network only asks), and a dense layer with a relu after it is one
+:class:`DenseReluStep`. Every step gives the same results bit for bit as its layers one
+by one, which ``Network(fuse=False)`` runs (the reference in the tests).
+"""
+
+import numpy as np
+
+from .._ops.blocks import prepare_conv_block
+from .._ops.threads import effective_n_threads, single_threaded_blas
+from .._ops.update import gather_rows, sum_of_squares
+from .layers import Activation, Conv, Dense, Layer, Pool
+
+__all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
+           "l2_penalty"]
+
+
+def _layer_step(i, layer, shape, network_input, fn, *args):
+    """``fn(shape, *args)`` with any ValueError re-raised naming the layer."""
+    try:
+        return tuple(fn(shape, *args))
+    except ValueError as exc:
+        raise ValueError(
+            f"layer {i} ({type(layer).__name__}) cannot take input shape {shape} "
+            f"(network input shape {network_input}): {exc}"
+        ) from None
+
+
+def _is_relu(layer):
+    return isinstance(layer, Activation) and layer.name == "relu"
+
+
+class LayerStep:
+    """One layer run on its own.
+
+    Attributes
+    ----------
+    layers : tuple of Layer
+        The layers the step runs, in order (one here).
+    """
+
+    def __init__(self, layer):
+        self.layers = (layer,)
+
+    def forward(self, x, n_jobs, training):
+        """The step's output for a minibatch (see :meth:`Layer.forward`)."""
+        return self.layers[0].forward(x, n_jobs, training)
+
+    def backward(self, grad, n_jobs, need_input_grad):
+        """The gradient of the step's input (see :meth:`Layer.backward`)."""
+        return self.layers[0].backward(grad, n_jobs, need_input_grad)
+
+
+class DenseReluStep(LayerStep):
+    """A :class:`Dense` layer and the relu after it, in one kernel call per pass."""
+
+    def __init__(self, dense, relu):
+        self.layers = (dense, relu)
+
+    def forward(self, x, n_jobs, training):
+        return self.layers[0].forward_relu(x, n_jobs, training)
+
+    def backward(self, grad, n_jobs, need_input_grad):
+        return self.layers[0].backward_relu(grad, n_jobs, need_input_grad)
+
+
+class ConvBlockStep(LayerStep):
+    """A :class:`Conv` layer and the layers after it, run as one prepared block.
+
+    The parameters and gradients stay the conv layer's; the block (from
+    :func:`skconv._ops.blocks.prepare_conv_block`) computes with them.
+
+    Parameters
+    ----------
+    layers : tuple of Layer
+        The conv layer first, then the layers the block covers.
+    block : object
+        The prepared block.
+    """
+
+    def __init__(self, layers, block):
+        self.layers = tuple(layers)
+        self.block = block
+        self._x = None
+
+    def forward(self, x, n_jobs, training):
+        conv = self.layers[0]
+        w, b = conv.params
+        y = self.block.forward(x, w, b, effective_n_threads(n_jobs), training)
+        self._x = x if training else None
+        return y
+
+    def backward(self, grad, n_jobs, need_input_grad):
+        x, self._x = self._x, None
+        if x is None:
+            raise RuntimeError(f"{self!r}: backward needs a preceding forward with "
+                               f"training=True")
+        conv = self.layers[0]
+        return self.block.backward(grad, x, conv.params[0], conv.grads[0], conv.grads[1],
+                                   effective_n_threads(n_jobs),
+                                   compute_grad_x=need_input_grad)
+
+    def __repr__(self):
+        return f"ConvBlockStep({self.block!r})"
+
+
+class Network:
+    """A stack of layers applied in order.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers, first to last. The list is copied; the layers are not.
+    fuse : bool, default=True
+        Run a conv layer and the layers after it as one prepared block where the ops
+        layer has one, and a :class:`Dense` layer and a relu after it as one step
+        (see the module docstring). The results are the same bit for bit; False runs
+        every layer on its own (the reference in the tests).
+
+    Attributes
+    ----------
+    layers : list of Layer
+    input_shape, output_shape : tuple of int or None
+        Shapes of one sample (no batch axis), set by :meth:`initialize`.
+    dtype : numpy dtype or None
+        Parameter and computation dtype, set by :meth:`initialize`.
+    """
+
+    def __init__(self, layers, fuse=True):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is not a Layer: {layer!r}")
+        self.layers = layers
+        self.fuse = fuse
+        self.input_shape = None
+        self.output_shape = None
+        self.dtype = None
+        self._steps = None
+        self._batch = None
+
+    def compute_output_shape(self, input_shape):
+        """Run shape inference only (no allocation) and return the output shape.
+
+        Raises
+        ------
+        ValueError
+            When some layer cannot take the shape produced by the previous ones; the
+            message names the layer's index and type and the shapes.
+        """
+        network_input = shape = tuple(int(s) for s in input_shape)
+        for i, layer in enumerate(self.layers):
+            shape = _layer_step(i, layer, shape, network_input,
+                                layer.compute_output_shape)
+        return shape
+
+    def initialize(self, input_shape, random_state, dtype):
+        """Infer shapes and draw every parameter from one RandomState.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one sample, ``(C, *spatial)`` for a convolutional network.
+        random_state : numpy.random.RandomState
+            The only source of randomness; layers draw in order, so the same seed gives
+            the same parameters.
+        dtype : float32 or float64
+
+        Returns
+        -------
+        output_shape : tuple of int
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        network_input = shape = tuple(int(s) for s in input_shape)
+        for i, layer in enumerate(self.layers):
+            shape = _layer_step(i, layer, shape, network_input, layer.initialize,
+                                random_state, dtype)
+        # In-place activations: the forward may overwrite its input only when the
+        # previous layer made it fresh (not the caller's array, not a cached output);
+        # the backward always may, because backward() hands the layers a private copy
+        # of the output gradient and every layer returns a new gradient array.
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Activation):
+                layer.inplace_forward = i > 0 and self.layers[i - 1].fresh_output
+                layer.inplace_backward = True
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.output_shape = shape
+        self.dtype = dtype
+        self._steps = self._plan_steps()
+        return shape
+
+    # -- the plan ------------------------------------------------------------------------
+    def _plan_steps(self):
+        """The list of steps that :meth:`forward` runs (see the module docstring)."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            step = None
+            if self.fuse and isinstance(layer, Conv):
+                step = self._conv_block_step(i)
+            if step is None and self.fuse and isinstance(layer, Dense) and _is_relu(
+                    self.layers[i + 1] if i + 1 < len(self.layers) else None):
+                step = DenseReluStep(layer, self.layers[i + 1])
+            steps.append(step or LayerStep(layer))
+            i += len(steps[-1].layers)
+        return steps
+
+    def _conv_block_step(self, i):
+        """The longest run of layers from conv layer ``i`` that the ops layer has a
+        prepared block for, as a step; None when it has none."""
+        conv = self.layers[i]
+        following = []
+        for layer in self.layers[i + 1:]:
+            if isinstance(layer, Pool):
+                following.append(layer.spec())
+            elif isinstance(layer, Activation):
+                following.append(layer.name)
+            else:
+                break
+        for n in range(len(following), 0, -1):
+            block = prepare_conv_block(conv.input_shape, conv.output_shape[0], conv.spec(),
+                                       following[:n], self.dtype)
+            if block is not None:
+                return ConvBlockStep(self.layers[i:i + 1 + n], block)
+        return None
+
+    @property
+    def steps(self):
+        """The plan: the steps :meth:`forward` runs, in order (after initialize)."""
+        self._check_initialized()
+        if self._steps is None:  # unpickled: plan again
+            self._steps = self._plan_steps()
+        return self._steps
+
+    def _check_initialized(self):
+        if self.dtype is None:
+            raise RuntimeError("the network is not initialized; call initialize()")
+
+    # -- computation ---------------------------------------------------------------------
+    def forward(self, x, n_jobs, training=False, rows=None):
+        """Logits for a minibatch.
+
+        BLAS thread limits are the caller's: the ops limit BLAS to one thread around
+        their own calls, and :meth:`predict` and the training loop
+        (:func:`skconv._nn.training.run_epoch`) hold one limit for all of their calls.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+            Converted to the network's dtype if needed; never modified.
+        n_jobs : int or None
+            Threads for the ops.
+        training : bool, default=False
+            Cache what :meth:`backward` needs.
+        rows : ndarray of int, default=None
+            Run the minibatch ``x[rows]`` instead of ``x``, gathered on the threads
+            (each copies the samples its first layer computes on, so they start in
+            its own cache). The same results as ``forward(x[rows])``.
+
+        Returns
+        -------
+        logits : ndarray of shape (N, *output_shape) (``len(rows)`` rows with
+        ``rows``), the network's dtype
+        """
+        steps = self.steps
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
+            )
+        x = x.astype(self.dtype, copy=False)
+        if rows is not None:
+            x = self._gather(x, rows, n_jobs, training)
+        for step in steps:
+            x = step.forward(x, n_jobs, training)
+        return x
+
+    def _gather(self, x, rows, n_jobs, training):
+        """``x[rows]``, copied on the threads (see :meth:`forward`)."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise ValueError(f"rows must be a 1-D array of ints, got {rows.dtype} with "
+                             f"shape {rows.shape}")
+        shape = (rows.shape[0],) + x.shape[1:]
+        if not x.flags.c_contiguous:
+            return x[rows]
+        # A training batch is kept for the next one (the first layer caches it for
+        # its backward, which comes first); inference batches are fresh.
+        out = getattr(self, "_batch", None) if training else None
+        if out is None or out.shape != shape or out.dtype != x.dtype:
+            out = np.empty(shape, dtype=x.dtype)
+            if training:
+                self._batch = out
+        gather_rows(x, np.ascontiguousarray(rows, dtype=np.intp), out,
+                    effective_n_threads(n_jobs))
+        return out
+
+    def backward(self, grad_logits, n_jobs, need_input_grad=False):
+        """Back-propagate after a training forward; fills every layer's ``grads``.
+
+        Parameters
+        ----------
+        grad_logits : ndarray of shape (N, *output_shape)
+            Gradient of the loss with respect to the logits; not modified.
+        n_jobs : int or None
+        need_input_grad : bool, default=False
+            Whether to compute the gradient with respect to the network input (the
+            first layer normally skips it).
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, *input_shape) or None
+        """
+        steps = self.steps
+        # A private copy, so that layers may overwrite their output gradients in place.
+        grad = np.array(grad_logits, dtype=self.dtype, copy=True)
+        if grad.shape[1:] != self.output_shape:
+            raise ValueError(
+                f"grad_logits must have shape (N, *{self.output_shape}), got shape "
+                f"{grad.shape}"
+            )
+        for k in range(len(steps) - 1, -1, -1):
+            grad = steps[k].backward(grad, n_jobs, k > 0 or need_input_grad)
+        return grad
+
+    def predict(self, X, n_jobs, batch_size=512):
+        """Logits of every sample of ``X``, ``batch_size`` samples at a time.
+
+        The batches bound the memory of the activations whatever ``len(X)`` is, and
+        each is cast to the network's dtype on its own, so ``X`` is never copied
+        whole. One BLAS thread limit holds for all the batches.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, *input_shape)
+        n_jobs : int or None
+        batch_size : int, default=512
+
+        Returns
+        -------
+        logits : ndarray of shape (n_samples, *output_shape), float64
+        """
+        self._check_initialized()
+        out = np.empty((X.shape[0],) + self.output_shape, dtype=np.float64)
+        with single_threaded_blas():
+            for start in range(0, X.shape[0], batch_size):
+                stop = min(start + batch_size, X.shape[0])
+                out[start:stop] = self.forward(X[start:stop], n_jobs, training=False)
+        return out
+
+    def block_outputs(self, x, n_jobs=1):
+        """The outputs of the conv blocks for a batch, as the network computes them.
+
+        A conv block is a conv layer and the layers after it up to the next conv
+        layer or the first non-spatial layer (in a LeNet: conv, activation and
+        pooling, the activation after the pooling when they commute).
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+        n_jobs : int or None, default=1
+
+        Returns
+        -------
+        list of (list of Layer, ndarray)
+            One entry per conv block: its layers and its output, a fresh array of
+            shape ``(N, *layers[-1].output_shape)``.
+        """
+        self._check_initialized()
+        out = np.asarray(x).astype(self.dtype, copy=False)
+        blocks, current = [], None
+        with single_threaded_blas():
+            for i, layer in enumerate(self.layers):
+                if current is None and blocks and not isinstance(layer, Conv):
+                    break  # past the last conv block: the dense part is not needed
+                if isinstance(layer, Conv):
+                    current = []
+                out = layer.forward(out, n_jobs, training=False)
+                if current is None:
+                    continue
+                current.append(layer)
+                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                if (len(layer.output_shape) >= 2
+                        and (nxt is None or isinstance(nxt, Conv)
+                             or len(nxt.output_shape) < 2)):
+                    # A copy: the next layer may be an in-place activation.
+                    blocks.append((current, np.array(out, copy=True)))
+                    current = None
+        return blocks
+
+    # -- parameters ----------------------------------------------------------------------
+    @property
+    def params(self):
+        """Every parameter array, layer by layer (weights before biases)."""
+        return [p for layer in self.layers for p in layer.params]
+
+    @property
+    def grads(self):
+        """Gradient arrays matching :attr:`params` one to one."""
+        return [g for layer in self.layers for g in layer.grads]
+
+    @property
+    def weights(self):
+        """The parameters that get the L2 penalty (weights; not biases)."""
+        return [p for layer in self.layers
+                for p, is_w in zip(layer.params, layer.param_is_weight) if is_w]
+
+    def params_of(self, kind):
+        """The parameters of the layers of one kind, layer by layer.
+
+        Parameters
+        ----------
+        kind : {'conv', 'dense'}
+
+        Returns
+        -------
+        list of list of ndarray
+            ``[weights, bias]`` of each such layer, the network's own arrays (updated
+            in place by training).
+        """
+        kinds = {"conv": Conv, "dense": Dense}
+        if kind not in kinds:
+            raise ValueError(f"kind must be one of {sorted(kinds)}, got {kind!r}")
+        return [list(layer.params) for layer in self.layers
+                if isinstance(layer, kinds[kind])]
+
+    def get_state(self):
+        """A copy of every parameter (e.g. the best weights for early stopping).
+
+        Returns
+        -------
+        list of ndarray
+            Copies, in the order of :attr:`params`.
+        """
+        return [p.copy() for p in self.params]
+
+    def set_state(self, state):
+        """Restore parameters saved by :meth:`get_state`, in place.
+
+        In place, so that an optimizer holding the parameter arrays keeps working.
+        """
+        params = self.params
+        if len(state) != len(params) or any(
+            np.shape(s) != p.shape for s, p in zip(state, params)
+        ):
+            raise ValueError(
+                "state does not match the network's parameters: shapes "
+                f"{[np.shape(s) for s in state]} vs {[p.shape for p in params]}"
+            )
+        for p, s in zip(params, state):
+            p[...] = s
+
+    def __getstate__(self):
+        # The training batch and the plan's prepared blocks are workspaces: never
+        # pickle them (the plan is made again on first use).
+        state = self.__dict__.copy()
+        state["_batch"] = None
+        state["_steps"] = None
+        return state
+
+    def __setstate__(self, state):
+        # Pickles made before the plan was a list of step objects hold index tuples.
+        state["_steps"] = None
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return f"Network([\n    {inner},\n])"
+
+
+def l2_penalty(network, alpha, batch_size, n_threads=1):
+    """scikit-learn MLP's L2 term: ``0.5 * alpha * sum(||W||^2) / batch_size``.
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+        L2 strength (biases are not penalised).
+    batch_size : float
+        Samples in the minibatch, or the sum of their sample weights when weighted
+        (scikit-learn's convention).
+    n_threads : int, default=1
+        Threads for the sum (the result does not depend on them).
+
+    Returns
+    -------
+    float
+        Accumulated in float64.
+    """
+    if alpha == 0:
+        return 0.0
+    # One compiled pass over the weights: no float64 copy and no threaded BLAS call
+    # (see skconv._ops.update.sum_of_squares).
+    total = sum_of_squares(network.weights, n_threads)
+    return 0.5 * alpha * total / batch_size
+
+
+def l2_factors(network, alpha, batch_size):
+    """Per-parameter factors of the L2 gradient: ``alpha / batch_size`` for weights,
+    0 for biases (the ``l2`` argument of the optimizers' ``update``).
+
+    Parameters
+    ----------
+    network : Network
+    alpha : float
+    batch_size : float
+        As in :func:`l2_penalty`.
+
+    Returns
+    -------
+    list of float
+        In the order of :attr:`Network.params`.
+    """
+    scale = float(alpha) / float(batch_size) if alpha else 0.0
+    return [scale if is_weight else 0.0
+            for layer in network.layers for is_weight in layer.param_is_weight]

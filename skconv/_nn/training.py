@@ -1,0 +1,94 @@
+"""One epoch of minibatch training: the loop the estimators call once per epoch.
+
+:func:`run_epoch` owns the thread policy of a training step: it holds one
+single-threaded BLAS limit for the whole epoch (the kernels call BLAS from inside
+their own parallel regions, and the ops' own limits then nest at the cost of a lock),
+gathers each minibatch on the threads, and runs forward, loss, L2 term, backward and
+the optimizer step.
+"""
+
+import math
+
+import numpy as np
+
+from .._ops.threads import single_threaded_blas
+from .network import l2_factors, l2_penalty
+
+__all__ = ["NonFiniteTraining", "run_epoch"]
+
+
+class NonFiniteTraining(ArithmeticError):
+    """The loss or the weights became non-finite during an epoch.
+
+    Attributes
+    ----------
+    what : str
+        Where, in words (``"loss became non-finite (nan) in minibatch 3 of"``).
+    """
+
+    def __init__(self, what):
+        super().__init__(what)
+        self.what = what
+
+
+def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_size,
+              alpha, loss, n_threads):
+    """One pass over ``X`` in the minibatches of ``order``.
+
+    Parameters
+    ----------
+    network : Network
+    optimizer : Adam or SGD
+        Holding ``network.params``.
+    X : ndarray of shape (n_samples, *network.input_shape)
+    targets : ndarray of shape (n_samples, ...)
+        What ``loss`` takes for each sample.
+    sample_weight : ndarray of shape (n_samples,) or None
+    order : ndarray of int of shape (n_samples,)
+        The samples in the order of the epoch (shuffled or not).
+    batch_size : int
+    alpha : float
+        L2 strength, scaled by each minibatch's total weight (scikit-learn's MLP rule).
+    loss : callable
+        ``loss(logits, targets[idx], sample_weight[idx] or None) -> (value, grad)``.
+    n_threads : int
+
+    Returns
+    -------
+    mean_loss : float
+        Loss plus L2 term of each minibatch, averaged with the minibatches' total
+        weights (nan when every weight is zero).
+
+    Raises
+    ------
+    NonFiniteTraining
+        When a minibatch's loss or, after the last update, a weight is not finite.
+    """
+    accumulated_loss = 0.0
+    accumulated_weight = 0.0
+    alpha = float(alpha)
+    with single_threaded_blas():
+        for n_batch, start in enumerate(range(0, X.shape[0], batch_size)):
+            idx = order[start:start + batch_size]
+            sw_batch = None if sample_weight is None else sample_weight[idx]
+            batch_weight = (
+                float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
+            if batch_weight == 0:
+                continue  # only zero weights: nothing to learn from this batch
+            # The network gathers X[idx] on its threads.
+            logits = network.forward(X, n_threads, training=True, rows=idx)
+            value, grad = loss(logits, targets[idx], sw_batch)
+            value += l2_penalty(network, alpha, batch_weight, n_threads)
+            if not math.isfinite(value):
+                raise NonFiniteTraining(f"loss became non-finite ({value}) in minibatch "
+                                        f"{n_batch + 1} of")
+            network.backward(grad, n_threads)
+            optimizer.update(network.grads, l2_factors(network, alpha, batch_weight),
+                             n_threads)
+            accumulated_loss += value * batch_weight
+            accumulated_weight += batch_weight
+    # The last update may overflow too (the next loss would show it, but there may be
+    # no next minibatch).
+    if not all(np.isfinite(p).all() for p in network.params):
+        raise NonFiniteTraining("weights became non-finite in")
+    return accumulated_loss / accumulated_weight if accumulated_weight else math.nan

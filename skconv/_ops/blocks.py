@@ -1,0 +1,593 @@
+"""Prepared ops: fused multi-layer blocks (convolution, pooling, activation).
+
+A network runs the same shapes every minibatch, and a convolution followed by a
+pooling (and an activation) is cheaper as one kernel call that pools each sample's
+convolution while it is in cache than as three passes over memory. This module is
+the ops layer's interface for such blocks:
+
+- :func:`prepare_conv_block` takes one block's settings - one sample's input shape,
+  the number of filters, a :class:`ConvSpec`, an optional :class:`PoolSpec` and an
+  optional activation - and returns a prepared block, or None when no fused kernel
+  exists for those settings (the caller then runs the plain ops one by one);
+- a block checks its geometry once, when prepared, and then has ``forward`` and
+  ``backward`` methods whose results equal the plain ops' bit for bit.
+
+Implementations are classes listed in ``_IMPLEMENTATIONS``, each with a ``prepare``
+class method that returns an instance or None; a new fused kernel (other dimensions,
+windows, strides or modes, normalisation) is one more class there, and no caller
+changes. Today: :class:`ConvPool2x2Block`, a stride-1 2-D convolution followed by a
+2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks).
+"""
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .._kernels import conv as _kernel
+from .conv import _check_conv_inputs, _conv_backward_arrays, _conv_geometry, conv_backward
+from .pool import pool_output_shape
+from .threads import effective_n_threads, threads_for_work
+from .validation import (
+    as_float_array,
+    check_out,
+    common_float_dtype,
+    contiguous,
+    normalize_padding,
+    to_3d,
+    view_3d,
+)
+
+__all__ = ["ConvPool2x2Block", "ConvSpec", "PoolSpec", "prepare_conv_block"]
+
+
+class ConvSpec(NamedTuple):
+    """A convolution's settings, as :func:`skconv.ops.conv` takes them.
+
+    Attributes
+    ----------
+    kernel_shape : tuple of int
+        Spatial kernel shape, one int per spatial axis.
+    stride, padding, dilation
+        As in :func:`skconv.ops.conv`.
+    """
+
+    kernel_shape: tuple
+    stride: object = 1
+    padding: object = 0
+    dilation: object = 1
+
+
+class PoolSpec(NamedTuple):
+    """A pooling's settings, as :func:`skconv.ops.pool` takes them.
+
+    Attributes
+    ----------
+    pool_size : tuple of int
+        The window, one int per spatial axis (after any clipping to a small map).
+    stride : tuple of int
+        One int per spatial axis.
+    padding : int, tuple of int, 'valid' or 'same'
+    mode : {'max', 'avg', 'min'}
+    """
+
+    pool_size: tuple
+    stride: tuple
+    padding: object = 0
+    mode: str = "max"
+
+
+def prepare_conv_block(input_shape, filters, conv, following=(), dtype=np.float32):
+    """A fused block for a convolution and the steps after it, or None when no fused
+    kernel exists for them.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        One sample's shape ``(C, *spatial)`` (no batch axis).
+    filters : int
+        Filters D of the convolution.
+    conv : ConvSpec
+    following : tuple, default=()
+        What comes after the convolution, in order: :class:`PoolSpec` for a pooling,
+        a string for an activation by name (as in
+        :func:`skconv._nn.activations.get_activation`). A block covers all of them or
+        is not made.
+    dtype : float32 or float64, default=float32
+
+    Returns
+    -------
+    block : object with ``forward`` and ``backward``, or None
+        See :class:`ConvPool2x2Block` for the attributes and methods every block has.
+    """
+    dtype = np.dtype(dtype)
+    input_shape = tuple(int(s) for s in input_shape)
+    following = tuple(following)
+    for implementation in _IMPLEMENTATIONS:
+        block = implementation.prepare(input_shape, int(filters), conv, following, dtype)
+        if block is not None:
+            return block
+    return None
+
+
+class ConvPool2x2Block:
+    """A stride-1 2-D convolution, a 2x2/stride-2 max or min pooling and optionally a
+    relu, as one kernel call per pass.
+
+    Built by :func:`prepare_conv_block`. The convolution's output is never stored
+    for the batch: each sample's is pooled in cache, and the backward rebuilds each
+    sample's convolution gradient in cache. Results equal ``pool_with_indices`` of
+    ``conv`` (then relu) and their backward bit for bit.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(C, H, W)``, one sample.
+    filters : int
+    conv : ConvSpec
+    mode : {'max', 'min'}
+    relu : bool
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        One sample's input and output shapes.
+    dtype : numpy dtype
+    """
+
+    #: Batch shapes whose prepared arrays are kept (an epoch's last, smaller
+    #: minibatch gets its own; partial_fit with many sizes starts over past this).
+    _MAX_PREPARED = 16
+
+    def __init__(self, input_shape, filters, conv, mode, relu, dtype):
+        self.input_shape = tuple(input_shape)
+        self.filters = filters
+        self.conv = conv
+        self.mode = mode
+        self.relu = bool(relu)
+        self.dtype = np.dtype(dtype)
+        geometry = _cached_conv_pool2x2_geometry(self.input_shape, tuple(conv.kernel_shape),
+                                                 _hashable(conv.padding),
+                                                 _hashable(conv.dilation))
+        self.output_shape = (filters,) + geometry[1]
+        self._prepared = {}
+        self._last = None
+
+    @classmethod
+    def prepare(cls, input_shape, filters, conv, following, dtype):
+        """An instance for these settings (see :func:`prepare_conv_block`), or None
+        when they are not this block's: a max or min :class:`PoolSpec`, optionally
+        followed by ``'relu'``."""
+        if not 1 <= len(following) <= 2 or not isinstance(following[0], PoolSpec):
+            return None
+        pool, activation = following[0], (following[1:] or (None,))[0]
+        if pool.mode not in ("max", "min") or activation not in (None, "relu"):
+            return None
+        if len(input_shape) != 3 or tuple(pool.pool_size) != (2, 2) or tuple(pool.stride) != (2, 2):
+            return None
+        if dtype not in (np.float32, np.float64):
+            return None
+        kernel = tuple(conv.kernel_shape)
+        if not _conv_pool2x2_supported(input_shape, kernel, stride=conv.stride,
+                                       padding=conv.padding, dilation=conv.dilation):
+            return None
+        # The pooling must not be padded: its output is then floor(conv_out / 2), and
+        # every window starts at an even cell, as the kernel pools.
+        _, _, _, conv_out = _conv_geometry(input_shape[1:], kernel, conv.stride,
+                                           conv.padding, conv.dilation)
+        try:
+            pooled = pool_output_shape(conv_out, (2, 2), stride=(2, 2), padding=pool.padding)
+        except (TypeError, ValueError):
+            return None
+        if tuple(pooled) != tuple(size // 2 for size in conv_out) or not _unpadded_start(
+                conv_out, pool.padding):
+            return None
+        return cls(input_shape, filters, conv, pool.mode, activation == "relu", dtype)
+
+    def forward(self, x, w, b, n_threads, training):
+        """The block's output for a batch.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+        w : ndarray of shape (D, C, *kernel_shape)
+        b : ndarray of shape (D,) or None
+        n_threads : int
+            Threads to use at most (an effective count, not ``n_jobs``).
+        training : bool
+            Keep what :meth:`backward` needs. The output is then the block's own
+            array, overwritten by the next training forward of the same batch size;
+            an inference output is a fresh array.
+
+        Returns
+        -------
+        y : ndarray of shape (N, *output_shape)
+        """
+        if not training:
+            y, _ = _conv_pool2x2(x, w, b, padding=self.conv.padding,
+                                 dilation=self.conv.dilation, mode=self.mode,
+                                 relu=self.relu, n_jobs=n_threads, want_codes=False)
+            return y
+        batch = self._batch(np.shape(x), np.shape(w))
+        y, _ = batch.forward(x, w, b, n_threads)
+        self._last = batch
+        return y
+
+    def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
+        """Gradients after a training :meth:`forward` on the same ``x`` and ``w``.
+
+        Parameters
+        ----------
+        grad_y : ndarray of shape (N, *output_shape)
+            Gradient with respect to the forward's output.
+        x, w : ndarray
+            The forward's inputs.
+        grad_w, grad_b : ndarray
+            Where to write the weight and bias gradients (C-contiguous, of the
+            shapes of ``w`` and (D,), the block's dtype).
+        n_threads : int
+        compute_grad_x : bool, default=True
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, *input_shape) or None
+            The block's own array (overwritten by the next backward).
+        """
+        batch, self._last = self._last, None
+        if batch is None:
+            raise RuntimeError("backward needs a preceding forward with training=True")
+        return batch.backward(grad_y, x, w, grad_w, grad_b, n_threads,
+                              compute_grad_x=compute_grad_x)
+
+    def _batch(self, x_shape, w_shape):
+        key = (tuple(x_shape), tuple(w_shape))
+        batch = self._prepared.get(key)
+        if batch is None:
+            if len(self._prepared) >= self._MAX_PREPARED:
+                self._prepared.clear()
+            batch = self._prepared[key] = _PreparedBatch(
+                x_shape, w_shape, self.dtype, padding=self.conv.padding,
+                dilation=self.conv.dilation, mode=self.mode, relu=self.relu)
+        return batch
+
+    def __getstate__(self):
+        # Prepared arrays are workspaces: never pickle them.
+        state = self.__dict__.copy()
+        state["_prepared"], state["_last"] = {}, None
+        return state
+
+    def __repr__(self):
+        return (f"ConvPool2x2Block(input_shape={self.input_shape}, filters={self.filters}, "
+                f"mode={self.mode!r}, relu={self.relu})")
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _unpadded_start(conv_out, padding):
+    """Whether a pooling with this padding adds no cell before the start of an axis."""
+    pads = normalize_padding(padding, tuple(conv_out), (2, 2), (2, 2), (1, 1))
+    return all(lo == 0 for lo, _ in pads)
+
+
+def _conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
+    """Whether :func:`_conv_pool2x2` can fuse this convolution with a 2x2 pooling.
+
+    2-D maps, stride 1 and a convolution output of at least 2x2. ``x_shape`` is one
+    sample's ``(C, H, W)``.
+    """
+    if len(x_shape) != 3 or len(kernel_shape) != 2:
+        return False
+    try:
+        stride, _, _, out = _conv_geometry(x_shape[1:], kernel_shape, stride, padding,
+                                           dilation)
+    except (TypeError, ValueError):
+        return False
+    return all(s == 1 for s in stride) and all(size >= 2 for size in out)
+
+
+def _conv_pool2x2_geometry(x, w, padding, dilation):
+    """Checked (conv_out, pooled_out, pad_lo, dilation) of the fused 2-D path."""
+    try:
+        geometry = _cached_conv_pool2x2_geometry(x.shape[1:], w.shape[2:], padding,
+                                                 dilation)
+    except TypeError:  # unhashable padding or dilation (a list): not cached
+        geometry = _cached_conv_pool2x2_geometry.__wrapped__(x.shape[1:], w.shape[2:],
+                                                             padding, dilation)
+    if geometry is None:
+        raise ValueError(
+            f"the fused convolution and 2x2 pooling needs 2-D maps, stride 1 and a "
+            f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
+            f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
+        )
+    return geometry
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _cached_conv_pool2x2_geometry(x_shape, kernel_shape, padding, dilation):
+    # A network calls the fused op with the same few geometries every minibatch;
+    # checking them costs as much as the kernel on a small batch. None: unsupported.
+    if not _conv_pool2x2_supported(x_shape, kernel_shape, padding=padding,
+                                  dilation=dilation):
+        return None
+    _, pads, dilation, conv_out = _conv_geometry(x_shape[1:], kernel_shape, 1, padding,
+                                                 dilation)
+    pooled = tuple(size // 2 for size in conv_out)
+    return ((1,) + conv_out, pooled, to_3d([lo for lo, _ in pads], 0),
+            to_3d(dilation, 1))
+
+
+def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False,
+                  n_jobs=None, out=None, codes=None, want_codes=True):
+    """A stride-1 2-D convolution followed by 2x2/stride-2 max or min pooling (and
+    relu), fused.
+
+    The kernel call of :class:`ConvPool2x2Block`, also usable alone. The result equals ``pool_with_indices(conv(x, w, b, ...), 2,
+    mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit, without storing the
+    convolution's output (its pooling is done per sample, in cache). Instead of flat
+    indices it returns ``codes``: the winning cell's place in its window (0 to 3,
+    row-major), which :func:`_conv_pool2x2_backward` takes.
+
+    Parameters
+    ----------
+    x, w, b, padding, dilation, n_jobs
+        As in :func:`conv` (stride is 1), with 2-D maps.
+    mode : {'max', 'min'}
+    relu : bool, default=False
+        Apply relu to the pooled output.
+    out, codes : ndarray, default=None
+        Where to write the pooled output and the codes (uint8), as ``out`` in
+        :func:`conv`.
+    want_codes : bool, default=True
+        False skips the codes (inference) and returns None for them.
+
+    Returns
+    -------
+    y : ndarray of shape (N, D, floor(H_out / 2), floor(W_out / 2))
+    codes : ndarray of uint8, same shape, or None
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    x, w, b = _check_conv_inputs(x, w, b)
+    conv_out, pooled, pad_lo, dilation = _conv_pool2x2_geometry(x, w, padding, dilation)
+    y_shape = x.shape[:1] + w.shape[:1] + pooled
+    inputs = (x, w, b)
+    y = (np.empty(y_shape, dtype=x.dtype) if out is None
+         else check_out(out, y_shape, x.dtype, "out", inputs))
+    if want_codes:
+        codes = (np.empty(y_shape, dtype=np.uint8) if codes is None
+                 else check_out(codes, y_shape, np.uint8, "codes", inputs))
+    else:
+        codes = None
+    n_threads = threads_for_work(effective_n_threads(n_jobs),
+                                 w.size * math.prod(conv_out) * x.shape[0])
+    _kernel.conv_pool_forward(view_3d(x), view_3d(w), b, view_3d(y),
+                            None if codes is None else view_3d(codes), conv_out, pad_lo,
+                            dilation, mode == "min", bool(relu), n_threads)
+    return y, codes
+
+
+def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_output=None,
+                           n_jobs=None, compute_grad_x=True, out=None):
+    """Gradients of :func:`_conv_pool2x2` with respect to x, w and b.
+
+    Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` (of
+    the relu's backward first, with ``relu_output``) bit for bit, without storing the
+    convolution's gradient for the whole batch.
+
+    Parameters
+    ----------
+    grad_y : ndarray of shape (N, D, P1, P2)
+        Gradient with respect to the pooled output.
+    codes : ndarray of uint8, same shape
+        As returned by the forward.
+    relu_output : ndarray, same shape, default=None
+        The forward's output when it applied relu.
+    x, w, padding, dilation, n_jobs, compute_grad_x, out
+        As in :func:`conv_backward`.
+
+    Returns
+    -------
+    grad_x, grad_w, grad_b
+        As in :func:`conv_backward`.
+    """
+    x, w, _ = _check_conv_inputs(x, w, None)
+    conv_out, pooled, pad_lo, dilation_3d = _conv_pool2x2_geometry(x, w, padding,
+                                                                   dilation)
+    grad_y = as_float_array(grad_y, "grad_y")
+    expected = x.shape[:1] + w.shape[:1] + pooled
+    codes = np.asarray(codes)
+    named = [("grad_y", grad_y), ("codes", codes)]
+    if relu_output is not None:
+        relu_output = as_float_array(relu_output, "relu_output")
+        named.append(("relu_output", relu_output))
+    for name, array in named:
+        if array.shape != expected:
+            raise ValueError(
+                f"{name} must have shape {expected} (the pooled output for x with shape "
+                f"{x.shape} and w with shape {w.shape}), got shape {array.shape}"
+            )
+    if codes.dtype != np.uint8:
+        raise TypeError(f"codes must be uint8 (from the forward), got {codes.dtype}")
+    dtype = common_float_dtype(grad_y, x, w)
+    grad_y, x, w = contiguous(grad_y, dtype), contiguous(x, dtype), contiguous(w, dtype)
+    codes = np.ascontiguousarray(codes)
+    if relu_output is not None:
+        relu_output = contiguous(relu_output, dtype)
+    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
+                                                   out)
+    n_threads = threads_for_work(effective_n_threads(n_jobs),
+                                 2 * w.size * math.prod(conv_out) * x.shape[0])
+    if _kernel.conv_pool_backward(
+        view_3d(grad_y), view_3d(codes),
+        None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
+        None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
+        pad_lo, dilation_3d, n_threads,
+    ):
+        return grad_x, grad_w, grad_b
+    return _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out,
+                                          padding, dilation, n_jobs, compute_grad_x,
+                                          (grad_x, grad_w, grad_b))
+
+
+def _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out, padding,
+                                   dilation, n_jobs, compute_grad_x, out):
+    """:func:`_conv_pool2x2_backward` when the fused kernel declined: an inf or a NaN
+    in x, w or grad_y (the kernel checks as it reads them). The fused kernel is the
+    shifted path, which needs finite inputs, so unpool in numpy and take the general
+    path (rare: a diverged network). ``out`` as in :func:`conv_backward`."""
+    if relu_output is not None:
+        with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
+            grad_y = grad_y * (relu_output > 0)  # the relu's backward
+    return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
+                         padding=padding, dilation=dilation, n_jobs=n_jobs,
+                         compute_grad_x=compute_grad_x, out=out)
+
+
+class _PreparedBatch:
+    """:func:`_conv_pool2x2` and its backward, prepared for one batch shape.
+
+    The training path of a :class:`ConvPool2x2Block`, which runs the same shapes
+    every minibatch. Everything that depends on the shapes alone - the argument checks,
+    the geometry, the outputs - is done once here; a call then checks that its arrays
+    still have the prepared shapes and dtype (so no kernel ever sees another shape)
+    and runs the kernel. The results are those of :func:`_conv_pool2x2` and
+    :func:`_conv_pool2x2_backward` bit for bit (the same kernels).
+
+    The outputs (``y``, ``codes``, ``grad_x``) belong to the step and are overwritten
+    by the next call, like a layer's workspaces: one step serves one caller at a time.
+    The backward refuses inputs that share memory with its ``grad_x``.
+
+    Parameters
+    ----------
+    x_shape : tuple of int
+        ``(N, C, H, W)``.
+    w_shape : tuple of int
+        ``(D, C, K1, K2)``.
+    dtype : float32 or float64
+    padding, dilation, mode, relu
+        As in :func:`_conv_pool2x2`.
+    """
+
+    def __init__(self, x_shape, w_shape, dtype, *, padding=0, dilation=1, mode="max",
+                 relu=False):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        # The full checks of the general op, once, on arrays of the prepared shapes.
+        x, w, _ = _check_conv_inputs(np.empty(x_shape, self.dtype),
+                                     np.empty(w_shape, self.dtype), None)
+        conv_out, pooled, self._pad_lo, self._dilation = _conv_pool2x2_geometry(
+            x, w, padding, dilation)
+        self._conv_out = conv_out
+        self.x_shape, self.w_shape = x.shape, w.shape
+        self.y_shape = x.shape[:1] + w.shape[:1] + pooled
+        self.padding, self.dilation_arg = padding, dilation
+        self._want_min, self._relu = mode == "min", bool(relu)
+        self.y = np.empty(self.y_shape, dtype=self.dtype)
+        self.codes = np.empty(self.y_shape, dtype=np.uint8)
+        self.grad_x = np.empty(self.x_shape, dtype=self.dtype)
+        self._x5, self._w5 = view_3d(x).shape, view_3d(w).shape
+        self._y5 = view_3d(self.y)
+        self._codes5 = view_3d(self.codes)
+        self._grad_x5 = view_3d(self.grad_x)
+        work = w.size * math.prod(conv_out) * x.shape[0]
+        self._forward_work, self._backward_work = work, 2 * work
+
+    def _checked(self, array, shape, name):
+        """``array`` as a C-contiguous array of the step's dtype and ``shape``."""
+        if (type(array) is not np.ndarray or array.dtype != self.dtype
+                or not array.flags.c_contiguous):
+            array = np.ascontiguousarray(as_float_array(array, name), dtype=self.dtype)
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} (the prepared shape), got "
+                             f"shape {array.shape}")
+        return array
+
+    def forward(self, x, w, b, n_threads):
+        """The pooled output and its codes (the step's own arrays).
+
+        Parameters
+        ----------
+        x : ndarray of shape ``x_shape``
+        w : ndarray of shape ``w_shape``
+        b : ndarray of shape (D,) or None
+        n_threads : int
+            Threads to use at most (an effective count, not ``n_jobs``).
+
+        Returns
+        -------
+        y, codes : ndarray of shape ``y_shape`` (codes uint8)
+        """
+        x = self._checked(x, self.x_shape, "x")
+        w = self._checked(w, self.w_shape, "w")
+        if b is not None:
+            b = self._checked(b, self.w_shape[:1], "b")
+        _kernel.conv_pool_forward(
+            x.reshape(self._x5), w.reshape(self._w5), b, self._y5, self._codes5,
+            self._conv_out, self._pad_lo, self._dilation, self._want_min, self._relu,
+            threads_for_work(n_threads, self._forward_work))
+        return self.y, self.codes
+
+    def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
+        """Gradients after :meth:`forward` on the same ``x`` and ``w``.
+
+        Parameters
+        ----------
+        grad_y : ndarray of shape ``y_shape``
+            Gradient with respect to the forward's (pooled, relu'd) output.
+        x, w : ndarray
+            The forward's inputs.
+        grad_w, grad_b : ndarray
+            Where to write the weight and bias gradients (C-contiguous, of shapes
+            ``w_shape`` and (D,) and the step's dtype).
+        n_threads : int
+        compute_grad_x : bool, default=True
+
+        Returns
+        -------
+        grad_x : ndarray of shape ``x_shape`` (the step's own array) or None
+        """
+        grad_y = self._checked(grad_y, self.y_shape, "grad_y")
+        x = self._checked(x, self.x_shape, "x")
+        w = self._checked(w, self.w_shape, "w")
+        inputs = (grad_y, x, w, self.y)
+        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs)
+        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs)
+        grad_x = self.grad_x if compute_grad_x else None
+        if compute_grad_x and any(np.may_share_memory(grad_x, a) for a in inputs):
+            raise ValueError("the inputs must not share memory with the step's grad_x")
+        if _kernel.conv_pool_backward(
+            grad_y.reshape(self._y5.shape), self._codes5,
+            self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
+            self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
+            self._conv_out, self._pad_lo, self._dilation,
+            threads_for_work(n_threads, self._backward_work),
+        ):
+            return grad_x
+        grad_x, _, _ = _conv_pool2x2_backward_general(
+            grad_y, self.codes, self.y if self._relu else None, x, w, self._conv_out,
+            self.padding, self.dilation_arg, n_threads, compute_grad_x,
+            (grad_x, grad_w, grad_b))
+        return grad_x
+
+
+def _unpool2x2(grad_y, codes, conv_out):
+    """The convolution's gradient from a 2x2 pooling's gradient and codes (numpy)."""
+    n, d, p1, p2 = grad_y.shape
+    cells = np.zeros((n, d, p1, p2, 4), dtype=grad_y.dtype)
+    np.put_along_axis(cells, codes[..., None].astype(np.intp), grad_y[..., None], axis=-1)
+    full = np.zeros((n, d) + tuple(conv_out), dtype=grad_y.dtype)
+    full[:, :, :2 * p1, :2 * p2] = (
+        cells.reshape(n, d, p1, p2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        .reshape(n, d, 2 * p1, 2 * p2))
+    return full
+
+
+#: The fused blocks, tried in order by :func:`prepare_conv_block`.
+_IMPLEMENTATIONS = (ConvPool2x2Block,)

@@ -1,0 +1,158 @@
+"""Thread policy of the ops layer: ``n_jobs`` to a thread count, the work each thread
+must get, and single-threaded BLAS around our own threads.
+
+Every threshold that decides how many threads a call uses lives here. Results never
+depend on them (the kernels are bitwise invariant in the thread count); they only
+change speed, as measured by ``benchmarks/bench_conv.py`` and ``bench_pool.py``.
+"""
+
+import numbers
+import os
+import threading
+
+from .._kernels.build_config import OPENMP
+from .._kernels.openmp_helpers import openmp_max_threads
+
+
+def openmp_enabled():
+    """Whether the compiled kernels use OpenMP.
+
+    Returns
+    -------
+    bool
+        False when the package was built without OpenMP; every kernel then runs on one
+        thread whatever ``n_jobs`` says.
+    """
+    return OPENMP
+
+
+def _usable_cpu_count():
+    # sched_getaffinity respects taskset/cgroup cpusets; os.cpu_count does not.
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def effective_n_threads(n_jobs):
+    """Number of OpenMP threads a kernel call may use.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        scikit-learn's convention: None or -1 means every usable core, as limited by
+        ``OMP_NUM_THREADS`` and threadpoolctl (so a nested joblib worker stays within
+        its share); a positive int means that many threads; ``-2`` all but one, and so
+        on. Zero is an error.
+
+    Returns
+    -------
+    int
+        At least 1. Always 1 when the package was built without OpenMP.
+    """
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral)
+    ):
+        raise TypeError(f"n_jobs must be None or an int, got {n_jobs!r}")
+    if n_jobs == 0:
+        raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
+    if not OPENMP:
+        return 1
+    if n_jobs is not None and n_jobs > 0:
+        # Every kernel call comes here: skip the affinity query when it is not needed.
+        return int(n_jobs)
+    max_threads = min(openmp_max_threads(), _usable_cpu_count())
+    if n_jobs is None or n_jobs == -1:
+        return max_threads
+    return max(max_threads + 1 + int(n_jobs), 1)
+
+
+_BLAS_LIBRARIES = None
+
+
+def _blas_libraries():
+    """threadpoolctl's controllers of the loaded BLAS libraries, found once.
+
+    Scanning the loaded libraries is what costs in threadpoolctl (about 30
+    microseconds per ``threadpool_limits`` call); setting a thread count through a
+    found controller is one ctypes call. Found after the conv kernels imported
+    ``scipy.linalg.cython_blas``, so SciPy's BLAS is among them.
+    """
+    global _BLAS_LIBRARIES
+    if _BLAS_LIBRARIES is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIBRARIES = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _BLAS_LIBRARIES
+
+
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_DEPTH = 0  # how many single_threaded_blas blocks are open (any Python thread)
+_LIMIT_SAVED = []  # the counts to restore when the outermost block closes
+
+
+class single_threaded_blas:
+    """Context manager limiting BLAS to one thread while our OpenMP threads call it.
+
+    The kernels call ``sgemm``/``dgemm`` from inside ``prange``, and the dense layers
+    call BLAS on minibatch-sized matrices where its own threads cost more than they
+    save; a multi-threaded BLAS there would also put ``n_threads * blas_threads``
+    threads on the cores. Restores the previous counts on exit.
+
+    Blocks nest: only the outermost one sets and restores the counts (a few
+    microseconds each), so the estimator wraps a whole epoch and the blocks of the
+    network and its layers cost a lock each (a class, not a generator-based
+    ``contextlib`` manager: it is entered several times per minibatch). The count is
+    process-wide, so the blocks of all Python threads count as one.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _LIMIT_DEPTH
+        with _LIMIT_LOCK:
+            if _LIMIT_DEPTH == 0:
+                libraries = _blas_libraries()
+                _LIMIT_SAVED[:] = [library.get_num_threads() for library in libraries]
+                for library, count in zip(libraries, _LIMIT_SAVED):
+                    if count != 1:
+                        library.set_num_threads(1)
+            _LIMIT_DEPTH += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        global _LIMIT_DEPTH
+        with _LIMIT_LOCK:
+            _LIMIT_DEPTH -= 1
+            if _LIMIT_DEPTH == 0:
+                for library, count in zip(_blas_libraries(), _LIMIT_SAVED):
+                    if count != 1:
+                        library.set_num_threads(count)
+        return False
+
+
+# Below this many multiply-adds per thread, waking another OpenMP thread costs more
+# than it saves (and on a loaded machine a call can wait for a free core).
+MIN_WORK_PER_THREAD = 200_000
+
+
+def threads_for_work(n_threads, work):
+    """Cap ``n_threads`` so that each thread gets at least ``MIN_WORK_PER_THREAD``.
+
+    Results do not depend on the thread count (the kernels are bitwise invariant), so
+    this only changes speed.
+    """
+    return max(1, min(n_threads, int(work) // MIN_WORK_PER_THREAD))
+
+
+# Cells a pooling (or another memory-bound pass) must visit per thread before a
+# second thread pays off: waking an OpenMP team costs microseconds on an idle machine
+# and milliseconds on a busy one, while such a pass visits about a cell per
+# nanosecond. PyTorch's grain size is the same 32k.
+MIN_CELLS_PER_THREAD = 32768
+
+
+def threads_for_cells(n_threads, cells):
+    """Cap ``n_threads`` so that each thread visits at least ``MIN_CELLS_PER_THREAD``
+    cells (memory-bound passes: pooling, optimizer steps, sums)."""
+    return max(1, min(n_threads, int(cells) // MIN_CELLS_PER_THREAD))

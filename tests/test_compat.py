@@ -1,0 +1,60 @@
+"""Models pickled before the package was laid out in layers still load (skconv._compat).
+
+``data/legacy_models_0.1.0.dev0.pkl`` holds three fitted ``ConvNetClassifier`` models
+(2-D with the fused conv + pool block, 1-D with average pooling and SGD, 3-D with early
+stopping), pickled by the flat layout of 0.1.0.dev0 (``skconv._classifier``,
+``skconv._network``...), with the inputs they were asked about and the probabilities
+they gave then.
+"""
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+
+from skconv import ConvNetClassifier
+
+LEGACY = Path(__file__).parent / "data" / "legacy_models_0.1.0.dev0.pkl"
+
+
+@pytest.fixture(scope="module")
+def legacy():
+    with open(LEGACY, "rb") as f:
+        return pickle.load(f)
+
+
+def test_legacy_models_predict_as_when_they_were_pickled(legacy):
+    assert set(legacy) == {"2d", "1d_avg_sgd", "3d_es"}
+    for name, case in legacy.items():
+        model = case["model"]
+        assert isinstance(model, ConvNetClassifier), name
+        assert_array_equal(model.predict_proba(case["X"]), case["proba"], err_msg=name)
+
+
+def test_legacy_models_keep_training_like_a_new_model(legacy):
+    # Continuing a legacy model equals continuing the same model pickled anew.
+    for name in ("2d", "1d_avg_sgd"):
+        case = legacy[name]
+        old = case["model"]
+        new = pickle.loads(pickle.dumps(old))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            y = old.predict(case["X"])
+            old.partial_fit(case["X"], y)
+            new.partial_fit(case["X"], y)
+        assert_array_equal(old.predict_proba(case["X"]), new.predict_proba(case["X"]))
+        for a, b in zip(old.coefs_ + old.conv_weights_, new.coefs_ + new.conv_weights_):
+            assert_array_equal(a, b)
+
+
+def test_legacy_layers_have_their_settings_under_the_new_names(legacy):
+    network = legacy["2d"]["model"]._network
+    conv, pool = network.layers[0], network.layers[1]
+    assert conv.kernel_shape == (3, 3) and "_kernel" not in vars(conv)
+    assert pool.effective_stride == (2, 2) and "_stride" not in vars(pool)
+    # The plan is made again from the layers: the fused block comes back.
+    assert len(network.steps[0].layers) == 3
