@@ -582,6 +582,59 @@ def test_fused_steps_reuse_workspaces():
         step.backward(np.ones_like(y), 1, False)
 
 
+def _layer_outputs(net, x):
+    """The output of every layer, one layer at a time (copied: activations may work
+    in place)."""
+    outputs = []
+    for layer in net.layers:
+        x = layer.forward(x, 1, training=False)
+        outputs.append(x.copy())
+    return outputs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kwargs", [
+    ((1, 12, 12), dict()),  # fused conv blocks and dense + relu steps
+    ((1, 12, 12), dict(activation="tanh", hidden_layer_sizes=(7, 5, 4))),
+    ((2, 16), dict(activation="identity", pooling="avg")),
+    ((1, 6, 6, 6), dict(filters=(3,), kernel_size=3)),
+])
+def test_predict_upto_a_layer_is_bitwise_what_the_forward_computes(shape, kwargs, dtype):
+    # Every layer's output, in batches and on 1 or 2 threads, is the value the
+    # layer-by-layer network computes: also where upto cuts a fused step.
+    net = _init(build_lenet5(shape, 3, **kwargs), 0, dtype, shape=shape)
+    plain = Network(copy.deepcopy(net.layers), fuse=False)
+    plain.initialize(shape, np.random.RandomState(0), dtype)
+    plain.set_state(net.get_state())
+    x = np.random.RandomState(1).normal(size=(7,) + shape).astype(dtype)
+    # A dense layer's products depend on the batch (documented): the reference runs
+    # predict's batches of 3.
+    expected = [np.concatenate(outs) for outs in zip(
+        *(_layer_outputs(plain, x[i:i + 3]) for i in range(0, 7, 3)))]
+    for i in range(len(net.layers)):
+        for n_jobs in (1, 2):
+            out = net.predict(x, n_jobs, batch_size=3, upto=i, dtype=dtype)
+            assert out.dtype == dtype and out.shape == expected[i].shape
+            np.testing.assert_array_equal(out, expected[i], err_msg=f"layer {i}")
+    np.testing.assert_array_equal(net.predict(x, 1, upto=-1), net.predict(x, 1))
+    np.testing.assert_array_equal(net.predict(x, 1, batch_size=3), expected[-1])
+    with pytest.raises(ValueError, match="upto must be a layer index"):
+        net.predict(x, 1, upto=len(net.layers))
+
+
+def test_feature_ends_name_the_flattened_conv_output_and_the_hidden_layers():
+    net = build_lenet5((1, 12, 12), 3, hidden_layer_sizes=(7, 5))
+    names = [type(layer).__name__ for layer in net.layers]
+    ends = net.feature_ends()
+    assert [names[i] for i in ends] == ["Flatten", "Activation", "Activation"]
+    assert [names[i - 1] for i in ends[1:]] == ["Dense", "Dense"]
+    _init(net, 0, shape=(1, 12, 12))
+    assert [net.layers[i].output_shape for i in ends] == [(16 * 3 * 3,), (7,), (5,)]
+    assert build_lenet5((1, 12, 12), 3, hidden_layer_sizes=()).feature_ends() == [
+        names.index("Flatten")]
+    assert Network([Dense(3)]).feature_ends() == []
+
+
 def test_forward_checks_input_shape():
     net = _init(build_lenet5((1, 12, 12), 4), 0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, \*\(1, 12, 12\)\)"):

@@ -1,9 +1,11 @@
 """A sequential network of layers, its plan of steps, and the L2 penalty.
 
 The estimators drive this module through a small surface: :meth:`Network.initialize`,
-:meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict`,
-``get_state`` / ``set_state``, parameters by kind (:meth:`Network.params_of`) and the
-outputs of the conv blocks (:meth:`Network.block_outputs`). A training step is
+:meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict` (the
+logits, or a hidden layer's output with ``upto``, at the layers
+:meth:`Network.feature_ends` names), ``get_state`` / ``set_state``, parameters by kind
+(:meth:`Network.params_of`) and the outputs of the conv blocks
+(:meth:`Network.block_outputs`). A training step is
 :func:`skconv._nn.training.run_epoch`'s business.
 
 The plan: the network runs a list of steps, each a layer alone or a few layers run as
@@ -335,8 +337,8 @@ class Network:
             grad = steps[k].backward(grad, n_jobs, k > 0 or need_input_grad)
         return grad
 
-    def predict(self, X, n_jobs, batch_size=512):
-        """Logits of every sample of ``X``, ``batch_size`` samples at a time.
+    def predict(self, X, n_jobs, batch_size=512, *, upto=None, dtype=np.float64):
+        """Outputs of every sample of ``X``, ``batch_size`` samples at a time.
 
         The batches bound the memory of the activations whatever ``len(X)`` is, and
         each is cast to the network's dtype on its own, so ``X`` is never copied
@@ -347,18 +349,91 @@ class Network:
         X : ndarray of shape (n_samples, *input_shape)
         n_jobs : int or None
         batch_size : int, default=512
+        upto : int or None, default=None
+            Stop after layer ``upto`` (an index into :attr:`layers`, negative from the
+            end) and return its output: the hidden representation of the samples
+            (:meth:`feature_ends` lists the usual ones). The values are those the
+            whole forward computes on the way, bit for bit: the steps up to that layer
+            run as in :meth:`forward`, and a fused step that ``upto`` cuts runs its
+            first layers one by one (the same results, see the module docstring).
+            None: the whole network (the logits).
+        dtype : numpy dtype, default=float64
+            Of the returned array (the computation is in the network's dtype either
+            way).
 
         Returns
         -------
-        logits : ndarray of shape (n_samples, *output_shape), float64
+        out : ndarray of shape (n_samples, *layers[upto].output_shape)
+            ``output_shape`` for the whole network.
         """
         self._check_initialized()
-        out = np.empty((X.shape[0],) + self.output_shape, dtype=np.float64)
+        if upto is None:
+            shape = self.output_shape
+        else:
+            upto = self._check_layer_index(upto)
+            shape = self.layers[upto].output_shape
+        out = np.empty((X.shape[0],) + tuple(shape), dtype=dtype)
         with single_threaded_blas():
             for start in range(0, X.shape[0], batch_size):
                 stop = min(start + batch_size, X.shape[0])
-                out[start:stop] = self.forward(X[start:stop], n_jobs, training=False)
+                if upto is None:
+                    out[start:stop] = self.forward(X[start:stop], n_jobs, training=False)
+                else:
+                    out[start:stop] = self._forward_upto(X[start:stop], n_jobs, upto)
         return out
+
+    def _check_layer_index(self, index):
+        n = len(self.layers)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not (
+                -n <= index < n):
+            raise ValueError(f"upto must be a layer index in [{-n}, {n}), got {index!r}")
+        return int(index) % n
+
+    def _forward_upto(self, x, n_jobs, last):
+        """The output of layer ``last`` for a batch (inference; see :meth:`predict`)."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
+            )
+        x = x.astype(self.dtype, copy=False)
+        done = 0  # layers run so far
+        for step in self.steps:
+            n = len(step.layers)
+            if done + n - 1 <= last:
+                x = step.forward(x, n_jobs, False)
+            else:  # the step runs past `last`: its first layers alone
+                for layer in step.layers[:last - done + 1]:
+                    x = layer.forward(x, n_jobs, False)
+            done += n
+            if done > last:
+                return x
+        return x
+
+    def feature_ends(self):
+        """The layers whose outputs are the network's learned representations.
+
+        Input side first: the layer that feeds the first :class:`Dense` layer (in a
+        LeNet the flatten after the conv blocks: the conv features), then, for each
+        hidden dense layer, the last of the activations right after it (its
+        activated output). The output layer is not one.
+
+        Returns
+        -------
+        list of int
+            Indices into :attr:`layers`, for :meth:`predict`'s ``upto``; empty when
+            no dense layer has a layer before it.
+        """
+        layers = self.layers
+        dense = [i for i, layer in enumerate(layers) if isinstance(layer, Dense)]
+        if not dense or dense[0] == 0:
+            return []
+        ends = [dense[0] - 1]
+        for i in dense[:-1]:
+            while i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
+                i += 1
+            ends.append(i)
+        return ends
 
     def block_outputs(self, x, n_jobs=1):
         """The outputs of the conv blocks for a batch, as the network computes them.
