@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
@@ -28,50 +27,27 @@ from skconv import ConvNetClassifier
 from skconv._nn.network import Network
 from skconv._ops.threads import effective_n_threads
 
-# Small and quick: most tests train a slim LeNet for a few epochs.
-SMALL = dict(filters=(4, 8), hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from ._estimator_helpers import SMALL
+    from ._estimator_helpers import quiet_fit as _quiet_fit
+    from ._estimator_helpers import ramps as _signals
+except ImportError:
+    from _estimator_helpers import SMALL
+    from _estimator_helpers import quiet_fit as _quiet_fit
+    from _estimator_helpers import ramps as _signals
 
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X / 16.0, y
-
-
-@pytest.fixture(scope="module")
-def digits_small(digits):
-    X, y = digits
-    X, _, y, _ = train_test_split(X, y, train_size=300, stratify=y, random_state=0)
-    return X, y
-
-
-def _signals(n=120, length=20, channels=1, seed=0):
-    """Two classes of 1-D signals: a rising ramp or a falling ramp, plus noise."""
-    rng = np.random.RandomState(seed)
-    y = rng.randint(0, 2, n)
-    ramp = np.linspace(-1, 1, length)
-    X = np.where(y[:, None, None] == 1, ramp, -ramp) * np.ones((n, channels, length))
-    X = X + 0.3 * rng.randn(n, channels, length)
-    return X, y
-
-
-def _quiet_fit(est, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return est.fit(*args, **kwargs)
+# The digits fixtures (digits, digits_small, digits_split) are in conftest.py.
 
 
 # ------------------------------------------------------------------------------------
 # Accuracy
 # ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_digits_accuracy_with_default_parameters(digits):
+def test_digits_accuracy_with_default_parameters(digits_split):
     # The issue's bar: >= 0.98 on a held-out quarter of load_digits with the
     # defaults (X scaled to [0, 1]). The fit takes ~5-15 s on 2 idle cores (float64,
     # about 90 epochs until the training loss stops improving).
-    X, y = digits
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, random_state=0, stratify=y)
+    X_train, X_test, y_train, y_test = digits_split
     clf = ConvNetClassifier(random_state=0)
     start = time.perf_counter()
     clf.fit(X_train, y_train)

@@ -10,11 +10,15 @@ What lives here:
 - the parameters common to every estimator and their declared constraints;
 - the input rules: 2-D ``X`` (n_samples, n_features) or N-d ``X`` (n_samples, C,
   *spatial), ``image_shape`` resolution, the dtype policy;
+- one ``_fit(X, y, sample_weight, incremental)`` behind every ``fit`` and
+  ``partial_fit`` (first pass, warm start, sample weights, the random state, what a
+  failed first fit leaves behind);
 - the epoch loop (early stopping, the ``n_iter_no_change`` rule, ``KeyboardInterrupt``
   and non-finite-loss handling) around the engine's :func:`run_epoch`.
 
-A concrete estimator supplies the loss (``_loss_and_grad``), the validation score
-(``_validation_score``) and the target handling.
+A concrete estimator supplies the target handling (``_encode_targets``), the loss
+(``_loss_and_grad``) and the validation score (``_validation_score``); the
+classification estimators share theirs in :mod:`.classifier`.
 """
 
 import copy
@@ -27,9 +31,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import shuffle
+from sklearn.utils import check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._nn.activations import ACTIVATIONS
 from .._nn.lenet import build_lenet5
@@ -179,14 +183,41 @@ class BaseConvNet(BaseEstimator):
         "n_jobs": [Integral, None],
     }
 
+    #: Whether fit converts ``y`` to numbers (regression) or keeps labels as they are.
+    _y_numeric = False
+
     # ---------------------------------------------------------------------------------
     # Hooks for concrete estimators
     # ---------------------------------------------------------------------------------
+    def _encode_targets(self, y, incremental, first_pass):
+        """Check ``y`` and turn it into what ``_loss_and_grad`` takes.
+
+        Sets the target attributes (``classes_``, ``n_outputs_``...) on a first pass
+        and checks ``y`` against them otherwise.
+
+        Returns
+        -------
+        targets : ndarray of shape (n_samples, ...)
+        n_outputs : int
+            Units of the network's output layer.
+        """
+        raise NotImplementedError
+
+    def _combined_weights(self, targets, sample_weight, incremental):
+        """The per-sample weights training uses (``sample_weight`` by default)."""
+        return sample_weight
+
+    def _check_learnable(self, targets, weights):
+        """Raise when ``fit`` cannot learn from the (weighted) targets."""
+
+    def _init_outputs(self, targets, weights):
+        """Adjust the new network's output layer to the targets (nothing by default)."""
+
     def _loss_and_grad(self, logits, y, sample_weight):
         """Mean loss of a minibatch and its gradient with respect to ``logits``."""
         raise NotImplementedError
 
-    def _validation_score(self, X, y, sample_weight):
+    def _validation_score(self, X, y, sample_weight, n_threads):
         """Score of the held-out set (higher is better) for early stopping."""
         raise NotImplementedError
 
@@ -208,12 +239,14 @@ class BaseConvNet(BaseEstimator):
         Returns
         -------
         X : ndarray of shape (n_samples, *image_shape_), C-contiguous, compute dtype
-        y : ndarray of shape (n_samples,)
+        y : ndarray or sparse matrix of shape (n_samples,) or (n_samples, n_outputs)
+            As ``validate_data(..., multi_output=True)`` returns it; the estimator's
+            ``_encode_targets`` decides what it accepts.
         """
         X, sample_shape = _flatten_nd(X)
         X, y = validate_data(
             self, X, y, dtype=(np.float64, np.float32), reset=reset,
-            y_numeric=False,
+            multi_output=True, y_numeric=self._y_numeric,
         )
         if reset:
             self.image_shape_ = _resolve_image_shape(
@@ -254,6 +287,62 @@ class BaseConvNet(BaseEstimator):
         self._check_sample_shape(sample_shape)
         X = np.ascontiguousarray(X)
         return X.reshape((X.shape[0],) + tuple(self.image_shape_))
+
+    # ---------------------------------------------------------------------------------
+    # fit and partial_fit
+    # ---------------------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        first_pass = not hasattr(self, "_network") or (
+            not self.warm_start and not incremental
+        )
+        try:
+            return self._fit_checked(X, y, sample_weight, incremental, first_pass)
+        except Exception:
+            if first_pass:
+                # Half-set attributes (n_features_in_, classes_, ...) of a fit that
+                # failed must not make the estimator look fitted.
+                self._forget_fit()
+            raise
+
+    def _fit_checked(self, X, y, sample_weight, incremental, first_pass):
+        X, y = self._validate_fit_data(X, y, reset=first_pass)
+        targets, n_outputs = self._encode_targets(y, incremental, first_pass)
+        if not first_pass and n_outputs != self._network.output_shape[0]:
+            # The targets' own checks name the mismatch; this is the last guard.
+            raise ValueError(
+                f"y needs {n_outputs} network outputs, but the fitted network has "
+                f"{self._network.output_shape[0]}")
+
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X.reshape(X.shape[0], -1), dtype=np.float64,
+                ensure_non_negative=True,
+            )
+            if not sample_weight.sum() > 0:
+                raise ValueError(
+                    "Sample weights must contain at least one non-zero number.")
+        weights = self._combined_weights(targets, sample_weight, incremental)
+        if not incremental:
+            self._check_learnable(targets, weights)
+
+        if first_pass or not incremental or not hasattr(self, "_random_state"):
+            self._random_state = check_random_state(self.random_state)
+        # else: partial_fit continues the random stream of the previous calls, so
+        # that successive epochs are shuffled differently.
+        if first_pass:
+            self._build_network(n_outputs)
+            self._init_outputs(targets, weights)
+            self._best_state = None
+            self._init_training_state()
+        elif self.early_stopping and self.validation_scores_ is None:
+            # Warm start after a fit without early stopping.
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_, self._best_state = None, None
+        elif not self.early_stopping and self.best_loss_ is None:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+        self._fit_stochastic(X, targets, weights, incremental, first_pass)
+        return self
 
     # ---------------------------------------------------------------------------------
     # Network and optimizer
@@ -354,23 +443,27 @@ class BaseConvNet(BaseEstimator):
         for name in list(vars(self)):
             if name.endswith("_") and not name.startswith("__") or name in (
                 "_network", "_optimizer", "_best_state", "_fit_sample_shape",
-                "_dtype", "_label_encoder", "_last_epoch",
+                "_dtype", "_label_encoder", "_last_epoch", "_y_ndim",
             ):
                 delattr(self, name)
 
     # ---------------------------------------------------------------------------------
     # Forward in batches
     # ---------------------------------------------------------------------------------
-    def _forward(self, X, n_threads=None):
-        """Logits of ``X`` (n_samples, *image_shape_), PREDICT_BATCH_SIZE at a time.
+    def _forward(self, X, n_threads=None, upto=None, dtype=np.float64):
+        """Network outputs of ``X`` (n_samples, *image_shape_), PREDICT_BATCH_SIZE at a
+        time: the logits, or with ``upto`` the output of that layer.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_outputs), float64
+        ndarray of shape (n_samples, n_outputs), ``dtype``
         """
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
-        return self._network.predict(X, n_threads, batch_size=PREDICT_BATCH_SIZE)
+        if upto is None and dtype == np.float64:
+            return self._network.predict(X, n_threads, batch_size=PREDICT_BATCH_SIZE)
+        return self._network.predict(X, n_threads, batch_size=PREDICT_BATCH_SIZE,
+                                     upto=upto, dtype=dtype)
 
     # ---------------------------------------------------------------------------------
     # Training loop
@@ -381,10 +474,11 @@ class BaseConvNet(BaseEstimator):
         Parameters
         ----------
         X : ndarray of shape (n_samples, *image_shape_), compute dtype
-        y : ndarray of shape (n_samples,)
+        y : ndarray of shape (n_samples, ...)
             Targets in the form ``_loss_and_grad`` takes.
         sample_weight : ndarray of shape (n_samples,) or None
-            Combined sample and class weights, float64.
+            The weights of ``_combined_weights`` (e.g. sample times class weights),
+            float64.
         incremental : bool
             partial_fit: exactly one epoch.
         first_pass : bool

@@ -1,0 +1,272 @@
+"""The parts of the estimators' docstrings that the three estimators share.
+
+``ConvNetClassifier``, ``ConvNetRegressor`` and ``ConvNetTransformer`` take the same
+architecture, solver, stopping and run parameters; they are documented once, here, and
+each class docstring is filled in by :func:`fill` (``{name}`` placeholders on lines of
+their own, so that the braces of numpydoc option sets need no escaping).
+"""
+
+__all__ = ["fill"]
+
+INPUT = """\
+The same estimator handles 1-D signals, 2-D images (gray or multi-channel, e.g.
+RGB) and 3-D volumes: the number of spatial axes of ``image_shape_`` picks 1-D,
+2-D or 3-D convolution and pooling.
+
+**Input.** The standard ``X`` is 2-D, ``(n_samples, n_features)``, each row one
+sample flattened in C order from ``(C, *spatial)`` (channels first: an RGB image
+stored as ``(H, W, 3)`` must be transposed to ``(3, H, W)`` before flattening).
+This is what pipelines, scalers and cross-validation pass around. N-d ``X`` of
+shape ``(n_samples, C, *spatial)`` is accepted too (e.g. ``(n, 3, 32, 32)``
+RGB images or ``(n, 1, 16, 16, 16)`` volumes); it is flattened on entry, so
+``n_features_in_`` is always the number of values per sample,
+``prod(image_shape_)``, and the prediction methods accept either form. Note that a
+3-D ``X`` ``(n, H, W)`` is read as ``(n, C, L)`` (multi-channel signals) unless
+``image_shape`` says otherwise, e.g. ``image_shape=(H, W)``.
+
+**Scaling.** Scale the inputs to about [0, 1] (e.g. pixel values / 255) or
+standardize them (``StandardScaler`` in a pipeline). The initialisation
+(He-uniform for relu) and the Adam step size assume inputs of order one; raw
+pixel values in [0, 255] train poorly and may diverge.
+
+**dtype.** float32 ``X`` is trained and predicted in float32 (weights, activations
+and gradients); float64 ``X`` - numpy's default - and every other numeric dtype
+in float64. This is the rule of scikit-learn's MLP estimators. Both paths are
+complete. Why not always float32: float32 results change in the last bits with the
+order of the sums, so e.g. a sample weight of 2 and a duplicated sample give models
+that agree only to ~1e-6, and a sample's prediction can move by ~1e-7 with the
+other samples of its batch; scikit-learn's estimator checks (rightly) ask for more.
+For speed on large data pass ``X.astype(np.float32)``: an epoch is faster
+(``benchmarks/bench_lenet5.py`` measures both dtypes; the README's performance
+section has the figures) and the activations take half the memory.
+"""
+
+ARCHITECTURE_AND_SOLVER = """\
+image_shape : tuple of int, default=None
+    Shape of one sample. ``(L,)``: a 1-D signal, one channel. ``(H, W)``: a
+    gray image. ``(C, H, W)``: an image with C channels (``(3, H, W)`` for
+    RGB). ``(C, D, H, W)``: a volume with C channels. (So a 1-D signal with
+    several channels, ``(C, L)``, or a one-channel volume ``(1, D, H, W)``, must
+    be given with its channel axis: ``(C, L)`` is read as an image, hence pass
+    multi-channel signals as N-d ``X`` ``(n, C, L)``.) Its product must equal
+    the number of values per sample. None: inferred - from N-d ``X`` its
+    ``X.shape[1:]``; from 2-D ``X`` a perfect square ``n_features = s * s``
+    (s >= 2) becomes the image ``(1, s, s)`` and anything else the 1-D signal
+    ``(1, n_features)``.
+
+filters : int or tuple of int, default=(6, 16)
+    Number of kernels (output channels) of each conv layer; its length is the
+    number of conv (and pool) layers.
+
+kernel_size : int or tuple, default=5
+    Kernel size of the conv layers. Rule for every conv/pool parameter
+    (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``pooling``,
+    ``pool_size``, ``pool_stride``): a scalar applies to every layer and every
+    spatial axis; a tuple with one entry per conv layer gives per-layer
+    values, and each entry may itself be a per-axis tuple, e.g.
+    ``kernel_size=((5, 3), (3, 3))``; a tuple of ints with one entry per
+    spatial axis (and a length different from the number of layers) applies
+    per axis to every layer. When the length equals both (e.g. ``(5, 3)`` with
+    two conv layers on images), it is read per layer.
+
+stride : int or tuple, default=1
+    Stride of the conv layers (same rule).
+
+padding : int, tuple, 'same' or 'valid', default='same'
+    Zero padding of the conv layers (same rule). 'same' keeps
+    ``out = ceil(in / stride)`` (TensorFlow's rule, the extra cell at the end);
+    'valid' pads nothing. LeNet-5 used 'valid' on 32x32 inputs (a 5x5 map
+    before the dense layers); 'same' on MNIST's 28x28 keeps 7x7 maps (16*7*7 =
+    784 inputs to the first dense layer, about 108k parameters in all against
+    LeNet-5's 62k) and also lets tiny inputs through. A configuration that
+    cannot give a valid network (say a 'valid' 5x5 kernel on a 2x2 map) raises a
+    ValueError naming the layer and the shapes.
+
+dilation : int or tuple, default=1
+    Dilation of the conv kernels (same rule).
+
+activation : {'relu', 'tanh', 'logistic', 'identity', 'leaky_relu'}, \
+        default='relu'
+    Activation after every conv and hidden dense layer. Weights feeding relu
+    and leaky relu units get He-uniform initialisation, the others (and the
+    output layer) Glorot-uniform; biases start at zero.
+
+pooling : {'max', 'avg', 'min'} or tuple of them, default='max'
+    Pooling after each conv layer (one value, or one per layer).
+
+pool_size : int or tuple, default=2
+    Pooling window (same rule as ``kernel_size``). Pooling never shrinks an
+    axis below 1: on an axis smaller than the window, the window is clipped to
+    the axis, so an axis of size 1 passes through unchanged and an axis of 3
+    with window 2 gives 1 cell. Tiny inputs, such as 2 features, train.
+
+pool_stride : None, int or tuple, default=None
+    Pooling stride (same rule); None means the (unclipped) window.
+
+hidden_layer_sizes : tuple of int, default=(120, 84)
+    Units of the dense layers between the last pool and the output layer. The
+    size feeding the first one is computed at fit time from ``image_shape_``.
+
+solver : {'adam', 'sgd'}, default='adam'
+    'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
+
+learning_rate_init : float, default=1e-3
+    Step size (constant). 1e-3 is Adam's published default and the usual choice
+    for LeNet-5; for 'sgd' try 0.01-0.1.
+
+alpha : float, default=1e-4
+    L2 penalty ``0.5 * alpha * sum ||W||^2 / batch_weight`` on the weights (not
+    the biases), scaled by the minibatch's total sample weight as in
+    scikit-learn's MLP.
+
+batch_size : int, default=64
+    Minibatch size, clipped to the number of training samples. 64 is the
+    usual LeNet/MNIST batch: small enough for ~940 updates per MNIST epoch.
+
+max_iter : int, default=100
+    Maximum number of epochs (passes over the training data). Training usually
+    stops earlier, when the training loss (or, with ``early_stopping``, the
+    validation score) has not improved by ``tol`` for ``n_iter_no_change``
+    epochs; hitting ``max_iter`` gives a ``ConvergenceWarning``. Why 100
+    (scikit-learn's MLP uses 200): on MNIST-size data (60,000 images, ~940
+    minibatches per epoch) LeNet-5 with these defaults is expected past 99%
+    test accuracy within 10 epochs (established practice: Adam 1e-3, batch 64,
+    He init), so 100 bounds the cost (set ``max_iter=10`` or
+    ``early_stopping=True`` to stop sooner). Small data sets need many epochs
+    for the same number of updates: ``load_digits`` (1,347 training images, 22
+    minibatches per epoch) converges in about 90.
+
+tol : float, default=1e-4
+    Tolerance of the stopping rule above.
+
+n_iter_no_change : int, default=10
+    Epochs without an improvement of at least ``tol`` before stopping.
+
+early_stopping : bool, default=False
+    Hold out ``validation_fraction`` of the training data, stop when its score
+    (see ``validation_scores_``) stops improving and keep the weights of the
+    best epoch. Not available in ``partial_fit``.
+
+validation_fraction : float, default=0.1
+    Share of the training data held out for early stopping (in (0, 1)).
+
+shuffle : bool, default=True
+    Shuffle the training data before each epoch.
+
+momentum : float, default=0.9
+    Momentum of 'sgd'.
+
+nesterovs_momentum : bool, default=True
+    Nesterov momentum for 'sgd'.
+
+beta_1 : float, default=0.9
+    Adam's decay rate of the first moment.
+
+beta_2 : float, default=0.999
+    Adam's decay rate of the second moment.
+
+epsilon : float, default=1e-8
+    Adam's numerical-stability term.
+"""
+
+RUN = """\
+random_state : int, RandomState instance or None, default=None
+    The one source of randomness: weight initialisation, shuffling and the
+    validation split. An int gives identical results on every fit, whatever
+    ``n_jobs`` is.
+
+warm_start : bool, default=False
+    Reuse the network of the previous fit as the starting point (the
+    architecture parameters of that fit stay in force) with a fresh
+    optimizer; otherwise start again.
+
+verbose : bool, default=False
+    Print the loss (and validation score) after every epoch.
+
+n_jobs : int, default=None
+    OpenMP threads of the convolution and pooling kernels, decided once per
+    call to fit / predict. None or -1: all usable cores, as limited by
+    ``OMP_NUM_THREADS`` and threadpoolctl, so that inside a parallel
+    ``GridSearchCV`` (whose workers are given a share of the cores) nothing is
+    oversubscribed. Results do not depend on it.
+"""
+
+INPUT_ATTRIBUTES = """\
+n_features_in_ : int
+    Values per sample seen during fit, ``prod(image_shape_)`` (also for N-d X).
+
+feature_names_in_ : ndarray of shape (n_features_in_,)
+    Feature names, when X was a data frame with string column names.
+
+image_shape_ : tuple of int
+    Shape of one sample as the network sees it, ``(C, *spatial)``.
+
+conv_weights_ : list of ndarray
+    Kernels of the conv layers; entry i has shape
+    ``(filters[i], C_i, *kernel_size_i)`` where ``C_0 = image_shape_[0]`` and
+    ``C_i = filters[i - 1]``.
+
+conv_biases_ : list of ndarray
+    Biases of the conv layers; entry i has shape ``(filters[i],)``.
+
+coefs_ : list of ndarray
+    Weights of the dense layers, hidden then output; entry i has shape
+    ``(n_in_i, n_out_i)``, with ``n_in_0`` the size of the flattened last pool
+    output and ``n_out_last`` the number of outputs.
+
+intercepts_ : list of ndarray
+    Biases of the dense layers; entry i has shape ``(n_out_i,)``.
+"""
+
+TRAINING_ATTRIBUTES = """\
+loss_curve_ : list of float
+    Training loss of every epoch.
+
+best_validation_score_ : float or None
+    Best of ``validation_scores_``; its weights are the ones kept.
+
+best_loss_ : float or None
+    Lowest training loss (None with ``early_stopping``).
+
+n_iter_ : int
+    Epochs run by the last ``fit`` (``partial_fit`` adds one per call).
+
+t_ : int
+    Training samples seen by the optimizer (summed over fits when warm
+    starting and over ``partial_fit`` calls).
+"""
+
+NOTES = """\
+The weights are float32 or float64 like the training data (see dtype above).
+Prediction runs 512 samples at a time, so its memory does not grow with
+``n_samples`` beyond the output (and the validated input: lists and
+non-float arrays are converted once, float arrays are used as they are).
+
+A ``KeyboardInterrupt`` during fit stops training with a warning and keeps the
+model of the last finished epoch. A loss that becomes non-finite stops fit
+with a ValueError suggesting a smaller ``learning_rate_init``.
+"""
+
+PIECES = {
+    "input": INPUT,
+    "architecture_and_solver": ARCHITECTURE_AND_SOLVER,
+    "run": RUN,
+    "input_attributes": INPUT_ATTRIBUTES,
+    "training_attributes": TRAINING_ATTRIBUTES,
+    "notes": NOTES,
+}
+
+
+def fill(doc):
+    """``doc`` with each line ``{name}`` replaced by the shared piece ``name``,
+    indented like the placeholder."""
+    lines = []
+    for line in doc.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("{") and stripped.endswith("}") and stripped[1:-1] in PIECES:
+            indent = line[: len(line) - len(line.lstrip())]
+            piece = PIECES[stripped[1:-1]].rstrip("\n")
+            lines.extend(indent + p if p else "" for p in piece.split("\n"))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
