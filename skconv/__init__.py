@@ -8,10 +8,13 @@ estimators (``_estimators``) -> network engine (``_nn``) -> ops (``_ops``, publi
 
 from . import _compat, datasets, ops
 from ._estimators.classifier import ConvNetClassifier
+from ._estimators.regressor import ConvNetRegressor
+from ._estimators.transformer import ConvNetTransformer
 from ._ops.threads import openmp_enabled
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ConvNetClassifier", "datasets", "ops", "openmp_enabled", "__version__"]
+__all__ = ["ConvNetClassifier", "ConvNetRegressor", "ConvNetTransformer", "datasets",
+           "ops", "openmp_enabled", "__version__"]
 
 _compat.install_legacy_module_aliases()
