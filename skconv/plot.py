@@ -7,8 +7,10 @@ draws, and raises an ImportError naming the extra when it is missing.
 The displays follow scikit-learn's Display convention (as
 :class:`sklearn.metrics.ConfusionMatrixDisplay`): the constructor stores the data,
 :meth:`plot` draws it and returns the display with ``figure_`` and ``ax_`` set, and
-the ``from_estimator`` class method takes the data from a fitted estimator (or a
-:class:`~sklearn.pipeline.Pipeline` ending in one) and calls :meth:`plot`.
+the ``from_estimator`` class method takes the data from a fitted skconv estimator
+(``ConvNetClassifier``, ``ConvNetRegressor``, ``ConvNetTransformer``, or a
+:class:`~sklearn.pipeline.Pipeline` with one: its last skconv step) and calls
+:meth:`plot`.
 
 ===========================  ========================================================
 :class:`FiltersDisplay`      the kernels of one conv layer, one small image per filter
@@ -36,7 +38,12 @@ import math
 
 import numpy as np
 
-from ._estimators.inspection import fitted_estimator, network_of, validated_sample
+from ._estimators.inspection import (
+    fitted_estimator,
+    network_of,
+    steps_before,
+    validated_sample,
+)
 from ._ops.validation import is_int
 
 __all__ = ["FeatureMapsDisplay", "FiltersDisplay", "LossCurveDisplay"]
@@ -364,7 +371,7 @@ class FiltersDisplay:
 
         Parameters
         ----------
-        estimator : ConvNetClassifier or Pipeline ending in one
+        estimator : skconv estimator or Pipeline with one
             Fitted.
         layer : int, default=0
             Index of the conv layer (0 is the one next to the input; negative counts
@@ -410,11 +417,12 @@ def _feature_maps(estimator, x, layers=None):
 
     Parameters
     ----------
-    estimator : fitted ConvNetClassifier or Pipeline ending in one
+    estimator : fitted skconv estimator or Pipeline with one
     x : array-like
         One sample: a row of X as given to ``predict`` (``n_features`` values), or
-        an array of shape ``image_shape_``. A Pipeline's earlier steps transform it
-        first (then ``x`` must be one row of the Pipeline's input).
+        an array of shape ``image_shape_``. A Pipeline's steps before the skconv
+        estimator transform it first (then ``x`` must be one row of the Pipeline's
+        input).
     layers : None, int or sequence of int, default=None
         Conv blocks to return (indices as for :class:`FiltersDisplay`); None: all.
 
@@ -426,13 +434,12 @@ def _feature_maps(estimator, x, layers=None):
     names : list of str
         Stage names (``"input"``, ``"block 0: conv + max pool + relu"``...).
     """
-    from sklearn.pipeline import Pipeline
-
     caller = "FeatureMapsDisplay.from_estimator"
     est = fitted_estimator(estimator, caller)
-    if isinstance(estimator, Pipeline) and len(estimator) > 1:
+    before = steps_before(estimator)
+    if before is not None:
         x = np.asarray(x)
-        x = estimator[:-1].transform(x.reshape((1,) + x.shape))
+        x = before.transform(x.reshape((1,) + x.shape))
         if getattr(x, "ndim", 2) == 2 and x.shape[0] == 1:
             x = x[0]
     network = network_of(est)
@@ -589,13 +596,13 @@ class FeatureMapsDisplay:
 
         Parameters
         ----------
-        estimator : ConvNetClassifier or Pipeline ending in one
+        estimator : skconv estimator or Pipeline with one
             Fitted.
         x : array-like
             One sample: one row of X as given to ``predict`` (1-D, ``n_features``
             values), or an array of shape ``image_shape_`` (``(H, W)`` also works
             for one channel). With a Pipeline, one row of the Pipeline's input
-            (its earlier steps transform it).
+            (its steps before the skconv estimator transform it).
         layers : None, int or sequence of int, default=None
             Conv blocks to show (0 is the one next to the input); None: all. The
             input row is always shown.
@@ -756,7 +763,7 @@ class LossCurveDisplay:
 
         Parameters
         ----------
-        estimator : ConvNetClassifier or Pipeline ending in one
+        estimator : skconv estimator or Pipeline with one
             Fitted.
         ax, fig
             Where to draw, see :meth:`plot`.

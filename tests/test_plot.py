@@ -17,11 +17,12 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 import skconv
-from skconv import ConvNetClassifier
+from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
 from skconv._nn.layers import Conv, Pool
 from skconv.plot import FeatureMapsDisplay, FiltersDisplay, LossCurveDisplay
 
@@ -391,6 +392,36 @@ def test_feature_maps_float32_and_pipeline(pyplot, digits):
     assert_array_equal(_image(disp, 0, 0), expected)
     assert _drawn(FiltersDisplay.from_estimator(pipe))[0] is not None
     LossCurveDisplay.from_estimator(pipe)
+
+
+@plot
+@pytest.mark.parametrize("cls", [ConvNetRegressor, ConvNetTransformer])
+def test_displays_take_the_regressor_and_the_transformer(pyplot, digits, cls):
+    X, y = digits
+    est = _fit(cls(filters=(3, 4), hidden_layer_sizes=(8,), max_iter=2,
+                   random_state=0), X, y)
+    assert _drawn(FiltersDisplay.from_estimator(est))[0] is not None
+    disp = FeatureMapsDisplay.from_estimator(est, X[0])
+    assert_array_equal(_image(disp, 0, 0), X[0].reshape(8, 8))
+    assert LossCurveDisplay.from_estimator(est).estimator_name == cls.__name__
+
+
+@plot
+def test_displays_find_the_transformer_inside_a_pipeline(pyplot, digits):
+    # The transformer is not the pipeline's last step: the plots use it, and the steps
+    # before it transform the sample.
+    X, y = digits
+    pipe = _fit(make_pipeline(
+        MinMaxScaler(), ConvNetTransformer(filters=(3,), hidden_layer_sizes=(8,),
+                                           max_iter=1, random_state=0),
+        LogisticRegression(max_iter=50)), X * 16, y)
+    disp = FeatureMapsDisplay.from_estimator(pipe, X[0] * 16)
+    assert_array_equal(_image(disp, 0, 0), pipe[0].transform(X[:1] * 16).reshape(8, 8))
+    assert _drawn(FiltersDisplay.from_estimator(pipe))[0] is not None
+    assert LossCurveDisplay.from_estimator(pipe).estimator_name == "ConvNetTransformer"
+    with pytest.raises(TypeError, match="skconv estimator"):
+        LossCurveDisplay.from_estimator(make_pipeline(MinMaxScaler(),
+                                                      LogisticRegression()))
 
 
 @plot

@@ -1,8 +1,8 @@
 """What the plots (and other tools above the estimators) may ask of a fitted estimator.
 
 The estimators keep their network and validation private; this module is the one
-place that hands them out: the fitted skconv estimator inside a Pipeline, its
-network (whose public surface - ``params_of``, ``block_outputs``, ``layers`` - the
+place that hands them out: the fitted skconv estimator inside a Pipeline (and the
+steps before it), its network (whose public surface - ``params_of``, ``block_outputs``, ``layers`` - the
 caller then uses) and one sample validated as ``predict`` validates it.
 """
 
@@ -11,16 +11,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from .base import BaseConvNet
 
-__all__ = ["fitted_estimator", "network_of", "validated_sample"]
+__all__ = ["fitted_estimator", "network_of", "steps_before", "validated_sample"]
 
 
 def fitted_estimator(estimator, caller):
-    """The fitted skconv estimator inside ``estimator`` (itself or a Pipeline's last
-    step).
+    """The fitted skconv estimator inside ``estimator``: itself, or the last skconv
+    step of a Pipeline (its final step, or e.g. a ``ConvNetTransformer`` before a
+    ``LogisticRegression``).
 
     Parameters
     ----------
-    estimator : skconv estimator or Pipeline ending in one
+    estimator : skconv estimator or Pipeline with one
     caller : str
         Named in the errors.
 
@@ -31,17 +32,37 @@ def fitted_estimator(estimator, caller):
     TypeError
         For other estimators.
     """
-    from sklearn.pipeline import Pipeline
-
-    final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    final = estimator
+    position = _skconv_step(estimator)
+    if position is not None:
+        final = estimator[position]
     if not isinstance(final, BaseConvNet):
         raise TypeError(
-            f"{caller} needs a skconv estimator (e.g. ConvNetClassifier) or a "
-            f"Pipeline ending in one, got {type(final).__name__}"
+            f"{caller} needs a skconv estimator (ConvNetClassifier, ConvNetRegressor or "
+            f"ConvNetTransformer) or a Pipeline with one, got {type(final).__name__}"
         )
     check_is_fitted(estimator)
     check_is_fitted(final)
     return final
+
+
+def steps_before(estimator):
+    """The Pipeline steps before the skconv step that :func:`fitted_estimator` returns
+    (a Pipeline slice, to transform a sample with), or None when there are none."""
+    position = _skconv_step(estimator)
+    return estimator[:position] if position else None
+
+
+def _skconv_step(estimator):
+    """Index of the last skconv step of a Pipeline (its last step when it has none);
+    None for anything but a Pipeline."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline):
+        return None
+    steps = [i for i, (_, step) in enumerate(estimator.steps)
+             if isinstance(step, BaseConvNet)]
+    return steps[-1] if steps else len(estimator) - 1
 
 
 def network_of(estimator):
