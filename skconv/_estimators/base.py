@@ -443,7 +443,7 @@ class BaseConvNet(BaseEstimator):
         for name in list(vars(self)):
             if name.endswith("_") and not name.startswith("__") or name in (
                 "_network", "_optimizer", "_best_state", "_fit_sample_shape",
-                "_dtype", "_label_encoder", "_last_epoch", "_y_ndim",
+                "_dtype", "_label_encoder", "_last_epoch", "_y_ndim", "_multilabel",
             ):
                 delattr(self, name)
 
