@@ -45,7 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 import skconv
-from skconv import ConvNetClassifier
+from skconv import ConvNetClassifier, ConvNetRegressor
 from skconv._ops.threads import effective_n_threads
 
 pytestmark = pytest.mark.distributed
@@ -177,8 +177,8 @@ def digits_small():
     return (X[:300] / 16).astype(np.float32), y[:300]
 
 
-def _search(n_jobs):
-    return GridSearchCV(ConvNetClassifier(**ESTIMATOR), GRID, cv=2, n_jobs=n_jobs)
+def _search(n_jobs, cls=ConvNetClassifier):
+    return GridSearchCV(cls(**ESTIMATOR), GRID, cv=2, n_jobs=n_jobs)
 
 
 def _fit_on_dask(search, X, y):
@@ -241,27 +241,41 @@ def test_joblib_tasks_on_workers_use_one_thread(client):
 
 
 @pytest.mark.distributed
-def test_grid_search_on_dask_equals_a_local_run(client, digits_small):
+@pytest.mark.parametrize("cls, method", [
+    (ConvNetClassifier, "predict_proba"),
+    # The regressor's R^2 shows every bit of the predictions (the classifier's accuracy
+    # does not). The local fits run in a Python thread other than the main one
+    # (_bounded), and there scipy's OpenBLAS (0.3.30, two threads) returns other last
+    # bits for the dense layers' sgemm calls with batches longer than the layer
+    # (e.g. (150, 64) @ (64, 120)), single_threaded_blas notwithstanding; with
+    # OPENBLAS_NUM_THREADS=1 at start-up, as on the workers, every thread agrees.
+    pytest.param(ConvNetRegressor, "predict", marks=pytest.mark.xfail(
+        strict=True, reason="BLAS results depend on the calling Python thread")),
+])
+def test_grid_search_on_dask_equals_a_local_run(client, digits_small, cls, method):
     pytest.importorskip("distributed")
     from dask.distributed import get_task_stream
 
     X, y = digits_small
+    if cls is ConvNetRegressor:
+        y = y / 3.0  # the digit's value
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        local = _bounded(_search(n_jobs=1).fit, X, y)
+        local = _bounded(_search(n_jobs=1, cls=cls).fit, X, y)
     local_time = time.perf_counter() - start
 
     start = time.perf_counter()
     with get_task_stream(client) as task_stream, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the refit runs here
-        remote = _bounded(_fit_on_dask, _search(n_jobs=-1), X, y)
+        remote = _bounded(_fit_on_dask, _search(n_jobs=-1, cls=cls), X, y)
     remote_time = time.perf_counter() - start
 
     # The fits ran on the workers, not here.
     workers = {task["worker"] for task in task_stream.data}
     assert workers and workers <= set(client.scheduler_info()["workers"])
-    print(f"GridSearchCV, {len(local.cv_results_['params'])} candidates x 2 folds: "
+    print(f"GridSearchCV({cls.__name__}), {len(local.cv_results_['params'])} "
+          f"candidates x 2 folds: "
           f"local (n_jobs=1, {effective_n_threads(None)} OpenMP threads) "
           f"{local_time:.1f} s; dask (2 workers x 1 thread, {len(workers)} used) "
           f"{remote_time:.1f} s")
@@ -281,6 +295,6 @@ def test_grid_search_on_dask_equals_a_local_run(client, digits_small):
                            local.cv_results_[f"param_{name}"])
     assert np.isfinite(local.cv_results_["mean_test_score"]).all()
     assert remote.best_params_ == local.best_params_
-    assert_array_equal(remote.best_estimator_.predict_proba(X),
-                       local.best_estimator_.predict_proba(X))
+    assert_array_equal(getattr(remote.best_estimator_, method)(X),
+                       getattr(local.best_estimator_, method)(X))
 
