@@ -238,12 +238,13 @@ def test_grid_search_over_a_pipeline(digits_small, case):
         steps.append(LogisticRegression(max_iter=300))
     pipe = make_pipeline(*steps)
     name = type(est).__name__.lower()
-    grid = {f"{name}__kernel_size": [3, 5]}
     if case == "transformer":
-        grid[f"{name}__feature_layer"] = [0, "conv"]
+        grid = {f"{name}__feature_layer": [0, "conv"]}
+    else:
+        grid = {f"{name}__kernel_size": [3, 5]}
     search = GridSearchCV(pipe, grid, cv=2).fit(X * 16, targets(y))
     scores = search.cv_results_["mean_test_score"]
-    assert len(scores) == len(grid) * 2 and np.isfinite(scores).all()
+    assert len(scores) == 2 and np.isfinite(scores).all()
     assert search.best_estimator_[1].image_shape_ == (1, 8, 8)
 
 

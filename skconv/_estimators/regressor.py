@@ -68,7 +68,9 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
 
     loss_ : float
         Training loss (the ``loss`` plus L2, weighted mean over the epoch) of the
-        last epoch.
+        last epoch. With several targets it is the sum over the targets, the
+        function the gradient belongs to; ``MLPRegressor`` descends the same one
+        but reports the mean over the targets.
 
     validation_scores_ : list of float or None
         R² on the held-out set after every epoch (``early_stopping`` only; the
