@@ -331,24 +331,6 @@ def test_non_finite_values_stay_where_the_formula_puts_them(in_shape, kernel, kw
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_chunk_sums_add_rows_strictly_in_order(dtype):
-    # Thread invariance rests on this order: row 0, plus row 1, plus row 2, ... Values
-    # of very different sizes make any other order give other bits.
-    rng = np.random.default_rng(29)
-    for n_chunks, n_w, n_b in [(1, 5, 2), (4, 150, 6), (16, 2400, 16), (3, 1, 1)]:
-        scale = 10.0 ** rng.integers(-8, 9, size=(n_chunks, 1))
-        w_chunks = (rng.standard_normal((n_chunks, n_w)) * scale).astype(dtype)
-        b_chunks = (rng.standard_normal((n_chunks, n_b)) * scale).astype(dtype)
-        grad_w, grad_b = np.empty(n_w, dtype), np.empty(n_b, dtype)
-        _conv.sum_chunks(w_chunks, b_chunks, grad_w, grad_b)
-        for got, rows in ((grad_w, w_chunks), (grad_b, b_chunks)):
-            expected = rows[0].copy()
-            for row in rows[1:]:
-                expected += row
-            np.testing.assert_array_equal(got, expected)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_finite_kernel_matches_numpy(dtype):
     # The check that picks the finite-only paths: any one inf or NaN, at any place
     # (vector body or tail, first or last), must be seen; extreme finite values not.

@@ -42,7 +42,7 @@ from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
 __all__ = ["BaseConvNet"]
 
 #: Samples per forward pass in predict: bounds the memory of the activations
-#: (a (512, 6, 28, 28) float32 map is 9.6 MB) whatever n_samples is.
+#: whatever n_samples is.
 PREDICT_BATCH_SIZE = 512
 
 

@@ -237,20 +237,18 @@ def conv_backward(
         effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
     )
 
-    grad_x, grad_w, grad_b, chunks = _conv_backward_outputs(x, w, grad_y, dtype,
-                                                            compute_grad_x, out)
-    if chunks is None:
-        return grad_x, grad_w, grad_b
+    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
+                                                   out)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
     # Only the stride-1 path needs finite inputs (see _kernel.conv_backward).
     inputs_finite = _kernel.uses_blas(stride) or _all_finite(x, w, grad_y)
     with _blas_guard(stride, inputs_finite):
         _kernel.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
-            None if grad_x is None else view_3d(grad_x),
-            *chunks, stride, pad_lo, dilation, n_threads, inputs_finite,
+            None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b,
+            stride, pad_lo, dilation, n_threads, inputs_finite,
         )
-    return _add_chunks(chunks, grad_x, grad_w, grad_b)
+    return grad_x, grad_w, grad_b
 
 
 def _all_finite(*arrays):
@@ -273,31 +271,4 @@ def _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x, out):
             grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
         grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
         grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
-    return grad_x, grad_w, grad_b
-
-
-def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
-    """Outputs and scratch of a convolution's backward.
-
-    Returns ``(grad_x or None, grad_w, grad_b, chunks)``: new arrays, or ``out``
-    checked, and ``chunks``, the kernel's per-chunk partial sums of grad_w and grad_b
-    (see ``_kernel.conv_backward``), or None for an empty batch, whose grad_w and grad_b
-    are then zeros.
-    """
-    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
-                                                   out)
-    n_chunks = _kernel.n_reduction_chunks(x.shape[0])
-    if n_chunks == 0:
-        grad_w[...] = 0
-        grad_b[...] = 0
-        return grad_x, grad_w, grad_b, None
-    chunks = (np.empty((n_chunks, w.size), dtype=dtype),
-              np.empty((n_chunks, w.shape[0]), dtype=dtype))
-    return grad_x, grad_w, grad_b, chunks
-
-
-def _add_chunks(chunks, grad_x, grad_w, grad_b):
-    """Fixed-order sums of the per-chunk partials into grad_w and grad_b (one
-    compiled call, rows added in order); returns the three gradients."""
-    _kernel.sum_chunks(chunks[0], chunks[1], grad_w.reshape(-1), grad_b)
     return grad_x, grad_w, grad_b
