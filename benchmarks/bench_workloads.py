@@ -694,6 +694,22 @@ def check_networks(workloads, args):
               f"{error:.1e}: {status}")
 
 
+def select_workloads(args, parser):
+    """The workloads named by ``--workloads``, else those of ``--categories`` (the
+    first of each category with ``--quick``); shared with profile_workloads.py."""
+    if args.workloads:
+        unknown = set(args.workloads) - set(WORKLOADS_BY_NAME)
+        if unknown:
+            parser.error(f"unknown workloads {sorted(unknown)}; see bench_workloads.py "
+                         "--list")
+        return [WORKLOADS_BY_NAME[name] for name in args.workloads]
+    workloads = [w for w in WORKLOADS if w.category in args.categories]
+    if args.quick:
+        workloads = [next(w for w in workloads if w.category == c)
+                     for c in dict.fromkeys(w.category for w in workloads)]
+    return workloads
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES)
@@ -733,16 +749,7 @@ def main(argv=None):
         print(json.dumps(WORKERS[args.worker](workload, args)))
         return
 
-    if args.workloads:
-        unknown = set(args.workloads) - set(WORKLOADS_BY_NAME)
-        if unknown:
-            parser.error(f"unknown workloads {sorted(unknown)}; see --list")
-        workloads = [WORKLOADS_BY_NAME[name] for name in args.workloads]
-    else:
-        workloads = [w for w in WORKLOADS if w.category in args.categories]
-        if args.quick:
-            workloads = [next(w for w in workloads if w.category == c)
-                         for c in dict.fromkeys(w.category for w in workloads)]
+    workloads = select_workloads(args, parser)
 
     if args.list:
         for w in workloads:

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from bench_workloads import CATEGORIES, WORKLOADS, WORKLOADS_BY_NAME, synthetic_data
+from bench_workloads import CATEGORIES, WORKLOADS_BY_NAME, select_workloads, synthetic_data
 
 WARM_UP_STEPS = 5
 
@@ -245,17 +245,7 @@ def main(argv=None):
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.workloads:
-        unknown = set(args.workloads) - set(WORKLOADS_BY_NAME)
-        if unknown:
-            parser.error(f"unknown workloads {sorted(unknown)}; see bench_workloads.py "
-                         "--list")
-        workloads = [WORKLOADS_BY_NAME[name] for name in args.workloads]
-    else:
-        workloads = [w for w in WORKLOADS if w.category in args.categories]
-        if args.quick:
-            workloads = [next(w for w in workloads if w.category == c)
-                         for c in dict.fromkeys(w.category for w in workloads)]
+    workloads = select_workloads(args, parser)
 
     if args.torch_worker:
         for workload in workloads:
