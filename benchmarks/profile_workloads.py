@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from bench_workloads import CATEGORIES, WORKLOADS_BY_NAME, select_workloads, synthetic_data
+from bench_workloads import CATEGORIES, select_workloads, synthetic_data
 
 WARM_UP_STEPS = 5
 

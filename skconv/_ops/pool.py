@@ -23,7 +23,6 @@ from .validation import (
     output_shape,
     per_axis,
     to_3d,
-    view_3d,
 )
 
 __all__ = [
