@@ -436,30 +436,37 @@ class Network:
         return [list(layer.params) for layer in self.layers
                 if isinstance(layer, kinds[kind])]
 
+    def _state_arrays(self):
+        """The parameters, then the buffers (running statistics), layer by layer."""
+        return self.params + [b for layer in self.layers
+                              for b in getattr(layer, "buffers", [])]
+
     def get_state(self):
-        """A copy of every parameter (e.g. the best weights for early stopping).
+        """A copy of every parameter and buffer (e.g. the best weights for early
+        stopping, with the running statistics that go with them).
 
         Returns
         -------
         list of ndarray
-            Copies, in the order of :attr:`params`.
+            Copies: the parameters in the order of :attr:`params`, then each layer's
+            buffers.
         """
-        return [p.copy() for p in self.params]
+        return [p.copy() for p in self._state_arrays()]
 
     def set_state(self, state):
-        """Restore parameters saved by :meth:`get_state`, in place.
+        """Restore a state saved by :meth:`get_state`, in place.
 
         In place, so that an optimizer holding the parameter arrays keeps working.
         """
-        params = self.params
-        if len(state) != len(params) or any(
-            np.shape(s) != p.shape for s, p in zip(state, params)
+        arrays = self._state_arrays()
+        if len(state) != len(arrays) or any(
+            np.shape(s) != p.shape for s, p in zip(state, arrays)
         ):
             raise ValueError(
-                "state does not match the network's parameters: shapes "
-                f"{[np.shape(s) for s in state]} vs {[p.shape for p in params]}"
+                "state does not match the network's parameters and buffers: shapes "
+                f"{[np.shape(s) for s in state]} vs {[p.shape for p in arrays]}"
             )
-        for p, s in zip(params, state):
+        for p, s in zip(arrays, state):
             p[...] = s
 
     def __getstate__(self):
