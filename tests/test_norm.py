@@ -204,3 +204,43 @@ def test_network_with_batch_norm_is_bitwise_the_same_for_any_thread_count():
                     + [b.copy() for layer in net.layers for b in layer.buffers])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+# -------------------------------------------------------------------------------------
+# Dropout (a regulariser beside batch normalisation in the engine)
+# -------------------------------------------------------------------------------------
+from skconv._nn.layers import Dropout  # noqa: E402
+
+
+def _dropout(shape, rate, spatial=False, seed=0, dtype=np.float64):
+    layer = Dropout(rate, spatial=spatial)
+    layer.initialize(shape, np.random.RandomState(seed), dtype)
+    return layer
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_dropout_zeroes_and_rescales_from_the_random_state(spatial):
+    shape = (4, 50, 30)
+    x = np.random.default_rng(10).standard_normal((64,) + shape) + 3
+    layer = _dropout(shape, 0.25, spatial=spatial, seed=3)
+    y = layer.forward(x, 1, training=True)
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / 0.75, rtol=1e-15)
+    assert abs(kept.mean() - 0.75) < 0.02
+    if spatial:  # whole channels: every cell of a (sample, channel) map alike
+        assert np.all(kept.all(axis=(2, 3)) | (~kept).all(axis=(2, 3)))
+    # The same seed gives the same mask; the backward applies it.
+    again = _dropout(shape, 0.25, spatial=spatial, seed=3).forward(x, 2, training=True)
+    np.testing.assert_array_equal(again, y)
+    grad = layer.backward(np.ones_like(x), 1, True)
+    np.testing.assert_array_equal(grad, (kept / 0.75))
+
+
+def test_dropout_passes_inference_through_and_rejects_bad_rates():
+    x = np.random.default_rng(11).standard_normal((3, 5))
+    layer = _dropout((5,), 0.5)
+    assert layer.forward(x, 1, training=False) is x
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
+        _dropout((5,), 1.0)
+    with pytest.raises(ValueError, match="spatial dropout needs"):
+        _dropout((5,), 0.5, spatial=True)

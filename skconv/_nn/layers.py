@@ -46,6 +46,7 @@ from .activations import get_activation
 __all__ = [
     "Activation",
     "BatchNorm",
+    "Dropout",
     "Conv",
     "Dense",
     "Flatten",
@@ -835,3 +836,68 @@ class BatchNorm(Layer):
 
     def __repr__(self):
         return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r})"
+
+
+class Dropout(Layer):
+    """Dropout: in training, each value (or, with ``spatial``, each channel of each
+    sample) is zeroed with probability ``rate`` and the rest scaled by
+    ``1 / (1 - rate)``; inference passes the input through unchanged.
+
+    The masks are drawn from the RandomState given to :meth:`initialize` (the
+    estimator's ``random_state``), one draw per training forward in network order, so
+    they never depend on the thread count.
+
+    Parameters
+    ----------
+    rate : float, default=0.5
+        Probability of dropping, in [0, 1).
+    spatial : bool, default=False
+        Drop whole channels of ``(C, *spatial)`` maps (Tompson et al., 2015), the
+        dropout that suits convolutional maps, whose neighbouring cells are correlated.
+    """
+
+    _cache_attributes = ("_mask",)
+    # Inference returns its input: a following in-place activation must not
+    # overwrite it.
+    fresh_output = False
+
+    def __init__(self, rate=0.5, spatial=False):
+        super().__init__()
+        self.rate = rate
+        self.spatial = spatial
+        self._random_state = None
+        self._mask = None
+
+    def compute_output_shape(self, input_shape):
+        if not 0 <= self.rate < 1:
+            raise ValueError(f"{self!r}: rate must be in [0, 1), got {self.rate!r}")
+        shape = tuple(input_shape)
+        if self.spatial and len(shape) < 2:
+            raise ValueError(f"{self!r}: spatial dropout needs an input of shape (C, "
+                             f"*spatial), got input shape {shape}")
+        return shape
+
+    def _init_params(self, random_state):
+        self.params, self.param_is_weight = [], ()
+        self._random_state = random_state
+
+    def forward(self, x, n_jobs, training):
+        if not training or self.rate == 0:
+            self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
+            return x
+        shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape
+        keep = self._random_state.random_sample(shape) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
+        return x * self._mask
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        mask = self._take_cache("_mask")
+        if not need_input_grad:
+            return None
+        return grad_y * mask
+
+    def describe(self):
+        return "spatial dropout" if self.spatial else "dropout"
+
+    def __repr__(self):
+        return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"
