@@ -216,7 +216,8 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         call to fit / predict. None or -1: all usable cores, as limited by
         ``OMP_NUM_THREADS`` and threadpoolctl, so that inside a parallel
         ``GridSearchCV`` (whose workers are given a share of the cores) nothing is
-        oversubscribed. Results do not depend on it.
+        oversubscribed; a positive int: that many, at most the usable cores.
+        Results do not depend on it.
 
     Attributes
     ----------

@@ -70,8 +70,10 @@ def effective_n_threads(n_jobs):
     n_jobs : int or None
         scikit-learn's convention: None or -1 means every usable core, as limited by
         ``OMP_NUM_THREADS`` and threadpoolctl (so a nested joblib worker stays within
-        its share); a positive int means that many threads; ``-2`` all but one, and so
-        on. Zero is an error.
+        its share); a positive int means that many threads, but never more than the
+        usable cores (results do not depend on the count, and more threads than
+        cores only slow a call down, or abort the process where the system refuses
+        a thread); ``-2`` all but one, and so on. Zero is an error.
 
     Returns
     -------
@@ -87,9 +89,13 @@ def effective_n_threads(n_jobs):
         raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
     if not OPENMP:
         return 1
-    if n_jobs is not None and n_jobs > 0:
+    if n_jobs == 1:
         # Every kernel call comes here: skip the affinity query when it is not needed.
-        n_threads = int(n_jobs)
+        return 1
+    if n_jobs is not None and n_jobs > 0:
+        # Not capped by OMP_NUM_THREADS: an explicit count overrides it, as in
+        # scikit-learn; the cores are a hard limit.
+        n_threads = min(int(n_jobs), _usable_cpu_count())
     else:
         max_threads = min(_openmp_max_threads(), _usable_cpu_count())
         if n_jobs is None or n_jobs == -1:

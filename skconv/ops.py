@@ -146,7 +146,8 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
         Spacing between kernel taps per axis (>= 1).
     n_jobs : int, default=None
         Threads: None or -1 for all usable cores (respecting ``OMP_NUM_THREADS`` and
-        threadpoolctl limits), a positive int for that many.
+        threadpoolctl limits), a positive int for that many (at most the usable
+        cores).
     out : ndarray, default=None
         Where to write ``y`` (a network's workspace, reused across minibatches): a
         writeable C-contiguous array of the result's shape and dtype that shares no

@@ -91,3 +91,44 @@ def test_fork_hook_leaves_single_thread_calls_silent():
         _, n_threads, caught = pool.apply_async(_conv_in_child, (x, w, 1)).get(60)
     assert n_threads == 1
     assert caught == []
+
+
+# ---------------------------------------------------------------------------------
+# n_jobs above the cores
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_jobs", [10**6, 2**40, 2**70])
+def test_huge_n_jobs_is_capped_at_the_usable_cores(n_jobs):
+    expected = _usable_cpu_count() if skconv.openmp_enabled() else 1
+    assert effective_n_threads(n_jobs) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+@pytest.mark.skipif(not skconv.openmp_enabled(), reason="serial build: no threads")
+def test_huge_n_jobs_starts_no_more_threads_than_cores():
+    def os_threads():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+    cores = _usable_cpu_count()
+    # Work for cores + 8 threads, so that only the cap on n_jobs limits the team.
+    n = (cores + 8) * MIN_WORK_PER_THREAD // (3 * 9 * 8 * 30 * 30) + 1
+    x = np.random.RandomState(0).standard_normal((n, 3, 32, 32))
+    w = np.random.RandomState(1).standard_normal((8, 3, 3, 3))
+    before = os_threads()
+    y = ops.conv(x, w, n_jobs=10**6)
+    # OpenMP keeps its pool's threads after the call; a team of at most `cores`
+    # adds at most cores - 1 of them (the calling thread is the first).
+    assert os_threads() <= before + cores - 1
+    assert_array_equal(y, ops.conv(x, w, n_jobs=1))
+
+
+def test_estimator_with_huge_n_jobs_fits():
+    # Was an OverflowError from the compiled layer (2**40 does not fit a C int).
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(20, 16), np.arange(20) % 2
+    params = dict(filters=(2,), hidden_layer_sizes=(4,), max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        huge = ConvNetClassifier(n_jobs=2**40, **params).fit(X, y)
+        one = ConvNetClassifier(n_jobs=1, **params).fit(X, y)
+    assert_array_equal(huge.predict_proba(X), one.predict_proba(X))
