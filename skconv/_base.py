@@ -324,6 +324,19 @@ class BaseConvNet(BaseEstimator):
         if self.solver == "sgd":
             return SGD(params, learning_rate=self.learning_rate_init,
                        momentum=self.momentum, nesterov=self.nesterovs_momentum)
+        # Adam divides by sqrt(v) + epsilon in the compute dtype: an epsilon that
+        # rounds to 0 there makes 0 / 0 of every parameter whose gradient is 0 (a
+        # dead relu), one that rounds to inf freezes every parameter.
+        with np.errstate(over="ignore", under="ignore"):
+            epsilon = self._dtype.type(self.epsilon)
+        if not (0 < epsilon < np.inf):
+            raise ValueError(
+                f"epsilon={self.epsilon!r} is {epsilon} in {self._dtype}, the compute "
+                f"dtype ({self._dtype} X trains in {self._dtype}): Adam divides by "
+                f"sqrt(v) + epsilon. Use an epsilon representable in {self._dtype} "
+                f"(at least {float(np.finfo(self._dtype).smallest_normal):.3g}, e.g. "
+                f"the default 1e-8)"
+            )
         return Adam(params, learning_rate=self.learning_rate_init,
                     beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
@@ -510,6 +523,17 @@ class BaseConvNet(BaseEstimator):
                 float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
             if batch_weight == 0:
                 continue  # only zero weights: nothing to learn from this batch
+            if batch_weight < np.finfo(np.float64).smallest_normal:
+                # The loss, its gradient and the L2 term are divided by this total:
+                # 1 / total overflows (or loses all precision) below float64's
+                # smallest normal number.
+                self._non_finite(
+                    f"minibatch {n_batch + 1} of", first_pass,
+                    cause=f"its total sample weight is {batch_weight:.3g}, below "
+                          f"float64's smallest normal number, so dividing by it "
+                          f"overflows. Scale sample_weight (and class_weight) up: "
+                          f"multiplying them and alpha by the same factor gives the "
+                          f"same model.")
             # The network gathers X[idx] on its threads.
             logits = network.forward(X, n_threads, training=True, rows=idx)
             loss, grad = self._loss_and_grad(logits, y[idx], sw_batch)
@@ -530,7 +554,9 @@ class BaseConvNet(BaseEstimator):
         self.n_iter_ += 1
         self.loss_ = accumulated_loss / accumulated_weight
 
-    def _non_finite(self, what, first_pass):
+    def _non_finite(self, what, first_pass, cause=None):
+        """Stop fit with a ValueError: ``what`` failed; ``cause`` says why (by
+        default: the optimization diverged)."""
         epoch = self.n_iter_ + 1
         if first_pass:
             self._forget_fit()
@@ -540,11 +566,12 @@ class BaseConvNet(BaseEstimator):
             self._last_epoch = None
             state = (f"The estimator keeps the model of its last finished epoch "
                      f"(n_iter_={self.n_iter_}).")
-        raise ValueError(
-            f"The training {what} epoch {epoch}: the optimization diverged. Try a "
-            f"smaller learning_rate_init (now {self.learning_rate_init!r}), and scale "
-            f"X to about [0, 1] or standardize it (e.g. with StandardScaler). {state}"
-        )
+        if cause is None:
+            cause = (
+                f"the optimization diverged. Try a smaller learning_rate_init (now "
+                f"{self.learning_rate_init!r}), and scale X to about [0, 1] or "
+                f"standardize it (e.g. with StandardScaler).")
+        raise ValueError(f"The training {what} epoch {epoch}: {cause} {state}")
 
     def _split_validation(self, X, y, sample_weight):
         from sklearn.model_selection import train_test_split

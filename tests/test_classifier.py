@@ -663,6 +663,69 @@ def test_bad_sample_weights(digits_small):
         ConvNetClassifier(**SMALL).fit(X, y, sample_weight=-np.ones(len(y)))
 
 
+@pytest.mark.parametrize("weight", [-1.0, np.nan, np.inf, -np.inf])
+def test_bad_class_weight_is_refused_naming_it(digits_small, weight):
+    # A negative weight used to fit a model that never predicts the class; NaN said
+    # "every sample has a zero weight", inf "try a smaller learning_rate_init".
+    X, y = digits_small
+    clf = ConvNetClassifier(class_weight={0: weight, 1: 2.0}, **SMALL)
+    with pytest.raises(ValueError, match=r"class_weight must give every class a "
+                       r"finite, non-negative weight, got \{0: " + re.escape(repr(weight))):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    with pytest.raises(ValueError, match="class_weight must give every class"):
+        ConvNetClassifier(class_weight={3: weight}, **SMALL).partial_fit(
+            X, y, classes=np.arange(10))
+
+
+def test_sample_weights_whose_total_overflows(digits_small):
+    X, y = digits_small
+    with pytest.raises(ValueError, match=r"sum to inf, beyond float64's range"):
+        ConvNetClassifier(**SMALL).fit(X, y, sample_weight=np.full(len(y), 1e307))
+    with pytest.raises(ValueError, match=r"sum to inf, beyond float64's range"):
+        ConvNetClassifier(class_weight={0: 1e308}, **SMALL).fit(
+            X, y, sample_weight=np.full(len(y), 10.0))
+
+
+@pytest.mark.parametrize("weight", [1e-320, 4e-323])
+def test_vanishing_sample_weights_name_the_total_weight(digits_small, weight):
+    # Positive, but a minibatch's total is too small to divide by: used to say the
+    # optimization diverged (try a smaller learning_rate_init).
+    X, y = digits_small
+    clf = ConvNetClassifier(**SMALL)
+    with pytest.raises(ValueError, match=r"minibatch 1 of epoch 1: its total sample "
+                       r"weight is .*e-3\d\d, below float64's smallest normal") as info:
+        clf.fit(X, y, sample_weight=np.full(len(y), weight))
+    assert "learning_rate_init" not in str(info.value)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    # The same weights scaled up fit (the loss does not depend on their scale).
+    _quiet_fit(clf, X, y, sample_weight=np.full(len(y), weight * 1e300))
+    assert np.isfinite(clf.loss_)
+
+
+@pytest.mark.parametrize("epsilon, dtype, shown", [
+    (1e-50, np.float32, "0.0"), (1e39, np.float32, "inf"), (1e-320, np.float64, None)])
+def test_epsilon_that_rounds_to_zero_in_the_compute_dtype(digits_small, epsilon, dtype,
+                                                          shown):
+    # float32 X trains in float32, where 1e-50 is 0: Adam's sqrt(v) + epsilon was 0
+    # for dead units and the error said "try a smaller learning_rate_init".
+    X, y = digits_small
+    X = X.astype(dtype)
+    clf = ConvNetClassifier(epsilon=epsilon, **SMALL)
+    if shown is None:  # representable (subnormal) in float64: trains
+        _quiet_fit(clf, X, y)
+        assert np.isfinite(clf.loss_)
+        return
+    with pytest.raises(ValueError, match=re.escape(
+            f"epsilon={epsilon!r} is {shown} in float32, the compute dtype (float32 X "
+            f"trains in float32)")):
+        clf.fit(X, y)
+    _quiet_fit(clf.set_params(solver="sgd"), X, y)  # sgd has no epsilon
+    assert np.isfinite(clf.loss_)
+
+
 def test_continuous_target_rejected(digits_small):
     X, y = digits_small
     with pytest.raises(ValueError, match="Unknown label type"):
