@@ -33,7 +33,7 @@ from ._layers import (
 from ._optimizers import add_l2
 from ._threads import effective_n_threads, single_threaded_blas
 from ._update import gather_rows, sum_of_squares_arrays
-from ._validation import MAX_SPATIAL_DIMS
+from ._validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS
 
 __all__ = ["Network", "add_l2_gradient", "build_lenet5", "l2_factors", "l2_penalty"]
 
@@ -419,6 +419,16 @@ def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
         + (f", or a tuple of {n_axes} ints (one per spatial axis)"
            if axis_tuple_ok else "")
     )
+    # The ops refuse larger values too, but their message would name the layer's
+    # argument (a pool's "stride") instead of this one ("pool_stride").
+    ints = [value] if _is_int(value) else [
+        v for entry in (value if isinstance(value, (tuple, list)) else ())
+        for v in (entry if isinstance(entry, (tuple, list)) else (entry,)) if _is_int(v)]
+    if any(v > MAX_GEOMETRY_VALUE for v in ints):
+        raise ValueError(
+            f"{name} must be at most {MAX_GEOMETRY_VALUE} (the kernels' index range), "
+            f"got {value!r}"
+        )
     if scalar_ok(value):
         return [value] * n_layers
     if not isinstance(value, (tuple, list)):

@@ -10,6 +10,12 @@ import numpy as np
 
 MAX_SPATIAL_DIMS = 3
 
+#: Largest stride, dilation, padding or window the ops take. The kernels do their
+#: index arithmetic in C ``Py_ssize_t``: below this bound no sum or product of two
+#: such values with an array's size can overflow (a larger value would only give an
+#: OverflowError from the compiled layer, or wrap around).
+MAX_GEOMETRY_VALUE = 2**31 - 1
+
 
 def as_float_array(value, name):
     """Return ``value`` as an ndarray of float32 or float64 (not yet contiguous).
@@ -66,8 +72,9 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def per_axis(value, n_axes, name, minimum=1):
-    """Expand an int or a per-axis sequence to a tuple of ``n_axes`` ints >= ``minimum``."""
+def per_axis(value, n_axes, name, minimum=1, maximum=None):
+    """Expand an int or a per-axis sequence to a tuple of ``n_axes`` ints >= ``minimum``
+    (and <= ``maximum`` unless it is None)."""
     if _is_int(value):
         values = (int(value),) * n_axes
     else:
@@ -89,6 +96,11 @@ def per_axis(value, n_axes, name, minimum=1):
         values = tuple(int(v) for v in values)
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    if maximum is not None and any(v > maximum for v in values):
+        raise ValueError(
+            f"{name} must be at most {maximum} on every axis (the kernels' index "
+            f"range), got {value!r}"
+        )
     return values
 
 
@@ -125,7 +137,8 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
             f"{name} must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}"
         )
     try:
-        amounts = per_axis(padding, n_axes, name, minimum=0)
+        amounts = per_axis(padding, n_axes, name, minimum=0,
+                           maximum=MAX_GEOMETRY_VALUE)
     except TypeError:
         raise TypeError(
             f"{name} must be an int, a tuple of {n_axes} ints, 'valid' or 'same', "

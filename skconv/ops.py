@@ -19,6 +19,7 @@ import numpy as np
 from . import _conv, _pool
 from ._threads import effective_n_threads, single_threaded_blas, threads_for_work
 from ._validation import (
+    MAX_GEOMETRY_VALUE,
     as_float_array,
     check_batch,
     check_out,
@@ -85,11 +86,40 @@ def conv_output_shape(in_shape, kernel_shape, *, stride=1, padding=0, dilation=1
 def _conv_geometry(in_shape, kernel_shape, stride, padding, dilation, name="x"):
     """Normalised (stride, pads, dilation, out_shape); raises if the kernel does not fit."""
     n_axes = len(in_shape)
-    stride = per_axis(stride, n_axes, "stride")
-    dilation = per_axis(dilation, n_axes, "dilation")
+    stride = per_axis(stride, n_axes, "stride", maximum=MAX_GEOMETRY_VALUE)
+    dilation = per_axis(dilation, n_axes, "dilation", maximum=MAX_GEOMETRY_VALUE)
     pads = normalize_padding(padding, in_shape, kernel_shape, stride, dilation)
     check_window_fits(in_shape, kernel_shape, pads, dilation, "kernel", name)
     return stride, pads, dilation, output_shape(in_shape, kernel_shape, stride, pads, dilation)
+
+
+#: Cells (all channels and filters) of a sample's zero-padded copies that the stride-1
+#: kernels may be asked to size: beyond any memory, and far enough below 2**63 that
+#: their size arithmetic in C cannot overflow.
+_MAX_PADDED_CELLS = 2**44
+
+
+def _check_padded_size(x_shape, w_shape, stride, out_shape, padding, dilation):
+    """Refuse a stride-1 convolution whose padded scratch the kernels could not size.
+
+    The stride-1 path copies each sample, zero-padded (``out + reach`` cells per
+    axis, ``reach = dilation * (kernel - 1)``), into per-thread scratch, and in the
+    backward also grad_y padded by the reach on both sides: a huge dilation or
+    padding with a small output would make those sizes overflow C integers (and the
+    scratch too small) rather than fail to allocate.
+    """
+    if any(s != 1 for s in stride):
+        return
+    cells = x_shape[1] + w_shape[0]
+    for out, k, d in zip(out_shape, w_shape[2:], dilation):
+        cells *= out + 2 * d * (k - 1)
+    if cells > _MAX_PADDED_CELLS:
+        raise ValueError(
+            f"padding={padding!r} and dilation {tuple(dilation)} make the zero-padded "
+            f"copies of one sample too large ({cells} cells, at most "
+            f"{_MAX_PADDED_CELLS}) for x with shape {tuple(x_shape)} and w with "
+            f"shape {tuple(w_shape)}"
+        )
 
 
 def _check_conv_inputs(x, w, b):
@@ -171,6 +201,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     stride, pads, dilation, out_shape = _conv_geometry(
         spatial, w.shape[2:], stride, padding, dilation
     )
+    _check_padded_size(x.shape, w.shape, stride, out_shape, padding, dilation)
     y_shape = x.shape[:1] + w.shape[:1] + out_shape
     if out is None:
         y = np.empty(y_shape, dtype=x.dtype)
@@ -236,6 +267,7 @@ def conv_backward(
     stride, pads, dilation, out_shape = _conv_geometry(
         x.shape[2:], w.shape[2:], stride, padding, dilation
     )
+    _check_padded_size(x.shape, w.shape, stride, out_shape, padding, dilation)
     expected = x.shape[:1] + w.shape[:1] + out_shape
     if grad_y.shape != expected:
         raise ValueError(
@@ -297,6 +329,9 @@ def _conv_pool2x2_geometry(x, w, padding, dilation):
             f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
             f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
         )
+    conv_out, _, _, dilation_3d = geometry
+    _check_padded_size(x.shape, w.shape, (1, 1), conv_out[1:], padding,
+                       dilation_3d[1:])
     return geometry
 
 
@@ -697,9 +732,10 @@ def _pool_geometry(in_shape, pool_size, stride, padding, name="x"):
     """Normalised (window, stride, pads, out_shape); raises if some window is empty."""
     n_axes = len(in_shape)
     ones = (1,) * n_axes
-    window = per_axis(pool_size, n_axes, "pool_size")
+    window = per_axis(pool_size, n_axes, "pool_size", maximum=MAX_GEOMETRY_VALUE)
     # The seeds' default: windows side by side, no overlap.
-    stride = window if stride is None else per_axis(stride, n_axes, "stride")
+    stride = window if stride is None else per_axis(stride, n_axes, "stride",
+                                                    maximum=MAX_GEOMETRY_VALUE)
     pads = normalize_padding(padding, in_shape, window, stride, ones)
     check_pool_windows(in_shape, window, stride, pads, name)
     return window, stride, pads, output_shape(in_shape, window, stride, pads, ones)

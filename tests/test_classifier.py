@@ -747,6 +747,20 @@ def test_invalid_parameters(digits_small, params):
         ConvNetClassifier(**params).fit(X, y)
 
 
+@pytest.mark.parametrize("name", ["stride", "pool_stride", "dilation", "padding",
+                                  "kernel_size", "pool_size"])
+@pytest.mark.parametrize("value", [2**70, 2**31, ((1, 2**63), 1)])
+def test_huge_integers_are_value_errors_naming_the_parameter(digits_small, name, value):
+    # stride and pool_stride used to give an OverflowError from the compiled layer.
+    X, y = digits_small
+    clf = ConvNetClassifier(**{**SMALL, name: value})
+    with pytest.raises(ValueError, match=rf"^{name} must be at most 2147483647 \(the "
+                       rf"kernels' index range\), got {re.escape(repr(value))}"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+
+
 def test_malformed_per_layer_parameter(digits_small):
     X, y = digits_small
     with pytest.raises(ValueError, match="kernel_size"):

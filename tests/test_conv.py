@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from skconv import _conv
+from skconv import ops as _ops
 from skconv.ops import conv, conv_backward, conv_output_shape
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
@@ -888,6 +889,49 @@ def test_non_int_geometry_is_type_error(name, value):
         "an int or a tuple of 2 ints")
     with pytest.raises(TypeError, match=rf"^{name} must be {allowed}, got "):
         conv(X4, W4, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["stride", "dilation", "padding"])
+@pytest.mark.parametrize("value", [2**31, 2**63, (1, 2**63), 2**70])
+def test_huge_geometry_is_value_error_naming_it(name, value):
+    # Used to be an OverflowError from the compiled layer (or, for padding, numpy's
+    # "Maximum allowed dimension exceeded").
+    match = rf"^{name} must be at most 2147483647 on every axis .*got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=match):
+        conv(X4, W4, **{name: value})
+    with pytest.raises(ValueError, match=match):
+        conv_backward(np.zeros((2, 4, 3, 3)), X4, W4, **{name: value})
+    with pytest.raises(ValueError, match=match):
+        conv_output_shape((5, 5), (3, 3), **{name: value})
+
+
+def test_largest_geometry_runs():
+    # The bound itself is accepted: one output cell per axis.
+    rng = np.random.default_rng(3)
+    x, w, b = random_problem(rng, 2, 3, 4, (5, 5), (3, 3), np.float64)
+    np.testing.assert_array_equal(conv(x, w, b, stride=2**31 - 1),
+                                  conv(x, w, b, stride=5))
+
+
+@pytest.mark.parametrize("dilation", [2**31 - 4, 2**20])
+def test_padded_copies_beyond_any_memory_are_refused(dilation):
+    # 'same' padding with a huge dilation keeps a small output, but the stride-1
+    # kernels pad each sample by the kernel's reach: their scratch size used to
+    # overflow C integers (a wrapped size, then a MemoryError at best).
+    rng = np.random.default_rng(4)
+    x, w, b = random_problem(rng, 2, 3, 4, (5, 5), (3, 3), np.float64)
+    match = r"^padding='same' and dilation .* make the zero-padded copies of one sample"
+    with pytest.raises(ValueError, match=match):
+        conv(x, w, b, dilation=dilation, padding="same")
+    with pytest.raises(ValueError, match=match):
+        conv_backward(np.zeros((2, 4, 5, 5)), x, w, dilation=dilation, padding="same")
+    with pytest.raises(ValueError, match=match):
+        _ops._conv_pool2x2(x, w, b, dilation=dilation, padding="same")
+    # Stride 2 takes im2col, which pads nothing: it runs, every tap but the centre
+    # on padding.
+    np.testing.assert_array_equal(
+        conv(x, w, b, dilation=dilation, padding="same", stride=2),
+        conv(x, w[:, :, 1:2, 1:2], b, stride=2))
 
 
 def test_numpy_integers_are_accepted():

@@ -548,6 +548,11 @@ X4 = np.zeros((2, 3, 4, 4))
     (dict(pool_size=(3, 2), padding=(1, 2)), ValueError, r"no real cell on spatial axis 1"),
     # Overlapping windows, padding equal to the window on axis 1 only.
     (dict(pool_size=(2, 3), stride=1, padding=(0, 3)), ValueError, r"no real cell on spatial axis 1"),
+    # Used to be an OverflowError from the compiled layer.
+    (dict(pool_size=2, stride=2**63), ValueError, r"stride must be at most 2147483647 on every axis"),
+    (dict(pool_size=2, stride=(1, 2**31)), ValueError, r"stride must be at most 2147483647"),
+    (dict(pool_size=2**63), ValueError, r"pool_size must be at most 2147483647"),
+    (dict(pool_size=2, padding=2**63), ValueError, r"padding must be at most 2147483647"),
     (dict(pool_size=2, n_jobs=0), ValueError, r"n_jobs == 0"),
     (dict(pool_size=2, n_jobs=1.5), TypeError, r"n_jobs must be None or an int"),
 ])
