@@ -203,12 +203,14 @@ def check_pool_windows(in_shape, window, stride, pads, name):
             )
 
 
-def check_out(out, shape, dtype, name, inputs=()):
+def check_out(out, shape, dtype, name, inputs=(), outputs=()):
     """Check a caller-supplied output array; return it.
 
     It must be a writeable, C-contiguous ndarray of exactly ``shape`` and ``dtype``
     that shares no memory with ``inputs`` (the kernels read their inputs while writing
-    their outputs, and run with bounds checks off).
+    their outputs, and run with bounds checks off), nor with the call's other
+    ``outputs``, given as ``(name, array)`` pairs (the kernels write them
+    independently, so one would overwrite the other).
     """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
@@ -222,4 +224,9 @@ def check_out(out, shape, dtype, name, inputs=()):
     for array in inputs:
         if array is not None and np.may_share_memory(out, array):
             raise ValueError(f"{name} must not share memory with the inputs")
+    # Both are C-contiguous, so overlapping bounds (what may_share_memory checks)
+    # means overlapping memory.
+    for other_name, other in outputs:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name} must not share memory with {other_name}")
     return out

@@ -389,7 +389,8 @@ def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False
          else check_out(out, y_shape, x.dtype, "out", inputs))
     if want_codes:
         codes = (np.empty(y_shape, dtype=np.uint8) if codes is None
-                 else check_out(codes, y_shape, np.uint8, "codes", inputs))
+                 else check_out(codes, y_shape, np.uint8, "codes", inputs,
+                                [("out", y)]))
     else:
         codes = None
     n_threads = threads_for_work(effective_n_threads(n_jobs),
@@ -587,9 +588,12 @@ class _ConvPool2x2Step:
         x = self._checked(x, self.x_shape, "x")
         w = self._checked(w, self.w_shape, "w")
         inputs = (grad_y, x, w, self.y)
-        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs)
-        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs)
         grad_x = self.grad_x if compute_grad_x else None
+        outputs = [("the step's grad_x", grad_x)]
+        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs, outputs)
+        outputs.append(("grad_w", grad_w))
+        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs,
+                           outputs)
         if compute_grad_x and any(np.may_share_memory(grad_x, a) for a in inputs):
             raise ValueError("the inputs must not share memory with the step's grad_x")
         if _conv.conv_pool_backward(
@@ -637,8 +641,11 @@ def _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x, out):
         grad_x = None
         if compute_grad_x:
             grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
-        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
-        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
+        outputs = [("out[0] (grad_x)", grad_x)]
+        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs, outputs)
+        outputs.append(("out[1] (grad_w)", grad_w))
+        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs,
+                           outputs)
     return grad_x, grad_w, grad_b
 
 
@@ -769,7 +776,8 @@ def _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, with_indices
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("out must be a tuple (y, indices)")
         y = check_out(out[0], y_shape, x.dtype, "out[0] (y)", (x,))
-        indices = check_out(out[1], y_shape, np.int64, "out[1] (indices)", (x,))
+        indices = check_out(out[1], y_shape, np.int64, "out[1] (indices)", (x,),
+                            [("out[0] (y)", y)])
     else:
         y = check_out(out, y_shape, x.dtype, "out", (x,))
         indices = None

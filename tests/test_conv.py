@@ -1090,6 +1090,36 @@ def test_out_arrays_receive_the_same_results(dtype, stride):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
+def test_out_arrays_that_overlap_each_other_are_rejected():
+    # Each was checked against the inputs only: these ran and returned wrong values
+    # (one gradient written over another).
+    rng = np.random.default_rng(21)
+    x, w, _ = random_problem(rng, 2, 1, 3, (5, 5), (3, 3), np.float64)
+    grad_y = rng.standard_normal((2, 3, 3, 3))
+    gx, gw = np.empty_like(x), np.empty_like(w)
+    with pytest.raises(ValueError, match=r"^out\[2\] \(grad_b\) must not share memory "
+                                         r"with out\[1\] \(grad_w\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gw, gw.reshape(-1)[3:6]))
+    with pytest.raises(ValueError, match=r"^out\[1\] \(grad_w\) must not share memory "
+                                         r"with out\[0\] \(grad_x\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gx.reshape(-1)[:w.size].reshape(w.shape),
+                                         np.empty(3)))
+    with pytest.raises(ValueError, match=r"^out\[2\] \(grad_b\) must not share memory "
+                                         r"with out\[0\] \(grad_x\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gw, gx.reshape(-1)[-3:]))
+    # Disjoint parts of one buffer are fine (and give the fresh arrays' values).
+    buffer = np.empty(x.size + w.size + 3)
+    parts = (buffer[:x.size].reshape(x.shape),
+             buffer[x.size:x.size + w.size].reshape(w.shape), buffer[-3:])
+    got = conv_backward(grad_y, x, w, out=parts)
+    for g, e in zip(got, conv_backward(grad_y, x, w)):
+        np.testing.assert_array_equal(g, e)
+    # Without grad_x, its slot is not an output: it may overlap the others.
+    got = conv_backward(grad_y, x, w, compute_grad_x=False,
+                        out=(gw, gw, np.empty(3)))
+    np.testing.assert_array_equal(got[1], conv_backward(grad_y, x, w)[1])
+
+
 def test_bad_out_arrays_are_rejected():
     x = np.zeros((2, 1, 5, 5), np.float32)
     w = np.zeros((3, 1, 3, 3), np.float32)

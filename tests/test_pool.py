@@ -732,6 +732,21 @@ def test_out_arrays_receive_the_same_results(dtype, mode):
         np.testing.assert_array_equal(grad_out, expected)
 
 
+def test_out_arrays_that_overlap_each_other_are_rejected():
+    # Ran and returned wrong values: the indices were written over the maxima.
+    x = np.random.default_rng(2).standard_normal((1, 2, 4, 4))
+    y = np.empty((1, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"^out\[1\] \(indices\) must not share memory "
+                                         r"with out\[0\] \(y\)$"):
+        ops.pool_with_indices(x, 2, out=(y, y.view(np.int64)))
+    buffer = np.empty(16)  # disjoint halves of one buffer are fine
+    got = ops.pool_with_indices(
+        x, 2, out=(buffer[:8].reshape(y.shape), buffer[8:].view(np.int64).reshape(y.shape)))
+    expected = ops.pool_with_indices(x, 2)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_bad_out_arrays_are_rejected():
     x = np.zeros((1, 2, 4, 4), np.float32)
     with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 2, 2\) and dtype float32"):
