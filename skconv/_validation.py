@@ -111,9 +111,11 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
     ----------
     padding : int, tuple of int, 'valid' or 'same'
         An int pads every axis on both sides; a tuple gives one symmetric amount per
-        axis; 'valid' is no padding (strings are case-insensitive, as in TensorFlow); 'same' gives ``out = ceil(in / stride)`` with the
+        axis; 'valid' is no padding; 'same' gives ``out = ceil(in / stride)`` with the
         total padding split so that the extra cell goes at the end (TensorFlow's
-        rule, for any stride).
+        rule, for any stride). Strings are lowercase, case-sensitive, like every
+        string option of skconv and scikit-learn's ``StrOptions`` (so the ops and
+        the estimator accept the same values).
     in_shape, window, stride, dilation : tuple of int
         Spatial sizes, window (kernel) sizes, strides and dilations, one per axis.
 
@@ -123,7 +125,7 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
     """
     n_axes = len(in_shape)
     if isinstance(padding, str):
-        mode = padding.lower()
+        mode = padding
         if mode == "valid":
             return [(0, 0)] * n_axes
         if mode == "same":
@@ -134,7 +136,8 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
                 pads.append((total // 2, total - total // 2))
             return pads
         raise ValueError(
-            f"{name} must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}"
+            f"{name} must be an int, a tuple of ints, 'valid' or 'same', got "
+            f"{padding!r} (the strings are lowercase)"
         )
     try:
         amounts = per_axis(padding, n_axes, name, minimum=0,

@@ -171,7 +171,8 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     padding : int, tuple of int, 'valid' or 'same', default=0
         Zero padding. An int pads every axis on both sides, a tuple gives one amount
         per axis, 'valid' means none and 'same' gives ``out = ceil(in / stride)`` for
-        any stride, the odd extra cell going at the end (TensorFlow's rule).
+        any stride, the odd extra cell going at the end (TensorFlow's rule). The
+        strings are lowercase and case-sensitive, as in the estimator.
     dilation : int or tuple of int, default=1
         Spacing between kernel taps per axis (>= 1).
     n_jobs : int, default=None

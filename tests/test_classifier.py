@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_sample_weight
 
-from skconv import ConvNetClassifier
+from skconv import ConvNetClassifier, ops
 from skconv._network import Network
 from skconv._threads import effective_n_threads
 
@@ -759,6 +759,35 @@ def test_huge_integers_are_value_errors_naming_the_parameter(digits_small, name,
         clf.fit(X, y)
     with pytest.raises(NotFittedError):
         clf.predict(X)
+
+
+_STRING_OPS = {
+    "padding": lambda v: ops.conv(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), padding=v),
+    "pooling": lambda v: ops.pool(np.ones((1, 1, 4, 4)), 2, mode=v),
+}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("padding", "same"), ("padding", "valid"), ("padding", "SAME"), ("padding", "Valid"),
+    ("pooling", "max"), ("pooling", "avg"), ("pooling", "MAX"), ("pooling", "Min"),
+])
+def test_estimator_and_ops_take_the_same_strings(digits_small, name, value):
+    # One rule for both (lowercase, case-sensitive): ops.conv(padding="SAME") used to
+    # work where ConvNetClassifier(padding="SAME") was refused.
+    X, y = digits_small
+    try:
+        _STRING_OPS[name](value)
+        ops_accepts = True
+    except ValueError as exc:
+        ops_accepts = False
+        assert re.search(r"'(same|max)'", str(exc)), exc  # lists the valid values
+    try:
+        _quiet_fit(ConvNetClassifier(**{**SMALL, "max_iter": 1, "kernel_size": 3,
+                                        name: value}), X, y)
+        estimator_accepts = True
+    except InvalidParameterError:
+        estimator_accepts = False
+    assert ops_accepts == estimator_accepts == value.islower()
 
 
 def test_malformed_per_layer_parameter(digits_small):

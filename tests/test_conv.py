@@ -934,6 +934,20 @@ def test_padded_copies_beyond_any_memory_are_refused(dilation):
         conv(x, w[:, :, 1:2, 1:2], b, stride=2))
 
 
+@pytest.mark.parametrize("padding", ["SAME", "Same", "VALID", "Valid", " same"])
+def test_padding_strings_are_lowercase(padding):
+    # Was case-insensitive here but not in the estimator (scikit-learn's StrOptions):
+    # one rule now, the estimator's.
+    match = (rf"^padding must be an int, a tuple of ints, 'valid' or 'same', got "
+             rf"{re.escape(repr(padding))} \(the strings are lowercase\)$")
+    with pytest.raises(ValueError, match=match):
+        conv(X4, W4, padding=padding)
+    with pytest.raises(ValueError, match=match):
+        conv_output_shape((5, 5), (3, 3), padding=padding)
+    with pytest.raises(ValueError, match=match):
+        _ops.pool(X4, 2, padding=padding)
+
+
 def test_numpy_integers_are_accepted():
     rng = np.random.default_rng(17)
     x, w, b = random_problem(rng, 2, 3, 4, (7, 6), (3, 3), np.float64)
