@@ -16,7 +16,11 @@ the absolute values of the operands (the sum of |terms| that a rounding error ca
 scale with); ``tol`` is 1e-4 for float32 and 1e-10 for float64.
 """
 
+import pathlib
+import platform
 import re
+import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -946,6 +950,23 @@ def test_padding_strings_are_lowercase(padding):
         conv_output_shape((5, 5), (3, 3), padding=padding)
     with pytest.raises(ValueError, match=match):
         _ops.pool(X4, 2, padding=padding)
+
+
+def test_kernel_variants_are_those_of_the_build():
+    # A default GCC build for x86-64 Linux carries three clones of each kernel, picked
+    # at load time; a SKCONV_ISA build (setup.py) exactly the one it was forced to,
+    # which is what lets CI test the baseline and AVX2 code on an AVX-512 machine.
+    from skconv import _build_config
+
+    isa = getattr(_build_config, "ISA", None)
+    compiled = pathlib.Path(_conv.__file__).read_bytes()
+    has_clones = b".arch_x86_64_v4" in compiled and b".arch_x86_64_v3" in compiled
+    if isa is not None:
+        assert isa in ("baseline", "avx2", "avx512")
+        assert not has_clones
+    elif (platform.machine() == "x86_64" and sys.platform == "linux"
+          and "gcc" in (sysconfig.get_config_var("CC") or "")):
+        assert has_clones
 
 
 def test_numpy_integers_are_accepted():
