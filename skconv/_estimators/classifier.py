@@ -180,13 +180,14 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         Adam's decay rate of the second moment.
 
     epsilon : float, default=1e-8
-        Adam's numerical-stability term.
+        Adam's numerical-stability term. It must stay non-zero and finite in the
+        compute dtype (float32 for float32 ``X``, where e.g. 1e-50 is 0).
 
     class_weight : dict, 'balanced' or None, default=None
-        Weights of the classes, multiplying ``sample_weight``: ``{label: weight}``,
-        or 'balanced' for ``n_samples / (n_classes * np.bincount(y))``. 'balanced'
-        is not available in ``partial_fit`` (the classes of one batch are not
-        those of the data).
+        Weights of the classes, multiplying ``sample_weight``: ``{label: weight}``
+        with finite, non-negative weights, or 'balanced' for
+        ``n_samples / (n_classes * np.bincount(y))``. 'balanced' is not available in
+        ``partial_fit`` (the classes of one batch are not those of the data).
 
     random_state : int, RandomState instance or None, default=None
         The one source of randomness: weight initialisation, shuffling and the
@@ -206,7 +207,8 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
         call to fit / predict. None or -1: all usable cores, as limited by
         ``OMP_NUM_THREADS`` and threadpoolctl, so that inside a parallel
         ``GridSearchCV`` (whose workers are given a share of the cores) nothing is
-        oversubscribed. Results do not depend on it.
+        oversubscribed; a positive int: that many, at most the usable cores.
+        Results do not depend on it.
 
     Attributes
     ----------
@@ -442,10 +444,21 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
                 sample_weight, X.reshape(X.shape[0], -1), dtype=np.float64,
                 ensure_non_negative=True,
             )
-            if not sample_weight.sum() > 0:
+            with np.errstate(over="ignore"):  # a sum that overflows is refused below
+                positive_total = sample_weight.sum() > 0
+            if not positive_total:
                 raise ValueError(
                     "Sample weights must contain at least one non-zero number.")
         weights = self._combined_weights(y, y_index, sample_weight, incremental)
+        if weights is not None:
+            with np.errstate(over="ignore"):
+                total = weights.sum()
+            if not np.isfinite(total):
+                raise ValueError(
+                    f"the sample weights (sample_weight times class_weight) sum to "
+                    f"{total}, beyond float64's range: scale them down (scaling alpha "
+                    f"by the same factor gives the same model)"
+                )
         if not incremental:
             self._check_two_classes(y_index, weights)
 
@@ -501,10 +514,23 @@ class ConvNetClassifier(ClassifierMixin, BaseConvNet):
             )
         per_class = compute_class_weight(self.class_weight, classes=self.classes_,
                                          y=y)
+        # A negative weight would turn the loss of its class upside down (the model
+        # then avoids that class), NaN and inf poison every sum: refuse them here,
+        # where the message can name the classes.
+        bad = ~np.isfinite(per_class) | (per_class < 0)
+        if bad.any():
+            given = ", ".join(f"{label!r}: {weight!r}" for label, weight in
+                              zip(self.classes_[bad].tolist(), per_class[bad].tolist()))
+            raise ValueError(
+                f"class_weight must give every class a finite, non-negative weight, "
+                f"got {{{given}}}"
+            )
         weights = per_class[y_index]
-        if sample_weight is not None:
-            weights = weights * sample_weight
-        if not weights.sum() > 0:
+        with np.errstate(over="ignore"):  # an overflow is reported by _fit_checked
+            if sample_weight is not None:
+                weights = weights * sample_weight
+            positive_total = weights.sum() > 0
+        if not positive_total:
             raise ValueError(
                 "class_weight and sample_weight give every sample a zero weight.")
         return weights

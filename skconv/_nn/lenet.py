@@ -7,7 +7,7 @@ to each spatial axis lives here, once.
 """
 
 from .._ops.pool import POOL_MODES
-from .._ops.validation import MAX_SPATIAL_DIMS, is_int
+from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
 from .layers import Activation, Conv, Dense, Flatten, Pool
 from .network import Network
@@ -35,6 +35,16 @@ def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
         + (f", or a tuple of {n_axes} ints (one per spatial axis)"
            if axis_tuple_ok else "")
     )
+    # The ops refuse larger values too, but their message would name the layer's
+    # argument (a pool's "stride") instead of this one ("pool_stride").
+    ints = [value] if is_int(value) else [
+        v for entry in (value if isinstance(value, (tuple, list)) else ())
+        for v in (entry if isinstance(entry, (tuple, list)) else (entry,)) if is_int(v)]
+    if any(v > MAX_GEOMETRY_VALUE for v in ints):
+        raise ValueError(
+            f"{name} must be at most {MAX_GEOMETRY_VALUE} (the kernels' index range), "
+            f"got {value!r}"
+        )
     if scalar_ok(value):
         return [value] * n_layers
     if not isinstance(value, (tuple, list)):

@@ -80,7 +80,8 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
         y, x_hat = np.empty_like(x), np.empty_like(x)
     else:
         y = check_out(out[0], x.shape, dtype, "out[0] (y)", (x, gamma, beta))
-        x_hat = check_out(out[1], x.shape, dtype, "out[1] (x_hat)", (x, gamma, beta, y))
+        x_hat = check_out(out[1], x.shape, dtype, "out[1] (x_hat)", (x, gamma, beta),
+                          [("out[0] (y)", y)])
     mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
     _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps),
                           _as_channels(y, "y"), _as_channels(x_hat, "x_hat"), mean, var,
@@ -129,11 +130,12 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
     else:
         grad_gamma = check_out(out[1], (n_channels,), dtype, "out[1] (grad_gamma)", inputs)
         grad_beta = check_out(out[2], (n_channels,), dtype, "out[2] (grad_beta)",
-                              inputs + (grad_gamma,))
+                              inputs, [("out[1] (grad_gamma)", grad_gamma)])
         grad_x = None
         if compute_grad_x:
-            grad_x = check_out(out[0], x_hat.shape, dtype, "out[0] (grad_x)",
-                               inputs + (grad_gamma, grad_beta))
+            grad_x = check_out(out[0], x_hat.shape, dtype, "out[0] (grad_x)", inputs,
+                               [("out[1] (grad_gamma)", grad_gamma),
+                                ("out[2] (grad_beta)", grad_beta)])
     _kernel.backward(_as_channels(grad_y, "grad_y"), _as_channels(x_hat, "x_hat"), gamma,
                      inv_std, None if grad_x is None else _as_channels(grad_x, "grad_x"),
                      grad_gamma, grad_beta, _threads(n_jobs, x_hat, n_channels))
