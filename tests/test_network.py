@@ -970,3 +970,36 @@ def test_training_batch_workspace_is_not_pickled():
     net.forward(X, 1, training=True, rows=np.arange(6))
     assert net._batch is not None
     assert pickle.loads(pickle.dumps(net))._batch is None
+
+
+@pytest.mark.parametrize("head", ["flatten", "avg", "max", "min"])
+def test_builder_options_batch_norm_dropout_and_pooling_head(head):
+    from skconv._nn.layers import BatchNorm, Dropout, GlobalPool
+
+    net = build_lenet5((2, 12, 10), 3, filters=(4, 5), kernel_size=3,
+                       hidden_layer_sizes=(7,), batch_norm=True, spatial_dropout=0.1,
+                       dropout=0.2, head=head)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == (["Conv", "BatchNorm", "Pool", "Activation", "Dropout"] * 2
+                     + ["Flatten" if head == "flatten" else "GlobalPool"]
+                     + ["Dense", "BatchNorm", "Activation", "Dropout", "Dense"])
+    drops = [layer for layer in net.layers if isinstance(layer, Dropout)]
+    assert [(d.rate, d.spatial) for d in drops] == [(0.1, True), (0.1, True), (0.2, False)]
+    if head != "flatten":
+        assert next(l for l in net.layers if isinstance(l, GlobalPool)).mode == head
+    _init(net, 0, shape=(2, 12, 10))
+    x = np.random.default_rng(0).standard_normal((6, 2, 12, 10))
+    assert net.forward(x, 1, training=True).shape == (6, 3)
+    # Batch norm between conv and pool: no fused block for those convolutions.
+    assert all(len(step.layers) == 1 or not isinstance(step.layers[0], Conv)
+               for step in net.steps)
+    assert sum(isinstance(layer, BatchNorm) for layer in net.layers) == 3
+
+
+def test_builder_rejects_bad_options():
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_lenet5((1, 8, 8), 2, head="mean")
+    with pytest.raises(ValueError, match=r"dropout must be a float in \[0, 1\)"):
+        build_lenet5((1, 8, 8), 2, dropout=1.0)
+    with pytest.raises(ValueError, match="spatial_dropout"):
+        build_lenet5((1, 8, 8), 2, spatial_dropout=-0.1)
