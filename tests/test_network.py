@@ -970,3 +970,13 @@ def test_training_batch_workspace_is_not_pickled():
     net.forward(X, 1, training=True, rows=np.arange(6))
     assert net._batch is not None
     assert pickle.loads(pickle.dumps(net))._batch is None
+
+
+def test_dtypes_are_pickled_by_name():
+    # skops trusts strings but no numpy dtype object; pickle keeps working.
+    net = _init(build_lenet5((1, 8, 8), 3, filters=(2,)), 0, shape=(1, 8, 8))
+    assert net.__getstate__()["dtype"] == "float64"
+    assert all(layer.__getstate__()["dtype"] == "float64" for layer in net.layers)
+    restored = pickle.loads(pickle.dumps(net))
+    assert restored.dtype == np.float64 and isinstance(restored.dtype, np.dtype)
+    assert all(isinstance(layer.dtype, np.dtype) for layer in restored.layers)

@@ -468,11 +468,17 @@ class Network:
         state = self.__dict__.copy()
         state["_batch"] = None
         state["_steps"] = None
+        # The dtype by name, as in Layer.__getstate__ (skops trusts no dtype object).
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"]).name
         return state
 
     def __setstate__(self, state):
-        # Pickles made before the plan was a list of step objects hold index tuples.
+        # Pickles made before the plan was a list of step objects hold index tuples,
+        # and those made before the dtype was stored by name the dtype itself.
         state["_steps"] = None
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"])
         self.__dict__.update(state)
 
     def __repr__(self):
