@@ -13,7 +13,7 @@ README = ROOT / "README.md"
 
 #: Packages of the optional extras that a README block may import: package -> extra
 #: (whose name is also the pytest marker that selects its tests).
-OPTIONAL = {"skops": "persist"}
+OPTIONAL = {"skops": "persist", "skl2onnx": "onnx", "onnxruntime": "onnx"}
 
 
 def _blocks(language):
