@@ -13,7 +13,8 @@ README = ROOT / "README.md"
 
 #: Packages of the optional extras that a README block may import: package -> extra
 #: (whose name is also the pytest marker that selects its tests).
-OPTIONAL = {"skops": "persist", "skl2onnx": "onnx", "onnxruntime": "onnx"}
+OPTIONAL = {"skops": "persist", "skl2onnx": "onnx", "onnxruntime": "onnx",
+            "dask_ml": "distributed"}
 
 
 def _blocks(language):
