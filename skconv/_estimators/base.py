@@ -304,9 +304,15 @@ class BaseConvNet(BaseEstimator):
             optimizer = copy.copy(optimizer)
             optimizer.params = None
             state["_optimizer"] = optimizer
+        # The compute dtype by name: skops trusts strings but no numpy dtype object.
+        if state.get("_dtype") is not None:
+            state["_dtype"] = np.dtype(state["_dtype"]).name
         return state
 
     def __setstate__(self, state):
+        # Pickles made before the dtype was stored by name hold the dtype itself.
+        if state.get("_dtype") is not None:
+            state["_dtype"] = np.dtype(state["_dtype"])
         super().__setstate__(state)
         if getattr(self, "_network", None) is not None:
             self._expose_weights()

@@ -276,7 +276,17 @@ class Layer:
         for name in self._cache_attributes:
             state[name] = None
         state.pop("_workspaces", None)
+        # The dtype by name: skops trusts strings but no numpy dtype object, so a
+        # dtype would put a foreign type on every model's list of types to review.
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"]).name
         return state
+
+    def __setstate__(self, state):
+        # Pickles made before the dtype was stored by name hold the dtype itself.
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"])
+        self.__dict__.update(state)
 
     def describe(self):
         """A few words for the layer in plots and messages (``"conv"``, ``"relu"``,
@@ -391,7 +401,7 @@ class Conv(Layer):
             state["kernel_shape"] = state.pop("_kernel")
         for stale in ("_kernel", "_codes", "_relu_output", "_step"):
             state.pop(stale, None)
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def describe(self):
         return "conv"
@@ -497,7 +507,7 @@ class Pool(Layer):
         # Models pickled before 0.1.0.dev0's layout kept the stride as _stride.
         if "_stride" in state:
             state["effective_stride"] = state.pop("_stride")
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def forward(self, x, n_jobs, training):
         window = self.effective_pool_size

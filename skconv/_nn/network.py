@@ -2,8 +2,9 @@
 
 The estimators drive this module through a small surface: :meth:`Network.initialize`,
 :meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict`,
-``get_state`` / ``set_state``, parameters by kind (:meth:`Network.params_of`) and the
-outputs of the conv blocks (:meth:`Network.block_outputs`). A training step is
+``get_state`` / ``set_state``, parameters by kind (:meth:`Network.params_of`), the
+outputs of the conv blocks (:meth:`Network.block_outputs`) and the layers' resolved
+settings as plain values (:meth:`Network.describe`, for exporters). A training step is
 :func:`skconv._nn.training.run_epoch`'s business.
 
 The plan: the network runs a list of steps, each a layer alone or a few layers run as
@@ -19,7 +20,9 @@ import numpy as np
 from .._ops.blocks import prepare_conv_block
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
-from .layers import Activation, Conv, Dense, Layer, Pool
+from .._ops.validation import normalize_padding, per_axis
+from .activations import LEAKY_RELU_SLOPE
+from .layers import Activation, Conv, Dense, Flatten, GlobalPool, Layer, Pool
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]
@@ -38,6 +41,43 @@ def _layer_step(i, layer, shape, network_input, fn, *args):
 
 def _is_relu(layer):
     return isinstance(layer, Activation) and layer.name == "relu"
+
+
+def _layer_settings(layer):
+    """One entry of :meth:`Network.describe` (for an initialized layer)."""
+    settings = {"input_shape": tuple(layer.input_shape),
+                "output_shape": tuple(layer.output_shape)}
+    spatial = layer.input_shape[1:]
+    ones = (1,) * len(spatial)
+    if isinstance(layer, Conv):
+        kernel = tuple(layer.kernel_shape)
+        strides = per_axis(layer.stride, len(spatial), "stride")
+        dilations = per_axis(layer.dilation, len(spatial), "dilation")
+        pads = normalize_padding(layer.padding, spatial, kernel, strides, dilations)
+        settings.update(kind="conv", filters=layer.output_shape[0], kernel_shape=kernel,
+                        strides=strides, dilations=dilations, pads=tuple(pads),
+                        weights=layer.params[0], bias=layer.params[1])
+    elif isinstance(layer, Pool):
+        window = tuple(layer.effective_pool_size)
+        strides = tuple(layer.effective_stride)
+        # The pads of the window actually used, as the pooling op derives them.
+        pads = normalize_padding(layer.padding, spatial, window, strides, ones)
+        settings.update(kind="pool", mode=layer.mode, pool_size=window,
+                        strides=strides, pads=tuple(pads))
+    elif isinstance(layer, GlobalPool):
+        settings.update(kind="global_pool", mode=layer.mode)
+    elif isinstance(layer, Activation):
+        settings.update(kind="activation", name=layer.name)
+        if layer.name == "leaky_relu":
+            settings["negative_slope"] = LEAKY_RELU_SLOPE
+    elif isinstance(layer, Flatten):
+        settings.update(kind="flatten")
+    elif isinstance(layer, Dense):
+        settings.update(kind="dense", units=layer.output_shape[0],
+                        weights=layer.params[0], bias=layer.params[1])
+    else:
+        settings.update(kind=type(layer).__name__.lower())
+    return settings
 
 
 class LayerStep:
@@ -400,6 +440,44 @@ class Network:
                     current = None
         return blocks
 
+    def describe(self):
+        """The layers and their resolved settings, as plain values.
+
+        What a tool needs to rebuild the network elsewhere (:mod:`skconv.onnx`), with
+        every rule already applied: one value per spatial axis, padding as cells
+        before and after on each axis (so 'same' with any stride is spelled out), a
+        pooling window after clipping to a small map. No layer class or private
+        helper is needed to read it. (:meth:`Layer.describe` is the few words for
+        plots.)
+
+        Returns
+        -------
+        list of dict
+            One per layer, in order. Every dict has ``kind``, ``input_shape`` and
+            ``output_shape`` (one sample, no batch axis). By kind:
+
+            - ``'conv'``: ``filters``, ``kernel_shape``, ``strides``, ``dilations``
+              (tuples of int, one per spatial axis), ``pads`` (a ``(low, high)`` pair
+              per axis), ``weights`` of shape ``(filters, C, *kernel_shape)`` and
+              ``bias`` of shape ``(filters,)``; cross-correlation, zero padding.
+            - ``'pool'``: ``mode`` ('max', 'avg' or 'min'), ``pool_size`` (the window
+              used), ``strides``, ``pads``; padded cells never win a max or a min and
+              are not counted in an average, output sizes round down.
+            - ``'global_pool'``: ``mode``; ``(C, *spatial) -> (C,)``.
+            - ``'activation'``: ``name`` (see
+              :data:`skconv._nn.activations.ACTIVATIONS`), and ``negative_slope`` for
+              'leaky_relu'.
+            - ``'flatten'``: C order.
+            - ``'dense'``: ``units``, ``weights`` of shape ``(n_in, units)`` and
+              ``bias`` of shape ``(units,)``: ``y = x @ weights + bias``.
+            - any other layer: ``kind`` is its class name in lower case.
+
+            ``weights`` and ``bias`` are the network's own arrays: read them, do not
+            write to them.
+        """
+        self._check_initialized()
+        return [_layer_settings(layer) for layer in self.layers]
+
     # -- parameters ----------------------------------------------------------------------
     @property
     def params(self):
@@ -475,11 +553,17 @@ class Network:
         state = self.__dict__.copy()
         state["_batch"] = None
         state["_steps"] = None
+        # The dtype by name, as in Layer.__getstate__ (skops trusts no dtype object).
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"]).name
         return state
 
     def __setstate__(self, state):
-        # Pickles made before the plan was a list of step objects hold index tuples.
+        # Pickles made before the plan was a list of step objects hold index tuples,
+        # and those made before the dtype was stored by name the dtype itself.
         state["_steps"] = None
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"])
         self.__dict__.update(state)
 
     def __repr__(self):
