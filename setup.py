@@ -9,6 +9,11 @@ SKCONV_NATIVE=1
     Adds ``-march=native`` (opt-in only: a default build must run on other CPUs).
 SKCONV_NO_OPENMP=1
     Builds the serial fallback even when OpenMP is available.
+SKCONV_ISA=baseline|avx2|avx512
+    x86-64 only: compiles the kernels for that one instruction set (x86-64,
+    x86-64-v3, x86-64-v4) instead of all three picked at load time, so that a
+    machine with AVX-512 can test the code an older CPU runs. For testing; an
+    avx2 or avx512 build only runs on CPUs that have those instructions.
 """
 
 import glob
@@ -25,6 +30,15 @@ from setuptools.command.build_ext import build_ext
 DEBUG = os.environ.get("SKCONV_DEBUG", "0") not in ("", "0")
 NATIVE = os.environ.get("SKCONV_NATIVE", "0") not in ("", "0")
 NO_OPENMP = os.environ.get("SKCONV_NO_OPENMP", "0") not in ("", "0")
+# -march of each forced kernel variant (see skconv/_kernels/include/common/simd.h),
+# and whether it has the 32 vector registers of AVX-512 (the kernels' register
+# blocking asks at run time, which would pick the AVX-512 blocking in an AVX2 build
+# on an AVX-512 machine).
+ISA_VARIANTS = {"baseline": ([], 0), "avx2": (["-march=x86-64-v3"], 0),
+                "avx512": (["-march=x86-64-v4"], 1)}
+ISA = os.environ.get("SKCONV_ISA", "")
+if ISA and ISA not in ISA_VARIANTS:
+    sys.exit(f"SKCONV_ISA must be one of {sorted(ISA_VARIANTS)} (or unset), got {ISA!r}")
 
 #: The kernel layer's package: every compiled module and its C headers live there.
 KERNELS = ("skconv", "_kernels")
@@ -73,7 +87,8 @@ def _openmp_flags(compiler):
 
 
 class BuildExtWithOpenMP(build_ext):
-    """Adds OpenMP flags (when they work) and records the result in ``_build_config``."""
+    """Adds OpenMP flags (when they work) and records the build's settings in
+    ``skconv/_kernels/build_config.py``."""
 
     def build_extensions(self):
         flags = _openmp_flags(self.compiler)
@@ -86,7 +101,7 @@ class BuildExtWithOpenMP(build_ext):
                 ext.extra_link_args += flags[1]
         config = os.path.join(self.build_lib, *KERNELS, "build_config.py")
         os.makedirs(os.path.dirname(config), exist_ok=True)
-        contents = f"OPENMP = {with_openmp!r}\nDEBUG = {DEBUG!r}\n"
+        contents = f"OPENMP = {with_openmp!r}\nDEBUG = {DEBUG!r}\nISA = {ISA or None!r}\n"
         for path in {config, os.path.join(*KERNELS, "build_config.py")}:
             with open(path, "w") as f:
                 f.write(contents)
@@ -105,12 +120,18 @@ def _extensions():
     compile_args.append("-fno-math-errno")
     if NATIVE:
         compile_args.append("-march=native")
+    define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+    if ISA:
+        march, registers_32 = ISA_VARIANTS[ISA]
+        compile_args += march
+        define_macros += [("SKCONV_NO_CLONES", "1"),
+                          ("SKCONV_32_VECTOR_REGISTERS", str(registers_32))]
     extensions = [
         Extension(
             ".".join(KERNELS) + "." + os.path.splitext(os.path.basename(path))[0],
             [path],
             include_dirs=[np.get_include(), os.path.join(*KERNELS, "include")],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            define_macros=list(define_macros),
             extra_compile_args=list(compile_args),
             extra_link_args=[],
         )

@@ -5,8 +5,12 @@ whole-network gradient check lives in test_network.py.
 """
 
 import io
+import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 import time
 import warnings
 from contextlib import redirect_stdout
@@ -23,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_sample_weight
 
-from skconv import ConvNetClassifier
+from skconv import ConvNetClassifier, ops
 from skconv._nn.network import Network
 from skconv._ops.threads import effective_n_threads
 
@@ -639,6 +643,69 @@ def test_bad_sample_weights(digits_small):
         ConvNetClassifier(**SMALL).fit(X, y, sample_weight=-np.ones(len(y)))
 
 
+@pytest.mark.parametrize("weight", [-1.0, np.nan, np.inf, -np.inf])
+def test_bad_class_weight_is_refused_naming_it(digits_small, weight):
+    # A negative weight used to fit a model that never predicts the class; NaN said
+    # "every sample has a zero weight", inf "try a smaller learning_rate_init".
+    X, y = digits_small
+    clf = ConvNetClassifier(class_weight={0: weight, 1: 2.0}, **SMALL)
+    with pytest.raises(ValueError, match=r"class_weight must give every class a "
+                       r"finite, non-negative weight, got \{0: " + re.escape(repr(weight))):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    with pytest.raises(ValueError, match="class_weight must give every class"):
+        ConvNetClassifier(class_weight={3: weight}, **SMALL).partial_fit(
+            X, y, classes=np.arange(10))
+
+
+def test_sample_weights_whose_total_overflows(digits_small):
+    X, y = digits_small
+    with pytest.raises(ValueError, match=r"sum to inf, beyond float64's range"):
+        ConvNetClassifier(**SMALL).fit(X, y, sample_weight=np.full(len(y), 1e307))
+    with pytest.raises(ValueError, match=r"sum to inf, beyond float64's range"):
+        ConvNetClassifier(class_weight={0: 1e308}, **SMALL).fit(
+            X, y, sample_weight=np.full(len(y), 10.0))
+
+
+@pytest.mark.parametrize("weight", [1e-320, 4e-323])
+def test_vanishing_sample_weights_name_the_total_weight(digits_small, weight):
+    # Positive, but a minibatch's total is too small to divide by: used to say the
+    # optimization diverged (try a smaller learning_rate_init).
+    X, y = digits_small
+    clf = ConvNetClassifier(**SMALL)
+    with pytest.raises(ValueError, match=r"minibatch 1 of epoch 1: its total sample "
+                       r"weight is .*e-3\d\d, below float64's smallest normal") as info:
+        clf.fit(X, y, sample_weight=np.full(len(y), weight))
+    assert "learning_rate_init" not in str(info.value)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    # The same weights scaled up fit (the loss does not depend on their scale).
+    _quiet_fit(clf, X, y, sample_weight=np.full(len(y), weight * 1e300))
+    assert np.isfinite(clf.loss_)
+
+
+@pytest.mark.parametrize("epsilon, dtype, shown", [
+    (1e-50, np.float32, "0.0"), (1e39, np.float32, "inf"), (1e-320, np.float64, None)])
+def test_epsilon_that_rounds_to_zero_in_the_compute_dtype(digits_small, epsilon, dtype,
+                                                          shown):
+    # float32 X trains in float32, where 1e-50 is 0: Adam's sqrt(v) + epsilon was 0
+    # for dead units and the error said "try a smaller learning_rate_init".
+    X, y = digits_small
+    X = X.astype(dtype)
+    clf = ConvNetClassifier(epsilon=epsilon, **SMALL)
+    if shown is None:  # representable (subnormal) in float64: trains
+        _quiet_fit(clf, X, y)
+        assert np.isfinite(clf.loss_)
+        return
+    with pytest.raises(ValueError, match=re.escape(
+            f"epsilon={epsilon!r} is {shown} in float32, the compute dtype (float32 X "
+            f"trains in float32)")):
+        clf.fit(X, y)
+    _quiet_fit(clf.set_params(solver="sgd"), X, y)  # sgd has no epsilon
+    assert np.isfinite(clf.loss_)
+
+
 def test_continuous_target_rejected(digits_small):
     X, y = digits_small
     with pytest.raises(ValueError, match="Unknown label type"):
@@ -658,6 +725,49 @@ def test_invalid_parameters(digits_small, params):
     X, y = digits_small
     with pytest.raises(InvalidParameterError):
         ConvNetClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("name", ["stride", "pool_stride", "dilation", "padding",
+                                  "kernel_size", "pool_size"])
+@pytest.mark.parametrize("value", [2**70, 2**31, ((1, 2**63), 1)])
+def test_huge_integers_are_value_errors_naming_the_parameter(digits_small, name, value):
+    # stride and pool_stride used to give an OverflowError from the compiled layer.
+    X, y = digits_small
+    clf = ConvNetClassifier(**{**SMALL, name: value})
+    with pytest.raises(ValueError, match=rf"^{name} must be at most 2147483647 \(the "
+                       rf"kernels' index range\), got {re.escape(repr(value))}"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+
+
+_STRING_OPS = {
+    "padding": lambda v: ops.conv(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), padding=v),
+    "pooling": lambda v: ops.pool(np.ones((1, 1, 4, 4)), 2, mode=v),
+}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("padding", "same"), ("padding", "valid"), ("padding", "SAME"), ("padding", "Valid"),
+    ("pooling", "max"), ("pooling", "avg"), ("pooling", "MAX"), ("pooling", "Min"),
+])
+def test_estimator_and_ops_take_the_same_strings(digits_small, name, value):
+    # One rule for both (lowercase, case-sensitive): ops.conv(padding="SAME") used to
+    # work where ConvNetClassifier(padding="SAME") was refused.
+    X, y = digits_small
+    try:
+        _STRING_OPS[name](value)
+        ops_accepts = True
+    except ValueError as exc:
+        ops_accepts = False
+        assert re.search(r"'(same|max)'", str(exc)), exc  # lists the valid values
+    try:
+        _quiet_fit(ConvNetClassifier(**{**SMALL, "max_iter": 1, "kernel_size": 3,
+                                        name: value}), X, y)
+        estimator_accepts = True
+    except InvalidParameterError:
+        estimator_accepts = False
+    assert ops_accepts == estimator_accepts == value.islower()
 
 
 def test_malformed_per_layer_parameter(digits_small):
@@ -704,3 +814,57 @@ def test_feature_names_from_a_data_frame(digits_small):
     assert_array_equal(clf.predict_proba(df), proba)
     with pytest.raises(ValueError, match="feature names"):
         clf.predict(df[columns[::-1]])
+
+
+# ------------------------------------------------------------------------------------
+# Memory
+# ------------------------------------------------------------------------------------
+_REPEATED_FITS = r"""
+import gc, json, os, warnings
+import numpy as np
+from skconv import ConvNetClassifier
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+rng = np.random.RandomState(0)
+X, y = rng.rand(32, 256), np.arange(32) % 3
+warnings.simplefilter("ignore")
+
+def fit(i):
+    # float32 and float64, early stopping or not, one or two threads, and predict:
+    # the paths whose workspaces, caches and prepared steps a fit allocates.
+    clf = ConvNetClassifier(filters=(4, 8), hidden_layer_sizes=(16,), max_iter=1,
+                            batch_size=16, random_state=i, early_stopping=i % 2 == 0,
+                            validation_fraction=0.25, n_jobs=2 if i % 5 == 0 else 1)
+    clf.fit(X.astype(np.float32) if i % 3 == 0 else X, y)
+    clf.predict_proba(X)
+
+for i in range(10):  # warm-up: lazy imports, allocator pools, lru caches
+    fit(i)
+readings = []
+for window in range(2):
+    gc.collect()
+    readings.append(rss())
+    for i in range(25):
+        fit(10 + 25 * window + i)
+gc.collect()
+readings.append(rss())
+print(json.dumps(readings))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
+def test_repeated_fits_do_not_grow_memory():
+    # 50 small fits in a fresh interpreter. A leaked network per fit (about 200 KB
+    # here) grows the resident set by 10-13 MiB; without a leak it moves by about
+    # 0.1 MiB. Noise (an allocator pool filling up) lands in one of the two windows
+    # of 25 fits; a leak grows both, hence the bound on the smaller one.
+    result = subprocess.run([sys.executable, "-c", _REPEATED_FITS], capture_output=True,
+                            text=True, timeout=600, check=True)
+    readings = json.loads(result.stdout.strip().splitlines()[-1])
+    mib = 2**20
+    growth = [(b - a) / mib for a, b in zip(readings, readings[1:])]
+    assert min(growth) < 1.5, f"resident set grew by {growth} MiB per 25 fits"
+    assert sum(growth) < 6, f"resident set grew by {growth} MiB per 25 fits"

@@ -16,14 +16,20 @@ the absolute values of the operands (the sum of |terms| that a rounding error ca
 scale with); ``tol`` is 1e-4 for float32 and 1e-10 for float64.
 """
 
+import pathlib
+import platform
 import re
+import sys
+import sysconfig
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from skconv import ops as _ops
 from skconv._kernels import conv as _conv
+from skconv._ops import blocks
 from skconv.ops import conv, conv_backward, conv_output_shape
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
@@ -331,24 +337,6 @@ def test_non_finite_values_stay_where_the_formula_puts_them(in_shape, kernel, kw
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_chunk_sums_add_rows_strictly_in_order(dtype):
-    # Thread invariance rests on this order: row 0, plus row 1, plus row 2, ... Values
-    # of very different sizes make any other order give other bits.
-    rng = np.random.default_rng(29)
-    for n_chunks, n_w, n_b in [(1, 5, 2), (4, 150, 6), (16, 2400, 16), (3, 1, 1)]:
-        scale = 10.0 ** rng.integers(-8, 9, size=(n_chunks, 1))
-        w_chunks = (rng.standard_normal((n_chunks, n_w)) * scale).astype(dtype)
-        b_chunks = (rng.standard_normal((n_chunks, n_b)) * scale).astype(dtype)
-        grad_w, grad_b = np.empty(n_w, dtype), np.empty(n_b, dtype)
-        _conv.sum_chunks(w_chunks, b_chunks, grad_w, grad_b)
-        for got, rows in ((grad_w, w_chunks), (grad_b, b_chunks)):
-            expected = rows[0].copy()
-            for row in rows[1:]:
-                expected += row
-            np.testing.assert_array_equal(got, expected)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_finite_kernel_matches_numpy(dtype):
     # The check that picks the finite-only paths: any one inf or NaN, at any place
     # (vector body or tail, first or last), must be seen; extreme finite values not.
@@ -529,7 +517,10 @@ THREAD_GEOMETRIES = {
 @pytest.mark.parametrize("geometry", sorted(THREAD_GEOMETRIES))
 @pytest.mark.parametrize("n", [1, 7, 19, 64])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_thread_count_gives_bitwise_equal_results(geometry, n, dtype):
+def test_thread_count_gives_bitwise_equal_results(geometry, n, dtype, monkeypatch):
+    # n_jobs is capped at the usable cores: pretend to have more, so that 3 threads
+    # (an odd split of the batch) run on a two-core machine too.
+    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
     x_shape, w_shape, kw = THREAD_GEOMETRIES[geometry]
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n,) + x_shape).astype(dtype)
@@ -887,6 +878,80 @@ def test_non_int_geometry_is_type_error(name, value):
         conv(X4, W4, **{name: value})
 
 
+@pytest.mark.parametrize("name", ["stride", "dilation", "padding"])
+@pytest.mark.parametrize("value", [2**31, 2**63, (1, 2**63), 2**70])
+def test_huge_geometry_is_value_error_naming_it(name, value):
+    # Used to be an OverflowError from the compiled layer (or, for padding, numpy's
+    # "Maximum allowed dimension exceeded").
+    match = rf"^{name} must be at most 2147483647 on every axis .*got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=match):
+        conv(X4, W4, **{name: value})
+    with pytest.raises(ValueError, match=match):
+        conv_backward(np.zeros((2, 4, 3, 3)), X4, W4, **{name: value})
+    with pytest.raises(ValueError, match=match):
+        conv_output_shape((5, 5), (3, 3), **{name: value})
+
+
+def test_largest_geometry_runs():
+    # The bound itself is accepted: one output cell per axis.
+    rng = np.random.default_rng(3)
+    x, w, b = random_problem(rng, 2, 3, 4, (5, 5), (3, 3), np.float64)
+    np.testing.assert_array_equal(conv(x, w, b, stride=2**31 - 1),
+                                  conv(x, w, b, stride=5))
+
+
+@pytest.mark.parametrize("dilation", [2**31 - 4, 2**20])
+def test_padded_copies_beyond_any_memory_are_refused(dilation):
+    # 'same' padding with a huge dilation keeps a small output, but the stride-1
+    # kernels pad each sample by the kernel's reach: their scratch size used to
+    # overflow C integers (a wrapped size, then a MemoryError at best).
+    rng = np.random.default_rng(4)
+    x, w, b = random_problem(rng, 2, 3, 4, (5, 5), (3, 3), np.float64)
+    match = r"^padding='same' and dilation .* make the zero-padded copies of one sample"
+    with pytest.raises(ValueError, match=match):
+        conv(x, w, b, dilation=dilation, padding="same")
+    with pytest.raises(ValueError, match=match):
+        conv_backward(np.zeros((2, 4, 5, 5)), x, w, dilation=dilation, padding="same")
+    with pytest.raises(ValueError, match=match):
+        blocks._conv_pool2x2(x, w, b, dilation=dilation, padding="same")
+    # Stride 2 takes im2col, which pads nothing: it runs, every tap but the centre
+    # on padding.
+    np.testing.assert_array_equal(
+        conv(x, w, b, dilation=dilation, padding="same", stride=2),
+        conv(x, w[:, :, 1:2, 1:2], b, stride=2))
+
+
+@pytest.mark.parametrize("padding", ["SAME", "Same", "VALID", "Valid", " same"])
+def test_padding_strings_are_lowercase(padding):
+    # Was case-insensitive here but not in the estimator (scikit-learn's StrOptions):
+    # one rule now, the estimator's.
+    match = (rf"^padding must be an int, a tuple of ints, 'valid' or 'same', got "
+             rf"{re.escape(repr(padding))} \(the strings are lowercase\)$")
+    with pytest.raises(ValueError, match=match):
+        conv(X4, W4, padding=padding)
+    with pytest.raises(ValueError, match=match):
+        conv_output_shape((5, 5), (3, 3), padding=padding)
+    with pytest.raises(ValueError, match=match):
+        _ops.pool(X4, 2, padding=padding)
+
+
+def test_kernel_variants_are_those_of_the_build():
+    # A default GCC build for x86-64 Linux carries three clones of each kernel, picked
+    # at load time; a SKCONV_ISA build (setup.py) exactly the one it was forced to,
+    # which is what lets CI test the baseline and AVX2 code on an AVX-512 machine.
+    from skconv._kernels import build_config
+
+    isa = getattr(build_config, "ISA", None)
+    compiled = pathlib.Path(_conv.__file__).read_bytes()
+    has_clones = b".arch_x86_64_v4" in compiled and b".arch_x86_64_v3" in compiled
+    if isa is not None:
+        assert isa in ("baseline", "avx2", "avx512")
+        assert not has_clones
+    elif (platform.machine() == "x86_64" and sys.platform == "linux"
+          and "gcc" in (sysconfig.get_config_var("CC") or "")):
+        assert has_clones
+
+
 def test_numpy_integers_are_accepted():
     rng = np.random.default_rng(17)
     x, w, b = random_problem(rng, 2, 3, 4, (7, 6), (3, 3), np.float64)
@@ -1041,6 +1106,36 @@ def test_out_arrays_receive_the_same_results(dtype, stride):
                         compute_grad_x=False, out=(None,) + buffers[1:])
     assert got[0] is None
     np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_out_arrays_that_overlap_each_other_are_rejected():
+    # Each was checked against the inputs only: these ran and returned wrong values
+    # (one gradient written over another).
+    rng = np.random.default_rng(21)
+    x, w, _ = random_problem(rng, 2, 1, 3, (5, 5), (3, 3), np.float64)
+    grad_y = rng.standard_normal((2, 3, 3, 3))
+    gx, gw = np.empty_like(x), np.empty_like(w)
+    with pytest.raises(ValueError, match=r"^out\[2\] \(grad_b\) must not share memory "
+                                         r"with out\[1\] \(grad_w\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gw, gw.reshape(-1)[3:6]))
+    with pytest.raises(ValueError, match=r"^out\[1\] \(grad_w\) must not share memory "
+                                         r"with out\[0\] \(grad_x\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gx.reshape(-1)[:w.size].reshape(w.shape),
+                                         np.empty(3)))
+    with pytest.raises(ValueError, match=r"^out\[2\] \(grad_b\) must not share memory "
+                                         r"with out\[0\] \(grad_x\)$"):
+        conv_backward(grad_y, x, w, out=(gx, gw, gx.reshape(-1)[-3:]))
+    # Disjoint parts of one buffer are fine (and give the fresh arrays' values).
+    buffer = np.empty(x.size + w.size + 3)
+    parts = (buffer[:x.size].reshape(x.shape),
+             buffer[x.size:x.size + w.size].reshape(w.shape), buffer[-3:])
+    got = conv_backward(grad_y, x, w, out=parts)
+    for g, e in zip(got, conv_backward(grad_y, x, w)):
+        np.testing.assert_array_equal(g, e)
+    # Without grad_x, its slot is not an output: it may overlap the others.
+    got = conv_backward(grad_y, x, w, compute_grad_x=False,
+                        out=(gw, gw, np.empty(3)))
+    np.testing.assert_array_equal(got[1], conv_backward(grad_y, x, w)[1])
 
 
 def test_bad_out_arrays_are_rejected():

@@ -221,7 +221,10 @@ def test_unpool_fallback_matches_kernel(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 19, 64])
-def test_thread_count_gives_bitwise_equal_results(dtype, n):
+def test_thread_count_gives_bitwise_equal_results(dtype, n, monkeypatch):
+    # n_jobs is capped at the usable cores: pretend to have more, so that 3 threads
+    # (an odd split of the batch) run on a two-core machine too.
+    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n, 6, 14, 14)).astype(dtype)
     w = rng.standard_normal((16, 6, 5, 5)).astype(dtype)
@@ -302,6 +305,11 @@ def test_bad_arguments():
         blocks._conv_pool2x2(x, w, out=np.empty((2, 3, 3, 3)))
     with pytest.raises(ValueError, match="codes"):
         blocks._conv_pool2x2(x, w, codes=np.empty((2, 3, 2, 2), dtype=np.int8))
+    # codes written over the pooled output's bytes
+    y = np.empty((2, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"^codes must not share memory with out$"):
+        blocks._conv_pool2x2(x, w, out=y,
+                             codes=y.view(np.uint8).reshape(-1)[:y.size].reshape(y.shape))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -351,3 +359,9 @@ def test_prepared_step_is_bitwise_the_op_and_checks_its_arrays(dtype, relu):
         step.backward(grad, x, w, grad_w[:2], grad_b, 1)
     with pytest.raises(ValueError, match="must not share memory"):
         step.backward(grad, step.grad_x, w, grad_w, grad_b, 1)
+    with pytest.raises(ValueError, match=r"^grad_b must not share memory with grad_w$"):
+        step.backward(grad, x, w, grad_w, grad_w.reshape(-1)[:4], 1)
+    with pytest.raises(ValueError, match=r"^grad_w must not share memory with the "
+                                         r"step's grad_x$"):
+        step.backward(grad, x, w, step.grad_x.reshape(-1)[:w.size].reshape(w.shape),
+                      grad_b, 1)

@@ -33,6 +33,8 @@ def fitted(digits_small):
 def test_predict_is_the_indicator_matrix_of_the_probabilities(digits_small, fitted):
     X, y = digits_small
     assert_array_equal(fitted.classes_, [0, 1, 2])  # MLPClassifier's classes_
+    assert fitted.out_activation_ == "logistic"  # and its out_activation_
+    assert quiet_fit(ConvNetClassifier(**SMALL), X, y).out_activation_ == "softmax"
     assert fitted.coefs_[-1].shape == (16, 3)
     proba = fitted.predict_proba(X)
     assert proba.shape == (len(X), 3) and proba.dtype == np.float64

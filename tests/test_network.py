@@ -1023,3 +1023,70 @@ def test_training_batch_workspace_is_not_pickled():
     net.forward(X, 1, training=True, rows=np.arange(6))
     assert net._batch is not None
     assert pickle.loads(pickle.dumps(net))._batch is None
+
+
+@pytest.mark.parametrize("head", ["flatten", "avg", "max", "min"])
+def test_builder_options_batch_norm_dropout_and_pooling_head(head):
+    from skconv._nn.layers import BatchNorm, Dropout, GlobalPool
+
+    net = build_lenet5((2, 12, 10), 3, filters=(4, 5), kernel_size=3,
+                       hidden_layer_sizes=(7,), batch_norm=True, spatial_dropout=0.1,
+                       dropout=0.2, head=head)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == (["Conv", "BatchNorm", "Pool", "Activation", "Dropout"] * 2
+                     + ["Flatten" if head == "flatten" else "GlobalPool"]
+                     + ["Dense", "BatchNorm", "Activation", "Dropout", "Dense"])
+    drops = [layer for layer in net.layers if isinstance(layer, Dropout)]
+    assert [(d.rate, d.spatial) for d in drops] == [(0.1, True), (0.1, True), (0.2, False)]
+    if head != "flatten":
+        assert next(l for l in net.layers if isinstance(l, GlobalPool)).mode == head
+    _init(net, 0, shape=(2, 12, 10))
+    x = np.random.default_rng(0).standard_normal((6, 2, 12, 10))
+    assert net.forward(x, 1, training=True).shape == (6, 3)
+    # Batch norm between conv and pool: no fused block for those convolutions.
+    assert all(len(step.layers) == 1 or not isinstance(step.layers[0], Conv)
+               for step in net.steps)
+    assert sum(isinstance(layer, BatchNorm) for layer in net.layers) == 3
+
+
+def test_builder_rejects_bad_options():
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_lenet5((1, 8, 8), 2, head="mean")
+    with pytest.raises(ValueError, match=r"dropout must be a float in \[0, 1\)"):
+        build_lenet5((1, 8, 8), 2, dropout=1.0)
+    with pytest.raises(ValueError, match="spatial_dropout"):
+        build_lenet5((1, 8, 8), 2, spatial_dropout=-0.1)
+
+
+def test_describe_spells_out_the_resolved_settings():
+    # 'same' with stride 2 on 7 cells (kernel 4): total padding 3, the extra cell at
+    # the end; a window of 3 clipped to a map of 2; dtypes never leak in.
+    net = Network([Conv(2, (4, 1), stride=2, padding="same", dilation=(1, 2)),
+                   Activation("leaky_relu"), Pool(3, stride=1, mode="min"),
+                   GlobalPool("max"), Dense(3)])
+    net.initialize((1, 7, 3), np.random.RandomState(0), np.float32)
+    conv, act, pool, gpool, dense = net.describe()
+    assert conv["kind"] == "conv" and conv["filters"] == 2
+    assert conv["kernel_shape"] == (4, 1) and conv["strides"] == (2, 2)
+    assert conv["dilations"] == (1, 2) and conv["pads"] == ((1, 2), (0, 0))
+    assert conv["weights"] is net.layers[0].params[0]
+    assert conv["output_shape"] == (2, 4, 2)
+    assert act == {"kind": "activation", "name": "leaky_relu", "negative_slope": 0.01,
+                   "input_shape": (2, 4, 2), "output_shape": (2, 4, 2)}
+    assert pool["mode"] == "min" and pool["pool_size"] == (3, 2)
+    assert pool["strides"] == (1, 1) and pool["pads"] == ((0, 0), (0, 0))
+    assert gpool["kind"] == "global_pool" and gpool["mode"] == "max"
+    assert dense["kind"] == "dense" and dense["units"] == 3
+    assert dense["bias"] is net.layers[-1].params[1]
+    with pytest.raises(RuntimeError, match="not initialized"):
+        Network([Flatten()]).describe()
+
+
+def test_dtypes_are_pickled_by_name():
+    # skops trusts strings but no numpy dtype object; pickle keeps working.
+    net = _init(build_lenet5((1, 8, 8), 3, filters=(2,)), 0, shape=(1, 8, 8))
+    assert net.__getstate__()["dtype"] == "float64"
+    assert all(layer.__getstate__()["dtype"] == "float64" for layer in net.layers)
+    restored = pickle.loads(pickle.dumps(net))
+    assert restored.dtype == np.float64 and isinstance(restored.dtype, np.dtype)
+    assert all(isinstance(layer.dtype, np.dtype) for layer in restored.layers)

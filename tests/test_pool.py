@@ -399,6 +399,9 @@ def test_global_pool_large_plane_float32_accuracy():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
 def test_thread_count_does_not_change_results(dtype, mode, grain, monkeypatch):
+    # n_jobs is capped at the usable cores: pretend to have more, so that 3 threads
+    # run on a two-core machine too.
+    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
     if grain == "tiny":
         # Small inputs normally run on one thread; force the team on every call.
         monkeypatch.setattr(threads, "MIN_CELLS_PER_THREAD", 1)
@@ -547,6 +550,11 @@ X4 = np.zeros((2, 3, 4, 4))
     (dict(pool_size=(3, 2), padding=(1, 2)), ValueError, r"no real cell on spatial axis 1"),
     # Overlapping windows, padding equal to the window on axis 1 only.
     (dict(pool_size=(2, 3), stride=1, padding=(0, 3)), ValueError, r"no real cell on spatial axis 1"),
+    # Used to be an OverflowError from the compiled layer.
+    (dict(pool_size=2, stride=2**63), ValueError, r"stride must be at most 2147483647 on every axis"),
+    (dict(pool_size=2, stride=(1, 2**31)), ValueError, r"stride must be at most 2147483647"),
+    (dict(pool_size=2**63), ValueError, r"pool_size must be at most 2147483647"),
+    (dict(pool_size=2, padding=2**63), ValueError, r"padding must be at most 2147483647"),
     (dict(pool_size=2, n_jobs=0), ValueError, r"n_jobs == 0"),
     (dict(pool_size=2, n_jobs=1.5), TypeError, r"n_jobs must be None or an int"),
 ])
@@ -724,6 +732,21 @@ def test_out_arrays_receive_the_same_results(dtype, mode):
         grad_out[...] = np.nan
         assert ops.pool_backward_indices(grad_y, idx, x.shape, out=grad_out) is grad_out
         np.testing.assert_array_equal(grad_out, expected)
+
+
+def test_out_arrays_that_overlap_each_other_are_rejected():
+    # Ran and returned wrong values: the indices were written over the maxima.
+    x = np.random.default_rng(2).standard_normal((1, 2, 4, 4))
+    y = np.empty((1, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"^out\[1\] \(indices\) must not share memory "
+                                         r"with out\[0\] \(y\)$"):
+        ops.pool_with_indices(x, 2, out=(y, y.view(np.int64)))
+    buffer = np.empty(16)  # disjoint halves of one buffer are fine
+    got = ops.pool_with_indices(
+        x, 2, out=(buffer[:8].reshape(y.shape), buffer[8:].view(np.int64).reshape(y.shape)))
+    expected = ops.pool_with_indices(x, 2)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
 
 
 def test_bad_out_arrays_are_rejected():

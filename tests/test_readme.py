@@ -11,16 +11,38 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
+#: Packages of the optional extras that a README block may import: package -> extra
+#: (whose name is also the pytest marker that selects its tests).
+OPTIONAL = {"skops": "persist", "skl2onnx": "onnx", "onnxruntime": "onnx",
+            "dask_ml": "distributed"}
+
+
 def _blocks(language):
     text = README.read_text(encoding="utf-8")
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def _optional_imports(code):
+    """The optional packages a block imports (top-level names)."""
+    names = re.findall(r"^\s*(?:from|import)\s+(\w+)", code, flags=re.M)
+    return sorted({name for name in names if name in OPTIONAL})
+
+
+def _python_blocks():
+    # A block that needs an extra carries its marker, so that CI's run of the extras'
+    # tests (pytest -m "<extra> or ...") runs it.
+    return [pytest.param(i, marks=[getattr(pytest.mark, OPTIONAL[name])
+                                   for name in _optional_imports(code)])
+            for i, code in enumerate(_blocks("python"))]
+
+
+@pytest.mark.parametrize("index", _python_blocks())
 def test_readme_python_block_runs(index):
     code = _blocks("python")[index]
     if 'parallel_backend("dask")' in code:
         pytest.skip("run by tests/test_distributed.py (needs the 'distributed' extra)")
+    for name in _optional_imports(code):
+        pytest.importorskip(name, reason=f"needs the '{OPTIONAL[name]}' extra")
     # Each block stands alone, as a reader would paste it. A grid-search fit that fails
     # (an invalid network in the grid) would only warn: make it fail the test.
     with warnings.catch_warnings():

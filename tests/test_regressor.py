@@ -42,6 +42,7 @@ def test_predict_has_the_shape_of_y_at_fit(digits_small, y_shape):
         y[:, 1] = -y[:, 1]
     reg = quiet_fit(ConvNetRegressor(**SMALL), X, y)
     assert reg.n_outputs_ == (y_shape[0] if y_shape else 1)
+    assert reg.out_activation_ == "identity"
     assert reg.coefs_[-1].shape == (16, reg.n_outputs_)
     pred = reg.predict(X)
     assert pred.shape == y.shape and pred.dtype == np.float64

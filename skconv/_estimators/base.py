@@ -38,7 +38,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .._nn.activations import ACTIVATIONS
 from .._nn.lenet import build_lenet5
 from .._nn.optimizers import SGD, Adam
-from .._nn.training import NonFiniteTraining, run_epoch
+from .._nn.training import NonFiniteTraining, VanishingBatchWeight, run_epoch
 from .._ops.pool import POOL_MODES
 from .._ops.threads import effective_n_threads
 from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
@@ -46,7 +46,7 @@ from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
 __all__ = ["BaseConvNet"]
 
 #: Samples per forward pass in predict: bounds the memory of the activations
-#: (a (512, 6, 28, 28) float32 map is 9.6 MB) whatever n_samples is.
+#: whatever n_samples is.
 PREDICT_BATCH_SIZE = 512
 
 
@@ -318,10 +318,21 @@ class BaseConvNet(BaseEstimator):
                 sample_weight, X.reshape(X.shape[0], -1), dtype=np.float64,
                 ensure_non_negative=True,
             )
-            if not sample_weight.sum() > 0:
+            with np.errstate(over="ignore"):  # a sum that overflows is refused below
+                positive_total = sample_weight.sum() > 0
+            if not positive_total:
                 raise ValueError(
                     "Sample weights must contain at least one non-zero number.")
         weights = self._combined_weights(targets, sample_weight, incremental)
+        if weights is not None:
+            with np.errstate(over="ignore"):
+                total = weights.sum()
+            if not np.isfinite(total):
+                raise ValueError(
+                    f"the sample weights (sample_weight times class_weight) sum to "
+                    f"{total}, beyond float64's range: scale them down (scaling alpha "
+                    f"by the same factor gives the same model)"
+                )
         if not incremental:
             self._check_learnable(targets, weights)
 
@@ -393,9 +404,15 @@ class BaseConvNet(BaseEstimator):
             optimizer = copy.copy(optimizer)
             optimizer.params = None
             state["_optimizer"] = optimizer
+        # The compute dtype by name: skops trusts strings but no numpy dtype object.
+        if state.get("_dtype") is not None:
+            state["_dtype"] = np.dtype(state["_dtype"]).name
         return state
 
     def __setstate__(self, state):
+        # Pickles made before the dtype was stored by name hold the dtype itself.
+        if state.get("_dtype") is not None:
+            state["_dtype"] = np.dtype(state["_dtype"])
         super().__setstate__(state)
         if getattr(self, "_network", None) is not None:
             self._expose_weights()
@@ -407,6 +424,19 @@ class BaseConvNet(BaseEstimator):
         if self.solver == "sgd":
             return SGD(params, learning_rate=self.learning_rate_init,
                        momentum=self.momentum, nesterov=self.nesterovs_momentum)
+        # Adam divides by sqrt(v) + epsilon in the compute dtype: an epsilon that
+        # rounds to 0 there makes 0 / 0 of every parameter whose gradient is 0 (a
+        # dead relu), one that rounds to inf freezes every parameter.
+        with np.errstate(over="ignore", under="ignore"):
+            epsilon = self._dtype.type(self.epsilon)
+        if not (0 < epsilon < np.inf):
+            raise ValueError(
+                f"epsilon={self.epsilon!r} is {epsilon} in {self._dtype}, the compute "
+                f"dtype ({self._dtype} X trains in {self._dtype}): Adam divides by "
+                f"sqrt(v) + epsilon. Use an epsilon representable in {self._dtype} "
+                f"(at least {float(np.finfo(self._dtype).smallest_normal):.3g}, e.g. "
+                f"the default 1e-8)"
+            )
         return Adam(params, learning_rate=self.learning_rate_init,
                     beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
@@ -577,12 +607,20 @@ class BaseConvNet(BaseEstimator):
             loss = run_epoch(self._network, self._optimizer, X, y, sample_weight,
                              sample_idx, batch_size=batch_size, alpha=self.alpha,
                              loss=self._loss_and_grad, n_threads=n_threads)
+        except VanishingBatchWeight as exc:
+            self._non_finite(
+                exc.what, first_pass,
+                cause=f"{exc.cause}. Scale sample_weight (and class_weight) up: "
+                      f"multiplying them and alpha by the same factor gives the same "
+                      f"model.")
         except NonFiniteTraining as exc:
             self._non_finite(exc.what, first_pass)
         self.n_iter_ += 1
         self.loss_ = loss
 
-    def _non_finite(self, what, first_pass):
+    def _non_finite(self, what, first_pass, cause=None):
+        """Stop fit with a ValueError: ``what`` failed; ``cause`` says why (by
+        default: the optimization diverged)."""
         epoch = self.n_iter_ + 1
         if first_pass:
             self._forget_fit()
@@ -592,11 +630,12 @@ class BaseConvNet(BaseEstimator):
             self._last_epoch = None
             state = (f"The estimator keeps the model of its last finished epoch "
                      f"(n_iter_={self.n_iter_}).")
-        raise ValueError(
-            f"The training {what} epoch {epoch}: the optimization diverged. Try a "
-            f"smaller learning_rate_init (now {self.learning_rate_init!r}), and scale "
-            f"X to about [0, 1] or standardize it (e.g. with StandardScaler). {state}"
-        )
+        if cause is None:
+            cause = (
+                f"the optimization diverged. Try a smaller learning_rate_init (now "
+                f"{self.learning_rate_init!r}), and scale X to about [0, 1] or "
+                f"standardize it (e.g. with StandardScaler).")
+        raise ValueError(f"The training {what} epoch {epoch}: {cause} {state}")
 
     def _split_validation(self, X, y, sample_weight):
         from sklearn.model_selection import train_test_split

@@ -138,10 +138,23 @@ class BaseClassificationNet(BaseConvNet):
             )
         per_class = compute_class_weight(self.class_weight, classes=self.classes_,
                                          y=self.classes_[targets])
+        # A negative weight would turn the loss of its class upside down (the model
+        # then avoids that class), NaN and inf poison every sum: refuse them here,
+        # where the message can name the classes.
+        bad = ~np.isfinite(per_class) | (per_class < 0)
+        if bad.any():
+            given = ", ".join(f"{label!r}: {weight!r}" for label, weight in
+                              zip(self.classes_[bad].tolist(), per_class[bad].tolist()))
+            raise ValueError(
+                f"class_weight must give every class a finite, non-negative weight, "
+                f"got {{{given}}}"
+            )
         weights = per_class[targets]
-        if sample_weight is not None:
-            weights = weights * sample_weight
-        if not weights.sum() > 0:
+        with np.errstate(over="ignore"):  # an overflow is reported by _fit_checked
+            if sample_weight is not None:
+                weights = weights * sample_weight
+            positive_total = weights.sum() > 0
+        if not positive_total:
             raise ValueError(
                 "class_weight and sample_weight give every sample a zero weight.")
         return weights
@@ -187,6 +200,13 @@ class BaseClassificationNet(BaseConvNet):
         threshold), as ints like ``MLPClassifier.predict``."""
         return (sigmoid(logits) > 0.5).astype(int)
 
+    @property
+    def out_activation_(self):
+        """'softmax' (one label per sample) or 'logistic' (multilabel): the output
+        function of the fitted network, named as ``MLPClassifier`` names it."""
+        check_is_fitted(self)
+        return "logistic" if self._multilabel else "softmax"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
@@ -221,10 +241,11 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     {architecture_and_solver}
 
     class_weight : dict, 'balanced' or None, default=None
-        Weights of the classes, multiplying ``sample_weight``: ``{label: weight}``,
-        or 'balanced' for ``n_samples / (n_classes * np.bincount(y))``. 'balanced'
-        is not available in ``partial_fit`` (the classes of one batch are not
-        those of the data), nor is ``class_weight`` for multilabel ``y``.
+        Weights of the classes, multiplying ``sample_weight``: ``{label: weight}``
+        with finite, non-negative weights, or 'balanced' for
+        ``n_samples / (n_classes * np.bincount(y))``. 'balanced' is not available in
+        ``partial_fit`` (the classes of one batch are not those of the data), nor is
+        ``class_weight`` for multilabel ``y``.
 
     {run}
 
@@ -232,6 +253,10 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels; ``arange(n_labels)`` for multilabel ``y``.
+
+    out_activation_ : str
+        'softmax' for 1-D labels, 'logistic' (independent sigmoids) for multilabel
+        ``y``; ``MLPClassifier``'s attribute.
 
     {input_attributes}
 

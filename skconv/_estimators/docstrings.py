@@ -31,14 +31,12 @@ pixel values in [0, 255] train poorly and may diverge.
 
 **dtype.** float32 ``X`` is trained and predicted in float32 (weights, activations
 and gradients); float64 ``X`` - numpy's default - and every other numeric dtype
-in float64. This is the rule of scikit-learn's MLP estimators. Both paths are
-complete. Why not always float32: float32 results change in the last bits with the
-order of the sums, so e.g. a sample weight of 2 and a duplicated sample give models
-that agree only to ~1e-6, and a sample's prediction can move by ~1e-7 with the
-other samples of its batch; scikit-learn's estimator checks (rightly) ask for more.
-For speed on large data pass ``X.astype(np.float32)``: an epoch is faster
-(``benchmarks/bench_lenet5.py`` measures both dtypes; the README's performance
-section has the figures) and the activations take half the memory.
+in float64, the rule of scikit-learn's MLP estimators. Why not always float32:
+float32 results change in the last bits with the order of the sums, so a sample
+weight of 2 and a duplicated sample give models that agree only to about 1e-6,
+and scikit-learn's estimator checks (rightly) ask for more. For speed on large
+data pass ``X.astype(np.float32)``: it trains faster (README, "Performance") in
+half the memory, for the same accuracy.
 """
 
 ARCHITECTURE_AND_SOLVER = """\
@@ -75,11 +73,9 @@ stride : int or tuple, default=1
 padding : int, tuple, 'same' or 'valid', default='same'
     Zero padding of the conv layers (same rule). 'same' keeps
     ``out = ceil(in / stride)`` (TensorFlow's rule, the extra cell at the end);
-    'valid' pads nothing. LeNet-5 used 'valid' on 32x32 inputs (a 5x5 map
-    before the dense layers); 'same' on MNIST's 28x28 keeps 7x7 maps (16*7*7 =
-    784 inputs to the first dense layer, about 108k parameters in all against
-    LeNet-5's 62k) and also lets tiny inputs through. A configuration that
-    cannot give a valid network (say a 'valid' 5x5 kernel on a 2x2 map) raises a
+    'valid' pads nothing. 'same' (LeNet-5 used 'valid' on 32x32 inputs) keeps
+    7x7 maps on 28x28 images and lets tiny inputs through. A configuration that
+    cannot give a valid network (a 'valid' 5x5 kernel on a 2x2 map) raises a
     ValueError naming the layer and the shapes.
 
 dilation : int or tuple, default=1
@@ -111,8 +107,8 @@ solver : {'adam', 'sgd'}, default='adam'
     'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
 
 learning_rate_init : float, default=1e-3
-    Step size (constant). 1e-3 is Adam's published default and the usual choice
-    for LeNet-5; for 'sgd' try 0.01-0.1.
+    Step size (constant). 1e-3 is Adam's published default; for 'sgd' try
+    0.01-0.1.
 
 alpha : float, default=1e-4
     L2 penalty ``0.5 * alpha * sum ||W||^2 / batch_weight`` on the weights (not
@@ -121,20 +117,16 @@ alpha : float, default=1e-4
 
 batch_size : int, default=64
     Minibatch size, clipped to the number of training samples. 64 is the
-    usual LeNet/MNIST batch: small enough for ~940 updates per MNIST epoch.
+    usual LeNet/MNIST batch.
 
 max_iter : int, default=100
     Maximum number of epochs (passes over the training data). Training usually
     stops earlier, when the training loss (or, with ``early_stopping``, the
     validation score) has not improved by ``tol`` for ``n_iter_no_change``
-    epochs; hitting ``max_iter`` gives a ``ConvergenceWarning``. Why 100
-    (scikit-learn's MLP uses 200): on MNIST-size data (60,000 images, ~940
-    minibatches per epoch) LeNet-5 with these defaults is expected past 99%
-    test accuracy within 10 epochs (established practice: Adam 1e-3, batch 64,
-    He init), so 100 bounds the cost (set ``max_iter=10`` or
-    ``early_stopping=True`` to stop sooner). Small data sets need many epochs
-    for the same number of updates: ``load_digits`` (1,347 training images, 22
-    minibatches per epoch) converges in about 90.
+    epochs; hitting ``max_iter`` gives a ``ConvergenceWarning``. 100 rather than
+    scikit-learn's MLP's 200: LeNet-5 reaches its accuracy on MNIST-size data in
+    about 10 epochs, while small data sets need many epochs for enough updates
+    (``load_digits``: about 90).
 
 tol : float, default=1e-4
     Tolerance of the stopping rule above.
@@ -166,7 +158,8 @@ beta_2 : float, default=0.999
     Adam's decay rate of the second moment.
 
 epsilon : float, default=1e-8
-    Adam's numerical-stability term.
+    Adam's numerical-stability term. It must stay non-zero and finite in the
+    compute dtype (float32 for float32 ``X``, where e.g. 1e-50 is 0).
 """
 
 RUN = """\
@@ -188,7 +181,8 @@ n_jobs : int, default=None
     call to fit / predict. None or -1: all usable cores, as limited by
     ``OMP_NUM_THREADS`` and threadpoolctl, so that inside a parallel
     ``GridSearchCV`` (whose workers are given a share of the cores) nothing is
-    oversubscribed. Results do not depend on it.
+    oversubscribed; a positive int: that many, at most the usable cores.
+    Results do not depend on it.
 """
 
 INPUT_ATTRIBUTES = """\

@@ -64,6 +64,9 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
     n_outputs_ : int
         Number of targets.
 
+    out_activation_ : str
+        'identity' (a linear output layer), as ``MLPRegressor`` names it.
+
     {input_attributes}
 
     loss_ : float
@@ -285,6 +288,13 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         check_is_fitted(self)
         pred = self._forward(self._validate_predict_data(X))
         return pred.ravel() if self._y_ndim == 1 else pred
+
+    @property
+    def out_activation_(self):
+        """'identity': the fitted network's output is linear (``MLPRegressor``'s
+        attribute)."""
+        check_is_fitted(self)
+        return "identity"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

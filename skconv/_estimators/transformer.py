@@ -62,6 +62,10 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Class labels of the training targets; ``arange(n_labels)`` for multilabel
         ``y``.
 
+    out_activation_ : str
+        The output function of the network in training: 'softmax' for 1-D labels,
+        'logistic' for multilabel ``y``.
+
     {input_attributes}
 
     loss_ : float

@@ -44,6 +44,7 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
+from .ranges cimport end_valid, first_valid
 from .sums cimport sum_rows_in_order
 
 import numpy as np
@@ -175,28 +176,6 @@ cdef inline void _wgrad_wide(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
         skc_wgrad_wide_d(D, R, Q, G, ldg, B, b_off, ACC)
 
 
-cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,
-                                    Py_ssize_t n_out) noexcept nogil:
-    """Smallest o in [0, n_out] with o * stride + offset >= 0."""
-    cdef Py_ssize_t o
-    if offset >= 0:
-        return 0
-    # ceil(-offset / stride) with positive integers only (cdivision is on).
-    o = (-offset + stride - 1) // stride
-    return o if o < n_out else n_out
-
-
-cdef inline Py_ssize_t _end_valid(Py_ssize_t offset, Py_ssize_t stride,
-                                  Py_ssize_t size, Py_ssize_t n_out) noexcept nogil:
-    """Smallest o in [0, n_out] with o * stride + offset >= size (end of the valid run)."""
-    cdef Py_ssize_t o
-    if offset >= size:
-        return 0
-    # Valid while o * stride + offset <= size - 1.
-    o = (size - 1 - offset) // stride + 1
-    return o if o < n_out else n_out
-
-
 cdef struct Geometry:
     # Input spatial sizes, kernel sizes, output sizes, strides, low paddings,
     # dilations: all per axis, for the three (possibly singleton) spatial axes.
@@ -229,8 +208,8 @@ cdef void _im2col(const floating[:, :, :, ::1] x,   # IN  (C, X0, X1, X2), one s
             for k1 in range(g.ksize[1]):
                 for k2 in range(g.ksize[2]):
                     off2 = k2 * g.dil[2] - g.pad[2]
-                    lo2 = _first_valid(off2, s2, n_out2)
-                    hi2 = _end_valid(off2, s2, g.size[2], n_out2)
+                    lo2 = first_valid(off2, s2, n_out2)
+                    hi2 = end_valid(off2, s2, g.size[2], n_out2)
                     if hi2 < lo2:
                         hi2 = lo2
                     dst = row
@@ -272,8 +251,8 @@ cdef void _col2im_add(const floating *col,           # IN  (n_rows, n_cols)
             for k1 in range(g.ksize[1]):
                 for k2 in range(g.ksize[2]):
                     off2 = k2 * g.dil[2] - g.pad[2]
-                    lo2 = _first_valid(off2, s2, n_out2)
-                    hi2 = _end_valid(off2, s2, g.size[2], n_out2)
+                    lo2 = first_valid(off2, s2, n_out2)
+                    hi2 = end_valid(off2, s2, g.size[2], n_out2)
                     src = row
                     for o0 in range(g.out[0]):
                         i0 = o0 * g.stride[0] + k0 * g.dil[0] - g.pad[0]
@@ -439,8 +418,8 @@ cdef WgradLayout _wgrad_layout(const Geometry *g, Py_ssize_t lanes) noexcept nog
     Vectorised over the filters, a vector holds one lane per filter, so with few
     filters most lanes are zeros: LeNet's first layer (6 filters) uses 6 of 16 float
     lanes. Below half a vector of filters the kernel vectorised over positions is used
-    instead (measured on LeNet's first layer, batch 64, float32: the weight-gradient
-    call takes 0.5 ms against 1.1 ms; with 16 filters the per-filter kernel wins).
+    instead: on LeNet's first layer it takes half the time, while with 16 filters the
+    per-filter kernel wins (benchmarks/bench_conv.py).
     """
     cdef WgradLayout lay
     cdef Shifted sh = _shifted(g)
@@ -863,27 +842,6 @@ def uses_blas(tuple stride, bint inputs_finite=True):
     return any(s != 1 for s in stride) or not inputs_finite
 
 
-def n_reduction_chunks(Py_ssize_t n_samples):
-    """Number of fixed-order reduction chunks for a batch (independent of threads)."""
-    if n_samples <= 0:
-        return 0
-    return min(n_samples, _REDUCTION_CHUNKS)
-
-
-def sum_chunks(const floating[:, ::1] grad_w_chunks,   # IN  (n_chunks, D*R)
-               const floating[:, ::1] grad_b_chunks,   # IN  (n_chunks, D)
-               floating[::1] grad_w,                   # OUT (D*R,)
-               floating[::1] grad_b):                  # OUT (D,)
-    """The weight and bias gradients from the backward's per-chunk sums: the rows of
-    each added strictly in order (row 0, plus row 1, plus row 2, ...), as numpy's
-    ``total = rows[0]; total += rows[1]; ...`` would. At least one chunk."""
-    with nogil:
-        sum_rows_in_order(&grad_w_chunks[0, 0], grad_w_chunks.shape[0], grad_w.shape[0],
-                          grad_w.shape[0], &grad_w[0])
-        sum_rows_in_order(&grad_b_chunks[0, 0], grad_b_chunks.shape[0], grad_b.shape[0],
-                          grad_b.shape[0], &grad_b[0])
-
-
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
                                     Py_ssize_t n_samples) noexcept nogil:
     """First sample of a reduction chunk: ceil(chunk * N / n_chunks)."""
@@ -917,6 +875,66 @@ cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
             dst[j * ld + i] = src[i * cols + j]
 
 
+cdef void _unpool_sample(const floating *gp_n, const uint8_t *codes_n,
+                         const floating *relu_n, Py_ssize_t p_rows, Py_ssize_t p_cols,
+                         const Geometry *g, const Shifted *sh, const WgradLayout *lay,
+                         bint want_grad_x,
+                         floating *gy_in,        # OUT transposed layout (narrow wgrad)
+                         floating *unpooled      # OUT (D, n_cols) planes
+                         ) noexcept nogil:
+    """One sample's convolution gradient from its pooled gradient, made in cache: what
+    the pooling's backward would have stored. Straight into the transposed layout of
+    the narrow weight-gradient kernel (skipping a transpose), and as planes where the
+    wide kernel or the input gradient need them."""
+    if not lay.wide:
+        _unpool(gp_n, codes_n, relu_n, g.n_filters, p_rows, p_cols, g.out[2], gy_in, 1,
+                sh.dv, lay.n_in)
+    if lay.wide or want_grad_x:
+        _unpool(gp_n, codes_n, relu_n, g.n_filters, p_rows, p_cols, g.out[2], unpooled,
+                g.n_cols, 1, g.n_filters * g.n_cols)
+
+
+cdef void _add_sample_wgrad(const floating *x_n, const floating *gy_n, bint transposed,
+                            const Geometry *g, const Shifted *sh, const WgradLayout *lay,
+                            const Py_ssize_t *offsets_fwd, const Py_ssize_t *positions,
+                            floating *xp,        # scratch: x on the padded grid
+                            floating *gy_in,     # scratch (already transposed if so)
+                            floating *gw_acc     # INOUT the chunk's accumulator
+                            ) noexcept nogil:
+    """Add one sample's weight (and bias) gradient to the chunk's accumulator."""
+    cdef Py_ssize_t zeros_lo[3]
+    zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
+    _pad_copy(x_n, g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
+    if lay.wide:
+        # grad_y on the padded input grid, zeros between its rows, so that both
+        # operands are contiguous runs of the same wide positions.
+        _pad_copy(gy_n, g.n_filters, g.out, gy_in, sh.xp, lay.g_plane, zeros_lo)
+        _wgrad_wide(g.n_filters, lay.n_taps, sh.x_wide_ld, gy_in, lay.g_plane, xp,
+                    offsets_fwd, gw_acc)
+    else:
+        # Vectorised over the output channels: grad_y as (positions, channels),
+        # summed into (taps, channels) over the chunk.
+        if not transposed:
+            _transpose_pad(gy_n, g.n_filters, g.n_cols, gy_in, sh.dv)
+        _wgrad(lay.n_taps, sh.dv, g.n_cols, positions, xp, offsets_fwd, gy_in, sh.dv,
+               gw_acc, sh.dv)
+
+
+cdef void _sample_input_grad(const floating *gy_n, const Geometry *g, const Shifted *sh,
+                             const floating *w_flipped, const Py_ssize_t *offsets_bwd,
+                             const Py_ssize_t *vec_at, Py_ssize_t n_vec,
+                             floating *gyp,      # scratch: grad_y on the padded grid
+                             floating *gx_wide,  # scratch: wide grad_x
+                             floating *grad_x_n  # OUT (C, X0, X1, X2)
+                             ) noexcept nogil:
+    """One sample's input gradient: the flipped kernels over the padded grad_y."""
+    cdef Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+    _pad_copy(gy_n, g.n_filters, g.out, gyp, sh.gp, sh.gp_plane, sh.gp_lo)
+    _rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
+             offsets_bwd, gx_wide, sh.gx_wide_ld, False)
+    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, grad_x_n)
+
+
 cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None if pooled
                             const floating[:, :, :, :, ::1] grad_pooled,  # or None
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
@@ -936,22 +954,23 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             uint8_t *nonfinite,   # OUT (N,) or NULL
                             floating *grad_w_out,  # OUT (D*R,) or NULL
                             floating *grad_b_out) noexcept nogil:  # OUT (D,)
-    """The stride-1 backward (see ``conv_backward`` / ``conv_pool_backward``).
+    """The stride-1 backward (see ``conv_backward`` / ``conv_pool_backward``): the
+    samples shared out in fixed chunks, each sample's gradient of the convolution's
+    output made (:func:`_unpool_sample` when pooled), then its weight gradient
+    (:func:`_add_sample_wgrad`) and input gradient (:func:`_sample_input_grad`).
 
     With ``nonfinite``, each sample's x and output gradient are first checked where
     they are read anyway: a sample holding an inf or a NaN gets ``nonfinite[n] = 1``
     and is skipped, and the caller must then discard every output (the shifted path
     needs finite inputs). The check costs no pass of its own and runs on the threads.
     With ``grad_w_out``, the chunk sums are then added into it and ``grad_b_out``, in
-    chunk order, on the threads (as ``sum_chunks``).
+    chunk order, on the threads.
     """
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters
         Py_ssize_t n_chunks = grad_w_chunks.shape[0]
-        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
-        Py_ssize_t zeros_lo[3]
-        Py_ssize_t chunk, n, start, stop, d, r
+        Py_ssize_t chunk, n, start, stop
         Py_ssize_t i = 0
         bint want_grad_x = grad_x is not None
         floating *xp = NULL
@@ -962,9 +981,6 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         floating *gx_wide = NULL
         floating *unpooled = NULL
         const floating *gy_n
-        const floating *gp_n
-        const uint8_t *codes_n
-        const floating *relu_n
         bint pooled = grad_pooled is not None
         Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
         Py_ssize_t gy_sample = n_filters * g.n_cols
@@ -973,8 +989,8 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                                    // _SUM_COLUMNS)
     if pooled:
         gy_sample = n_filters * grad_pooled.shape[3] * grad_pooled.shape[4]
-    zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
     with parallel(num_threads=n_threads):
+        # This thread's scratch, carved from its row (sizes from _scratch).
         xp = &scratch[threadid(), 0]
         ones = xp + g.channels * sh.xp_plane + SKC_SLACK
         gy_in = ones + sh.xp_plane + SKC_SLACK
@@ -1011,48 +1027,19 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                     nonfinite[n] = 1
                     continue
                 if pooled:
-                    # This sample's convolution gradient, made in cache from the
-                    # pooled one: what the pooling's backward would have stored.
-                    # Straight into the transposed layout of the weight gradient
-                    # (skipping a transpose), and as planes where they are needed.
-                    gp_n = &grad_pooled[n, 0, 0, 0, 0]
-                    codes_n = &codes[n, 0, 0, 0, 0]
-                    relu_n = &relu_out[n, 0, 0, 0, 0] if relu_out is not None else NULL
-                    if not lay.wide:
-                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
-                                grad_pooled.shape[4], g.out[2], gy_in, 1, sh.dv,
-                                lay.n_in)
-                    if lay.wide or want_grad_x:
-                        _unpool(gp_n, codes_n, relu_n, n_filters, grad_pooled.shape[3],
-                                grad_pooled.shape[4], g.out[2], unpooled, g.n_cols, 1,
-                                n_filters * g.n_cols)
+                    _unpool_sample(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0],
+                                   &relu_out[n, 0, 0, 0, 0] if relu_out is not None
+                                   else NULL, grad_pooled.shape[3], grad_pooled.shape[4],
+                                   g, &sh, lay, want_grad_x, gy_in, unpooled)
                     gy_n = unpooled
                 else:
                     gy_n = &grad_y[n, 0, 0, 0, 0]
-                _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane,
-                          g.pad)
-                if lay.wide:
-                    # grad_y on the padded input grid, zeros between its rows, so that
-                    # both operands are contiguous runs of the same wide positions.
-                    _pad_copy(gy_n, n_filters, g.out, gy_in, sh.xp,
-                              lay.g_plane, zeros_lo)
-                    _wgrad_wide(n_filters, lay.n_taps, sh.x_wide_ld, gy_in, lay.g_plane,
-                                xp, &offsets_fwd[0], gw_acc)
-                else:
-                    # Vectorised over the output channels: grad_y as (positions,
-                    # channels), summed into (taps, channels) over the chunk.
-                    if not pooled:
-                        _transpose_pad(gy_n, n_filters, g.n_cols, gy_in, sh.dv)
-                    _wgrad(lay.n_taps, sh.dv, g.n_cols, &positions[0], xp,
-                           &offsets_fwd[0], gy_in, sh.dv, gw_acc, sh.dv)
+                _add_sample_wgrad(&x[n, 0, 0, 0, 0], gy_n, pooled, g, &sh, lay,
+                                  &offsets_fwd[0], &positions[0], xp, gy_in, gw_acc)
                 if want_grad_x:
-                    _pad_copy(gy_n, n_filters, g.out, gyp, sh.gp,
-                              sh.gp_plane, sh.gp_lo)
-                    _rowgemm(g.channels, vec_at.shape[0], &vec_at[0], n_filters * n_taps,
-                             &w_flipped[0], gyp, &offsets_bwd[0], gx_wide, sh.gx_wide_ld,
-                             False)
-                    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL,
-                             &grad_x[n, 0, 0, 0, 0])
+                    _sample_input_grad(gy_n, g, &sh, &w_flipped[0], &offsets_bwd[0],
+                                       &vec_at[0], vec_at.shape[0], gyp, gx_wide,
+                                       &grad_x[n, 0, 0, 0, 0])
             _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
                               &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
         if grad_w_out != NULL:
@@ -1167,8 +1154,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
                   const floating[:, :, :, :, ::1] x,       # IN  (N, C, X0, X1, X2)
                   const floating[:, :, :, :, ::1] w,       # IN  (D, C, K0, K1, K2)
                   floating[:, :, :, :, ::1] grad_x,        # OUT (N, C, X0, X1, X2) or None
-                  floating[:, ::1] grad_w_chunks,          # OUT (n_chunks, D*R) scratch
-                  floating[:, ::1] grad_b_chunks,          # OUT (n_chunks, D) scratch
+                  floating[:, :, :, :, ::1] grad_w,        # OUT as w
+                  floating[::1] grad_b,                    # OUT (D,)
                   tuple stride, tuple pad_lo, tuple dilation,
                   int n_threads, bint inputs_finite=True):
     """Gradients of ``conv_forward`` with respect to x (if ``grad_x`` is given), w and b.
@@ -1177,10 +1164,12 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
     zeros it lays between rows by real cells, and 0 * inf = NaN would leak into sums
     that do not mathematically contain the infinite cell.
 
-    Samples are split into ``n_chunks = grad_w_chunks.shape[0]`` contiguous chunks
-    (chunk ``k`` holds samples ``ceil(k*N/n_chunks)`` up to ``ceil((k+1)*N/n_chunks)``);
-    row ``k`` of ``grad_w_chunks``/``grad_b_chunks`` receives that chunk's sum, samples
-    added in order. The caller adds the rows in order. ``grad_x`` is overwritten.
+    The weight and bias gradients are reduced as ``conv_pool_backward`` reduces them
+    (one protocol for both): the samples are split into ``n_chunks`` contiguous chunks
+    that depend on the batch size only (chunk ``k`` holds samples
+    ``ceil(k*N/n_chunks)`` up to ``ceil((k+1)*N/n_chunks)``), each chunk summed
+    sample by sample, then the chunk sums added in chunk order. The outputs are
+    overwritten (zeros for an empty batch).
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
@@ -1189,20 +1178,43 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
                          grad_y.shape[3], grad_y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
         floating[:, ::1] scratch
+        floating[:, ::1] grad_w_chunks
+        floating[:, ::1] grad_b_chunks
         const floating[:, :, :, :, ::1] no_grad_pooled = None
         const uint8_t[:, :, :, :, ::1] no_codes = None
+        Py_ssize_t n_chunks
     if x.shape[0] == 0:
+        grad_w[...] = 0
+        grad_b[...] = 0
         return
-    n_threads = max(1, min(n_threads, grad_w_chunks.shape[0]))
+    grad_w_chunks, grad_b_chunks = _reduction_chunks(
+        &g, x.shape[0], np.float32 if floating is float else np.float64)
+    n_chunks = grad_w_chunks.shape[0]
+    n_threads = max(1, min(n_threads, n_chunks))
     if _unit_stride(&g) and inputs_finite:
+        # The chunk sums are added on the threads, in the kernel's parallel region.
         _run_backward_shifted(grad_y, no_grad_pooled, no_codes, no_grad_pooled, x, w,
-                              grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads)
-    else:
-        scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
-                           np.float32 if floating is float else np.float64, 0)
-        with nogil:
-            _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
-                             scratch, &g, n_threads)
+                              grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads, NULL,
+                              &grad_w[0, 0, 0, 0, 0], &grad_b[0])
+        return
+    scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
+                       np.float32 if floating is float else np.float64, 0)
+    with nogil:
+        _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
+                         scratch, &g, n_threads)
+        sum_rows_in_order(&grad_w_chunks[0, 0], n_chunks, grad_w_chunks.shape[1],
+                          grad_w_chunks.shape[1], &grad_w[0, 0, 0, 0, 0])
+        sum_rows_in_order(&grad_b_chunks[0, 0], n_chunks, grad_b_chunks.shape[1],
+                          grad_b_chunks.shape[1], &grad_b[0])
+
+
+cdef tuple _reduction_chunks(const Geometry *g, Py_ssize_t n_samples, object dtype):
+    """Scratch for the per-chunk sums of the weight and bias gradients: one row per
+    chunk of samples, ``min(n_samples, _REDUCTION_CHUNKS)`` rows (the batch size
+    alone decides)."""
+    cdef Py_ssize_t n_chunks = min(n_samples, _REDUCTION_CHUNKS)
+    return (np.empty((n_chunks, g.n_filters * g.n_rows), dtype=dtype),
+            np.empty((n_chunks, g.n_filters), dtype=dtype))
 
 
 def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
@@ -1223,7 +1235,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     sample's convolution gradient is rebuilt in cache (zeros except at the winning
     cells), never stored for the whole batch, and the weight and bias gradients are
     summed per chunk of samples, the chunks then added in order, as ``conv_backward``
-    and ``sum_chunks`` do.
+    does.
 
     Returns
     -------
@@ -1249,10 +1261,9 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
         return True
     if not _all_finite(&w[0, 0, 0, 0, 0], w.shape[0] * g.n_rows):
         return False
-    n_chunks = min(n_samples, _REDUCTION_CHUNKS)
-    dtype = np.float32 if floating is float else np.float64
-    grad_w_chunks = np.empty((n_chunks, w.shape[0] * g.n_rows), dtype=dtype)
-    grad_b_chunks = np.empty((n_chunks, w.shape[0]), dtype=dtype)
+    grad_w_chunks, grad_b_chunks = _reduction_chunks(
+        &g, n_samples, np.float32 if floating is float else np.float64)
+    n_chunks = grad_w_chunks.shape[0]
     nonfinite = np.zeros(n_samples, dtype=np.uint8)
     n_threads = max(1, min(n_threads, n_chunks))
     _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,

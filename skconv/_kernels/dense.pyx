@@ -11,10 +11,8 @@ size; that is why the chunks must not follow the thread count.)
 
 Which side of an output is cut: every BLAS call reads, and copies ("packs"), the
 whole operand that the chunks share, so the chunks run along the longer side of the
-output, where that operand is the smaller one. LeNet-5's (64, 784) @ (784, 120) in
-float32 on one thread takes 0.12 ms in one call, 0.135 ms in two chunks of output
-columns (the 120 units), 0.20 ms in two chunks of batch rows; at a batch of 512 the
-batch is the longer side and the rows are cut. The weight gradient is cut along the
+output, where that operand is the smaller one (for LeNet-5's (64, 784) @ (784, 120)
+the 120 units; at a batch of 512 the batch rows). The weight gradient is cut along the
 input features (rows of grad_W, each value a sum over the whole batch inside one
 call) and the input gradient along the features too, unless the batch is larger.
 The bias gradient adds the rows of grad_y in order.
@@ -28,12 +26,10 @@ alternate between the threads (thread ``t`` takes tasks ``t``, ``t + n_threads``
 so on two threads each thread reads and writes the same half of W's rows in the
 forward, in the backward and (mostly) in its share of the Adam step: data a core
 wrote itself is in its own cache, while a row the other core wrote costs a transfer
-between cores (on this 2-core machine, 0.115 ms for that forward cut into columns,
-0.093 ms cut into features, in the network; 0.14 ms on one thread either way).
+between cores (``benchmarks/profile_lenet5_layers.py`` measures the layer).
 
-Nothing here validates shapes: the ``Dense`` layer of ``skconv._layers`` hands over
-C-contiguous arrays of matching shapes and dtype, and limits BLAS to one thread
-around the calls (``skconv._ops.threads.single_threaded_blas``), since the BLAS calls run
+Nothing here validates shapes: ``skconv._ops.dense`` hands over C-contiguous arrays
+of matching shapes and dtype, and limits BLAS to one thread around the calls (``skconv._ops.threads.single_threaded_blas``), since the BLAS calls run
 inside our own parallel region.
 """
 
@@ -45,13 +41,13 @@ from .sums cimport sum_rows_in_order
 
 import numpy as np
 
-# Multiply-adds per chunk below which a product is not cut further (about 40 us of
-# float32 BLAS work): LeNet-5's 120 -> 84 and 84 -> 10 products stay whole, since
-# waking a thread and re-reading the shared operand would cost more than they save.
+# Multiply-adds per chunk below which a product is not cut further: LeNet-5's
+# 120 -> 84 and 84 -> 10 products stay whole, since waking a thread and re-reading
+# the shared operand would cost more than they save.
 cdef Py_ssize_t _CHUNK_WORK = 1 << 21
 # At most this many chunks: every chunk re-reads the shared operand, so more chunks
-# cost time on one thread (a (512, 784) @ (784, 120) float32 forward: 0.77 ms in one
-# call, 0.88 ms in 4 chunks, 0.97 ms in 8), against up to 4 threads they can feed.
+# cost time on one thread (measured with benchmarks/profile_lenet5_layers.py at
+# batch 512), against up to 4 threads they can feed.
 cdef Py_ssize_t _MAX_CHUNKS = 4
 # Rows (or columns) per chunk, at least: as many multiply-adds per re-read value.
 # LeNet-5's 120 units still make two chunks.

@@ -37,6 +37,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+from .ranges cimport end_valid, first_valid
+
 import numpy as np
 
 cdef extern from "pool/poolkernels.h" nogil:
@@ -118,17 +120,8 @@ cdef int _alloc_taps(PoolGeometry *g) noexcept nogil:
         return -1
     for k2 in range(g.window[2]):
         off = k2 - g.pad[2]
-        if off >= 0:
-            o = 0
-        else:
-            # ceil(-off / s2) with positive integers only (cdivision is on).
-            o = (-off + s2 - 1) // s2
-        g.tap_first[k2] = o if o < n_out else n_out
-        if off >= size:
-            o = 0
-        else:
-            o = (size - 1 - off) // s2 + 1
-        o = o if o < n_out else n_out
+        g.tap_first[k2] = first_valid(off, s2, n_out)
+        o = end_valid(off, s2, size, n_out)
         g.tap_end[k2] = o if o > g.tap_first[k2] else g.tap_first[k2]
     return 0
 

@@ -28,6 +28,7 @@ import numpy as np
 from .._ops.blocks import ConvSpec, PoolSpec
 from .._ops.conv import conv, conv_backward, conv_output_shape
 from .._ops.dense import dense, dense_backward
+from .._ops.norm import batch_norm_backward, batch_norm_inference, batch_norm_train
 from .._ops.pool import (
     POOL_MODES,
     global_pool,
@@ -44,6 +45,8 @@ from .activations import get_activation
 
 __all__ = [
     "Activation",
+    "BatchNorm",
+    "Dropout",
     "Conv",
     "Dense",
     "Flatten",
@@ -124,6 +127,9 @@ class Layer:
     ----------
     params : list of ndarray
         Trainable arrays (updated in place by the optimizers).
+    buffers : list of ndarray
+        State that training changes but no optimizer updates (a batch
+        normalisation's running averages); saved and restored with the parameters.
     grads : list of ndarray
         Same shapes as ``params``; overwritten by each :meth:`backward`.
     param_is_weight : tuple of bool
@@ -143,6 +149,7 @@ class Layer:
     def __init__(self):
         self.params = []
         self.grads = []
+        self.buffers = []
         self.param_is_weight = ()
         self.input_shape = None
         self.output_shape = None
@@ -269,7 +276,17 @@ class Layer:
         for name in self._cache_attributes:
             state[name] = None
         state.pop("_workspaces", None)
+        # The dtype by name: skops trusts strings but no numpy dtype object, so a
+        # dtype would put a foreign type on every model's list of types to review.
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"]).name
         return state
+
+    def __setstate__(self, state):
+        # Pickles made before the dtype was stored by name hold the dtype itself.
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"])
+        self.__dict__.update(state)
 
     def describe(self):
         """A few words for the layer in plots and messages (``"conv"``, ``"relu"``,
@@ -384,7 +401,7 @@ class Conv(Layer):
             state["kernel_shape"] = state.pop("_kernel")
         for stale in ("_kernel", "_codes", "_relu_output", "_step"):
             state.pop(stale, None)
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def describe(self):
         return "conv"
@@ -490,7 +507,7 @@ class Pool(Layer):
         # Models pickled before 0.1.0.dev0's layout kept the stride as _stride.
         if "_stride" in state:
             state["effective_stride"] = state.pop("_stride")
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def forward(self, x, n_jobs, training):
         window = self.effective_pool_size
@@ -742,3 +759,155 @@ class Activation(Layer):
 
     def __repr__(self):
         return f"Activation({self.name!r})"
+
+
+class BatchNorm(Layer):
+    """Batch normalisation per channel (Ioffe and Szegedy, 2015).
+
+    In training, each channel is normalised with the mean and biased variance of the
+    minibatch over the batch and spatial axes, then scaled by ``gamma`` and shifted by
+    ``beta`` (both learned); running averages of the statistics are kept for
+    inference, as PyTorch keeps them: ``running = (1 - momentum) * running + momentum
+    * batch``, with the unbiased variance. After a convolution the channels are the
+    filters; after a dense layer, the units.
+
+    Parameters
+    ----------
+    momentum : float, default=0.1
+        Weight of the newest minibatch in the running averages.
+    eps : float, default=1e-5
+        Added to the variance before its square root.
+
+    Attributes
+    ----------
+    params : [gamma of shape (C,), beta of shape (C,)]
+        Not penalised by L2 (``param_is_weight`` is False for both).
+    buffers : [running_mean of shape (C,), running_var of shape (C,)]
+    """
+
+    _cache_attributes = ("_x_hat", "_inv_std")
+
+    def __init__(self, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self._x_hat = None
+        self._inv_std = None
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        owner = repr(self)
+        if len(shape) < 1 or any(s < 1 for s in shape):
+            raise ValueError(f"{owner} needs an input of shape (C,) or (C, *spatial), got "
+                             f"input shape {shape}")
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"{owner}: momentum must be in [0, 1], got {self.momentum!r}")
+        if not self.eps > 0:
+            raise ValueError(f"{owner}: eps must be positive, got {self.eps!r}")
+        return shape
+
+    def _init_params(self, random_state):
+        channels = self.input_shape[0]
+        self.params = [np.ones(channels, dtype=self.dtype),
+                       np.zeros(channels, dtype=self.dtype)]
+        self.param_is_weight = (False, False)
+        self.buffers = [np.zeros(channels), np.ones(channels)]
+
+    def forward(self, x, n_jobs, training):
+        gamma, beta = self.params
+        if not training:
+            self._clear_cache()
+            return batch_norm_inference(x, gamma, beta, *self.buffers, eps=self.eps,
+                                        n_jobs=n_jobs)
+        out = (self._workspace("y", x.shape, x.dtype),
+               self._workspace("x_hat", x.shape, x.dtype))
+        y, self._x_hat, mean, var, self._inv_std = batch_norm_train(
+            x, gamma, beta, eps=self.eps, n_jobs=n_jobs, out=out)
+        count = x.size // x.shape[1]
+        unbiased = var * (count / (count - 1)) if count > 1 else var
+        running_mean, running_var = self.buffers
+        running_mean *= 1 - self.momentum
+        running_mean += self.momentum * mean
+        running_var *= 1 - self.momentum
+        running_var += self.momentum * unbiased
+        return y
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        x_hat = self._take_cache("_x_hat")
+        inv_std = self._take_cache("_inv_std")
+        grad_x = self._workspace("grad_x", x_hat.shape, x_hat.dtype) if need_input_grad else None
+        grad_x, _, _ = batch_norm_backward(
+            grad_y, x_hat, self.params[0], inv_std, n_jobs=n_jobs,
+            compute_grad_x=need_input_grad, out=(grad_x, self.grads[0], self.grads[1]))
+        return grad_x
+
+    def describe(self):
+        return "batch norm"
+
+    def __repr__(self):
+        return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r})"
+
+
+class Dropout(Layer):
+    """Dropout: in training, each value (or, with ``spatial``, each channel of each
+    sample) is zeroed with probability ``rate`` and the rest scaled by
+    ``1 / (1 - rate)``; inference passes the input through unchanged.
+
+    The masks are drawn from the RandomState given to :meth:`initialize` (the
+    estimator's ``random_state``), one draw per training forward in network order, so
+    they never depend on the thread count.
+
+    Parameters
+    ----------
+    rate : float, default=0.5
+        Probability of dropping, in [0, 1).
+    spatial : bool, default=False
+        Drop whole channels of ``(C, *spatial)`` maps (Tompson et al., 2015), the
+        dropout that suits convolutional maps, whose neighbouring cells are correlated.
+    """
+
+    _cache_attributes = ("_mask",)
+    # Inference returns its input: a following in-place activation must not
+    # overwrite it.
+    fresh_output = False
+
+    def __init__(self, rate=0.5, spatial=False):
+        super().__init__()
+        self.rate = rate
+        self.spatial = spatial
+        self._random_state = None
+        self._mask = None
+
+    def compute_output_shape(self, input_shape):
+        if not 0 <= self.rate < 1:
+            raise ValueError(f"{self!r}: rate must be in [0, 1), got {self.rate!r}")
+        shape = tuple(input_shape)
+        if self.spatial and len(shape) < 2:
+            raise ValueError(f"{self!r}: spatial dropout needs an input of shape (C, "
+                             f"*spatial), got input shape {shape}")
+        return shape
+
+    def _init_params(self, random_state):
+        self.params, self.param_is_weight = [], ()
+        self._random_state = random_state
+
+    def forward(self, x, n_jobs, training):
+        if not training or self.rate == 0:
+            self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
+            return x
+        shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape
+        keep = self._random_state.random_sample(shape) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
+        return x * self._mask
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        mask = self._take_cache("_mask")
+        if not need_input_grad:
+            return None
+        return grad_y * mask
+
+    def describe(self):
+        return "spatial dropout" if self.spatial else "dropout"
+
+    def __repr__(self):
+        return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"

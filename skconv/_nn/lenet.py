@@ -7,12 +7,15 @@ to each spatial axis lives here, once.
 """
 
 from .._ops.pool import POOL_MODES
-from .._ops.validation import MAX_SPATIAL_DIMS, is_int
+from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
-from .layers import Activation, Conv, Dense, Flatten, Pool
+from .layers import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool
 from .network import Network
 
-__all__ = ["POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
+__all__ = ["HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
+
+#: What follows the last conv block: a flatten (LeNet-5) or a global pooling.
+HEADS = ("flatten", "avg", "max", "min")
 
 
 def _is_axis_tuple(value, n_axes):
@@ -35,6 +38,16 @@ def _per_layer(value, n_layers, n_axes, name, scalar_ok, axis_tuple_ok=True):
         + (f", or a tuple of {n_axes} ints (one per spatial axis)"
            if axis_tuple_ok else "")
     )
+    # The ops refuse larger values too, but their message would name the layer's
+    # argument (a pool's "stride") instead of this one ("pool_stride").
+    ints = [value] if is_int(value) else [
+        v for entry in (value if isinstance(value, (tuple, list)) else ())
+        for v in (entry if isinstance(entry, (tuple, list)) else (entry,)) if is_int(v)]
+    if any(v > MAX_GEOMETRY_VALUE for v in ints):
+        raise ValueError(
+            f"{name} must be at most {MAX_GEOMETRY_VALUE} (the kernels' index range), "
+            f"got {value!r}"
+        )
     if scalar_ok(value):
         return [value] * n_layers
     if not isinstance(value, (tuple, list)):
@@ -82,9 +95,21 @@ def build_lenet5(
     pool_size=2,
     pool_stride=None,
     hidden_layer_sizes=(120, 84),
+    batch_norm=False,
+    spatial_dropout=0.0,
+    dropout=0.0,
+    head="flatten",
 ):
     """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
     [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
+
+    Options beyond LeNet-5 (all off by default): ``batch_norm`` puts a
+    :class:`BatchNorm` after every conv and hidden dense layer (before its
+    activation); ``spatial_dropout`` ends every conv block with a channel-wise
+    :class:`Dropout`, ``dropout`` every hidden dense layer with an element-wise one;
+    ``head`` replaces the flatten after the last conv block by a global pooling
+    (``'avg'``, ``'max'`` or ``'min'``), which makes the dense part independent of the
+    input's size.
 
     With max or min pooling and a relu or identity activation, a block is built as
     conv -> pool -> activation instead: the same function and the same gradients (see
@@ -127,6 +152,10 @@ def build_lenet5(
         None means the window. Windows larger than a (small) map are clipped, see
         :class:`skconv._nn.layers.Pool`.
     hidden_layer_sizes : tuple of int, default=(120, 84)
+    batch_norm : bool, default=False
+    spatial_dropout, dropout : float, default=0.0
+        Drop rates in [0, 1) (0: no Dropout layer).
+    head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
 
     Returns
     -------
@@ -190,21 +219,36 @@ def build_lenet5(
     pool_strides = _per_layer(pool_stride, n_conv, n_axes, "pool_stride",
                               lambda v: v is None or is_int(v))
 
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    for name, rate in (("spatial_dropout", spatial_dropout), ("dropout", dropout)):
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
+
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
+    norm = [BatchNorm()] if batch_norm else []
     layers = []
     for i in range(n_conv):
         conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
                     init=hidden_init)
         pool = Pool(pool_sizes[i], pool_strides[i], mode=modes[i])
+        # A batch normalisation is per-channel affine with a scale of either sign, so
+        # it stays next to the convolution, before the pooling.
+        layers += [conv] + [BatchNorm() for _ in norm]
         if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
             # Same values and gradients, with the activation on the pooled map only.
-            layers += [conv, pool, Activation(activation)]
+            layers += [pool, Activation(activation)]
         else:
-            layers += [conv, Activation(activation), pool]
-    layers.append(Flatten())
+            layers += [Activation(activation), pool]
+        if spatial_dropout:
+            layers.append(Dropout(spatial_dropout, spatial=True))
+    layers.append(Flatten() if head == "flatten" else GlobalPool(head))
     for units in hidden_layer_sizes:
-        layers += [Dense(int(units), init=hidden_init), Activation(activation)]
+        layers += [Dense(int(units), init=hidden_init)] + [BatchNorm() for _ in norm]
+        layers.append(Activation(activation))
+        if dropout:
+            layers.append(Dropout(dropout))
     layers.append(Dense(int(n_classes), init="glorot_uniform"))
 
     network = Network(layers)

@@ -4,8 +4,9 @@ The estimators drive this module through a small surface: :meth:`Network.initial
 :meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict` (the
 logits, or a hidden layer's output with ``upto``, at the layers
 :meth:`Network.feature_ends` names), ``get_state`` / ``set_state``, parameters by kind
-(:meth:`Network.params_of`) and the outputs of the conv blocks
-(:meth:`Network.block_outputs`). A training step is
+(:meth:`Network.params_of`), the outputs of the conv blocks
+(:meth:`Network.block_outputs`) and the layers' resolved settings as plain values
+(:meth:`Network.describe`, for exporters). A training step is
 :func:`skconv._nn.training.run_epoch`'s business.
 
 The plan: the network runs a list of steps, each a layer alone or a few layers run as
@@ -21,7 +22,9 @@ import numpy as np
 from .._ops.blocks import prepare_conv_block
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
-from .layers import Activation, Conv, Dense, Layer, Pool
+from .._ops.validation import normalize_padding, per_axis
+from .activations import LEAKY_RELU_SLOPE
+from .layers import Activation, Conv, Dense, Flatten, GlobalPool, Layer, Pool
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]
@@ -40,6 +43,43 @@ def _layer_step(i, layer, shape, network_input, fn, *args):
 
 def _is_relu(layer):
     return isinstance(layer, Activation) and layer.name == "relu"
+
+
+def _layer_settings(layer):
+    """One entry of :meth:`Network.describe` (for an initialized layer)."""
+    settings = {"input_shape": tuple(layer.input_shape),
+                "output_shape": tuple(layer.output_shape)}
+    spatial = layer.input_shape[1:]
+    ones = (1,) * len(spatial)
+    if isinstance(layer, Conv):
+        kernel = tuple(layer.kernel_shape)
+        strides = per_axis(layer.stride, len(spatial), "stride")
+        dilations = per_axis(layer.dilation, len(spatial), "dilation")
+        pads = normalize_padding(layer.padding, spatial, kernel, strides, dilations)
+        settings.update(kind="conv", filters=layer.output_shape[0], kernel_shape=kernel,
+                        strides=strides, dilations=dilations, pads=tuple(pads),
+                        weights=layer.params[0], bias=layer.params[1])
+    elif isinstance(layer, Pool):
+        window = tuple(layer.effective_pool_size)
+        strides = tuple(layer.effective_stride)
+        # The pads of the window actually used, as the pooling op derives them.
+        pads = normalize_padding(layer.padding, spatial, window, strides, ones)
+        settings.update(kind="pool", mode=layer.mode, pool_size=window,
+                        strides=strides, pads=tuple(pads))
+    elif isinstance(layer, GlobalPool):
+        settings.update(kind="global_pool", mode=layer.mode)
+    elif isinstance(layer, Activation):
+        settings.update(kind="activation", name=layer.name)
+        if layer.name == "leaky_relu":
+            settings["negative_slope"] = LEAKY_RELU_SLOPE
+    elif isinstance(layer, Flatten):
+        settings.update(kind="flatten")
+    elif isinstance(layer, Dense):
+        settings.update(kind="dense", units=layer.output_shape[0],
+                        weights=layer.params[0], bias=layer.params[1])
+    else:
+        settings.update(kind=type(layer).__name__.lower())
+    return settings
 
 
 class LayerStep:
@@ -414,9 +454,11 @@ class Network:
         """The layers whose outputs are the network's learned representations.
 
         Input side first: the layer that feeds the first :class:`Dense` layer (in a
-        LeNet the flatten after the conv blocks: the conv features), then, for each
-        hidden dense layer, the last of the activations right after it (its
-        activated output). The output layer is not one.
+        LeNet the flatten, or the global pooling, after the conv blocks: the conv
+        features), then, for each hidden dense layer, the last layer before the next
+        dense layer (its activated output, after any normalisation or dropout that
+        follows it; dropout is the identity at inference). The output layer is not
+        one.
 
         Returns
         -------
@@ -424,16 +466,10 @@ class Network:
             Indices into :attr:`layers`, for :meth:`predict`'s ``upto``; empty when
             no dense layer has a layer before it.
         """
-        layers = self.layers
-        dense = [i for i, layer in enumerate(layers) if isinstance(layer, Dense)]
+        dense = [i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)]
         if not dense or dense[0] == 0:
             return []
-        ends = [dense[0] - 1]
-        for i in dense[:-1]:
-            while i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
-                i += 1
-            ends.append(i)
-        return ends
+        return [i - 1 for i in dense]
 
     def block_outputs(self, x, n_jobs=1):
         """The outputs of the conv blocks for a batch, as the network computes them.
@@ -475,6 +511,44 @@ class Network:
                     current = None
         return blocks
 
+    def describe(self):
+        """The layers and their resolved settings, as plain values.
+
+        What a tool needs to rebuild the network elsewhere (:mod:`skconv.onnx`), with
+        every rule already applied: one value per spatial axis, padding as cells
+        before and after on each axis (so 'same' with any stride is spelled out), a
+        pooling window after clipping to a small map. No layer class or private
+        helper is needed to read it. (:meth:`Layer.describe` is the few words for
+        plots.)
+
+        Returns
+        -------
+        list of dict
+            One per layer, in order. Every dict has ``kind``, ``input_shape`` and
+            ``output_shape`` (one sample, no batch axis). By kind:
+
+            - ``'conv'``: ``filters``, ``kernel_shape``, ``strides``, ``dilations``
+              (tuples of int, one per spatial axis), ``pads`` (a ``(low, high)`` pair
+              per axis), ``weights`` of shape ``(filters, C, *kernel_shape)`` and
+              ``bias`` of shape ``(filters,)``; cross-correlation, zero padding.
+            - ``'pool'``: ``mode`` ('max', 'avg' or 'min'), ``pool_size`` (the window
+              used), ``strides``, ``pads``; padded cells never win a max or a min and
+              are not counted in an average, output sizes round down.
+            - ``'global_pool'``: ``mode``; ``(C, *spatial) -> (C,)``.
+            - ``'activation'``: ``name`` (see
+              :data:`skconv._nn.activations.ACTIVATIONS`), and ``negative_slope`` for
+              'leaky_relu'.
+            - ``'flatten'``: C order.
+            - ``'dense'``: ``units``, ``weights`` of shape ``(n_in, units)`` and
+              ``bias`` of shape ``(units,)``: ``y = x @ weights + bias``.
+            - any other layer: ``kind`` is its class name in lower case.
+
+            ``weights`` and ``bias`` are the network's own arrays: read them, do not
+            write to them.
+        """
+        self._check_initialized()
+        return [_layer_settings(layer) for layer in self.layers]
+
     # -- parameters ----------------------------------------------------------------------
     @property
     def params(self):
@@ -511,30 +585,37 @@ class Network:
         return [list(layer.params) for layer in self.layers
                 if isinstance(layer, kinds[kind])]
 
+    def _state_arrays(self):
+        """The parameters, then the buffers (running statistics), layer by layer."""
+        return self.params + [b for layer in self.layers
+                              for b in getattr(layer, "buffers", [])]
+
     def get_state(self):
-        """A copy of every parameter (e.g. the best weights for early stopping).
+        """A copy of every parameter and buffer (e.g. the best weights for early
+        stopping, with the running statistics that go with them).
 
         Returns
         -------
         list of ndarray
-            Copies, in the order of :attr:`params`.
+            Copies: the parameters in the order of :attr:`params`, then each layer's
+            buffers.
         """
-        return [p.copy() for p in self.params]
+        return [p.copy() for p in self._state_arrays()]
 
     def set_state(self, state):
-        """Restore parameters saved by :meth:`get_state`, in place.
+        """Restore a state saved by :meth:`get_state`, in place.
 
         In place, so that an optimizer holding the parameter arrays keeps working.
         """
-        params = self.params
-        if len(state) != len(params) or any(
-            np.shape(s) != p.shape for s, p in zip(state, params)
+        arrays = self._state_arrays()
+        if len(state) != len(arrays) or any(
+            np.shape(s) != p.shape for s, p in zip(state, arrays)
         ):
             raise ValueError(
-                "state does not match the network's parameters: shapes "
-                f"{[np.shape(s) for s in state]} vs {[p.shape for p in params]}"
+                "state does not match the network's parameters and buffers: shapes "
+                f"{[np.shape(s) for s in state]} vs {[p.shape for p in arrays]}"
             )
-        for p, s in zip(params, state):
+        for p, s in zip(arrays, state):
             p[...] = s
 
     def __getstate__(self):
@@ -543,11 +624,17 @@ class Network:
         state = self.__dict__.copy()
         state["_batch"] = None
         state["_steps"] = None
+        # The dtype by name, as in Layer.__getstate__ (skops trusts no dtype object).
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"]).name
         return state
 
     def __setstate__(self, state):
-        # Pickles made before the plan was a list of step objects hold index tuples.
+        # Pickles made before the plan was a list of step objects hold index tuples,
+        # and those made before the dtype was stored by name the dtype itself.
         state["_steps"] = None
+        if state.get("dtype") is not None:
+            state["dtype"] = np.dtype(state["dtype"])
         self.__dict__.update(state)
 
     def __repr__(self):

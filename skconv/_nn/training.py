@@ -14,7 +14,9 @@ import numpy as np
 from .._ops.threads import single_threaded_blas
 from .network import l2_factors, l2_penalty
 
-__all__ = ["NonFiniteTraining", "run_epoch"]
+__all__ = ["NonFiniteTraining", "VanishingBatchWeight", "run_epoch"]
+
+_SMALLEST_NORMAL = float(np.finfo(np.float64).smallest_normal)
 
 
 class NonFiniteTraining(ArithmeticError):
@@ -24,11 +26,36 @@ class NonFiniteTraining(ArithmeticError):
     ----------
     what : str
         Where, in words (``"loss became non-finite (nan) in minibatch 3 of"``).
+    cause : str or None
+        Why, in words, when the engine knows it; None when the loss or the weights
+        overflowed (the optimization diverged).
     """
 
-    def __init__(self, what):
-        super().__init__(what)
+    def __init__(self, what, cause=None):
+        super().__init__(what if cause is None else f"{what}: {cause}")
         self.what = what
+        self.cause = cause
+
+
+class VanishingBatchWeight(NonFiniteTraining):
+    """A minibatch's total sample weight is positive but too small to divide by.
+
+    The loss, its gradient and the L2 term are divided by the total: below float64's
+    smallest normal number, ``1 / total`` overflows (or keeps no precision), so the
+    training would become non-finite for a reason that is not divergence. Raised
+    before the minibatch is trained on.
+
+    Attributes
+    ----------
+    total_weight : float
+    """
+
+    def __init__(self, what, total_weight):
+        super().__init__(
+            what,
+            cause=f"its total sample weight is {total_weight:.3g}, below float64's "
+                  f"smallest normal number, so dividing by it overflows")
+        self.total_weight = total_weight
 
 
 def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_size,
@@ -63,6 +90,9 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
     ------
     NonFiniteTraining
         When a minibatch's loss or, after the last update, a weight is not finite.
+    VanishingBatchWeight
+        A :class:`NonFiniteTraining`: when a minibatch's total sample weight is
+        positive but below float64's smallest normal number.
     """
     accumulated_loss = 0.0
     accumulated_weight = 0.0
@@ -75,6 +105,8 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
                 float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
             if batch_weight == 0:
                 continue  # only zero weights: nothing to learn from this batch
+            if batch_weight < _SMALLEST_NORMAL:
+                raise VanishingBatchWeight(f"minibatch {n_batch + 1} of", batch_weight)
             # The network gathers X[idx] on its threads.
             logits = network.forward(X, n_threads, training=True, rows=idx)
             value, grad = loss(logits, targets[idx], sw_batch)

@@ -26,7 +26,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .._kernels import conv as _kernel
-from .conv import _check_conv_inputs, _conv_backward_arrays, _conv_geometry, conv_backward
+from .conv import (
+    _check_conv_inputs,
+    _check_padded_size,
+    _conv_backward_arrays,
+    _conv_geometry,
+    conv_backward,
+)
 from .pool import pool_output_shape
 from .threads import effective_n_threads, threads_for_work
 from .validation import (
@@ -303,6 +309,9 @@ def _conv_pool2x2_geometry(x, w, padding, dilation):
             f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
             f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
         )
+    conv_out, _, _, dilation_3d = geometry
+    _check_padded_size(x.shape, w.shape, (1, 1), conv_out[1:], padding,
+                       dilation_3d[1:])
     return geometry
 
 
@@ -359,7 +368,8 @@ def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False
          else check_out(out, y_shape, x.dtype, "out", inputs))
     if want_codes:
         codes = (np.empty(y_shape, dtype=np.uint8) if codes is None
-                 else check_out(codes, y_shape, np.uint8, "codes", inputs))
+                 else check_out(codes, y_shape, np.uint8, "codes", inputs,
+                                [("out", y)]))
     else:
         codes = None
     n_threads = threads_for_work(effective_n_threads(n_jobs),
@@ -557,9 +567,12 @@ class _PreparedBatch:
         x = self._checked(x, self.x_shape, "x")
         w = self._checked(w, self.w_shape, "w")
         inputs = (grad_y, x, w, self.y)
-        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs)
-        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs)
         grad_x = self.grad_x if compute_grad_x else None
+        outputs = [("the step's grad_x", grad_x)]
+        grad_w = check_out(grad_w, self.w_shape, self.dtype, "grad_w", inputs, outputs)
+        outputs.append(("grad_w", grad_w))
+        grad_b = check_out(grad_b, self.w_shape[:1], self.dtype, "grad_b", inputs,
+                           outputs)
         if compute_grad_x and any(np.may_share_memory(grad_x, a) for a in inputs):
             raise ValueError("the inputs must not share memory with the step's grad_x")
         if _kernel.conv_pool_backward(

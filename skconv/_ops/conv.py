@@ -18,6 +18,7 @@ import numpy as np
 from .._kernels import conv as _kernel
 from .threads import effective_n_threads, single_threaded_blas, threads_for_work
 from .validation import (
+    MAX_GEOMETRY_VALUE,
     as_float_array,
     check_batch,
     check_out,
@@ -72,11 +73,40 @@ def conv_output_shape(in_shape, kernel_shape, *, stride=1, padding=0, dilation=1
 def _conv_geometry(in_shape, kernel_shape, stride, padding, dilation, name="x"):
     """Normalised (stride, pads, dilation, out_shape); raises if the kernel does not fit."""
     n_axes = len(in_shape)
-    stride = per_axis(stride, n_axes, "stride")
-    dilation = per_axis(dilation, n_axes, "dilation")
+    stride = per_axis(stride, n_axes, "stride", maximum=MAX_GEOMETRY_VALUE)
+    dilation = per_axis(dilation, n_axes, "dilation", maximum=MAX_GEOMETRY_VALUE)
     pads = normalize_padding(padding, in_shape, kernel_shape, stride, dilation)
     check_window_fits(in_shape, kernel_shape, pads, dilation, "kernel", name)
     return stride, pads, dilation, output_shape(in_shape, kernel_shape, stride, pads, dilation)
+
+
+#: Cells (all channels and filters) of a sample's zero-padded copies that the stride-1
+#: kernels may be asked to size: beyond any memory, and far enough below 2**63 that
+#: their size arithmetic in C cannot overflow.
+_MAX_PADDED_CELLS = 2**44
+
+
+def _check_padded_size(x_shape, w_shape, stride, out_shape, padding, dilation):
+    """Refuse a stride-1 convolution whose padded scratch the kernels could not size.
+
+    The stride-1 path copies each sample, zero-padded (``out + reach`` cells per
+    axis, ``reach = dilation * (kernel - 1)``), into per-thread scratch, and in the
+    backward also grad_y padded by the reach on both sides: a huge dilation or
+    padding with a small output would make those sizes overflow C integers (and the
+    scratch too small) rather than fail to allocate.
+    """
+    if any(s != 1 for s in stride):
+        return
+    cells = x_shape[1] + w_shape[0]
+    for out, k, d in zip(out_shape, w_shape[2:], dilation):
+        cells *= out + 2 * d * (k - 1)
+    if cells > _MAX_PADDED_CELLS:
+        raise ValueError(
+            f"padding={padding!r} and dilation {tuple(dilation)} make the zero-padded "
+            f"copies of one sample too large ({cells} cells, at most "
+            f"{_MAX_PADDED_CELLS}) for x with shape {tuple(x_shape)} and w with "
+            f"shape {tuple(w_shape)}"
+        )
 
 
 def _check_conv_inputs(x, w, b):
@@ -128,12 +158,14 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     padding : int, tuple of int, 'valid' or 'same', default=0
         Zero padding. An int pads every axis on both sides, a tuple gives one amount
         per axis, 'valid' means none and 'same' gives ``out = ceil(in / stride)`` for
-        any stride, the odd extra cell going at the end (TensorFlow's rule).
+        any stride, the odd extra cell going at the end (TensorFlow's rule). The
+        strings are lowercase and case-sensitive, as in the estimator.
     dilation : int or tuple of int, default=1
         Spacing between kernel taps per axis (>= 1).
     n_jobs : int, default=None
         Threads: None or -1 for all usable cores (respecting ``OMP_NUM_THREADS`` and
-        threadpoolctl limits), a positive int for that many.
+        threadpoolctl limits), a positive int for that many (at most the usable
+        cores).
     out : ndarray, default=None
         Where to write ``y`` (a network's workspace, reused across minibatches): a
         writeable C-contiguous array of the result's shape and dtype that shares no
@@ -157,6 +189,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     stride, pads, dilation, out_shape = _conv_geometry(
         spatial, w.shape[2:], stride, padding, dilation
     )
+    _check_padded_size(x.shape, w.shape, stride, out_shape, padding, dilation)
     y_shape = x.shape[:1] + w.shape[:1] + out_shape
     if out is None:
         y = np.empty(y_shape, dtype=x.dtype)
@@ -222,6 +255,7 @@ def conv_backward(
     stride, pads, dilation, out_shape = _conv_geometry(
         x.shape[2:], w.shape[2:], stride, padding, dilation
     )
+    _check_padded_size(x.shape, w.shape, stride, out_shape, padding, dilation)
     expected = x.shape[:1] + w.shape[:1] + out_shape
     if grad_y.shape != expected:
         raise ValueError(
@@ -237,20 +271,18 @@ def conv_backward(
         effective_n_threads(n_jobs), 2 * w.size * grad_y.size // w.shape[0]
     )
 
-    grad_x, grad_w, grad_b, chunks = _conv_backward_outputs(x, w, grad_y, dtype,
-                                                            compute_grad_x, out)
-    if chunks is None:
-        return grad_x, grad_w, grad_b
+    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
+                                                   out)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
     # Only the stride-1 path needs finite inputs (see _kernel.conv_backward).
     inputs_finite = _kernel.uses_blas(stride) or _all_finite(x, w, grad_y)
     with _blas_guard(stride, inputs_finite):
         _kernel.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
-            None if grad_x is None else view_3d(grad_x),
-            *chunks, stride, pad_lo, dilation, n_threads, inputs_finite,
+            None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b,
+            stride, pad_lo, dilation, n_threads, inputs_finite,
         )
-    return _add_chunks(chunks, grad_x, grad_w, grad_b)
+    return grad_x, grad_w, grad_b
 
 
 def _all_finite(*arrays):
@@ -271,33 +303,9 @@ def _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x, out):
         grad_x = None
         if compute_grad_x:
             grad_x = check_out(out[0], x.shape, dtype, "out[0] (grad_x)", inputs)
-        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs)
-        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs)
-    return grad_x, grad_w, grad_b
-
-
-def _conv_backward_outputs(x, w, grad_y, dtype, compute_grad_x, out):
-    """Outputs and scratch of a convolution's backward.
-
-    Returns ``(grad_x or None, grad_w, grad_b, chunks)``: new arrays, or ``out``
-    checked, and ``chunks``, the kernel's per-chunk partial sums of grad_w and grad_b
-    (see ``_kernel.conv_backward``), or None for an empty batch, whose grad_w and grad_b
-    are then zeros.
-    """
-    grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
-                                                   out)
-    n_chunks = _kernel.n_reduction_chunks(x.shape[0])
-    if n_chunks == 0:
-        grad_w[...] = 0
-        grad_b[...] = 0
-        return grad_x, grad_w, grad_b, None
-    chunks = (np.empty((n_chunks, w.size), dtype=dtype),
-              np.empty((n_chunks, w.shape[0]), dtype=dtype))
-    return grad_x, grad_w, grad_b, chunks
-
-
-def _add_chunks(chunks, grad_x, grad_w, grad_b):
-    """Fixed-order sums of the per-chunk partials into grad_w and grad_b (one
-    compiled call, rows added in order); returns the three gradients."""
-    _kernel.sum_chunks(chunks[0], chunks[1], grad_w.reshape(-1), grad_b)
+        outputs = [("out[0] (grad_x)", grad_x)]
+        grad_w = check_out(out[1], w.shape, dtype, "out[1] (grad_w)", inputs, outputs)
+        outputs.append(("out[1] (grad_w)", grad_w))
+        grad_b = check_out(out[2], w.shape[:1], dtype, "out[2] (grad_b)", inputs,
+                           outputs)
     return grad_x, grad_w, grad_b

@@ -13,6 +13,7 @@ import numpy as np
 from .._kernels import pool as _kernel
 from .threads import effective_n_threads, threads_for_cells
 from .validation import (
+    MAX_GEOMETRY_VALUE,
     as_float_array,
     check_batch,
     check_out,
@@ -23,7 +24,6 @@ from .validation import (
     output_shape,
     per_axis,
     to_3d,
-    view_3d,
 )
 
 __all__ = [
@@ -94,9 +94,10 @@ def _pool_geometry(in_shape, pool_size, stride, padding, name="x"):
     """Normalised (window, stride, pads, out_shape); raises if some window is empty."""
     n_axes = len(in_shape)
     ones = (1,) * n_axes
-    window = per_axis(pool_size, n_axes, "pool_size")
+    window = per_axis(pool_size, n_axes, "pool_size", maximum=MAX_GEOMETRY_VALUE)
     # The seeds' default: windows side by side, no overlap.
-    stride = window if stride is None else per_axis(stride, n_axes, "stride")
+    stride = window if stride is None else per_axis(stride, n_axes, "stride",
+                                                    maximum=MAX_GEOMETRY_VALUE)
     pads = normalize_padding(padding, in_shape, window, stride, ones)
     check_pool_windows(in_shape, window, stride, pads, name)
     return window, stride, pads, output_shape(in_shape, window, stride, pads, ones)
@@ -130,7 +131,8 @@ def _pool_forward(x, window, stride, pads, out_shape, code, n_jobs, with_indices
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("out must be a tuple (y, indices)")
         y = check_out(out[0], y_shape, x.dtype, "out[0] (y)", (x,))
-        indices = check_out(out[1], y_shape, np.int64, "out[1] (indices)", (x,))
+        indices = check_out(out[1], y_shape, np.int64, "out[1] (indices)", (x,),
+                            [("out[0] (y)", y)])
     else:
         y = check_out(out, y_shape, x.dtype, "out", (x,))
         indices = None

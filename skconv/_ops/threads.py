@@ -9,6 +9,7 @@ change speed, as measured by ``benchmarks/bench_conv.py`` and ``bench_pool.py``.
 import numbers
 import os
 import threading
+import warnings
 
 from .._kernels.build_config import OPENMP
 from .._kernels.openmp_helpers import openmp_max_threads
@@ -34,6 +35,39 @@ def _usable_cpu_count():
         return os.cpu_count() or 1
 
 
+# True in a child process made by fork (os.fork, multiprocessing's and joblib's
+# "fork" start method). GNU OpenMP does not survive a fork: the child inherits the
+# parent's thread-pool bookkeeping but none of its threads, so the child's first
+# parallel region waits forever for them. A team of one never touches the pool,
+# so such a child runs every kernel on one thread (PyTorch uses the same hook).
+_IN_FORKED_CHILD = False
+_FORK_WARNED = False
+
+
+def _mark_forked_child():
+    global _IN_FORKED_CHILD
+    _IN_FORKED_CHILD = True
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def _warn_forked_child(n_threads):
+    global _FORK_WARNED
+    if not _FORK_WARNED:
+        _FORK_WARNED = True
+        warnings.warn(
+            f"skconv runs on one thread instead of {n_threads} in this process: it "
+            f"was started by fork, and OpenMP threads cannot be used after a fork. "
+            f"Start workers with the 'spawn' or 'forkserver' method of "
+            f"multiprocessing, or joblib's default 'loky' backend, to use several "
+            f"threads in each.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def effective_n_threads(n_jobs):
     """Number of OpenMP threads a kernel call may use.
 
@@ -42,13 +76,16 @@ def effective_n_threads(n_jobs):
     n_jobs : int or None
         scikit-learn's convention: None or -1 means every usable core, as limited by
         ``OMP_NUM_THREADS`` and threadpoolctl (so a nested joblib worker stays within
-        its share); a positive int means that many threads; ``-2`` all but one, and so
-        on. Zero is an error.
+        its share); a positive int means that many threads, but never more than the
+        usable cores (results do not depend on the count, and more threads than
+        cores only slow a call down, or abort the process where the system refuses
+        a thread); ``-2`` all but one, and so on. Zero is an error.
 
     Returns
     -------
     int
-        At least 1. Always 1 when the package was built without OpenMP.
+        At least 1. Always 1 when the package was built without OpenMP, and in a
+        child process started by fork (with a warning the first time it matters).
     """
     if n_jobs is not None and (
         isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral)
@@ -58,13 +95,23 @@ def effective_n_threads(n_jobs):
         raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive int")
     if not OPENMP:
         return 1
-    if n_jobs is not None and n_jobs > 0:
+    if n_jobs == 1:
         # Every kernel call comes here: skip the affinity query when it is not needed.
-        return int(n_jobs)
-    max_threads = min(openmp_max_threads(), _usable_cpu_count())
-    if n_jobs is None or n_jobs == -1:
-        return max_threads
-    return max(max_threads + 1 + int(n_jobs), 1)
+        return 1
+    if n_jobs is not None and n_jobs > 0:
+        # Not capped by OMP_NUM_THREADS: an explicit count overrides it, as in
+        # scikit-learn; the cores are a hard limit.
+        n_threads = min(int(n_jobs), _usable_cpu_count())
+    else:
+        max_threads = min(openmp_max_threads(), _usable_cpu_count())
+        if n_jobs is None or n_jobs == -1:
+            n_threads = max_threads
+        else:
+            n_threads = max(max_threads + 1 + int(n_jobs), 1)
+    if _IN_FORKED_CHILD and n_threads > 1:
+        _warn_forked_child(n_threads)
+        return 1
+    return n_threads
 
 
 _BLAS_LIBRARIES = None

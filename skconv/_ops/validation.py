@@ -13,6 +13,12 @@ MAX_SPATIAL_DIMS = 3
 #: The padding modes given by name (an int or a per-axis tuple pads explicitly).
 PADDING_MODES = ("same", "valid")
 
+#: Largest stride, dilation, padding or window the ops take. The kernels do their
+#: index arithmetic in C ``Py_ssize_t``: below this bound no sum or product of two
+#: such values with an array's size can overflow (a larger value would only give an
+#: OverflowError from the compiled layer, or wrap around).
+MAX_GEOMETRY_VALUE = 2**31 - 1
+
 
 def as_float_array(value, name):
     """Return ``value`` as an ndarray of float32 or float64 (not yet contiguous).
@@ -74,8 +80,9 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def per_axis(value, n_axes, name, minimum=1):
-    """Expand an int or a per-axis sequence to a tuple of ``n_axes`` ints >= ``minimum``."""
+def per_axis(value, n_axes, name, minimum=1, maximum=None):
+    """Expand an int or a per-axis sequence to a tuple of ``n_axes`` ints >= ``minimum``
+    (and <= ``maximum`` unless it is None)."""
     if is_int(value):
         values = (int(value),) * n_axes
     else:
@@ -97,6 +104,11 @@ def per_axis(value, n_axes, name, minimum=1):
         values = tuple(int(v) for v in values)
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    if maximum is not None and any(v > maximum for v in values):
+        raise ValueError(
+            f"{name} must be at most {maximum} on every axis (the kernels' index "
+            f"range), got {value!r}"
+        )
     return values
 
 
@@ -107,9 +119,11 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
     ----------
     padding : int, tuple of int, 'valid' or 'same'
         An int pads every axis on both sides; a tuple gives one symmetric amount per
-        axis; 'valid' is no padding (strings are case-insensitive, as in TensorFlow); 'same' gives ``out = ceil(in / stride)`` with the
+        axis; 'valid' is no padding; 'same' gives ``out = ceil(in / stride)`` with the
         total padding split so that the extra cell goes at the end (TensorFlow's
-        rule, for any stride).
+        rule, for any stride). Strings are lowercase, case-sensitive, like every
+        string option of skconv and scikit-learn's ``StrOptions`` (so the ops and
+        the estimator accept the same values).
     in_shape, window, stride, dilation : tuple of int
         Spatial sizes, window (kernel) sizes, strides and dilations, one per axis.
 
@@ -119,7 +133,7 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
     """
     n_axes = len(in_shape)
     if isinstance(padding, str):
-        mode = padding.lower()
+        mode = padding
         if mode == "valid":
             return [(0, 0)] * n_axes
         if mode == "same":
@@ -130,10 +144,12 @@ def normalize_padding(padding, in_shape, window, stride, dilation, name="padding
                 pads.append((total // 2, total - total // 2))
             return pads
         raise ValueError(
-            f"{name} must be an int, a tuple of ints, 'valid' or 'same', got {padding!r}"
+            f"{name} must be an int, a tuple of ints, 'valid' or 'same', got "
+            f"{padding!r} (the strings are lowercase)"
         )
     try:
-        amounts = per_axis(padding, n_axes, name, minimum=0)
+        amounts = per_axis(padding, n_axes, name, minimum=0,
+                           maximum=MAX_GEOMETRY_VALUE)
     except TypeError:
         raise TypeError(
             f"{name} must be an int, a tuple of {n_axes} ints, 'valid' or 'same', "
@@ -198,12 +214,14 @@ def check_pool_windows(in_shape, window, stride, pads, name):
             )
 
 
-def check_out(out, shape, dtype, name, inputs=()):
+def check_out(out, shape, dtype, name, inputs=(), outputs=()):
     """Check a caller-supplied output array; return it.
 
     It must be a writeable, C-contiguous ndarray of exactly ``shape`` and ``dtype``
     that shares no memory with ``inputs`` (the kernels read their inputs while writing
-    their outputs, and run with bounds checks off).
+    their outputs, and run with bounds checks off), nor with the call's other
+    ``outputs``, given as ``(name, array)`` pairs (the kernels write them
+    independently, so one would overwrite the other).
     """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
@@ -217,4 +235,9 @@ def check_out(out, shape, dtype, name, inputs=()):
     for array in inputs:
         if array is not None and np.may_share_memory(out, array):
             raise ValueError(f"{name} must not share memory with the inputs")
+    # Both are C-contiguous, so overlapping bounds (what may_share_memory checks)
+    # means overlapping memory.
+    for other_name, other in outputs:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name} must not share memory with {other_name}")
     return out

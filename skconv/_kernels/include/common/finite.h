@@ -3,8 +3,8 @@
  * kernel (the shifted convolution paths need finite inputs: a zero times an inf in
  * the padding would make a NaN that the true result does not have).
  *
- * numpy's `isfinite(x.sum())` makes a serial pairwise sum (16 us for LeNet's conv2
- * input, four times per minibatch); this is a compare-and-or that vectorises.
+ * numpy's `isfinite(x.sum())` makes a serial pairwise sum (several times per
+ * minibatch); this is a compare-and-or that vectorises.
  * v - v is 0 exactly for finite v and NaN for inf or NaN, and NaN != 0.
  */
 #ifndef SKCONV_FINITEKERNELS_H

@@ -3,7 +3,9 @@
  *
  * Portability: the build has no -march flag; each kernel marked SKC_CLONES is
  * compiled for AVX-512, AVX2+FMA and baseline x86-64 (GCC target_clones, picked once
- * at load time by the dynamic linker). Elsewhere the plain versions are used. GCC
+ * at load time by the dynamic linker). Elsewhere the plain versions are used. A build
+ * with SKCONV_ISA (setup.py) defines SKCONV_NO_CLONES and compiles one of the three
+ * for every CPU, so that the lower variants can be tested on any machine. GCC
  * vector extensions (also in Clang) keep vectors in registers whatever the target.
  */
 #ifndef SKCONV_SIMD_H
@@ -25,7 +27,11 @@
 /* Whether the CPU has 32 vector registers (AVX-512): some kernels then use larger
  * register blocks, which would spill to memory with 16 (AVX2). Checked at run time
  * because one binary serves every x86-64 CPU. */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(__clang__)
+#if defined(SKCONV_32_VECTOR_REGISTERS)
+/* A build forced to one instruction set (SKCONV_ISA in setup.py) answers for that
+ * set, not for the CPU it runs on. */
+#define SKC_HAVE_32_VECTOR_REGISTERS() (SKCONV_32_VECTOR_REGISTERS)
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64)) && !defined(__clang__)
 #define SKC_HAVE_32_VECTOR_REGISTERS() __builtin_cpu_supports("avx512f")
 #else
 #define SKC_HAVE_32_VECTOR_REGISTERS() 0

@@ -1,0 +1,176 @@
+"""Batch normalisation ops: per-channel normalisation over the batch and spatial axes.
+
+``x`` is ``(N, C, *spatial)`` (after a convolution) or ``(N, C)`` (after a dense
+layer); every channel ``c`` is normalised with the mean and the biased variance of
+``x[:, c]`` over the batch and the spatial axes (Ioffe and Szegedy, 2015; PyTorch's
+``BatchNorm1d/2d/3d`` in training mode), then scaled by ``gamma[c]`` and shifted by
+``beta[c]``. The statistics are reduced per channel in one fixed order in float64
+(``skconv._kernels.norm``), so results are bitwise the same for any ``n_jobs``;
+float32 stays float32.
+"""
+
+import math
+
+import numpy as np
+
+from .._kernels import norm as _kernel
+from .threads import effective_n_threads, threads_for_cells
+from .validation import as_float_array, check_out, common_float_dtype, contiguous
+
+__all__ = ["batch_norm_backward", "batch_norm_inference", "batch_norm_train"]
+
+
+def _as_channels(x, name):
+    """``x`` as an (N, C, S) view (S = product of the spatial axes, 1 for 2-D x)."""
+    if x.ndim < 2 or x.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, C) or (N, C, *spatial) with C >= 1, "
+                         f"got shape {x.shape}")
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+
+
+def _check_channel_vector(value, n_channels, name, dtype):
+    value = as_float_array(value, name)
+    if value.shape != (n_channels,):
+        raise ValueError(f"{name} must have shape ({n_channels},) (one value per channel), "
+                         f"got shape {value.shape}")
+    return contiguous(value, dtype)
+
+
+def _threads(n_jobs, x, n_tasks):
+    return max(1, min(threads_for_cells(effective_n_threads(n_jobs), x.size), n_tasks))
+
+
+def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
+    """Normalise ``x`` with its own batch statistics.
+
+    Parameters
+    ----------
+    x : array-like of shape (N, C) or (N, C, *spatial)
+        N >= 1.
+    gamma, beta : array-like of shape (C,)
+        Scale and shift per channel.
+    eps : float, default=1e-5
+        Added to the variance before the square root.
+    n_jobs : int, default=None
+        Threads (channels are shared out; the result does not depend on it).
+    out : tuple of 2 ndarray, default=None
+        Where to write ``(y, x_hat)`` (writeable, C-contiguous, the result's dtype).
+
+    Returns
+    -------
+    y : ndarray, shape of ``x``
+        ``gamma * x_hat + beta``.
+    x_hat : ndarray, shape of ``x``
+        The normalised input, kept for :func:`batch_norm_backward`.
+    mean, var, inv_std : ndarray of shape (C,), float64
+        The batch's mean and biased variance per channel, and ``1 / sqrt(var + eps)``.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (N, C) or (N, C, *spatial) with N >= 1, got "
+                         f"shape {x.shape}")
+    dtype = common_float_dtype(x, np.asarray(gamma), np.asarray(beta))
+    x = contiguous(x, dtype)
+    n_channels = x.shape[1]
+    gamma = _check_channel_vector(gamma, n_channels, "gamma", dtype)
+    beta = _check_channel_vector(beta, n_channels, "beta", dtype)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    if out is None:
+        y, x_hat = np.empty_like(x), np.empty_like(x)
+    else:
+        y = check_out(out[0], x.shape, dtype, "out[0] (y)", (x, gamma, beta))
+        x_hat = check_out(out[1], x.shape, dtype, "out[1] (x_hat)", (x, gamma, beta),
+                          [("out[0] (y)", y)])
+    mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
+    _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps),
+                          _as_channels(y, "y"), _as_channels(x_hat, "x_hat"), mean, var,
+                          inv_std, _threads(n_jobs, x, n_channels))
+    return y, x_hat, mean, var, inv_std
+
+
+def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
+                        compute_grad_x=True, out=None):
+    """Gradients of :func:`batch_norm_train` with respect to x, gamma and beta.
+
+    Parameters
+    ----------
+    grad_y : array-like, shape of ``x``
+    x_hat : ndarray, shape of ``x``
+        From :func:`batch_norm_train`.
+    gamma : array-like of shape (C,)
+    inv_std : array-like of shape (C,)
+        From :func:`batch_norm_train`.
+    n_jobs : int, default=None
+    compute_grad_x : bool, default=True
+        False skips the input gradient (returns None for it).
+    out : tuple of 3 ndarray, default=None
+        Where to write ``(grad_x, grad_gamma, grad_beta)`` (``grad_x`` None when
+        ``compute_grad_x`` is False).
+
+    Returns
+    -------
+    grad_x : ndarray, shape of ``x``, or None
+    grad_gamma, grad_beta : ndarray of shape (C,)
+    """
+    x_hat = as_float_array(x_hat, "x_hat")
+    grad_y = as_float_array(grad_y, "grad_y")
+    if grad_y.shape != x_hat.shape:
+        raise ValueError(f"grad_y must have the shape of x_hat {x_hat.shape}, got shape "
+                         f"{grad_y.shape}")
+    dtype = common_float_dtype(grad_y, x_hat)
+    grad_y, x_hat = contiguous(grad_y, dtype), contiguous(x_hat, dtype)
+    n_channels = _as_channels(x_hat, "x_hat").shape[1]
+    gamma = _check_channel_vector(gamma, n_channels, "gamma", dtype)
+    inv_std = _check_channel_vector(inv_std, n_channels, "inv_std", np.float64)
+    inputs = (grad_y, x_hat, gamma)
+    if out is None:
+        grad_x = np.empty_like(x_hat) if compute_grad_x else None
+        grad_gamma, grad_beta = np.empty(n_channels, dtype), np.empty(n_channels, dtype)
+    else:
+        grad_gamma = check_out(out[1], (n_channels,), dtype, "out[1] (grad_gamma)", inputs)
+        grad_beta = check_out(out[2], (n_channels,), dtype, "out[2] (grad_beta)",
+                              inputs, [("out[1] (grad_gamma)", grad_gamma)])
+        grad_x = None
+        if compute_grad_x:
+            grad_x = check_out(out[0], x_hat.shape, dtype, "out[0] (grad_x)", inputs,
+                               [("out[1] (grad_gamma)", grad_gamma),
+                                ("out[2] (grad_beta)", grad_beta)])
+    _kernel.backward(_as_channels(grad_y, "grad_y"), _as_channels(x_hat, "x_hat"), gamma,
+                     inv_std, None if grad_x is None else _as_channels(grad_x, "grad_x"),
+                     grad_gamma, grad_beta, _threads(n_jobs, x_hat, n_channels))
+    return grad_x, grad_gamma, grad_beta
+
+
+def batch_norm_inference(x, gamma, beta, mean, var, *, eps=1e-5, n_jobs=None, out=None):
+    """Normalise ``x`` with given statistics (a network's running averages):
+    ``y = x * scale + shift`` with ``scale = gamma / sqrt(var + eps)`` and
+    ``shift = beta - mean * scale``, per channel.
+
+    Parameters
+    ----------
+    x : array-like of shape (N, C) or (N, C, *spatial)
+    gamma, beta, mean, var : array-like of shape (C,)
+    eps : float, default=1e-5
+    n_jobs : int, default=None
+    out : ndarray, default=None
+
+    Returns
+    -------
+    y : ndarray, shape of ``x``
+    """
+    x = as_float_array(x, "x")
+    dtype = common_float_dtype(x, np.asarray(gamma), np.asarray(beta))
+    x = contiguous(x, dtype)
+    n_channels = _as_channels(x, "x").shape[1]
+    gamma, beta, mean, var = (
+        _check_channel_vector(v, n_channels, name, np.float64)
+        for v, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var")))
+    scale = gamma / np.sqrt(var + eps)
+    shift = (beta - mean * scale).astype(dtype)
+    scale = scale.astype(dtype)
+    y = np.empty_like(x) if out is None else check_out(out, x.shape, dtype, "out", (x,))
+    if x.shape[0]:
+        _kernel.forward_infer(_as_channels(x, "x"), scale, shift, _as_channels(y, "y"),
+                              _threads(n_jobs, x, x.shape[0] * n_channels))
+    return y

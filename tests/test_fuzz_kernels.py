@@ -1,0 +1,297 @@
+"""Seeded, bounded fuzz test of the kernels against their slow twins.
+
+Random geometries (1 to 3 spatial axes, strides, paddings, dilations, pooling windows,
+modes, dtypes, thread counts, non-contiguous inputs) run through ``skconv.ops`` and
+are compared with ``_reference_conv`` / ``_reference_pool``. Every output is written
+into an ``out=`` array that sits between two guard zones of a larger buffer and is
+filled with NaN first, so a kernel that writes a cell outside its output, or leaves
+one unwritten, fails here even where Cython's bounds checks cannot see (raw pointers
+in the C micro-kernels). CI also runs this file against the debug build (bounds and
+initialisation checks on), so an out-of-bounds access in a new fast path shows up the
+day it is written.
+
+The configurations are drawn from one seeded RandomState: the same ones every run,
+and a failure names its configuration. ``SKCONV_FUZZ_SEED`` draws another set and
+``SKCONV_FUZZ_CASES`` scales their number (e.g. for a longer local run).
+
+Tolerances are those of test_conv.py: ``|got - twin| <= tol * scale`` with ``scale``
+the twin on absolute values, ``tol`` 1e-4 (float32) or 1e-10 (float64). Max and min
+pooling and their indices are exact.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from skconv import ops
+from skconv._ops import blocks
+
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from . import _reference_conv as ref_conv
+    from . import _reference_pool as ref_pool
+except ImportError:
+    import _reference_conv as ref_conv
+    import _reference_pool as ref_pool
+
+SEED = int(os.environ.get("SKCONV_FUZZ_SEED", "20240518"))
+SCALE = float(os.environ.get("SKCONV_FUZZ_CASES", "1"))
+N_CONV, N_POOL, N_FUSED = (max(1, int(n * SCALE)) for n in (60, 60, 25))
+TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+GUARD = 64  # cells of guard zone on each side of an output
+
+
+def _guarded(shape, dtype):
+    """An output array inside a larger buffer: (out, buffer, sentinel).
+
+    The output is NaN (or an impossible integer) so that an unwritten cell shows; the
+    guard zones hold a sentinel that no kernel would write.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    sentinel, unwritten = {"f": (1.25e-3, np.nan), "i": (-12345, -7),
+                           "u": (201, 250)}[dtype.kind]
+    buffer = np.full(size + 2 * GUARD, sentinel, dtype=dtype)
+    out = buffer[GUARD:GUARD + size].reshape(shape)
+    out[...] = unwritten
+    return out, buffer, dtype.type(sentinel)
+
+
+def _check_guards(guarded, what):
+    out, buffer, sentinel = guarded
+    assert (buffer[:GUARD] == sentinel).all(), f"{what}: written before its start"
+    assert (buffer[-GUARD:] == sentinel).all(), f"{what}: written past its end"
+
+
+def _assert_close(got, expected, scale, what):
+    assert np.isfinite(got).all(), f"{what}: non-finite (unwritten?) cells"
+    err = np.abs(got.astype(np.float64) - expected)
+    bad = err > TOL[got.dtype] * scale
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())} of {bad.size} cells out of tolerance, first at "
+        f"{tuple(np.argwhere(bad)[0])}")
+
+
+def _maybe_strided(rng, array):
+    """``array`` itself or an equal non-contiguous view (the ops copy those)."""
+    if rng.rand() < 0.25:
+        wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
+        wide[..., ::2] = array
+        return wide[..., ::2]
+    return array
+
+
+def _conv_case(rng):
+    n_axes = rng.randint(1, 4)
+    # Longer rows in 1-D and 2-D reach the vector tails of the stride-1 path.
+    max_size = {1: 40, 2: 14, 3: 6}[n_axes]
+    kernel = tuple(int(k) for k in rng.randint(1, 5, n_axes))
+    stride = tuple(int(s) for s in rng.choice([1, 1, 1, 2, 3], n_axes))
+    dilation = tuple(int(d) for d in rng.choice([1, 1, 2, 3], n_axes))
+    choice = rng.randint(4)
+    padding = ("valid", "same", int(rng.randint(0, 4)),
+               tuple(int(p) for p in rng.randint(0, 4, n_axes)))[choice]
+    pads = ref_conv.resolve_padding(padding, (max_size,) * n_axes, kernel, stride,
+                                    dilation)
+    # Each axis at least as long as the dilated kernel needs (after padding).
+    lows = [max(1, d * (k - 1) + 1 - lo - hi) for k, d, (lo, hi) in
+            zip(kernel, dilation, pads)]
+    in_shape = tuple(int(rng.randint(low, max(low, max_size) + 1)) for low in lows)
+    return dict(n=int(rng.randint(1, 4)), c=int(rng.randint(1, 6)),
+                d=int(rng.randint(1, 7)), in_shape=in_shape, kernel=kernel,
+                kw=dict(stride=stride, padding=padding, dilation=dilation),
+                dtype=str(rng.choice(["float32", "float64"])), bias=rng.rand() < 0.7,
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+def _pool_case(rng):
+    n_axes = rng.randint(1, 4)
+    max_size = {1: 24, 2: 10, 3: 5}[n_axes]
+    window = tuple(int(k) for k in rng.randint(1, 4, n_axes))
+    stride = (None, int(rng.randint(1, 4)),
+              tuple(int(s) for s in rng.randint(1, 4, n_axes)))[rng.randint(3)]
+    padding = ("valid", "same", int(rng.randint(0, min(window))),
+               tuple(int(rng.randint(0, k)) for k in window))[rng.randint(4)]
+    in_shape = tuple(int(rng.randint(k, max_size + 1)) for k in window)
+    return dict(shape=(int(rng.randint(1, 3)), int(rng.randint(1, 4))) + in_shape,
+                pool_size=window, stride=stride, padding=padding,
+                mode=str(rng.choice(["max", "avg", "min"])),
+                dtype=str(rng.choice(["float32", "float64"])), ties=rng.rand() < 0.3,
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+def _cases(make, count, offset):
+    rng = np.random.RandomState(SEED + offset)
+    return [make(rng) for _ in range(count)]
+
+
+def _id(case):
+    return ",".join(f"{k}={v}" for k, v in case.items() if k != "seed")
+
+
+CONV_CASES = _cases(_conv_case, N_CONV, 0)
+POOL_CASES = _cases(_pool_case, N_POOL, 1)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"conv{i}" for i in range(N_CONV)])
+def test_conv_forward_backward_match_twin(case):
+    rng = np.random.RandomState(case["seed"])
+    dtype, kw = np.dtype(case["dtype"]), case["kw"]
+    x = rng.standard_normal((case["n"], case["c"]) + case["in_shape"]).astype(dtype)
+    w = rng.standard_normal((case["d"], case["c"]) + case["kernel"]).astype(dtype)
+    b = rng.standard_normal(case["d"]).astype(dtype) if case["bias"] else None
+    try:
+        out_shape = ops.conv_output_shape(case["in_shape"], case["kernel"], **kw)
+    except ValueError:
+        pytest.fail(f"drew a configuration the ops refuse: {_id(case)}")
+    y_out = _guarded(x.shape[:1] + w.shape[:1] + out_shape, dtype)
+    y = ops.conv(_maybe_strided(rng, x), w, b, n_jobs=case["n_jobs"], out=y_out[0],
+                 **kw)
+    assert y is y_out[0]
+    _check_guards(y_out, f"y of {_id(case)}")
+    expected = ref_conv.conv_ref(x, w, b, **kw)
+    scale = ref_conv.conv_ref(np.abs(x), np.abs(w), None if b is None else np.abs(b),
+                              **kw)
+    _assert_close(y, expected, scale, f"y of {_id(case)}")
+
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    outs = [_guarded(x.shape, dtype), _guarded(w.shape, dtype),
+            _guarded(w.shape[:1], dtype)]
+    grads = ops.conv_backward(_maybe_strided(rng, grad_y), x, w, n_jobs=case["n_jobs"],
+                              out=tuple(o[0] for o in outs), **kw)
+    expected = ref_conv.conv_backward_ref(grad_y, x, w, **kw)
+    scale = ref_conv.conv_backward_ref(np.abs(grad_y), np.abs(x), np.abs(w), **kw)
+    for name, got, guarded, e, s in zip(("grad_x", "grad_w", "grad_b"), grads, outs,
+                                        expected, scale):
+        assert got is guarded[0]
+        _check_guards(guarded, f"{name} of {_id(case)}")
+        _assert_close(got, e, s, f"{name} of {_id(case)}")
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"pool{i}" for i in range(N_POOL)])
+def test_pool_forward_backward_match_twin(case):
+    rng = np.random.RandomState(case["seed"])
+    dtype = np.dtype(case["dtype"])
+    if case["ties"]:  # few distinct values: the first-extreme rule decides
+        x = rng.randint(-2, 3, case["shape"]).astype(dtype)
+    else:
+        x = rng.standard_normal(case["shape"]).astype(dtype)
+    kw = dict(stride=case["stride"], padding=case["padding"], mode=case["mode"])
+    geometry = ref_pool.geometry(x.shape[2:], case["pool_size"], case["stride"],
+                                 case["padding"])
+    assert geometry is not None, f"drew a window with no real cell: {_id(case)}"
+    y_shape = x.shape[:2] + geometry[3]
+    y_out = _guarded(y_shape, dtype)
+    y = ops.pool(_maybe_strided(rng, x), case["pool_size"], n_jobs=case["n_jobs"],
+                 out=y_out[0], **kw)
+    _check_guards(y_out, f"y of {_id(case)}")
+    y_ref = ref_pool.pool(x, case["pool_size"], **kw)
+    if case["mode"] == "avg":
+        scale = ref_pool.pool(np.abs(x), case["pool_size"], **kw)
+        _assert_close(y, y_ref.astype(np.float64), scale, f"y of {_id(case)}")
+    else:
+        np.testing.assert_array_equal(y, y_ref, err_msg=f"y of {_id(case)}")
+
+    grad_y = rng.standard_normal(y_shape).astype(dtype)
+    gx_out = _guarded(x.shape, dtype)
+    grad_x = ops.pool_backward(grad_y, x, case["pool_size"], n_jobs=case["n_jobs"],
+                               out=gx_out[0], **kw)
+    _check_guards(gx_out, f"grad_x of {_id(case)}")
+    expected = ref_pool.pool_backward(grad_y, x, case["pool_size"], **kw)
+    scale = ref_pool.pool_backward(np.abs(grad_y), x, case["pool_size"], **kw)
+    _assert_close(grad_x, expected, scale, f"grad_x of {_id(case)}")
+
+    if case["mode"] != "avg":
+        outs = (_guarded(y_shape, dtype), _guarded(y_shape, np.int64))
+        y_idx, idx = ops.pool_with_indices(x, case["pool_size"], n_jobs=case["n_jobs"],
+                                           out=(outs[0][0], outs[1][0]), **kw)
+        for name, guarded in zip(("y", "indices"), outs):
+            _check_guards(guarded, f"{name} of pool_with_indices {_id(case)}")
+        np.testing.assert_array_equal(y_idx, y_ref)
+        gi_out = _guarded(x.shape, dtype)
+        ops.pool_backward_indices(grad_y, idx, x.shape, n_jobs=case["n_jobs"],
+                                  out=gi_out[0])
+        _check_guards(gi_out, f"pool_backward_indices of {_id(case)}")
+        np.testing.assert_array_equal(gi_out[0], grad_x)  # bitwise, as documented
+
+    g = ops.global_pool(x, case["mode"], n_jobs=case["n_jobs"])
+    g_ref = ref_pool.global_pool(x, case["mode"])
+    if case["mode"] == "avg":
+        _assert_close(g, g_ref.astype(np.float64), ref_pool.global_pool(np.abs(x)),
+                      f"global_pool of {_id(case)}")
+    else:
+        np.testing.assert_array_equal(g, g_ref, err_msg=f"global_pool of {_id(case)}")
+
+
+def _fused_case(rng):
+    kernel = tuple(int(k) for k in rng.randint(1, 6, 2))
+    dilation = (1, 2, (1, 2))[rng.randint(3)]
+    padding = ("valid", "same", int(rng.randint(0, 3)),
+               tuple(int(p) for p in rng.randint(0, 3, 2)))[rng.randint(4)]
+    return dict(n=int(rng.randint(1, 4)), c=int(rng.randint(1, 5)),
+                d=int(rng.randint(1, 12)),
+                in_shape=(int(rng.randint(2, 14)), int(rng.randint(2, 34))),
+                kernel=kernel, padding=padding, dilation=dilation,
+                mode=str(rng.choice(["max", "min"])), relu=bool(rng.rand() < 0.5),
+                dtype=str(rng.choice(["float32", "float64"])),
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+FUSED_CASES = [case for case in _cases(_fused_case, 4 * N_FUSED, 2)
+               if blocks._conv_pool2x2_supported((case["c"],) + case["in_shape"],
+                                                 case["kernel"], padding=case["padding"],
+                                                 dilation=case["dilation"])][:N_FUSED]
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=[f"fused{i}" for i in
+                                                   range(len(FUSED_CASES))])
+def test_fused_conv_pool_is_bitwise_the_ops(case):
+    # The fused convolution + 2x2 pooling (+ relu) of the network's training path:
+    # the unfused ops, themselves checked against the twins above, bit for bit.
+    rng = np.random.RandomState(case["seed"])
+    dtype = np.dtype(case["dtype"])
+    x = rng.standard_normal((case["n"], case["c"]) + case["in_shape"]).astype(dtype)
+    w = rng.standard_normal((case["d"], case["c"]) + case["kernel"]).astype(dtype)
+    b = rng.standard_normal(case["d"]).astype(dtype)
+    kw = dict(padding=case["padding"], dilation=case["dilation"])
+    conv_y = ops.conv(x, w, b, **kw)
+    pooled, indices = ops.pool_with_indices(conv_y, 2, mode=case["mode"])
+    if case["relu"]:
+        pooled = np.maximum(pooled, 0)
+    y_out, codes_out = _guarded(pooled.shape, dtype), _guarded(pooled.shape, np.uint8)
+    y, codes = blocks._conv_pool2x2(x, w, b, mode=case["mode"], relu=case["relu"],
+                                    n_jobs=case["n_jobs"], out=y_out[0],
+                                    codes=codes_out[0], **kw)
+    _check_guards(y_out, f"y of {_id(case)}")
+    _check_guards(codes_out, f"codes of {_id(case)}")
+    np.testing.assert_array_equal(y, pooled, err_msg=_id(case))
+
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_pooled = grad_y * (pooled > 0) if case["relu"] else grad_y
+    grad_conv = ops.pool_backward_indices(grad_pooled, indices, conv_y.shape)
+    expected = ops.conv_backward(grad_conv, x, w, **kw)
+    outs = [_guarded(x.shape, dtype), _guarded(w.shape, dtype), _guarded((case["d"],),
+                                                                        dtype)]
+    grads = blocks._conv_pool2x2_backward(
+        grad_y, codes, x, w, relu_output=y if case["relu"] else None,
+        n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs), **kw)
+    for name, got, guarded, e in zip(("grad_x", "grad_w", "grad_b"), grads, outs,
+                                     expected):
+        _check_guards(guarded, f"{name} of {_id(case)}")
+        np.testing.assert_array_equal(got, e, err_msg=f"{name} of {_id(case)}")
+
+
+def test_the_fuzz_covers_the_kernel_paths():
+    # The draw itself: every path the kernels pick between occurs (stride 1 and
+    # strided convolutions on 1 to 3 axes, 'same' and int padding, dilation,
+    # every pooling mode, both dtypes, two threads, enough fused cases).
+    assert {c["kw"]["stride"] == (1,) * len(c["kernel"]) for c in CONV_CASES} == {
+        True, False}
+    assert {len(c["kernel"]) for c in CONV_CASES} == {1, 2, 3}
+    assert {len(c["shape"]) - 2 for c in POOL_CASES} == {1, 2, 3}
+    assert {c["kw"]["padding"] == "same" for c in CONV_CASES} == {True, False}
+    assert any(max(c["kw"]["dilation"]) > 1 for c in CONV_CASES)
+    assert {c["mode"] for c in POOL_CASES} == {"max", "avg", "min"}
+    assert {c["dtype"] for c in CONV_CASES + POOL_CASES} == {"float32", "float64"}
+    assert {c["n_jobs"] for c in CONV_CASES} == {1, 2}
+    assert len(FUSED_CASES) == N_FUSED

@@ -1,0 +1,134 @@
+"""Tests for skconv._ops.threads: the thread-count rule, across processes and limits."""
+
+import multiprocessing
+import os
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import skconv
+from skconv import ConvNetClassifier, ops
+from skconv._ops.threads import MIN_WORK_PER_THREAD, _usable_cpu_count, effective_n_threads
+
+needs_two_cores = pytest.mark.skipif(
+    not skconv.openmp_enabled() or _usable_cpu_count() < 2,
+    reason="needs an OpenMP build and two usable cores",
+)
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+
+
+def _conv_inputs():
+    # Enough work for two threads (threads_for_work) and a result to compare.
+    rng = np.random.RandomState(0)
+    return rng.standard_normal((8, 3, 32, 32)), rng.standard_normal((8, 3, 5, 5))
+
+
+def _conv_in_child(x, w, n_jobs):
+    """Run in a forked child: two multi-threaded convolutions, the warnings seen."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = ops.conv(x, w, n_jobs=n_jobs)
+        ops.conv(x, w, n_jobs=n_jobs)
+        n_threads = effective_n_threads(n_jobs)
+    return y, n_threads, [(w.category.__name__, str(w.message)) for w in caught]
+
+
+def _fit_in_child(X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = ConvNetClassifier(filters=(2,), hidden_layer_sizes=(4,), max_iter=2,
+                                random_state=0).fit(X, y)
+    return clf.predict_proba(X)
+
+
+# Python 3.12+ warns that fork in a multi-threaded process may deadlock; that is the
+# very case under test.
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+@needs_fork
+@needs_two_cores
+def test_forked_child_runs_on_one_thread_instead_of_hanging():
+    x, w = _conv_inputs()
+    # The parent starts an OpenMP team of two first: its pool is what a forked
+    # child inherits without the threads (a bare child would hang in this call).
+    assert effective_n_threads(2) == 2
+    expected = ops.conv(x, w, n_jobs=2)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        # A timeout, so that a regression fails instead of hanging the test run.
+        y, n_threads, caught = pool.apply_async(_conv_in_child, (x, w, 2)).get(60)
+    assert_array_equal(y, expected)  # bitwise: results do not depend on threads
+    assert n_threads == 1
+    # One warning for the two calls, saying why and what to do instead.
+    assert len(caught) == 1, caught
+    category, message = caught[0]
+    assert category == "RuntimeWarning"
+    assert "one thread instead of 2" in message and "fork" in message
+    assert "spawn" in message
+    # The parent is not affected by its child.
+    assert effective_n_threads(2) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+@needs_fork
+@needs_two_cores
+def test_estimator_fits_in_a_forked_child():
+    # The estimator decides its thread count in the child (n_jobs=None: all cores).
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(40, 36), np.arange(40) % 2
+    expected = _fit_in_child(X, y)  # the parent runs multi-threaded first
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        proba = pool.apply_async(_fit_in_child, (X, y)).get(60)
+    assert_array_equal(proba, expected)
+
+
+@needs_fork
+def test_fork_hook_leaves_single_thread_calls_silent():
+    # n_jobs=1 in a child needs no fallback, hence no warning.
+    x, w = _conv_inputs()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        _, n_threads, caught = pool.apply_async(_conv_in_child, (x, w, 1)).get(60)
+    assert n_threads == 1
+    assert caught == []
+
+
+# ---------------------------------------------------------------------------------
+# n_jobs above the cores
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_jobs", [10**6, 2**40, 2**70])
+def test_huge_n_jobs_is_capped_at_the_usable_cores(n_jobs):
+    expected = _usable_cpu_count() if skconv.openmp_enabled() else 1
+    assert effective_n_threads(n_jobs) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux only")
+@pytest.mark.skipif(not skconv.openmp_enabled(), reason="serial build: no threads")
+def test_huge_n_jobs_starts_no_more_threads_than_cores():
+    def os_threads():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+    cores = _usable_cpu_count()
+    # Work for cores + 8 threads, so that only the cap on n_jobs limits the team.
+    n = (cores + 8) * MIN_WORK_PER_THREAD // (3 * 9 * 8 * 30 * 30) + 1
+    x = np.random.RandomState(0).standard_normal((n, 3, 32, 32))
+    w = np.random.RandomState(1).standard_normal((8, 3, 3, 3))
+    before = os_threads()
+    y = ops.conv(x, w, n_jobs=10**6)
+    # OpenMP keeps its pool's threads after the call; a team of at most `cores`
+    # adds at most cores - 1 of them (the calling thread is the first).
+    assert os_threads() <= before + cores - 1
+    assert_array_equal(y, ops.conv(x, w, n_jobs=1))
+
+
+def test_estimator_with_huge_n_jobs_fits():
+    # Was an OverflowError from the compiled layer (2**40 does not fit a C int).
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(20, 16), np.arange(20) % 2
+    params = dict(filters=(2,), hidden_layer_sizes=(4,), max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        huge = ConvNetClassifier(n_jobs=2**40, **params).fit(X, y)
+        one = ConvNetClassifier(n_jobs=1, **params).fit(X, y)
+    assert_array_equal(huge.predict_proba(X), one.predict_proba(X))
