@@ -154,3 +154,25 @@ def test_digits_per_label_accuracy_with_default_parameters(digits_split):
                     digit_labels(y_train))
     per_label = (clf.predict(X_test) == digit_labels(y_test)).mean(axis=0)
     assert (per_label >= 0.95).all(), per_label
+
+
+@pytest.mark.onnx
+@pytest.mark.xfail(strict=True, reason="skconv.onnx gives every ConvNetClassifier the "
+                   "softmax head; a multilabel model needs its sigmoids (or a refusal): "
+                   "its converter can read out_activation_")
+def test_onnx_export_of_a_multilabel_model_is_right_or_refused(digits_small, fitted):
+    pytest.importorskip("skl2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from skl2onnx import to_onnx
+
+    import skconv.onnx  # noqa: F401  (registers the converter)
+
+    X, y = digits_small
+    X32 = X[:5].astype(np.float32)
+    try:
+        model = to_onnx(fitted, X32, options={"zipmap": False})
+    except (NotImplementedError, ValueError, TypeError):
+        return  # refused: fine
+    session = ort.InferenceSession(model.SerializeToString())
+    proba = session.run(None, {session.get_inputs()[0].name: X32})[1]
+    assert_allclose(proba, fitted.predict_proba(X32), rtol=1e-4, atol=1e-5)
