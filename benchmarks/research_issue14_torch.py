@@ -158,9 +158,7 @@ def _shift_axis(x, axis, max_shift, gen):
         return x
     n = x.shape[0]
     s = torch.randint(-S, S + 1, (n,), generator=gen)
-    pad = [0, 0] * (x.ndim - 1 - axis) + [S, S]
-    pad = pad[::-1] if False else pad
-    # F.pad takes pairs from the last axis backwards
+    # F.pad takes (before, after) pairs from the last axis backwards
     pads = []
     for ax in range(x.ndim - 1, 1, -1):
         pads += [S, S] if ax == axis else [0, 0]
