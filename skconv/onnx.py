@@ -195,6 +195,12 @@ def convert_convnet_classifier(scope, operator, container):
     and the probabilities (softmax of the logits, as ``predict_proba``).
     """
     estimator = operator.raw_operator
+    if getattr(estimator, "out_activation_", "softmax") != "softmax":
+        # The head below is the softmax of a single-label model; a multilabel model's
+        # independent sigmoids are not built yet, and a softmax would be silently wrong.
+        raise NotImplementedError(
+            f"ONNX export of a multilabel ConvNetClassifier (out_activation_="
+            f"{estimator.out_activation_!r}) is not supported yet")
     g = _Graph(scope, container)
     logits = _network_output(g, operator, estimator)
 
