@@ -861,8 +861,9 @@ def test_repeated_fits_do_not_grow_memory():
     # here) grows the resident set by 10-13 MiB; without a leak it moves by about
     # 0.1 MiB. Noise (an allocator pool filling up) lands in one of the two windows
     # of 25 fits; a leak grows both, hence the bound on the smaller one.
-    result = subprocess.run([sys.executable, "-c", _REPEATED_FITS], capture_output=True,
-                            text=True, timeout=600, check=True)
+    # -P: import the installed package, not a source tree in the working directory.
+    result = subprocess.run([sys.executable, "-P", "-c", _REPEATED_FITS],
+                            capture_output=True, text=True, timeout=600, check=True)
     readings = json.loads(result.stdout.strip().splitlines()[-1])
     mib = 2**20
     growth = [(b - a) / mib for a, b in zip(readings, readings[1:])]
