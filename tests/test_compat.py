@@ -12,7 +12,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from numpy.testing import assert_array_equal
+import numpy as np
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
 from skconv import ConvNetClassifier
@@ -27,11 +28,18 @@ def legacy():
 
 
 def test_legacy_models_predict_as_when_they_were_pickled(legacy):
+    # Bitwise but for the dense layers' summation order, which changed after the
+    # pickles were made (their forward sums each row in a fixed order now, instead of
+    # BLAS's): float32 probabilities then move by a few units in the last place of
+    # their largest values, and no more.
     assert set(legacy) == {"2d", "1d_avg_sgd", "3d_es"}
     for name, case in legacy.items():
         model = case["model"]
         assert isinstance(model, ConvNetClassifier), name
-        assert_array_equal(model.predict_proba(case["X"]), case["proba"], err_msg=name)
+        proba = model.predict_proba(case["X"])
+        assert_allclose(proba, case["proba"], rtol=0,
+                        atol=8 * np.finfo(np.float32).eps, err_msg=name)
+        assert_array_equal(proba.argmax(axis=1), case["proba"].argmax(axis=1))
 
 
 def test_legacy_models_keep_training_like_a_new_model(legacy):

@@ -98,18 +98,14 @@ def test_forward_backward_match_numpy(shape, dtype):
 
 
 def test_chunking_covers_every_side():
-    # The shapes above exercise every way of cutting: for each of the three products
-    # each side it can be cut along (the forward also along its features, adding the
-    # partial products), into several chunks, and one chunk.
+    # The shapes above exercise every way of cutting: for each of the two backward
+    # products each side it can be cut along, into several chunks, and one chunk.
     seen = set()
     for n, f, u in SHAPES:
-        forward = _dense.forward_chunking(n, f, u)
         grad_w, grad_x = _dense.backward_chunking(n, f, u)
-        for name, (side, n_chunks) in (("y", forward), ("grad_w", grad_w),
-                                       ("grad_x", grad_x)):
+        for name, (side, n_chunks) in (("grad_w", grad_w), ("grad_x", grad_x)):
             seen.add((name, side, n_chunks > 1))
-    sides = {"y": ("rows", "units", "features"), "grad_w": ("features", "units"),
-             "grad_x": ("rows", "features")}
+    sides = {"grad_w": ("features", "units"), "grad_x": ("rows", "features")}
     for name, cuts in sides.items():
         for side in cuts:
             assert (name, side, True) in seen, (name, side)
@@ -117,14 +113,11 @@ def test_chunking_covers_every_side():
 
 
 def test_lenet5_chunking():
-    # The big product of LeNet-5 is shared between threads, the tiny ones are not;
-    # its forward is cut along the features, as its weight and input gradients, so
-    # that each thread works on the same rows of W throughout.
-    assert _dense.forward_chunking(64, 784, 120) == ("features", 2)
-    assert _dense.forward_chunking(512, 784, 120) == ("rows", 4)
+    # The big backward products of LeNet-5 are shared between threads, the tiny ones
+    # are not; its weight and input gradients are both cut along the features, so
+    # that each thread works on the same rows of W in both.
     assert _dense.backward_chunking(64, 784, 120) == (("features", 2), ("features", 2))
     for f, u in ((120, 84), (84, 10)):
-        assert _dense.forward_chunking(64, f, u)[1] == 1
         assert [c for _, c in _dense.backward_chunking(64, f, u)] == [1, 1]
 
 
@@ -137,11 +130,11 @@ def test_lenet5_chunking():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_do_not_depend_on_n_jobs(shape, dtype):
     n, f, u = shape
-    forward_chunks = _dense.forward_chunking(n, f, u)[1]
     backward_tasks = sum(c for _, c in _dense.backward_chunking(n, f, u))
-    # Otherwise there is nothing to share (the backward's two products are two tasks
-    # at least: LeNet-5's small layers run them side by side).
-    assert forward_chunks > 1 or backward_tasks > 1
+    # Otherwise there is nothing to share (the forward shares out tasks of 32 rows;
+    # the backward's two products are two tasks at least: LeNet-5's small layers run
+    # them side by side).
+    assert n > 32 and backward_tasks > 1
     layer, x, grad_y = _problem(shape, dtype)
     expected = _run(layer, x, grad_y, n_jobs=1)
     for n_jobs in (2, 3, None, -1):
@@ -194,6 +187,43 @@ def test_fused_relu_is_bitwise_the_two_layers(shape, dtype, n_jobs):
         np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8),
                                       err_msg=name)
     np.testing.assert_array_equal(layer.forward_relu(x, n_jobs, training=False), y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_each_row_depends_on_its_own_input_alone(dtype):
+    # A row of the forward's output is the same bits whatever the batch it is in:
+    # alone, in any subset, in any order, on any number of threads, with relu or
+    # not. Units below, at and above a vector's lanes (16 float32, 8 float64) and
+    # between whole vectors (the last vector overlaps the one before it).
+    rng = np.random.default_rng(7)
+    for n, f, u in [(70, 400, 120), (45, 120, 84), (33, 84, 10), (40, 1, 1),
+                    (37, 9, 16), (50, 31, 8), (66, 17, 23), (1, 300, 7)]:
+        x = rng.standard_normal((n, f)).astype(dtype)
+        w = rng.standard_normal((f, u)).astype(dtype)
+        b = rng.standard_normal(u).astype(dtype)
+        for relu in (False, True):
+            whole = _dense.dense(x, w, b, relu=relu, n_threads=1)
+            for n_threads in (1, 2, 3):
+                np.testing.assert_array_equal(
+                    _dense.dense(x, w, b, relu=relu, n_threads=n_threads), whole)
+            for i in rng.choice(n, size=min(n, 5), replace=False):
+                np.testing.assert_array_equal(
+                    _dense.dense(x[i:i + 1], w, b, relu=relu), whole[i:i + 1])
+            for _ in range(3):
+                rows = rng.choice(n, size=rng.integers(1, n + 1), replace=False)
+                np.testing.assert_array_equal(
+                    _dense.dense(x[rows], w, b, relu=relu, n_threads=2), whole[rows])
+        x64 = x.astype(np.float64)
+        _assert_close(whole, np.maximum(x64 @ w.astype(np.float64) + b, 0),
+                      np.abs(x64) @ np.abs(w.astype(np.float64)) + np.abs(b), f,
+                      dtype, "y")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_no_features_gives_the_bias(relu):
+    b = np.array([-1.5, 0.0, 2.0])
+    y = _dense.dense(np.empty((4, 0)), np.empty((0, 3)), b, relu=relu)
+    np.testing.assert_array_equal(y, np.tile(np.maximum(b, 0) if relu else b, (4, 1)))
 
 
 # ---------------------------------------------------------------------------------

@@ -245,12 +245,8 @@ def test_joblib_tasks_on_workers_use_one_thread(client):
     (ConvNetClassifier, "predict_proba"),
     # The regressor's R^2 shows every bit of the predictions (the classifier's accuracy
     # does not). The local fits run in a Python thread other than the main one
-    # (_bounded), and there scipy's OpenBLAS (0.3.30, two threads) returns other last
-    # bits for the dense layers' sgemm calls with batches longer than the layer
-    # (e.g. (150, 64) @ (64, 120)), single_threaded_blas notwithstanding; with
-    # OPENBLAS_NUM_THREADS=1 at start-up, as on the workers, every thread agrees.
-    pytest.param(ConvNetRegressor, "predict", marks=pytest.mark.xfail(
-        strict=True, reason="BLAS results depend on the calling Python thread")),
+    # (_bounded), where single_threaded_blas must still hold BLAS to one thread.
+    (ConvNetRegressor, "predict"),
 ])
 def test_grid_search_on_dask_equals_a_local_run(client, digits_small, cls, method):
     pytest.importorskip("distributed")

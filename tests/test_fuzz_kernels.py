@@ -26,6 +26,8 @@ import pytest
 
 from skconv import ops
 from skconv._ops import blocks
+from skconv._ops.dense import dense, dense_backward
+from skconv._ops.norm import batch_norm_backward, batch_norm_inference, batch_norm_train
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_conv as ref_conv
@@ -36,7 +38,8 @@ except ImportError:
 
 SEED = int(os.environ.get("SKCONV_FUZZ_SEED", "20240518"))
 SCALE = float(os.environ.get("SKCONV_FUZZ_CASES", "1"))
-N_CONV, N_POOL, N_FUSED = (max(1, int(n * SCALE)) for n in (60, 60, 25))
+N_CONV, N_POOL, N_FUSED, N_DENSE, N_NORM = (max(1, int(n * SCALE))
+                                             for n in (60, 60, 25, 30, 30))
 TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 GUARD = 64  # cells of guard zone on each side of an output
 
@@ -281,6 +284,119 @@ def test_fused_conv_pool_is_bitwise_the_ops(case):
         np.testing.assert_array_equal(got, e, err_msg=f"{name} of {_id(case)}")
 
 
+def _dense_case(rng):
+    # Units below, at and past a vector's lanes (16 float32, 8 float64), rows across
+    # the forward's tasks of 32.
+    return dict(n=int(rng.randint(1, 80)), f=int(rng.randint(1, 300)),
+                u=int(rng.choice([1, 3, 8, 10, 16, 17, 33, 84, 120])),
+                relu=bool(rng.rand() < 0.5), dtype=str(rng.choice(["float32", "float64"])),
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+DENSE_CASES = _cases(_dense_case, N_DENSE, 3)
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=[f"dense{i}" for i in range(N_DENSE)])
+def test_dense_forward_backward_match_numpy(case):
+    rng = np.random.RandomState(case["seed"])
+    dtype = np.dtype(case["dtype"])
+    n, f, u = case["n"], case["f"], case["u"]
+    x, w = rng.standard_normal((n, f)).astype(dtype), rng.standard_normal((f, u)).astype(dtype)
+    b = rng.standard_normal(u).astype(dtype)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y_out = _guarded((n, u), dtype)
+    y = dense(_maybe_strided(rng, x), w, b, relu=case["relu"], n_threads=case["n_jobs"],
+              out=y_out[0])
+    _check_guards(y_out, f"y of {_id(case)}")
+    exact = x64 @ w64 + b
+    if case["relu"]:
+        exact = np.maximum(exact, 0)
+    scale = np.abs(x64) @ np.abs(w64) + np.abs(b)
+    _assert_close(y, exact, scale, f"y of {_id(case)}")
+
+    grad_y = rng.standard_normal((n, u)).astype(dtype)
+    outs = [_guarded((f, u), dtype), _guarded((u,), dtype), _guarded((n, f), dtype)]
+    relu_output = y if case["relu"] else None
+    g = grad_y * (y > 0) if case["relu"] else grad_y
+    dense_backward(grad_y.copy(), x, w, outs[0][0], outs[1][0], relu_output=relu_output,
+                   n_threads=case["n_jobs"], grad_x=outs[2][0])
+    g64 = g.astype(np.float64)
+    for name, guarded, e, sc in (
+            ("grad_w", outs[0], x64.T @ g64, np.abs(x64.T) @ np.abs(g64)),
+            ("grad_b", outs[1], g64.sum(axis=0), np.abs(g64).sum(axis=0)),
+            ("grad_x", outs[2], g64 @ w64.T, np.abs(g64) @ np.abs(w64.T))):
+        _check_guards(guarded, f"{name} of {_id(case)}")
+        _assert_close(guarded[0], e, sc, f"{name} of {_id(case)}")
+
+
+def _norm_case(rng):
+    n_axes = int(rng.randint(0, 4))
+    spatial = tuple(int(k) for k in rng.randint(1, {0: 1, 1: 30, 2: 9, 3: 5}[n_axes] + 1,
+                                                n_axes))
+    return dict(shape=(int(rng.randint(1, 9)), int(rng.randint(1, 7))) + spatial,
+                eps=float(rng.choice([1e-5, 1e-3])),
+                dtype=str(rng.choice(["float32", "float64"])),
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+NORM_CASES = _cases(_norm_case, N_NORM, 4)
+
+
+@pytest.mark.parametrize("case", NORM_CASES, ids=[f"norm{i}" for i in range(N_NORM)])
+def test_batch_norm_matches_the_formulas(case):
+    # Training forward, backward and inference against the textbook formulas in
+    # float64, every output between guard zones.
+    rng = np.random.RandomState(case["seed"])
+    dtype, shape, eps = np.dtype(case["dtype"]), case["shape"], case["eps"]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    axes, per_channel = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=axes), x64.var(axis=axes)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x64 - mean.reshape(per_channel)) * inv_std.reshape(per_channel)
+    what = _id(case)
+
+    outs = [_guarded(shape, dtype), _guarded(shape, dtype)]
+    y, got_x_hat, got_mean, got_var, _ = batch_norm_train(
+        x, gamma, beta, eps=eps, n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs))
+    for name, guarded in zip(("y", "x_hat"), outs):
+        _check_guards(guarded, f"{name} of {what}")
+    ones = np.ones(shape)
+    _assert_close(got_x_hat, x_hat, np.abs(x_hat) + 1, f"x_hat of {what}")
+    exact_y = gamma.reshape(per_channel) * x_hat + beta.reshape(per_channel)
+    _assert_close(y, exact_y, np.abs(exact_y) + np.abs(gamma.reshape(per_channel)) * ones,
+                  f"y of {what}")
+    _assert_close(got_mean, mean, np.abs(x64).mean(axis=axes), f"mean of {what}")
+
+    grad_y = rng.standard_normal(shape).astype(dtype)
+    g64 = grad_y.astype(np.float64)
+    m = x.size // c
+    sum_g, sum_gx = g64.sum(axis=axes), (g64 * x_hat).sum(axis=axes)
+    exact_gx = (gamma.astype(np.float64) * inv_std / m).reshape(per_channel) * (
+        m * g64 - sum_g.reshape(per_channel) - x_hat * sum_gx.reshape(per_channel))
+    outs = [_guarded(shape, dtype), _guarded((c,), dtype), _guarded((c,), dtype)]
+    batch_norm_backward(grad_y, got_x_hat, gamma, inv_std, n_jobs=case["n_jobs"],
+                        out=tuple(o[0] for o in outs))
+    scale_g = np.abs(g64).sum(axis=axes)
+    for name, guarded, exact, scale in (
+            ("grad_x", outs[0], exact_gx,
+             (np.abs(gamma) * inv_std * 3).reshape(per_channel) * (
+                 np.abs(g64) + (scale_g / m).reshape(per_channel) * (1 + np.abs(x_hat)))),
+            ("grad_gamma", outs[1], sum_gx, np.abs(g64 * x_hat).sum(axis=axes)),
+            ("grad_beta", outs[2], sum_g, scale_g)):
+        _check_guards(guarded, f"{name} of {what}")
+        _assert_close(guarded[0], exact, scale, f"{name} of {what}")
+
+    out = _guarded(shape, dtype)
+    y = batch_norm_inference(x, gamma, beta, mean, var, eps=eps, n_jobs=case["n_jobs"],
+                             out=out[0])
+    _check_guards(out, f"inference of {what}")
+    _assert_close(y, exact_y, np.abs(exact_y) + np.abs(gamma.reshape(per_channel)) * (
+        np.abs(x_hat) + 1), f"inference of {what}")
+
+
 def test_the_fuzz_covers_the_kernel_paths():
     # The draw itself: every path the kernels pick between occurs (stride 1 and
     # strided convolutions on 1 to 3 axes, 'same' and int padding, dilation,
@@ -295,3 +411,6 @@ def test_the_fuzz_covers_the_kernel_paths():
     assert {c["dtype"] for c in CONV_CASES + POOL_CASES} == {"float32", "float64"}
     assert {c["n_jobs"] for c in CONV_CASES} == {1, 2}
     assert len(FUSED_CASES) == N_FUSED
+    assert {c["u"] < 8 for c in DENSE_CASES} == {True, False}
+    assert any(c["n"] > 32 for c in DENSE_CASES)
+    assert {len(c["shape"]) for c in NORM_CASES} == {2, 3, 4, 5}

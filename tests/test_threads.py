@@ -132,3 +132,51 @@ def test_estimator_with_huge_n_jobs_fits():
         huge = ConvNetClassifier(n_jobs=2**40, **params).fit(X, y)
         one = ConvNetClassifier(n_jobs=1, **params).fit(X, y)
     assert_array_equal(huge.predict_proba(X), one.predict_proba(X))
+
+
+@pytest.mark.parametrize("outer_limit", [None, 2])
+def test_blas_is_single_threaded_in_any_python_thread(outer_limit):
+    # threadpoolctl lets only the first Python thread that sets a pthreads OpenBLAS
+    # count set it again; single_threaded_blas must hold in a worker thread too,
+    # after the main thread used it, and while the main thread holds a limit of its
+    # own (outer_limit), or a fit there runs BLAS on several threads and its last
+    # bits differ from the same fit in the main thread.
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from skconv._ops.dense import dense_backward
+    from skconv._ops.threads import _blas_libraries, single_threaded_blas
+
+    if not _blas_libraries():
+        pytest.skip("threadpoolctl finds no BLAS library")
+    rng = np.random.default_rng(0)
+    x, w, grad_y = (rng.standard_normal(s).astype(np.float32)
+                    for s in ((150, 64), (64, 120), (150, 120)))
+
+    def gradients(seen):
+        with single_threaded_blas():
+            seen.append([library.get_num_threads() for library in _blas_libraries()])
+            grad_w, grad_x = np.empty_like(w), np.empty_like(x)
+            grad_b = np.empty(120, np.float32)
+            dense_backward(grad_y, x, w, grad_w, grad_b, grad_x=grad_x)
+        return grad_w, grad_x
+
+    def in_thread(seen):
+        results = []
+        thread = threading.Thread(target=lambda: results.append(gradients(seen)))
+        thread.start()
+        thread.join()
+        return results[0]
+
+    seen = []
+    with threadpool_limits(limits=outer_limit, user_api="blas"):
+        here = gradients(seen)
+        there = in_thread(seen)
+        if outer_limit is not None:
+            # The blocks gave the outer limit back.
+            assert [library.get_num_threads() for library in _blas_libraries()] == [
+                outer_limit] * len(_blas_libraries())
+    assert seen == [[1] * len(_blas_libraries())] * 2
+    for a, b in zip(here, there):
+        assert_array_equal(a, b)

@@ -44,6 +44,10 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
+from .microkernels cimport (
+    SKC_SLACK, skc_rowgemm_d, skc_rowgemm_f, skc_rowgemm_pack_d, skc_rowgemm_pack_f,
+    skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d, skc_wgrad_wide_f,
+)
 from .ranges cimport end_valid, first_valid
 from .sums cimport sum_rows_in_order
 
@@ -52,34 +56,6 @@ import numpy as np
 # Samples per reduction chunk of the weight/bias gradients. A constant (not a
 # function of n_threads) so that the summation order never changes.
 _REDUCTION_CHUNKS = 16
-
-
-cdef extern from "conv/microkernels.h" nogil:
-    enum: SKC_SLACK
-    void skc_rowgemm_pack_f(Py_ssize_t M, Py_ssize_t K, const float *A,
-                            Py_ssize_t a_row, Py_ssize_t a_col, float *A_packed)
-    void skc_rowgemm_f(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                       Py_ssize_t K, const float *A_packed,
-                       const float *B, const Py_ssize_t *b_off,
-                       float *C, Py_ssize_t ldc, int accumulate)
-    void skc_rowgemm_pack_d(Py_ssize_t M, Py_ssize_t K, const double *A,
-                            Py_ssize_t a_row, Py_ssize_t a_col, double *A_packed)
-    void skc_rowgemm_d(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                       Py_ssize_t K, const double *A_packed,
-                       const double *B, const Py_ssize_t *b_off,
-                       double *C, Py_ssize_t ldc, int accumulate)
-    void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
-                     const Py_ssize_t *pos, const float *B, const Py_ssize_t *b_off,
-                     const float *G, Py_ssize_t ldg, float *W, Py_ssize_t ldw)
-    void skc_wgrad_d(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
-                     const Py_ssize_t *pos, const double *B, const Py_ssize_t *b_off,
-                     const double *G, Py_ssize_t ldg, double *W, Py_ssize_t ldw)
-    void skc_wgrad_wide_f(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
-                          const float *G, Py_ssize_t ldg,
-                          const float *B, const Py_ssize_t *b_off, float *ACC)
-    void skc_wgrad_wide_d(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
-                          const double *G, Py_ssize_t ldg,
-                          const double *B, const Py_ssize_t *b_off, double *ACC)
 
 
 cdef extern from "common/finite.h" nogil:

@@ -1,42 +1,46 @@
 """Fully connected layer kernels: ``y = x @ W + b`` and its gradients, on threads.
 
-Each of the three matrix products (forward, weight gradient, input gradient) is cut
-into a FIXED set of chunks of its output, one single-threaded BLAS call per chunk,
-and the chunks are shared out over the OpenMP threads with ``prange``. The chunking
-depends only on the shapes (``_chunking``), never on the thread count, so every
-output value comes out of the same BLAS call with the same arguments whatever
-``n_threads`` is: results are bitwise identical for any number of threads. (BLAS may
-pick a different kernel, hence a different summation order, for a different matrix
-size; that is why the chunks must not follow the thread count.)
+The forward is not a BLAS call: every ``y[i, u]`` is ``(sum over f in increasing
+order of x[i, f] * W[f, u]) + b[u]``, accumulated in the dtype of W by the
+convolutions' register-blocked micro-kernel (``include/conv/microkernels.h``), whose
+blocking never changes a sum. So a row of y is a function of the same row of x
+alone: a sample gets the same bits in a batch of any size, at any position in it, and
+on any number of threads (the rows are shared out in fixed tasks of
+``_ROWS_PER_TASK``). BLAS promises none of this (its kernels, blocking and threading
+follow the matrix sizes: a float32 row differed by up to 3.8e-7 between batch sizes),
+and for the shapes of a LeNet-5 head the micro-kernel is as fast or faster
+(``benchmarks/profile_lenet5_layers.py``).
+
+Each of the two backward products (weight gradient, input gradient) is cut into a
+FIXED set of chunks of its output, one single-threaded BLAS call per chunk, and the
+chunks are shared out over the OpenMP threads with ``prange``. The chunking depends
+only on the shapes (``_chunking``), never on the thread count, so every output value
+comes out of the same BLAS call with the same arguments whatever ``n_threads`` is:
+results are bitwise identical for any number of threads. (A gradient is a sum over
+the batch, so it may depend on the batch; only the forward serves inference.)
 
 Which side of an output is cut: every BLAS call reads, and copies ("packs"), the
 whole operand that the chunks share, so the chunks run along the longer side of the
-output, where that operand is the smaller one (for LeNet-5's (64, 784) @ (784, 120)
-the 120 units; at a batch of 512 the batch rows). The weight gradient is cut along the
+output, where that operand is the smaller one. The weight gradient is cut along the
 input features (rows of grad_W, each value a sum over the whole batch inside one
 call) and the input gradient along the features too, unless the batch is larger.
-The bias gradient adds the rows of grad_y in order.
-
-A forward product whose output is small next to its inner dimension (LeNet-5's
-784 -> 120 at batch 64) is cut along the features instead: chunk ``c`` multiplies
-``x[:, features_c] @ W[features_c]``, and the partial products are added to the
-first in chunk order (again fixed by the shapes). Its chunks then fall on the same
-rows of W as the weight and input gradients' chunks, and the backward's tasks
-alternate between the threads (thread ``t`` takes tasks ``t``, ``t + n_threads``...),
-so on two threads each thread reads and writes the same half of W's rows in the
-forward, in the backward and (mostly) in its share of the Adam step: data a core
-wrote itself is in its own cache, while a row the other core wrote costs a transfer
-between cores (``benchmarks/profile_lenet5_layers.py`` measures the layer).
+The two products' tasks alternate between the threads (thread ``t`` takes tasks
+``t``, ``t + n_threads``...), so on two threads each thread reads and writes the same
+half of W's rows in both. The bias gradient adds the rows of grad_y in order.
 
 Nothing here validates shapes: ``skconv._ops.dense`` hands over C-contiguous arrays
-of matching shapes and dtype, and limits BLAS to one thread around the calls (``skconv._ops.threads.single_threaded_blas``), since the BLAS calls run
-inside our own parallel region.
+of matching shapes and dtype, and limits BLAS to one thread around the backward calls
+(``skconv._ops.threads.single_threaded_blas``), since they run inside our own
+parallel region.
 """
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from .blas cimport gemm as _gemm
+from .microkernels cimport (
+    skc_rowgemm_d, skc_rowgemm_f, skc_rowgemm_pack_d, skc_rowgemm_pack_f,
+)
 from .sums cimport sum_rows_in_order
 
 import numpy as np
@@ -55,10 +59,6 @@ cdef Py_ssize_t _MIN_CHUNK = 48
 # Chunk boundaries fall on multiples of this many rows or columns: whole 64-byte
 # lines of float32 and whole register tiles of the BLAS micro-kernels.
 cdef Py_ssize_t _ALIGN = 16
-# Forward products with at most this many outputs are cut along their features
-# (see the module docstring), each chunk at least _MIN_FEATURE_CHUNK features long.
-cdef Py_ssize_t _MAX_FEATURE_SPLIT_OUTPUT = 1 << 14
-cdef Py_ssize_t _MIN_FEATURE_CHUNK = 256
 
 
 cdef struct Chunking:
@@ -130,34 +130,6 @@ cdef void _gemm_chunk(bint trans_a, bint trans_b,
               beta, c + start, <int> ldc)
 
 
-cdef struct Box:
-    # The part of an (n_rows, n_units) output that one chunk covers.
-    Py_ssize_t row_lo, row_hi, u_lo, u_hi
-
-
-cdef inline Box _chunk_box(Py_ssize_t n_rows, Py_ssize_t n_units, const Chunking *ch,
-                           Py_ssize_t chunk) noexcept nogil:
-    cdef Box box
-    cdef Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
-    box.row_lo, box.row_hi, box.u_lo, box.u_hi = 0, n_rows, 0, n_units
-    if ch.split_rows:
-        box.row_lo, box.row_hi = start, stop
-    else:
-        box.u_lo, box.u_hi = start, stop
-    return box
-
-
-cdef void _fill_bias(const floating *bias, floating *y, Py_ssize_t n_rows,
-                     Py_ssize_t n_units, const Chunking *ch,
-                     Py_ssize_t chunk) noexcept nogil:
-    """Write the bias into one chunk of y, which the chunk's GEMM then adds to."""
-    cdef Box box = _chunk_box(n_rows, n_units, ch, chunk)
-    cdef Py_ssize_t i, u
-    for i in range(box.row_lo, box.row_hi):
-        for u in range(box.u_lo, box.u_hi):
-            y[i * n_units + u] = bias[u]
-
-
 cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
     """relu in place on n contiguous values, as numpy's ``maximum(v, 0)`` computes
     it: negatives and -0 become +0, NaN is kept."""
@@ -167,56 +139,105 @@ cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
         values[u] = 0 if values[u] <= 0 else values[u]
 
 
-cdef void _relu_chunk(floating *y, Py_ssize_t n_rows, Py_ssize_t n_units,
-                      const Chunking *ch, Py_ssize_t chunk) noexcept nogil:
-    """relu in place on one chunk of y (``_relu_run`` on each of its rows)."""
-    cdef Box box = _chunk_box(n_rows, n_units, ch, chunk)
-    cdef Py_ssize_t i
-    for i in range(box.row_lo, box.row_hi):
-        _relu_run(y + i * n_units + box.u_lo, box.u_hi - box.u_lo)
+# Rows of x per task of ``dense_forward``: a task packs its rows, multiplies
+# them and adds the bias while they are in cache. Any value gives the same results.
+cdef Py_ssize_t _ROWS_PER_TASK = 32
 
 
-cdef void _forward_chunk(const floating *x, const floating *w, const floating *bias,
-                         floating *y, Py_ssize_t n_rows, Py_ssize_t n_features,
-                         Py_ssize_t n_units, const Chunking *ch,
-                         Py_ssize_t chunk, bint relu) noexcept nogil:
-    # y = b + x @ W on the chunk: the bias is written first and the GEMM adds to it
-    # (beta = 1), so no pass over y follows; relu then runs on the chunk while it is
-    # in cache.
-    _fill_bias(bias, y, n_rows, n_units, ch, chunk)
-    _gemm_chunk(False, False, x, n_features, w, n_units, 1, y, n_units,
-                n_rows, n_units, n_features, ch, chunk)
-    if relu:
-        _relu_chunk(y, n_rows, n_units, ch, chunk)
+cdef void _per_row_task(const floating *x, const floating *w, const floating *bias,
+                        floating *y, floating *packed, floating *c, Py_ssize_t ldc,
+                        const Py_ssize_t *vec_at, Py_ssize_t n_vec,
+                        const Py_ssize_t *w_off, Py_ssize_t n_rows,
+                        Py_ssize_t n_features, Py_ssize_t n_units, Py_ssize_t task,
+                        bint relu) noexcept nogil:
+    # Rows [lo, hi) of y: the sums into c (y itself, or a padded buffer when y's rows
+    # are shorter than a vector), then y = c + b and relu.
+    cdef:
+        Py_ssize_t lo = task * _ROWS_PER_TASK
+        Py_ssize_t hi = min(lo + _ROWS_PER_TASK, n_rows)
+        Py_ssize_t i, u
+        floating *c_row
+        floating *y_row
+    if floating is float:
+        skc_rowgemm_pack_f(hi - lo, n_features, x + lo * n_features, n_features, 1,
+                           packed + lo * n_features)
+        skc_rowgemm_f(hi - lo, n_vec, vec_at, n_features, packed + lo * n_features,
+                      w, w_off, c + lo * ldc, ldc, 0)
+    else:
+        skc_rowgemm_pack_d(hi - lo, n_features, x + lo * n_features, n_features, 1,
+                           packed + lo * n_features)
+        skc_rowgemm_d(hi - lo, n_vec, vec_at, n_features, packed + lo * n_features,
+                      w, w_off, c + lo * ldc, ldc, 0)
+    for i in range(lo, hi):
+        c_row = c + i * ldc
+        y_row = y + i * n_units
+        for u in range(n_units):
+            y_row[u] = c_row[u] + bias[u]
+        if relu:
+            _relu_run(y_row, n_units)
 
 
-cdef Chunking _feature_chunking(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """Chunks of the inner (feature) dimension of a forward product, for an output of
-    at most ``_MAX_FEATURE_SPLIT_OUTPUT`` values; one chunk (no split) otherwise.
+def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
+                          const floating[:, ::1] w,     # IN  (F, U)
+                          const floating[::1] b,        # IN  (U,)
+                          floating[:, ::1] y,           # OUT (N, U)
+                          int n_threads, bint relu=False):
+    """y = x @ w + b (then relu if asked, as ``numpy.maximum(y, 0)``), on up to
+    ``n_threads`` threads; each row of y a function of the same row of x alone.
 
-    Counted as in ``_chunking``, with at least ``_MIN_FEATURE_CHUNK`` features a chunk.
+    Every ``y[i, u]`` is ``(sum over f in increasing order of x[i, f] * w[f, u]) +
+    b[u]`` (see the module docstring). Shapes are trusted, with at least one feature
+    (``skconv._ops.dense.dense`` checks them). ``y`` is overwritten.
     """
-    cdef Chunking ch
-    cdef Py_ssize_t limit, count = 1
-    ch.split_rows = True   # the rows of W
-    ch.length = k
-    if m * n <= _MAX_FEATURE_SPLIT_OUTPUT:
-        limit = min(_MAX_CHUNKS, min(m * n * k // _CHUNK_WORK, k // _MIN_FEATURE_CHUNK))
-        while 2 * count <= limit:
-            count *= 2
-    ch.n_chunks = count
-    return ch
-
-
-def forward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):
-    """``(side, n_chunks)`` of the forward product, side ``'rows'`` (batch rows of y),
-    ``'units'`` (columns of y) or ``'features'`` (the inner dimension; partial
-    products added in order). For tests and benchmarks."""
-    cdef Chunking ch = _feature_chunking(n_rows, n_units, n_features)
-    if ch.n_chunks > 1:
-        return "features", ch.n_chunks
-    ch = _chunking(n_rows, n_units, n_features)
-    return ("rows" if ch.split_rows else "units"), ch.n_chunks
+    cdef:
+        Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
+        Py_ssize_t lanes = 16 if floating is float else 8
+        Py_ssize_t n_tasks = (n_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+        Py_ssize_t n_vec, ldc, task
+        const floating *w_at
+        floating *c_at
+        object dtype = np.float32 if floating is float else np.float64
+        floating[::1] packed
+        floating[:, ::1] padded_w
+        floating[:, ::1] padded_c
+        Py_ssize_t[::1] vec_at
+        Py_ssize_t[::1] w_off
+    if n_rows == 0 or n_units == 0:
+        return
+    packed = np.empty(n_rows * n_features, dtype=dtype)
+    if n_units >= lanes:
+        # Whole vectors, the last one ending at the last unit (overlapping the one
+        # before it is harmless: a column's sum does not depend on its vector).
+        n_vec = (n_units + lanes - 1) // lanes
+        vec_at = np.arange(n_vec, dtype=np.intp) * lanes
+        vec_at[n_vec - 1] = n_units - lanes
+        ldc = n_units
+        w_at = &w[0, 0]
+        c_at = &y[0, 0]
+    else:
+        # One vector: read from w padded with zeros to a whole vector, written to a
+        # buffer with rows of a whole vector.
+        n_vec = 1
+        vec_at = np.zeros(1, dtype=np.intp)
+        ldc = lanes
+        padded_w = np.zeros((n_features, lanes), dtype=dtype)
+        padded_w[:, :n_units] = w
+        padded_c = np.empty((n_rows, lanes), dtype=dtype)
+        w_at = &padded_w[0, 0]
+        c_at = &padded_c[0, 0]
+    w_off = np.arange(n_features, dtype=np.intp) * ldc   # w's (or padded_w's) rows
+    n_threads = max(1, min(n_threads, n_tasks))
+    with nogil:
+        if n_threads == 1:
+            for task in range(n_tasks):
+                _per_row_task(&x[0, 0], w_at, &b[0], &y[0, 0], &packed[0], c_at, ldc,
+                              &vec_at[0], n_vec, &w_off[0], n_rows, n_features,
+                              n_units, task, relu)
+        else:
+            for task in prange(n_tasks, schedule="static", num_threads=n_threads):
+                _per_row_task(&x[0, 0], w_at, &b[0], &y[0, 0], &packed[0], c_at, ldc,
+                              &vec_at[0], n_vec, &w_off[0], n_rows, n_features,
+                              n_units, task, relu)
 
 
 def backward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):
@@ -227,110 +248,6 @@ def backward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_uni
     cdef Chunking ch_x = _chunking(n_rows, n_features, n_units)
     return ((("features" if ch_w.split_rows else "units"), ch_w.n_chunks),
             (("rows" if ch_x.split_rows else "features"), ch_x.n_chunks))
-
-
-cdef void _feature_chunk(const floating *x, const floating *w, const floating *bias,
-                         floating *y, floating *partials, Py_ssize_t n_rows,
-                         Py_ssize_t n_features, Py_ssize_t n_units, const Chunking *ch,
-                         Py_ssize_t chunk) noexcept nogil:
-    # The product over features [start, stop): chunk 0 into y on top of the bias
-    # (y = b + x0 @ W0, as _forward_chunk), chunk c > 0 into partials[c - 1].
-    cdef:
-        Py_ssize_t start = _chunk_start(chunk, ch), stop = _chunk_start(chunk + 1, ch)
-        Py_ssize_t i, u
-        floating one = 1, zero = 0
-        floating *out = y
-    if chunk == 0:
-        for i in range(n_rows):
-            for u in range(n_units):
-                y[i * n_units + u] = bias[u]
-    else:
-        out = partials + (chunk - 1) * n_rows * n_units
-    # Row-major out (N, U) = x[:, start:stop] (N, K') @ W[start:stop] (K', U),
-    # written column-major (see _gemm_chunk).
-    _gemm(c'N', c'N', <int> n_units, <int> n_rows, <int> (stop - start), one,
-          w + start * n_units, <int> n_units, x + start, <int> n_features,
-          one if chunk == 0 else zero, out, <int> n_units)
-
-
-cdef void _add_partials_row(floating *y, const floating *partials, Py_ssize_t n_rows,
-                            Py_ssize_t n_units, Py_ssize_t n_partials, Py_ssize_t row,
-                            bint relu) noexcept nogil:
-    # y[row] += partials[0][row] + ..., one partial after another; then relu.
-    cdef Py_ssize_t c, u
-    cdef floating *y_row = y + row * n_units
-    cdef const floating *p_row
-    for c in range(n_partials):
-        p_row = partials + (c * n_rows + row) * n_units
-        for u in range(n_units):
-            y_row[u] = y_row[u] + p_row[u]
-    if relu:
-        _relu_run(y_row, n_units)
-
-
-def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
-                  const floating[:, ::1] w,     # IN  (F, U)
-                  const floating[::1] b,        # IN  (U,)
-                  floating[:, ::1] y,           # OUT (N, U)
-                  int n_threads, bint relu=False):
-    """y = x @ w + b (then relu if asked, as ``numpy.maximum(y, 0)``), on up to
-    ``n_threads`` threads; bitwise the same for any count.
-
-    Shapes are trusted (``skconv._ops.dense.dense`` checks them); BLAS must be limited to
-    one thread by the caller. ``y`` is overwritten.
-    """
-    cdef:
-        Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
-        Chunking ch = _feature_chunking(n_rows, n_units, n_features)
-        Py_ssize_t chunk
-    if n_rows == 0:
-        return
-    if ch.n_chunks > 1:
-        _forward_by_features(x, w, b, y, n_threads, relu, &ch)
-        return
-    ch = _chunking(n_rows, n_units, n_features)
-    n_threads = max(1, min(n_threads, ch.n_chunks))
-    with nogil:
-        if n_threads == 1:
-            # No parallel region: a one-thread team still costs its set-up.
-            for chunk in range(ch.n_chunks):
-                _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
-                               n_units, &ch, chunk, relu)
-        else:
-            for chunk in prange(ch.n_chunks, schedule="static", num_threads=n_threads):
-                _forward_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], n_rows, n_features,
-                               n_units, &ch, chunk, relu)
-
-
-cdef void _forward_by_features(const floating[:, ::1] x, const floating[:, ::1] w,
-                               const floating[::1] b, floating[:, ::1] y, int n_threads,
-                               bint relu, const Chunking *ch):
-    """``dense_forward`` with the features cut into ``ch.n_chunks`` chunks."""
-    cdef:
-        Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
-        Py_ssize_t chunk, row, n_partials = ch.n_chunks - 1
-        floating[::1] partials = np.empty(n_partials * n_rows * n_units,
-                                          dtype=np.float32 if floating is float
-                                          else np.float64)
-    n_threads = max(1, min(n_threads, ch.n_chunks))
-    with nogil:
-        if n_threads == 1:
-            for chunk in range(ch.n_chunks):
-                _feature_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], &partials[0],
-                               n_rows, n_features, n_units, ch, chunk)
-            for row in range(n_rows):
-                _add_partials_row(&y[0, 0], &partials[0], n_rows, n_units, n_partials,
-                                  row, relu)
-        else:
-            with parallel(num_threads=n_threads):
-                for chunk in prange(ch.n_chunks, schedule="static"):
-                    _feature_chunk(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], &partials[0],
-                                   n_rows, n_features, n_units, ch, chunk)
-                # (prange ends with a barrier: every partial is done.) The rows in
-                # the same static split as the samples of the layers around.
-                for row in prange(n_rows, schedule="static"):
-                    _add_partials_row(&y[0, 0], &partials[0], n_rows, n_units,
-                                      n_partials, row, relu)
 
 
 cdef void _backward_task(const floating *grad_y, const floating *x,
@@ -386,7 +303,7 @@ def dense_backward(const floating[:, ::1] grad_y,   # IN  (N, U)
 
     Each value of grad_W sums over the whole batch inside one BLAS call; grad_b adds
     the rows of grad_y in order. Bitwise the same for any ``n_threads``; shapes are
-    trusted and BLAS must be single-threaded, as in ``dense_forward``. The outputs are
+    trusted and BLAS must be limited to one thread by the caller. The outputs are
     overwritten.
     """
     _backward(grad_y, x, w, grad_x, grad_w, grad_b, n_threads)

@@ -1,11 +1,14 @@
 """Dense (fully connected) ops: ``y = x @ W + b`` (optionally then relu) and its gradients.
 
-The products run in ``skconv._kernels.dense`` on up to ``n_threads`` OpenMP threads,
-each chunk of an output one single-threaded BLAS call, cut by the shapes alone, so
-results are bitwise identical for any thread count (the kernel module's docstring
-says how the chunks are chosen). These functions check the shapes and dtypes the
-kernel trusts, cap the thread count by the amount of work and keep BLAS on one
-thread around the calls.
+The products run in ``skconv._kernels.dense`` on up to ``n_threads`` OpenMP threads.
+The forward sums every value in a fixed order in skconv's own micro-kernel, so a row
+of the output depends on its own input row only, bit for bit, whatever the batch and
+the thread count: a sample's prediction does not depend on the batch it comes in. The
+backward's products are single-threaded BLAS calls on chunks cut by the shapes
+alone, so gradients are bitwise identical for any thread count (the kernel module's
+docstring says how the chunks are chosen). These functions check the shapes and
+dtypes the kernels trust, cap the thread count by the amount of work and keep BLAS on
+one thread around its calls.
 """
 
 import numpy as np
@@ -13,11 +16,10 @@ import numpy as np
 from .._kernels import dense as _kernel
 from .threads import single_threaded_blas, threads_for_work
 
-__all__ = ["dense", "dense_backward", "forward_chunking", "backward_chunking"]
+__all__ = ["dense", "dense_backward", "backward_chunking"]
 
-#: How the kernel cuts a product of these shapes: ("rows" or "features", n_chunks) for
-#: the forward, and (weight gradient, input gradient) for the backward.
-forward_chunking = _kernel.forward_chunking
+#: How the kernel cuts the backward's products of these shapes: (weight gradient, input
+#: gradient), each ("rows", "units" or "features", n_chunks).
 backward_chunking = _kernel.backward_chunking
 
 
@@ -57,6 +59,8 @@ def dense(x, w, b, *, relu=False, n_threads=1, out=None):
     Returns
     -------
     y : ndarray of shape (N, U)
+        Each row a function of the same row of ``x`` alone, bit for bit: the same
+        whatever the other rows, their number and ``n_threads``.
     """
     x = np.ascontiguousarray(x, dtype=w.dtype)
     _check_product(x, w, b, w.dtype)
@@ -66,7 +70,12 @@ def dense(x, w, b, *, relu=False, n_threads=1, out=None):
     else:
         _check_output(out, shape, w.dtype, "out")
     n_threads = threads_for_work(n_threads, x.size * w.shape[1])
-    with single_threaded_blas():
+    if x.shape[1] == 0:
+        # Empty sums (the kernel wants a feature): every row is 0 + b.
+        np.add(np.zeros((), dtype=w.dtype), b, out=out)
+        if relu:
+            np.maximum(out, 0, out=out)
+    else:
         _kernel.dense_forward(x, w, b, out, n_threads, relu)
     return out
 

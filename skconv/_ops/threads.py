@@ -163,7 +163,7 @@ class single_threaded_blas:
                 _LIMIT_SAVED[:] = [library.get_num_threads() for library in libraries]
                 for library, count in zip(libraries, _LIMIT_SAVED):
                     if count != 1:
-                        library.set_num_threads(1)
+                        _set_blas_threads(library, 1)
             _LIMIT_DEPTH += 1
         return self
 
@@ -174,8 +174,34 @@ class single_threaded_blas:
             if _LIMIT_DEPTH == 0:
                 for library, count in zip(_blas_libraries(), _LIMIT_SAVED):
                     if count != 1:
-                        library.set_num_threads(count)
+                        _set_blas_threads(library, count)
+                    _release_blas_control(library)
         return False
+
+
+def _set_blas_threads(library, count):
+    """Set a BLAS library's thread count from this Python thread, whichever it is.
+
+    threadpoolctl (3.6 and later) lets only one Python thread, the first to set a
+    limit, set the count of a pthreads OpenBLAS (its pool is process-wide); from any
+    other thread the call silently does nothing. Our blocks are serialized by
+    ``_LIMIT_LOCK`` and restore the count on exit, so the thread running one may
+    take that control: otherwise a fit in a worker thread (a dask worker, a thread
+    pool) ran BLAS on several threads, and its last bits differed from the same fit
+    in the main thread.
+    """
+    library.set_num_threads(count)
+    if library.get_num_threads() != count and hasattr(library,
+                                                       "clear_controlling_thread"):
+        library.clear_controlling_thread(force=True)
+        library.set_num_threads(count)
+
+
+def _release_blas_control(library):
+    # Give up the control _set_blas_threads may have taken, as threadpoolctl's own
+    # threadpool_limits does when it ends (a no-op when this thread does not hold it).
+    if hasattr(library, "clear_controlling_thread"):
+        library.clear_controlling_thread()
 
 
 # Below this many multiply-adds per thread, waking another OpenMP thread costs more
