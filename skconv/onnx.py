@@ -71,7 +71,10 @@ from skl2onnx.common.data_types import (
     guess_proto_type,
 )
 from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
-from skl2onnx.common.utils import check_input_and_output_numbers, check_input_and_output_types
+from skl2onnx.common.utils import (
+    check_input_and_output_numbers,
+    check_input_and_output_types,
+)
 
 from ._estimators.classifier import ConvNetClassifier
 from ._estimators.inspection import feature_layer_of, network_of
@@ -182,7 +185,8 @@ def _layer(g, x, layer):
         per_channel = (-1,) + (1,) * (len(layer["input_shape"]) - 1)
         scale = g.constant("bn_scale", np.reshape(layer["scale"], per_channel))
         shift = g.constant("bn_shift", np.reshape(layer["shift"], per_channel))
-        return g.node("Add", [g.node("Mul", [x, scale], "bn_scaled"), shift], "batch_norm")
+        scaled = g.node("Mul", [x, scale], "bn_scaled")
+        return g.node("Add", [scaled, shift], "batch_norm")
     if kind == "dropout":
         return x  # the identity at inference
     if kind == "flatten":
