@@ -1,8 +1,8 @@
 """ONNX export of fitted skconv estimators, through skl2onnx.
 
-Importing this module registers skconv's estimators with ``skl2onnx`` (a parser, a
-shape calculator and a converter each), after which scikit-learn's usual export works
-for a fitted estimator and for a pipeline that contains one::
+Importing this module registers skconv's estimators with ``skl2onnx`` (a shape
+calculator and a converter each), after which scikit-learn's usual export works for
+a fitted estimator and for a pipeline that contains one::
 
     import skconv.onnx  # noqa: F401  (registers the converters)
     from skl2onnx import to_onnx
@@ -10,9 +10,12 @@ for a fitted estimator and for a pipeline that contains one::
     onx = to_onnx(model, X[:1].astype(np.float32), options={"zipmap": False})
 
 Needs the optional extra ``onnx`` (``skl2onnx``, ``onnx``, and ``onnxruntime`` to run
-the models). Covered: :class:`~skconv.ConvNetClassifier` on 1-D, 2-D and 3-D inputs,
-every pooling mode, padding, stride, dilation and activation. The model takes the
-input ``predict`` takes: flat ``(N, n_features)`` or N-d ``(N, C, *spatial)``.
+the models). Covered: :class:`~skconv.ConvNetClassifier` (single-label and
+multilabel), :class:`~skconv.ConvNetRegressor` (one target or several) and
+:class:`~skconv.ConvNetTransformer`, on 1-D, 2-D and 3-D inputs, every pooling mode,
+padding, stride, dilation and activation, batch normalisation and dropout. The model
+takes the input ``predict`` takes: flat ``(N, n_features)`` or N-d ``(N, C,
+*spatial)``.
 
 The graph, built from the network's own description (``Network.describe``)::
 
@@ -21,36 +24,66 @@ The graph, built from the network's own description (``Network.describe``)::
          MaxPool / AveragePool(count_include_pad=0) / min pool as -MaxPool(-x)
          (ONNX has no MinPool; padded cells are ignored by MaxPool, so this is exact),
          GlobalMaxPool / GlobalAveragePool, Relu / LeakyRelu / Tanh / Sigmoid,
-         Flatten, Gemm
-      -> network output (the classifier's logits)
-      -> head: Softmax -> probabilities; ArgMax(logits) -> Gather(classes_) -> label
+         batch normalisation as Mul and Add by the per-channel constants skconv's
+         inference computes (``scale``, ``shift``), Flatten, Gemm; dropout adds no
+         node (the identity at inference)
+      -> network output (logits, the regressor's prediction), or for the
+         transformer the output of its feature layer
+      -> head, by estimator:
+         classifier: Softmax -> probabilities; ArgMax(logits) -> Gather(classes_)
+             -> label
+         multilabel classifier: Sigmoid -> probabilities; Binarizer(0.5) -> Cast
+             -> the int64 indicator matrix (skl2onnx's multilabel MLPClassifier)
+         regressor, transformer: none
 
 The graph computes in float32 whatever the model's dtype: onnxruntime's CPU provider
 implements Conv and AveragePool for float32 only. A float64 model therefore gets
-float32 copies of its weights (its probabilities then agree with ``predict_proba`` to
-float32 rounding), and probabilities are cast back to float64 for a float64 input.
+float32 copies of its weights (its outputs then agree with skconv's to float32
+rounding), and the float outputs are cast to float64 for a float64 input.
 
-Labels follow skl2onnx's rule for classifiers: int64 for numeric and bool classes
-(bool as 0/1), strings for string classes.
-skl2onnx's classifier options apply: ``zipmap`` (True, False or 'columns') and
-``nocl`` (the label is the class index).
+Outputs, as skl2onnx's converters of the scikit-learn estimators that are alike:
+
+- classifier: ``label`` and ``probabilities``; labels are int64 for numeric and bool
+  classes (bool as 0/1), strings for string classes, and for a multilabel model the
+  ``(N, n_labels)`` int64 indicator matrix ``predict`` returns (as
+  ``MLPClassifier``'s). skl2onnx's classifier options apply: ``zipmap`` (True, False
+  or 'columns') and ``nocl`` (the label is the class index; no effect on a
+  multilabel model).
+- regressor: ``variable`` of shape ``(N, n_outputs_)``: ``(N, 1)`` for one target,
+  skl2onnx's shape for every regressor (``MLPRegressor``, ``LinearRegression``)
+  where ``predict`` gives ``(N,)`` for a 1-D ``y``.
+- transformer: ``variable`` of shape ``(N, n_features_out)``, what ``transform``
+  returns for the ``feature_layer`` set at conversion time.
 
 Adding an estimator: build the input and the network graph with
-:func:`_network_output`, then its own head (a regressor: the network output is the
-prediction; a transformer: it is the features), and register a shape calculator and a
-converter as :func:`_register_classifier` does.
+:func:`_network_output`, then its own head, and register a shape calculator and a
+converter as the end of this module does.
 """
 
 import numpy as np
 from onnx import TensorProto
 from skl2onnx import update_registered_converter
-from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, guess_proto_type
+from skl2onnx.common.data_types import (
+    BooleanTensorType,
+    DoubleTensorType,
+    FloatTensorType,
+    Int64TensorType,
+    guess_proto_type,
+)
 from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+from skl2onnx.common.utils import (
+    check_input_and_output_numbers,
+    check_input_and_output_types,
+)
 
 from ._estimators.classifier import ConvNetClassifier
-from ._estimators.inspection import network_of
+from ._estimators.inspection import feature_layer_of, network_of
+from ._estimators.regressor import ConvNetRegressor
+from ._estimators.transformer import ConvNetTransformer
 
-__all__ = ["MIN_OPSET", "convert_convnet_classifier", "convnet_classifier_shape_calculator"]
+__all__ = ["MIN_OPSET", "convert_convnet_classifier", "convert_convnet_regressor",
+           "convert_convnet_transformer", "convnet_classifier_shape_calculator",
+           "convnet_regressor_shape_calculator", "convnet_transformer_shape_calculator"]
 
 #: The oldest ONNX opset the converters target (and the tests run): every op used
 #: exists there with the attributes used (Softmax(axis=1) on 2-D logits means the
@@ -146,6 +179,16 @@ def _layer(g, x, layer):
         if op == "LeakyRelu":
             return g.node(op, [x], "leaky_relu", alpha=float(layer["negative_slope"]))
         return g.node(op, [x], layer["name"])
+    if kind == "batch_norm":
+        # The constants skconv's inference folds the statistics into, applied as it
+        # applies them: y = x * scale + shift, per channel (axis 1 of the batch).
+        per_channel = (-1,) + (1,) * (len(layer["input_shape"]) - 1)
+        scale = g.constant("bn_scale", np.reshape(layer["scale"], per_channel))
+        shift = g.constant("bn_shift", np.reshape(layer["shift"], per_channel))
+        scaled = g.node("Mul", [x, scale], "bn_scaled")
+        return g.node("Add", [scaled, shift], "batch_norm")
+    if kind == "dropout":
+        return x  # the identity at inference
     if kind == "flatten":
         return g.node("Flatten", [x], "flatten", axis=1)
     if kind == "dense":
@@ -156,8 +199,9 @@ def _layer(g, x, layer):
     raise NotImplementedError(f"no ONNX conversion for a {kind!r} layer")
 
 
-def _network_output(g, operator, estimator):
-    """Input cast and reshape, then every layer: the name of the network's output.
+def _network_output(g, operator, estimator, upto=None):
+    """Input cast and reshape, then every layer (up to layer ``upto`` included, when
+    given): the name of the network's output, float32.
 
     Shared by every estimator's converter; what follows (the head) is theirs.
     """
@@ -169,9 +213,39 @@ def _network_output(g, operator, estimator):
     shape = g.constant("image_shape", (-1,) + tuple(estimator.image_shape_),
                        TensorProto.INT64)
     x = g.node("Reshape", [x, shape], "images")
-    for layer in network_of(estimator).describe():
+    layers = network_of(estimator).describe()
+    for layer in layers if upto is None else layers[:upto + 1]:
         x = _layer(g, x, layer)
     return x
+
+
+def _emit(g, x, variable):
+    """Write the float32 tensor ``x`` to the declared output ``variable``, cast to its
+    type (float64 for a float64 input)."""
+    proto = guess_proto_type(variable.type)
+    if proto == TensorProto.FLOAT:
+        g.node("Identity", [x], variable.onnx_name, output=variable.full_name)
+    else:
+        g.node("Cast", [x], variable.onnx_name, output=variable.full_name, to=proto)
+
+
+def _float_output_type(operator):
+    """The tensor type of a float output: the input's (float32 or float64), float32
+    for any other input type."""
+    input_type = operator.inputs[0].type
+    if isinstance(input_type, (FloatTensorType, DoubleTensorType)):
+        return type(input_type)
+    return FloatTensorType
+
+
+def _matrix_shape_calculator(operator, width):
+    """One input of any tensor type skl2onnx's linear models take, one float output
+    ``(N, width)``."""
+    check_input_and_output_numbers(operator, input_count_range=1, output_count_range=1)
+    check_input_and_output_types(operator, good_input_types=[
+        BooleanTensorType, DoubleTensorType, FloatTensorType, Int64TensorType])
+    n = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = _float_output_type(operator)([n, int(width)])
 
 
 # -------------------------------------------------------------------------------------
@@ -188,31 +262,35 @@ def _label_constant(g, classes):
                       TensorProto.INT64)
 
 
+def _is_multilabel(classifier):
+    return classifier.out_activation_ == "logistic"
+
+
 def convert_convnet_classifier(scope, operator, container):
     """skl2onnx converter of a fitted :class:`~skconv.ConvNetClassifier`.
 
     Outputs: the label (ArgMax of the logits, first index on ties, as ``predict``)
-    and the probabilities (softmax of the logits, as ``predict_proba``).
+    and the probabilities (softmax of the logits, as ``predict_proba``). For a
+    multilabel model, the probabilities are the sigmoids of the logits and the label
+    is the int64 indicator matrix of the probabilities above 0.5, as
+    ``predict_proba`` and ``predict`` compute them (and as skl2onnx converts a
+    multilabel ``MLPClassifier``).
     """
     estimator = operator.raw_operator
-    if getattr(estimator, "out_activation_", "softmax") != "softmax":
-        # The head below is the softmax of a single-label model; a multilabel model's
-        # independent sigmoids are not built yet, and a softmax would be silently wrong.
-        raise NotImplementedError(
-            f"ONNX export of a multilabel ConvNetClassifier (out_activation_="
-            f"{estimator.out_activation_!r}) is not supported yet")
     g = _Graph(scope, container)
     logits = _network_output(g, operator, estimator)
-
     label, probabilities = operator.outputs[0], operator.outputs[1]
-    proba_type = guess_proto_type(probabilities.type)
-    if proba_type == TensorProto.FLOAT:
-        g.node("Softmax", [logits], "probabilities", output=probabilities.full_name,
-               axis=1)
-    else:
-        proba = g.node("Softmax", [logits], "probabilities", axis=1)
-        g.node("Cast", [proba], "probabilities", output=probabilities.full_name,
-               to=proba_type)
+
+    if _is_multilabel(estimator):
+        proba = g.node("Sigmoid", [logits], "probabilities")
+        _emit(g, proba, probabilities)
+        # Strictly above the threshold, as predict: Binarizer's rule (x > threshold).
+        on = g.node("Binarizer", [proba], "labels_on", op_domain="ai.onnx.ml",
+                    threshold=0.5)
+        g.node("Cast", [on], "label", output=label.full_name, to=TensorProto.INT64)
+        return
+
+    _emit(g, g.node("Softmax", [logits], "probabilities", axis=1), probabilities)
     if container.get_options(estimator, dict(nocl=False))["nocl"]:
         # skl2onnx's option: the label is the index of the class in classes_.
         g.node("ArgMax", [logits], "label", output=label.full_name, axis=1,
@@ -224,22 +302,73 @@ def convert_convnet_classifier(scope, operator, container):
 
 
 def convnet_classifier_shape_calculator(operator):
-    """Output types: label ``(N,)`` (int64 or string), probabilities ``(N, n_classes)``
-    of the input's float type (float32 for any other input type)."""
+    """Output types: label ``(N,)`` (int64 or string; ``(N, n_labels)`` int64 for a
+    multilabel model), probabilities ``(N, n_classes)`` of the input's float type
+    (float32 for any other input type)."""
     calculate_linear_classifier_output_shapes(operator)
-    if not isinstance(operator.inputs[0].type, (FloatTensorType, DoubleTensorType)):
-        operator.outputs[1].type = FloatTensorType(operator.outputs[1].type.shape)
+    probabilities = operator.outputs[1]
+    probabilities.type = _float_output_type(operator)(probabilities.type.shape)
+    estimator = operator.raw_operator
+    if _is_multilabel(estimator):
+        n = operator.inputs[0].get_first_dimension()
+        operator.outputs[0].type = Int64TensorType([n, len(estimator.classes_)])
 
 
-def _register_classifier(estimator_class, alias):
-    # Declaring the 'zipmap' option makes skl2onnx parse the model with its own
-    # classifier parser (label and probabilities outputs, ZipMap unless
-    # zipmap=False), as for its own classifiers; its shape calculator reads 'nocl'.
-    update_registered_converter(
-        estimator_class, alias, convnet_classifier_shape_calculator,
-        convert_convnet_classifier, overwrite=True,
-        options={"zipmap": [True, False, "columns"], "nocl": [False, True]},
-    )
+# -------------------------------------------------------------------------------------
+# ConvNetRegressor
+# -------------------------------------------------------------------------------------
+def convert_convnet_regressor(scope, operator, container):
+    """skl2onnx converter of a fitted :class:`~skconv.ConvNetRegressor`: the network's
+    linear output is the prediction, ``(N, n_outputs_)`` (``predict`` has no
+    scaling or offset after the network)."""
+    g = _Graph(scope, container)
+    _emit(g, _network_output(g, operator, operator.raw_operator), operator.outputs[0])
 
 
-_register_classifier(ConvNetClassifier, "SkconvConvNetClassifier")
+def convnet_regressor_shape_calculator(operator):
+    """Output type: ``(N, n_outputs_)`` of the input's float type (float32 for any
+    other input type); ``(N, 1)`` for one target, as skl2onnx's regressors."""
+    _matrix_shape_calculator(operator, operator.raw_operator.n_outputs_)
+
+
+# -------------------------------------------------------------------------------------
+# ConvNetTransformer
+# -------------------------------------------------------------------------------------
+def convert_convnet_transformer(scope, operator, container):
+    """skl2onnx converter of a fitted :class:`~skconv.ConvNetTransformer`: the network
+    up to the layer ``transform`` reads (its ``feature_layer``), whose output is the
+    features."""
+    estimator = operator.raw_operator
+    g = _Graph(scope, container)
+    features = _network_output(g, operator, estimator, upto=feature_layer_of(estimator))
+    _emit(g, features, operator.outputs[0])
+
+
+def convnet_transformer_shape_calculator(operator):
+    """Output type: ``(N, n_features_out)`` of the input's float type (float32 for
+    any other input type)."""
+    estimator = operator.raw_operator
+    layer = network_of(estimator).layers[feature_layer_of(estimator)]
+    _matrix_shape_calculator(operator, np.prod(layer.output_shape))
+
+
+# -------------------------------------------------------------------------------------
+# Registration
+# -------------------------------------------------------------------------------------
+# Declaring the 'zipmap' option makes skl2onnx parse the classifier with its own
+# classifier parser (label and probabilities outputs, ZipMap unless zipmap=False), as
+# for its own classifiers; its shape calculator reads 'nocl'. The regressor and the
+# transformer get skl2onnx's parser of other models: one output.
+update_registered_converter(
+    ConvNetClassifier, "SkconvConvNetClassifier", convnet_classifier_shape_calculator,
+    convert_convnet_classifier, overwrite=True,
+    options={"zipmap": [True, False, "columns"], "nocl": [False, True]},
+)
+update_registered_converter(
+    ConvNetRegressor, "SkconvConvNetRegressor", convnet_regressor_shape_calculator,
+    convert_convnet_regressor, overwrite=True,
+)
+update_registered_converter(
+    ConvNetTransformer, "SkconvConvNetTransformer", convnet_transformer_shape_calculator,
+    convert_convnet_transformer, overwrite=True,
+)

@@ -154,18 +154,3 @@ def test_digits_per_label_accuracy_with_default_parameters(digits_split):
                     digit_labels(y_train))
     per_label = (clf.predict(X_test) == digit_labels(y_test)).mean(axis=0)
     assert (per_label >= 0.95).all(), per_label
-
-
-@pytest.mark.onnx
-def test_onnx_export_of_a_multilabel_model_is_refused(digits_small, fitted):
-    # The converter builds a softmax head; for independent sigmoids it must refuse
-    # rather than export a model whose probabilities are silently wrong.
-    pytest.importorskip("skl2onnx")
-    pytest.importorskip("onnxruntime")
-    from skl2onnx import to_onnx
-
-    import skconv.onnx  # noqa: F401  (registers the converter)
-
-    X, _ = digits_small
-    with pytest.raises(NotImplementedError, match="multilabel ConvNetClassifier"):
-        to_onnx(fitted, X[:5].astype(np.float32), options={"zipmap": False})

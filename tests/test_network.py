@@ -8,8 +8,10 @@ import pytest
 
 from skconv._nn.layers import (
     Activation,
+    BatchNorm,
     Conv,
     Dense,
+    Dropout,
     Flatten,
     GlobalPool,
     Pool,
@@ -1080,6 +1082,36 @@ def test_describe_spells_out_the_resolved_settings():
     assert dense["bias"] is net.layers[-1].params[1]
     with pytest.raises(RuntimeError, match="not initialized"):
         Network([Flatten()]).describe()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_describe_gives_batch_norm_the_constants_of_its_inference(dtype):
+    # An exporter applying scale and shift as y = x * scale + shift computes what the
+    # layer's inference computes, bit for bit; dropout is described and is the
+    # identity there.
+    rng = np.random.RandomState(0)
+    net = Network([Conv(3, 2), BatchNorm(eps=1e-3), Dropout(0.4, spatial=True),
+                   Flatten(), Dense(4), BatchNorm(), Dropout(0.2)])
+    net.initialize((2, 5, 6), rng, dtype)
+    for layer in (net.layers[1], net.layers[5]):
+        for array in layer.params + layer.buffers:
+            array[...] = rng.uniform(0.2, 2.0, array.shape)
+    x = rng.rand(7, 2, 5, 6).astype(dtype)
+    conv, norm, drop, _, dense, norm_dense, drop_dense = net.describe()
+    assert norm["kind"] == "batch_norm" and norm["axis"] == 0 and norm["eps"] == 1e-3
+    assert norm["running_var"] is net.layers[1].buffers[1]
+    assert norm["scale"].dtype == norm["shift"].dtype == dtype
+    assert drop == {"kind": "dropout", "rate": 0.4, "spatial": True,
+                    "input_shape": (3, 4, 5), "output_shape": (3, 4, 5)}
+    assert drop_dense["rate"] == 0.2 and drop_dense["spatial"] is False
+    h = net.layers[0].forward(x, 1, training=False)
+    expected = net.layers[1].forward(h, 1, training=False)
+    rebuilt = h * norm["scale"][:, None, None] + norm["shift"][:, None, None]
+    np.testing.assert_array_equal(rebuilt, expected)
+    h = net.layers[4].forward(expected.reshape(7, -1), 1, training=False)
+    np.testing.assert_array_equal(h * norm_dense["scale"] + norm_dense["shift"],
+                                  net.layers[5].forward(h, 1, training=False))
+    assert not np.allclose(norm_dense["scale"], 1)
 
 
 def test_dtypes_are_pickled_by_name():

@@ -1,15 +1,20 @@
-"""ONNX export (skconv.onnx): onnxruntime gives what predict and predict_proba give.
+"""ONNX export (skconv.onnx): onnxruntime gives what predict, predict_proba and
+transform give, for the classifier (single-label and multilabel), the regressor and
+the transformer, alone and in pipelines.
 
 Needs the optional extra ``onnx`` (skl2onnx, onnx, onnxruntime); skipped without it.
-The graph computes in float32, so probabilities agree to float32 rounding (1e-5) and
-labels agree except where two classes' probabilities are closer than that.
+The graph computes in float32, so outputs agree to float32 rounding (1e-5) and
+labels agree except where a decision is closer than that to its threshold (two
+classes' probabilities, a multilabel probability and 0.5).
 """
 
+import functools
 import warnings
 
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
@@ -19,8 +24,10 @@ ort = pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra (onnxrun
 from skl2onnx import to_onnx  # noqa: E402
 
 import skconv.onnx  # noqa: E402,F401  (registers the converters)
-from skconv import ConvNetClassifier  # noqa: E402
+from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer  # noqa: E402
+from skconv._estimators import base as estimator_base  # noqa: E402
 from skconv._estimators.inspection import network_of  # noqa: E402
+from skconv._nn.lenet import build_lenet5  # noqa: E402
 from skconv._nn.layers import Activation, Conv, Dense, Flatten, GlobalPool, Pool  # noqa: E402
 from skconv._nn.network import Network  # noqa: E402
 
@@ -33,11 +40,21 @@ POOL_MODES = ("max", "avg", "min")
 SPATIAL = {1: (14, 31), 2: (7, 13), 3: (4, 8)}  # size ranges per number of axes
 
 
-def _data(sample_shape, n=40, n_classes=3, seed=0, dtype=np.float32):
+def _data(sample_shape, n=40, n_classes=3, seed=0, dtype=np.float32, target="labels"):
+    """Random X, and targets: ``labels`` (every class present), ``indicator`` (a
+    multilabel matrix with ``n_classes`` labels, each on and off somewhere) or
+    ``values`` (1-D regression targets of order one; ``values2`` for two)."""
     rng = np.random.RandomState(seed)
     X = rng.rand(n, *sample_shape).astype(dtype)
-    y = rng.randint(0, n_classes, n)
-    y[:n_classes] = np.arange(n_classes)  # every class present
+    if target == "indicator":
+        y = (rng.rand(n, n_classes) > 0.5).astype(int)
+        y[0], y[1] = 0, 1
+    elif target.startswith("values"):
+        y = rng.randn(n, int(target[6:] or 1))
+        y = y[:, 0] if target == "values" else y
+    else:
+        y = rng.randint(0, n_classes, n)
+        y[:n_classes] = np.arange(n_classes)
     return X, y
 
 
@@ -57,12 +74,26 @@ def _check_outputs(label, proba, model, X, tol=TOL):
     expected = model.predict_proba(X)
     assert proba.shape == expected.shape
     np.testing.assert_allclose(proba, expected, rtol=0, atol=tol)
+    predicted = model.predict(X)
+    if predicted.ndim == 2:  # multilabel: a label may differ only at 0.5 +- rounding
+        assert label.shape == predicted.shape and label.dtype == np.int64
+        decided = np.abs(expected - 0.5) > tol
+        assert np.array_equal(label[decided], predicted[decided])
+        return np.abs(proba - expected).max()
     # A label may differ only where two classes tie to float32 rounding.
     top2 = np.sort(expected, axis=1)[:, -2:]
     decided = top2[:, 1] - top2[:, 0] > tol
-    predicted = model.predict(X)
     assert np.array_equal(np.asarray(label)[decided], predicted[decided])
     return np.abs(proba - expected).max()
+
+
+def _check_values(values, expected, tol=TOL):
+    """A regressor's (N, n_outputs) or a transformer's (N, n_features) output."""
+    expected = np.asarray(expected)
+    expected = expected.reshape(len(expected), -1)  # predict's (N,) for one target
+    assert values.shape == expected.shape
+    np.testing.assert_allclose(values, expected, rtol=tol, atol=tol)
+    return np.abs(values - expected).max()
 
 
 def _random_params(rng, i):
@@ -92,16 +123,21 @@ def _random_params(rng, i):
     return (channels,) + spatial, params
 
 
-def _random_models(n_models, seed=0):
+def _random_models(n_models, seed=0, make=ConvNetClassifier, target="labels",
+                   **fixed):
     """(params, X, fitted model) for n_models drawn architectures that fit their
-    input (draws whose maps shrink to nothing are drawn again)."""
+    input (draws whose maps shrink to nothing are drawn again); ``make(**params)``
+    builds the estimator, trained on ``target`` (see :func:`_data`); ``fixed``
+    parameters override the drawn ones (a callable of the draw's index gives one
+    per model)."""
     rng = check_random_state(seed)
     models, i = [], 0
     while len(models) < n_models:
         sample_shape, params = _random_params(rng, i)
-        X, y = _data(sample_shape, seed=i)
+        params.update({k: v(i) if callable(v) else v for k, v in fixed.items()})
+        X, y = _data(sample_shape, seed=i, target=target)
         try:
-            model = _fit(ConvNetClassifier(**SMALL, **params), X, y)
+            model = _fit(make(**{**SMALL, **params}), X, y)
         except ValueError as exc:
             assert "cannot take input shape" in str(exc), exc
             continue
@@ -110,16 +146,24 @@ def _random_models(n_models, seed=0):
     return models
 
 
+def _described(models):
+    return [layer for _, _, m in models for layer in network_of(m).describe()]
+
+
+def _assert_every_dimension(models):
+    convs = [d for d in _described(models) if d["kind"] == "conv"]
+    assert {len(d["kernel_shape"]) for d in convs} == {1, 2, 3}
+
+
 def test_random_architectures_match_predict():
     models = _random_models(12)
-    described = [layer for _, _, m in models for layer in
-                 network_of(m).describe()]
+    described = _described(models)
     # What the draws covered: every activation, pool mode and dimension, 'same'
     # padding with stride 2 (asymmetric pads) and dilation.
     assert {d["name"] for d in described if d["kind"] == "activation"} == set(ACTIVATIONS)
     assert {d["mode"] for d in described if d["kind"] == "pool"} == set(POOL_MODES)
+    _assert_every_dimension(models)
     convs = [d for d in described if d["kind"] == "conv"]
-    assert {len(d["kernel_shape"]) for d in convs} == {1, 2, 3}
     assert any(lo != hi for d in convs for lo, hi in d["pads"])
     assert any(max(d["dilations"]) > 1 for d in convs)
     for params, X, model in models:
@@ -205,3 +249,157 @@ def test_layers_the_lenet_builder_does_not_make(n_axes, mode, tail):
     flat = X.reshape(len(X), -1)
     label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
     _check_outputs(label, proba, model, flat)
+
+
+# -------------------------------------------------------------------------------------
+# Multilabel classifier, regressor, transformer
+# -------------------------------------------------------------------------------------
+def test_multilabel_classifier_gives_sigmoids_and_the_indicator_matrix():
+    # skl2onnx's multilabel MLPClassifier: probabilities (N, n_labels) and the int64
+    # indicator matrix of the probabilities above 0.5 as the label.
+    models = _random_models(6, seed=1, target="indicator")
+    _assert_every_dimension(models)
+    decisions = set()
+    for _, X, model in models:
+        assert model.out_activation_ == "logistic"
+        onx = to_onnx(model, X[:1], options={"zipmap": False})
+        label, proba = _run(onx, X)
+        assert not np.allclose(proba.sum(axis=1), 1)  # not a softmax
+        _check_outputs(label, proba, model, X)
+        decisions.update(np.unique(label).tolist())
+    assert decisions == {0, 1}
+
+
+def test_multilabel_classifier_with_zipmap_and_nocl():
+    X, Y = _data((1, 12), target="indicator")
+    model = _fit(ConvNetClassifier(filters=(3,), kernel_size=3, **SMALL), X, Y)
+    label, maps = _run(to_onnx(model, X[:1]), X)  # ZipMap: a dict per sample
+    proba = np.array([[row[c] for c in model.classes_] for row in maps])
+    _check_outputs(label, proba, model, X)
+    # nocl changes nothing for an indicator matrix.
+    label, proba = _run(to_onnx(model, X[:1], options={"zipmap": False, "nocl": True}), X)
+    _check_outputs(label, proba, model, X)
+
+
+@pytest.mark.parametrize("target", ["values", "values2"])
+def test_regressor_random_architectures_match_predict(target):
+    models = _random_models(6, seed=2, make=ConvNetRegressor, target=target)
+    _assert_every_dimension(models)
+    for _, X, model in models:
+        flat = X.reshape(len(X), -1)
+        (values,) = _run(to_onnx(model, flat[:1]), flat)
+        # skl2onnx's regressors give (N, n_outputs), (N, 1) for one target.
+        assert values.shape == (len(X), model.n_outputs_) and values.dtype == np.float32
+        _check_values(values, model.predict(flat))
+
+
+def test_regressor_column_target_and_nd_input():
+    X, y = _data((2, 6, 7), target="values")
+    model = _fit(ConvNetRegressor(filters=(3,), kernel_size=(3, 2), stride=2,
+                                  padding="same", pooling="min", **SMALL), X, y[:, None])
+    (values,) = _run(to_onnx(model, X[:1]), X)
+    assert model.predict(X).shape == values.shape == (len(X), 1)
+    _check_values(values, model.predict(X))
+
+
+def test_transformer_random_architectures_match_transform():
+    # feature_layer cycles over the conv features and both hidden dense layers.
+    layers = ("conv", 0, -1)
+    models = _random_models(6, seed=3, make=ConvNetTransformer,
+                            hidden_layer_sizes=(6, 5),
+                            feature_layer=lambda i: layers[i % 3])
+    _assert_every_dimension(models)
+    for params, X, model in models:
+        (features,) = _run(to_onnx(model, X[:1]), X)
+        assert features.shape[1] == len(model.get_feature_names_out())
+        if params["feature_layer"] != "conv":
+            assert features.shape[1] == (6, 5)[params["feature_layer"]]
+        _check_values(features, model.transform(X))
+
+
+def test_transformer_follows_feature_layer_set_after_fit():
+    X, y = _data((1, 9, 9))
+    model = _fit(ConvNetTransformer(filters=(3,), kernel_size=3,
+                                    **{**SMALL, "hidden_layer_sizes": (7, 4)}), X, y)
+    widths = []
+    for layer in (-1, 0, "conv"):
+        model.set_params(feature_layer=layer)
+        (features,) = _run(to_onnx(model, X[:1]), X)
+        _check_values(features, model.transform(X))
+        widths.append(features.shape[1])
+    assert widths == [4, 7, 3 * 4 * 4]
+
+
+@pytest.mark.parametrize("make, target", [(ConvNetRegressor, "values2"),
+                                          (ConvNetTransformer, "labels"),
+                                          (ConvNetClassifier, "indicator")])
+def test_float64_models_of_every_estimator(make, target):
+    # Computed in float32, returned in float64 for a float64 input, as for the
+    # single-label classifier (test_float64_model_and_input).
+    X, y = _data((1, 11, 9), dtype=np.float64, target=target)
+    model = _fit(make(filters=(3,), kernel_size=3, **SMALL), X, y)
+    outputs = _run(to_onnx(model, X[:1], options={"zipmap": False}
+                           if make is ConvNetClassifier else None), X)
+    assert outputs[-1].dtype == np.float64
+    if make is ConvNetClassifier:
+        _check_outputs(*outputs, model, X)
+    elif make is ConvNetRegressor:
+        _check_values(outputs[0], model.predict(X))
+    else:
+        _check_values(outputs[0], model.transform(X))
+
+
+def test_pipelines_with_the_regressor_and_the_transformer():
+    X, y = _data((1, 8, 8), target="values")
+    X = (X.reshape(len(X), -1) * 255).astype(np.float32)
+    small = dict(filters=(3,), kernel_size=3, **SMALL)
+    regression = _fit(make_pipeline(StandardScaler(), ConvNetRegressor(**small)), X, y)
+    (values,) = _run(to_onnx(regression, X[:1]), X)
+    _check_values(values, regression.predict(X))
+
+    labels = (y > 0).astype(int) + (y > 1)
+    features = _fit(make_pipeline(StandardScaler(), ConvNetTransformer(**small),
+                                  LogisticRegression()), X, labels)
+    label, proba = _run(to_onnx(features, X[:1], options={"zipmap": False}), X)
+    _check_outputs(label, proba, features, X)
+
+
+# -------------------------------------------------------------------------------------
+# Batch normalisation and dropout
+# -------------------------------------------------------------------------------------
+@pytest.fixture
+def lenet_with_bn_and_dropout(monkeypatch):
+    """The estimators build their LeNet with batch normalisation, both dropouts and
+    the head given (the estimators do not expose these options yet)."""
+    def use(head):
+        monkeypatch.setattr(estimator_base, "build_lenet5", functools.partial(
+            build_lenet5, batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head))
+    return use
+
+
+@pytest.mark.parametrize("make, target, head", [
+    (ConvNetClassifier, "labels", "flatten"), (ConvNetClassifier, "indicator", "min"),
+    (ConvNetRegressor, "values2", "avg"), (ConvNetTransformer, "labels", "max")])
+def test_batch_norm_and_dropout(lenet_with_bn_and_dropout, make, target, head):
+    lenet_with_bn_and_dropout(head)
+    for n_axes, shape in ((1, (2, 17)), (2, (1, 9, 8)), (3, (1, 6, 5, 6))):
+        X, y = _data(shape, seed=n_axes, target=target)
+        model = _fit(make(filters=(3, 4), kernel_size=2, activation="tanh",
+                          **{**SMALL, "hidden_layer_sizes": (6, 5), "max_iter": 3}), X, y)
+        described = network_of(model).describe()
+        kinds = [d["kind"] for d in described]
+        assert kinds.count("batch_norm") == 4 and kinds.count("dropout") == 4
+        assert kinds[kinds.index("dense") - 1] == (
+            "flatten" if head == "flatten" else "global_pool")
+        # Trained: statistics and scales away from their starting values.
+        norms = [d for d in described if d["kind"] == "batch_norm"]
+        assert all(np.abs(d["running_mean"]).max() > 1e-3 for d in norms)
+        assert all(np.abs(d["gamma"] - 1).max() > 1e-4 for d in norms)
+        flat = X.reshape(len(X), -1)
+        if make is ConvNetClassifier:
+            label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
+            _check_outputs(label, proba, model, flat)
+        elif make is ConvNetRegressor:
+            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.predict(flat))
+        else:
+            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.transform(flat))

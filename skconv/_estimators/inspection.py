@@ -2,8 +2,10 @@
 
 The estimators keep their network and validation private; this module is the one
 place that hands them out: the fitted skconv estimator inside a Pipeline (and the
-steps before it), its network (whose public surface - ``params_of``, ``block_outputs``, ``layers`` - the
-caller then uses) and one sample validated as ``predict`` validates it.
+steps before it), its network (whose public surface - ``params_of``,
+``block_outputs``, ``layers``, ``describe`` - the caller then uses), the layer a
+transformer's features come from, and one sample validated as ``predict`` validates
+it.
 """
 
 import numpy as np
@@ -11,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .base import BaseConvNet
 
-__all__ = ["fitted_estimator", "network_of", "steps_before", "validated_sample"]
+__all__ = ["feature_layer_of", "fitted_estimator", "network_of", "steps_before",
+           "validated_sample"]
 
 
 def fitted_estimator(estimator, caller):
@@ -68,6 +71,20 @@ def _skconv_step(estimator):
 def network_of(estimator):
     """The network of a fitted skconv estimator (see :func:`fitted_estimator`)."""
     return estimator._network
+
+
+def feature_layer_of(transformer):
+    """The index of the network layer whose output a fitted ``ConvNetTransformer``'s
+    ``transform`` returns (flattened), for its current ``feature_layer``: an index
+    into ``network_of(transformer).layers`` and its ``describe()``.
+
+    Raises
+    ------
+    ValueError
+        When ``feature_layer`` names no layer of the network (as ``transform``).
+    """
+    check_is_fitted(transformer)
+    return transformer._feature_end()
 
 
 def validated_sample(estimator, x):

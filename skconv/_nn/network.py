@@ -20,11 +20,13 @@ by one, which ``Network(fuse=False)`` runs (the reference in the tests).
 import numpy as np
 
 from .._ops.blocks import prepare_conv_block
+from .._ops.norm import batch_norm_affine
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
-from .layers import Activation, Conv, Dense, Flatten, GlobalPool, Layer, Pool
+from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
+                     Layer, Pool)
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]
@@ -77,6 +79,15 @@ def _layer_settings(layer):
     elif isinstance(layer, Dense):
         settings.update(kind="dense", units=layer.output_shape[0],
                         weights=layer.params[0], bias=layer.params[1])
+    elif isinstance(layer, BatchNorm):
+        gamma, beta = layer.params
+        mean, var = layer.buffers
+        scale, shift = batch_norm_affine(gamma, beta, mean, var, eps=layer.eps,
+                                         dtype=layer.dtype)
+        settings.update(kind="batch_norm", axis=0, eps=layer.eps, gamma=gamma, beta=beta,
+                        running_mean=mean, running_var=var, scale=scale, shift=shift)
+    elif isinstance(layer, Dropout):
+        settings.update(kind="dropout", rate=layer.rate, spatial=layer.spatial)
     else:
         settings.update(kind=type(layer).__name__.lower())
     return settings
@@ -541,6 +552,14 @@ class Network:
             - ``'flatten'``: C order.
             - ``'dense'``: ``units``, ``weights`` of shape ``(n_in, units)`` and
               ``bias`` of shape ``(units,)``: ``y = x @ weights + bias``.
+            - ``'batch_norm'``: per channel, the channels being ``axis`` (0) of a
+              sample, ``(C,)`` or ``(C, *spatial)``: ``gamma``, ``beta``,
+              ``running_mean``, ``running_var`` (float64) and ``eps``, and what
+              inference computes from them, ``y = x * scale + shift`` in the
+              network's dtype with ``scale = gamma / sqrt(running_var + eps)`` and
+              ``shift = beta - running_mean * scale`` (computed in float64, then
+              rounded: :func:`skconv._ops.norm.batch_norm_affine`).
+            - ``'dropout'``: ``rate`` and ``spatial``; the identity at inference.
             - any other layer: ``kind`` is its class name in lower case.
 
             ``weights`` and ``bias`` are the network's own arrays: read them, do not

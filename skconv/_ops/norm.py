@@ -17,7 +17,8 @@ from .._kernels import norm as _kernel
 from .threads import effective_n_threads, threads_for_cells
 from .validation import as_float_array, check_out, common_float_dtype, contiguous
 
-__all__ = ["batch_norm_backward", "batch_norm_inference", "batch_norm_train"]
+__all__ = ["batch_norm_affine", "batch_norm_backward", "batch_norm_inference",
+           "batch_norm_train"]
 
 
 def _as_channels(x, name):
@@ -166,11 +167,35 @@ def batch_norm_inference(x, gamma, beta, mean, var, *, eps=1e-5, n_jobs=None, ou
     gamma, beta, mean, var = (
         _check_channel_vector(v, n_channels, name, np.float64)
         for v, name in ((gamma, "gamma"), (beta, "beta"), (mean, "mean"), (var, "var")))
-    scale = gamma / np.sqrt(var + eps)
-    shift = (beta - mean * scale).astype(dtype)
-    scale = scale.astype(dtype)
+    scale, shift = batch_norm_affine(gamma, beta, mean, var, eps=eps, dtype=dtype)
     y = np.empty_like(x) if out is None else check_out(out, x.shape, dtype, "out", (x,))
     if x.shape[0]:
         _kernel.forward_infer(_as_channels(x, "x"), scale, shift, _as_channels(y, "y"),
                               _threads(n_jobs, x, x.shape[0] * n_channels))
     return y
+
+
+def batch_norm_affine(gamma, beta, mean, var, *, eps=1e-5, dtype=np.float64):
+    """The per-channel affine map of :func:`batch_norm_inference`, exactly as it
+    computes it: ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean *
+    scale`` in float64, then each rounded to ``dtype``; the inference is then
+    ``y = x * scale + shift`` in ``dtype``. An exporter that applies these two
+    constants (:meth:`skconv._nn.network.Network.describe` hands them out) computes
+    what the inference computes.
+
+    Parameters
+    ----------
+    gamma, beta, mean, var : array-like of shape (C,)
+    eps : float, default=1e-5
+    dtype : float32 or float64, default=float64
+        The computation dtype of the inference.
+
+    Returns
+    -------
+    scale, shift : ndarray of shape (C,), ``dtype``
+    """
+    gamma, beta, mean, var = (np.asarray(v, dtype=np.float64)
+                              for v in (gamma, beta, mean, var))
+    scale = gamma / np.sqrt(var + eps)
+    shift = beta - mean * scale
+    return scale.astype(dtype), shift.astype(dtype)
