@@ -358,7 +358,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         report = FitReport(self, 1 if incremental else self.max_iter, X, y,
                            sample_weight)
         self._fit_stochastic(X, targets, weights, incremental, first_pass, report)
-        report.end_fit()
+        report.end_fit(self._fitted_copy_attributes)
         return self
 
     # ---------------------------------------------------------------------------------
@@ -400,22 +400,23 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                 "coefs_": [w for w, _ in dense],
                 "intercepts_": [b for _, b in dense]}
 
-    def _epoch_model(self):
-        """What a copy of the estimator needs to be the model of the epoch just
-        finished, whatever training does next (callbacks' ``fitted_estimator``).
+    def _fitted_copy_attributes(self):
+        """What a copy of the estimator needs to be the model as it is now, whatever
+        training does next (the callbacks' ``fitted_estimator``).
 
         The copy (``copy.copy`` of the estimator, then these attributes) has the
-        current counters; the weights, optimizer, random state and the lists that
-        training appends to are copied here, so that the copy neither changes with
-        the training nor changes it (not even when the copy is trained itself).
+        current counters; the weights, the optimizer, the random state (and a
+        ``random_state`` instance, which a new fit of the copy would draw from) and
+        the lists that training appends to are copied here, so that the copy neither
+        changes with the training nor changes it, even when it is trained itself.
         """
         # One deepcopy, so that the copied optimizer updates the copied weights.
-        network, optimizer, random_state = copy.deepcopy(
-            (self._network, self._optimizer, self._random_state))
+        network, optimizer, rng, random_state = copy.deepcopy(
+            (self._network, self._optimizer, self._random_state, self.random_state))
         attributes = self._weight_lists(network)
         attributes.update(
-            _network=network, _optimizer=optimizer, _random_state=random_state,
-            loss_curve_=list(self.loss_curve_),
+            _network=network, _optimizer=optimizer, _random_state=rng,
+            random_state=random_state, loss_curve_=list(self.loss_curve_),
             validation_scores_=(None if self.validation_scores_ is None
                                 else list(self.validation_scores_)))
         return attributes
@@ -607,7 +608,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                     optimizer.iteration_ends(self.t_)
                     self._last_epoch = self._snapshot()
 
-                    if report.end_epoch(self._epoch_model):
+                    if report.end_epoch(self._fitted_copy_attributes):
                         if self.verbose:
                             print("Training stopped by a callback.", flush=True)
                         break

@@ -13,7 +13,8 @@ the task tree of the training to the callbacks, wired as scikit-learn's own
         minibatch #j     leaf
 
 The root and each epoch report ``X``, ``y`` and ``sample_weight`` (as metadata) and,
-at their end, the model "as if fit stopped here" (``ScoringMonitor`` scores it);
+at their end, the model "as if fit stopped here" (``ScoringMonitor`` scores it): a
+copy made only when a callback asks for it, which shares no array with the training;
 minibatches report progress only (``ProgressBar`` advances the epoch's bar), so that
 no callback predicts the training set once per minibatch. A ``True`` from a
 callback's ``on_fit_task_end`` at the end of an epoch stops training there; at the
@@ -150,7 +151,7 @@ class FitReport:
                 context.call_on_fit_task_end(estimator=self._estimator)
                 setattr(self, name, None)
 
-    def end_fit(self):
-        """End the root task: the fitted estimator itself is its model."""
+    def end_fit(self, model):
+        """End the root task (``model`` as in :meth:`end_epoch`: the fitted model)."""
         self._root.call_on_fit_task_end(estimator=self._estimator,
-                                        reconstruction_attributes={}, **self._fit_data)
+                                        reconstruction_attributes=model, **self._fit_data)
