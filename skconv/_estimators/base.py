@@ -14,7 +14,9 @@ What lives here:
   ``partial_fit`` (first pass, warm start, sample weights, the random state, what a
   failed first fit leaves behind);
 - the epoch loop (early stopping, the ``n_iter_no_change`` rule, ``KeyboardInterrupt``
-  and non-finite-loss handling) around the engine's :func:`run_epoch`.
+  and non-finite-loss handling) around the engine's :func:`run_epoch`, which tells
+  scikit-learn's callbacks about the fit, each epoch and each minibatch through
+  :class:`.callbacks.FitReport`.
 
 A concrete estimator supplies the target handling (``_encode_targets``), the loss
 (``_loss_and_grad``) and the validation score (``_validation_score``); the

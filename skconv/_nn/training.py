@@ -4,7 +4,8 @@
 single-threaded BLAS limit for the whole epoch (the kernels call BLAS from inside
 their own parallel regions, and the ops' own limits then nest at the cost of a lock),
 gathers each minibatch on the threads, and runs forward, loss, L2 term, backward and
-the optimizer step.
+the optimizer step. Two optional hooks frame each minibatch, so that a caller can
+report progress without the loop knowing who listens.
 """
 
 import math
