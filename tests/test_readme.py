@@ -11,10 +11,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
-#: Packages of the optional extras that a README block may import: package -> extra
-#: (whose name is also the pytest marker that selects its tests).
+#: Modules of the optional extras that a README block may import: module -> extra
+#: (whose name is also the pytest marker that selects its tests). sklearn.callback is
+#: scikit-learn >= 1.9's; its ProgressBar needs rich, which the block does not import.
 OPTIONAL = {"skops": "persist", "skl2onnx": "onnx", "onnxruntime": "onnx",
-            "dask_ml": "distributed"}
+            "dask_ml": "distributed", "sklearn.callback": "callbacks"}
+#: What an extra's blocks need beyond the modules they import.
+ALSO_NEEDED = {"callbacks": ["rich"]}
 
 
 def _blocks(language):
@@ -23,9 +26,11 @@ def _blocks(language):
 
 
 def _optional_imports(code):
-    """The optional packages a block imports (top-level names)."""
-    names = re.findall(r"^\s*(?:from|import)\s+(\w+)", code, flags=re.M)
-    return sorted({name for name in names if name in OPTIONAL})
+    """The optional modules a block imports (``OPTIONAL``'s names, or the package of
+    a module imported from it)."""
+    names = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", code, flags=re.M)
+    return sorted({module for name in names for module in OPTIONAL
+                   if name == module or name.startswith(module + ".")})
 
 
 def _python_blocks():
@@ -42,7 +47,9 @@ def test_readme_python_block_runs(index):
     if 'parallel_backend("dask")' in code:
         pytest.skip("run by tests/test_distributed.py (needs the 'distributed' extra)")
     for name in _optional_imports(code):
-        pytest.importorskip(name, reason=f"needs the '{OPTIONAL[name]}' extra")
+        extra = OPTIONAL[name]
+        for module in [name] + ALSO_NEEDED.get(extra, []):
+            pytest.importorskip(module, reason=f"needs the '{extra}' extra")
     # Each block stands alone, as a reader would paste it. A grid-search fit that fails
     # (an invalid network in the grid) would only warn: make it fail the test.
     with warnings.catch_warnings():

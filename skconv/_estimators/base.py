@@ -14,7 +14,9 @@ What lives here:
   ``partial_fit`` (first pass, warm start, sample weights, the random state, what a
   failed first fit leaves behind);
 - the epoch loop (early stopping, the ``n_iter_no_change`` rule, ``KeyboardInterrupt``
-  and non-finite-loss handling) around the engine's :func:`run_epoch`.
+  and non-finite-loss handling) around the engine's :func:`run_epoch`, which tells
+  scikit-learn's callbacks about the fit, each epoch and each minibatch through
+  :class:`.callbacks.FitReport`.
 
 A concrete estimator supplies the target handling (``_encode_targets``), the loss
 (``_loss_and_grad``) and the validation score (``_validation_score``); the
@@ -42,6 +44,7 @@ from .._nn.training import NonFiniteTraining, VanishingBatchWeight, run_epoch
 from .._ops.pool import POOL_MODES
 from .._ops.threads import effective_n_threads
 from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
+from .callbacks import CallbackSupportMixin, FitReport
 
 __all__ = ["BaseConvNet"]
 
@@ -139,7 +142,7 @@ def _resolve_image_shape(image_shape, n_features, sample_shape):
     return shape
 
 
-class BaseConvNet(BaseEstimator):
+class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     """Base class of the LeNet-5 estimators. Not for direct use."""
 
     _parameter_constraints: dict = {
@@ -352,7 +355,12 @@ class BaseConvNet(BaseEstimator):
         elif not self.early_stopping and self.best_loss_ is None:
             self.validation_scores_ = self.best_validation_score_ = None
             self.best_loss_ = np.inf
-        self._fit_stochastic(X, targets, weights, incremental, first_pass)
+        # The callbacks see the labels as given (a scorer compares them with predict)
+        # and the caller's sample_weight, not the class-weighted one.
+        report = FitReport(self, 1 if incremental else self.max_iter, X, y,
+                           sample_weight)
+        self._fit_stochastic(X, targets, weights, incremental, first_pass, report)
+        report.end_fit(self._fitted_copy_attributes)
         return self
 
     # ---------------------------------------------------------------------------------
@@ -381,12 +389,39 @@ class BaseConvNet(BaseEstimator):
         # The public lists hold the very arrays the network trains (updated in
         # place by the optimizers and by set_state), so they are always current;
         # pickling keeps the sharing.
-        conv = self._network.params_of("conv")
-        dense = self._network.params_of("dense")
-        self.conv_weights_ = [w for w, _ in conv]
-        self.conv_biases_ = [b for _, b in conv]
-        self.coefs_ = [w for w, _ in dense]
-        self.intercepts_ = [b for _, b in dense]
+        for name, arrays in self._weight_lists(self._network).items():
+            setattr(self, name, arrays)
+
+    @staticmethod
+    def _weight_lists(network):
+        """The public weight attributes of ``network``, by name (its own arrays)."""
+        conv = network.params_of("conv")
+        dense = network.params_of("dense")
+        return {"conv_weights_": [w for w, _ in conv],
+                "conv_biases_": [b for _, b in conv],
+                "coefs_": [w for w, _ in dense],
+                "intercepts_": [b for _, b in dense]}
+
+    def _fitted_copy_attributes(self):
+        """What a copy of the estimator needs to be the model as it is now, whatever
+        training does next (the callbacks' ``fitted_estimator``).
+
+        The copy (``copy.copy`` of the estimator, then these attributes) has the
+        current counters; the weights, the optimizer, the random state (and a
+        ``random_state`` instance, which a new fit of the copy would draw from) and
+        the lists that training appends to are copied here, so that the copy neither
+        changes with the training nor changes it, even when it is trained itself.
+        """
+        # One deepcopy, so that the copied optimizer updates the copied weights.
+        network, optimizer, rng, random_state = copy.deepcopy(
+            (self._network, self._optimizer, self._random_state, self.random_state))
+        attributes = self._weight_lists(network)
+        attributes.update(
+            _network=network, _optimizer=optimizer, _random_state=rng,
+            random_state=random_state, loss_curve_=list(self.loss_curve_),
+            validation_scores_=(None if self.validation_scores_ is None
+                                else list(self.validation_scores_)))
+        return attributes
 
     # The exposed weight lists and the optimizer hold the network's own arrays.
     # pickle keeps that sharing, but joblib's pickler writes every occurrence of an
@@ -498,7 +533,7 @@ class BaseConvNet(BaseEstimator):
     # ---------------------------------------------------------------------------------
     # Training loop
     # ---------------------------------------------------------------------------------
-    def _fit_stochastic(self, X, y, sample_weight, incremental, first_pass):
+    def _fit_stochastic(self, X, y, sample_weight, incremental, first_pass, report):
         """Epochs of minibatch training on validated data.
 
         Parameters
@@ -513,6 +548,9 @@ class BaseConvNet(BaseEstimator):
             partial_fit: exactly one epoch.
         first_pass : bool
             The network was built by this call (a failure then unfits).
+        report : FitReport
+            Tells the callbacks about each epoch and minibatch; a callback may stop
+            training at the end of an epoch.
         """
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -524,8 +562,9 @@ class BaseConvNet(BaseEstimator):
 
         early_stopping = self.early_stopping
         if early_stopping:
-            X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
-                X, y, sample_weight)
+            X, X_val, y, y_val, sample_weight, sw_val, train_rows = (
+                self._split_validation(X, y, sample_weight))
+            report.restrict_epochs_to(train_rows)
             if not hasattr(self, "_best_state") or self._best_state is None:
                 self._best_state = network.get_state()
         else:
@@ -533,6 +572,7 @@ class BaseConvNet(BaseEstimator):
 
         n_samples = X.shape[0]
         batch_size = min(self.batch_size, n_samples)
+        n_minibatches = math.ceil(n_samples / batch_size)
         sample_idx = np.arange(n_samples)
         if not incremental:
             self.n_iter_ = 0
@@ -545,10 +585,11 @@ class BaseConvNet(BaseEstimator):
             with np.errstate(over="ignore", invalid="ignore"):
                 for _ in range(self.max_iter):
                     epoch_start = time.perf_counter()
+                    report.begin_epoch(n_minibatches)
                     if self.shuffle:
                         sample_idx = shuffle(sample_idx, random_state=rng)
                     self._run_epoch(X, y, sample_weight, sample_idx, batch_size,
-                                    n_threads, first_pass)
+                                    n_threads, first_pass, report)
                     epoch_time = time.perf_counter() - epoch_start
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
@@ -569,6 +610,10 @@ class BaseConvNet(BaseEstimator):
                     optimizer.iteration_ends(self.t_)
                     self._last_epoch = self._snapshot()
 
+                    if report.end_epoch(self._fitted_copy_attributes):
+                        if self.verbose:
+                            print("Training stopped by a callback.", flush=True)
+                        break
                     if self._no_improvement_count > self.n_iter_no_change:
                         what = ("Validation score" if early_stopping
                                 else "Training loss")
@@ -590,6 +635,7 @@ class BaseConvNet(BaseEstimator):
             # Mid-epoch weights are a half-applied epoch: go back to the last
             # finished one, whose counters and loss_curve_ are already recorded.
             self._restore(self._last_epoch)
+            report.interrupted()
             warnings.warn(
                 f"Training interrupted by user; keeping the model of the last "
                 f"finished epoch (n_iter_={self.n_iter_}).",
@@ -601,12 +647,15 @@ class BaseConvNet(BaseEstimator):
             network.set_state(self._best_state)
 
     def _run_epoch(self, X, y, sample_weight, sample_idx, batch_size, n_threads,
-                   first_pass):
+                   first_pass, report):
         """One pass over the (shuffled) training data; sets loss_ and n_iter_."""
+        minibatch_begin, minibatch_end = report.minibatch_hooks()
         try:
             loss = run_epoch(self._network, self._optimizer, X, y, sample_weight,
                              sample_idx, batch_size=batch_size, alpha=self.alpha,
-                             loss=self._loss_and_grad, n_threads=n_threads)
+                             loss=self._loss_and_grad, n_threads=n_threads,
+                             minibatch_begin=minibatch_begin,
+                             minibatch_end=minibatch_end)
         except VanishingBatchWeight as exc:
             self._non_finite(
                 exc.what, first_pass,
@@ -640,7 +689,9 @@ class BaseConvNet(BaseEstimator):
     def _split_validation(self, X, y, sample_weight):
         from sklearn.model_selection import train_test_split
 
-        arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
+        # The row numbers too: the callbacks see the training part of fit's data.
+        arrays = [X, y, np.arange(X.shape[0])] + (
+            [] if sample_weight is None else [sample_weight])
         try:
             parts = train_test_split(
                 *arrays, random_state=self._random_state,
@@ -651,14 +702,14 @@ class BaseConvNet(BaseEstimator):
                 f"early_stopping could not split off a validation set "
                 f"(validation_fraction={self.validation_fraction}): {exc}"
             ) from None
-        X_train, X_val, y_train, y_val = parts[:4]
-        sw_train, sw_val = parts[4:] if sample_weight is not None else (None, None)
+        X_train, X_val, y_train, y_val, train_rows, _ = parts[:6]
+        sw_train, sw_val = parts[6:] if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' "
                 "or the size of your dataset."
             )
-        return X_train, X_val, y_train, y_val, sw_train, sw_val
+        return X_train, X_val, y_train, y_val, sw_train, sw_val, train_rows
 
     def _stratify(self, y):
         return None

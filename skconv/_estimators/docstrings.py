@@ -239,6 +239,13 @@ non-float arrays are converted once, float arrays are used as they are).
 A ``KeyboardInterrupt`` during fit stops training with a warning and keeps the
 model of the last finished epoch. A loss that becomes non-finite stops fit
 with a ValueError suggesting a smaller ``learning_rate_init``.
+
+With scikit-learn >= 1.9, ``set_callbacks`` takes ``sklearn.callback``'s
+callbacks (``ProgressBar``, ``ScoringMonitor``...). Each fit reports a ``fit``
+task, one ``epoch`` task per epoch and one ``minibatch`` task per minibatch;
+the model a callback gets at the end of an epoch is a copy with that epoch's
+weights, and a ``True`` returned there stops training. Callbacks do not change
+the fitted model.
 """
 
 PIECES = {

@@ -4,7 +4,8 @@
 single-threaded BLAS limit for the whole epoch (the kernels call BLAS from inside
 their own parallel regions, and the ops' own limits then nest at the cost of a lock),
 gathers each minibatch on the threads, and runs forward, loss, L2 term, backward and
-the optimizer step.
+the optimizer step. Two optional hooks frame each minibatch, so that a caller can
+report progress without the loop knowing who listens.
 """
 
 import math
@@ -59,7 +60,7 @@ class VanishingBatchWeight(NonFiniteTraining):
 
 
 def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_size,
-              alpha, loss, n_threads):
+              alpha, loss, n_threads, minibatch_begin=None, minibatch_end=None):
     """One pass over ``X`` in the minibatches of ``order``.
 
     Parameters
@@ -79,6 +80,11 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
     loss : callable
         ``loss(logits, targets[idx], sample_weight[idx] or None) -> (value, grad)``.
     n_threads : int
+    minibatch_begin, minibatch_end : callable or None
+        ``f(n_batch)``, called before and after each minibatch (``n_batch`` counts
+        from 0; a minibatch whose weights are all zero is skipped between the two),
+        e.g. to report progress. What they return is ignored; the end of a minibatch
+        that raises is not called.
 
     Returns
     -------
@@ -99,28 +105,40 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
     alpha = float(alpha)
     with single_threaded_blas():
         for n_batch, start in enumerate(range(0, X.shape[0], batch_size)):
+            if minibatch_begin is not None:
+                minibatch_begin(n_batch)
             idx = order[start:start + batch_size]
             sw_batch = None if sample_weight is None else sample_weight[idx]
             batch_weight = (
                 float(len(idx)) if sw_batch is None else float(sw_batch.sum()))
-            if batch_weight == 0:
-                continue  # only zero weights: nothing to learn from this batch
-            if batch_weight < _SMALLEST_NORMAL:
-                raise VanishingBatchWeight(f"minibatch {n_batch + 1} of", batch_weight)
-            # The network gathers X[idx] on its threads.
-            logits = network.forward(X, n_threads, training=True, rows=idx)
-            value, grad = loss(logits, targets[idx], sw_batch)
-            value += l2_penalty(network, alpha, batch_weight, n_threads)
-            if not math.isfinite(value):
-                raise NonFiniteTraining(f"loss became non-finite ({value}) in minibatch "
-                                        f"{n_batch + 1} of")
-            network.backward(grad, n_threads)
-            optimizer.update(network.grads, l2_factors(network, alpha, batch_weight),
-                             n_threads)
-            accumulated_loss += value * batch_weight
-            accumulated_weight += batch_weight
+            # A minibatch whose weights are all zero has nothing to learn from.
+            if batch_weight != 0:
+                value = _train_minibatch(network, optimizer, X, targets, idx, sw_batch,
+                                         batch_weight, n_batch, alpha, loss, n_threads)
+                accumulated_loss += value * batch_weight
+                accumulated_weight += batch_weight
+            if minibatch_end is not None:
+                minibatch_end(n_batch)
     # The last update may overflow too (the next loss would show it, but there may be
     # no next minibatch).
     if not all(np.isfinite(p).all() for p in network.params):
         raise NonFiniteTraining("weights became non-finite in")
     return accumulated_loss / accumulated_weight if accumulated_weight else math.nan
+
+
+def _train_minibatch(network, optimizer, X, targets, idx, sw_batch, batch_weight,
+                     n_batch, alpha, loss, n_threads):
+    """Forward, loss, L2 term, backward and update on the rows ``idx`` of ``X``;
+    returns the minibatch's loss plus L2 term."""
+    if batch_weight < _SMALLEST_NORMAL:
+        raise VanishingBatchWeight(f"minibatch {n_batch + 1} of", batch_weight)
+    # The network gathers X[idx] on its threads.
+    logits = network.forward(X, n_threads, training=True, rows=idx)
+    value, grad = loss(logits, targets[idx], sw_batch)
+    value += l2_penalty(network, alpha, batch_weight, n_threads)
+    if not math.isfinite(value):
+        raise NonFiniteTraining(f"loss became non-finite ({value}) in minibatch "
+                                f"{n_batch + 1} of")
+    network.backward(grad, n_threads)
+    optimizer.update(network.grads, l2_factors(network, alpha, batch_weight), n_threads)
+    return value
