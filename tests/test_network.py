@@ -20,7 +20,7 @@ from skconv._nn.layers import (
 from skconv._ops.loss import softmax_cross_entropy
 from skconv._nn.lenet import build_lenet5
 from skconv._nn.network import ConvBlockStep, Network, l2_factors, l2_penalty
-from skconv._nn.optimizers import SGD, Adam, add_l2
+from skconv._nn.optimizers import SGD, Adam, add_l2, cosine_learning_rate
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from ._finite_differences import central_differences
@@ -882,6 +882,84 @@ def test_sgd_schedules():
     assert Adam(params).trigger_stopping("", False) is True
     with pytest.raises(ValueError, match="grads do not match"):
         Adam(params).update([np.zeros(3)])
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_schedules_apply_to_both_optimizers(cls):
+    # invscaling and adaptive set the schedule's rate (Adam's before its bias
+    # correction) for Adam as for SGD.
+    params, grad_seq = _tiny_problem()
+    opt = cls(params, learning_rate=0.1, lr_schedule="invscaling", power_t=0.5)
+    opt.iteration_ends(99)
+    assert opt.base_learning_rate == pytest.approx(0.01)
+    opt = cls(params, learning_rate=0.1, lr_schedule="adaptive")
+    assert opt.lowers_rate_on_plateau
+    assert opt.trigger_stopping("", False) is False
+    assert opt.base_learning_rate == pytest.approx(0.02)
+    opt.base_learning_rate = 1e-6
+    assert not opt.lowers_rate_on_plateau
+    assert opt.trigger_stopping("", False) is True
+    assert not cls(params).lowers_rate_on_plateau
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_cosine_schedule_moves_at_every_update(cls):
+    params, grad_seq = _tiny_problem()
+    lr0, n_epochs, n_batches = 0.1, 3, 4
+    opt = cls(params, learning_rate=lr0, lr_schedule="cosine", n_epochs=n_epochs)
+    rates = []
+    for epoch in range(2 * n_epochs):  # two cycles: a warm restart after the first
+        opt.begin_epoch(n_batches)
+        for _ in range(n_batches):
+            opt.update(grad_seq[0])
+            rates.append(opt.base_learning_rate)
+        opt.iteration_ends(0)
+    k = np.arange(n_epochs * n_batches)
+    expected = lr0 * (1 + np.cos(np.pi * k / (n_epochs * n_batches))) / 2
+    np.testing.assert_allclose(rates, np.tile(expected, 2), rtol=1e-12)
+    assert rates[0] == lr0 and 0 < rates[n_epochs * n_batches - 1] < 0.02 * lr0
+    if cls is Adam:  # the bias correction applies on top of the schedule
+        t = opt.t
+        assert opt.learning_rate == pytest.approx(
+            rates[-1] * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t))
+    else:
+        assert opt.learning_rate == rates[-1]
+    assert cosine_learning_rate(lr0, 1.5, 3) == pytest.approx(lr0 / 2)
+    with pytest.raises(ValueError, match="needs n_epochs"):
+        cls(params, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        cls(params, lr_schedule="step")
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_optimizer_state_restores_the_schedule(cls):
+    params, grad_seq = _tiny_problem()
+    opt = cls(params, learning_rate=0.1, lr_schedule="cosine", n_epochs=5)
+    opt.begin_epoch(2)
+    opt.update(grad_seq[0])
+    saved = opt.state()
+    opt.update(grad_seq[1])
+    after = opt.base_learning_rate
+    opt.iteration_ends(0)
+    opt.begin_epoch(7)
+    opt.load_state(saved)
+    opt.update(grad_seq[1])
+    assert opt.base_learning_rate == after
+
+
+def test_optimizers_pickled_before_the_schedules_keep_their_rate():
+    params, grad_seq = _tiny_problem()
+    for opt, rate in ((SGD(params, learning_rate=0.05), 0.05),
+                      (Adam(params, learning_rate=0.01), 0.01)):
+        opt.update(grad_seq[0])
+        state = {k: v for k, v in vars(opt).items()
+                 if k not in ("base_learning_rate", "lr_schedule", "power_t",
+                              "n_epochs", "epochs_done", "_batch", "_n_batches")}
+        old = object.__new__(type(opt))
+        old.__setstate__(state)
+        assert old.base_learning_rate == rate and old.lr_schedule == "constant"
+        old.update(grad_seq[1])
+        assert old.t == 2
 
 
 # ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A sequential network of layers, its plan of steps, and the L2 penalty.
 
-The estimators drive this module through a small surface: :meth:`Network.initialize`,
+The estimators drive this module through a small surface: :meth:`Network.initialize`
+(and :meth:`Network.use_random_state` for the dropout masks),
 :meth:`Network.forward` / :meth:`Network.backward`, :meth:`Network.predict` (the
 logits, or a hidden layer's output with ``upto``, at the layers
 :meth:`Network.feature_ends` names), ``get_state`` / ``set_state``, parameters by kind
@@ -253,6 +254,21 @@ class Network:
         self.dtype = dtype
         self._steps = self._plan_steps()
         return shape
+
+    def use_random_state(self, random_state):
+        """Draw the dropout masks from ``random_state`` from now on.
+
+        :meth:`initialize` gives the dropout layers its RandomState; an owner that
+        re-seeds (a new fit of a trained network) or was unpickled (where a copy of
+        the RandomState may no longer be the owner's) points them back at its own.
+
+        Parameters
+        ----------
+        random_state : numpy.random.RandomState
+        """
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer._random_state = random_state
 
     # -- the plan ------------------------------------------------------------------------
     def _plan_steps(self):

@@ -14,17 +14,29 @@ updates made so far. :meth:`state` and :meth:`load_state` copy and restore every
 that changes while training (the estimators' snapshots for early stopping and
 interrupted epochs).
 
-SGD's learning-rate schedules ('invscaling', 'adaptive') are scikit-learn's; the
-estimators expose them with the learning-rate schedules of the learning-quality work.
+Both take a learning-rate schedule (:data:`LR_SCHEDULES`): scikit-learn's 'constant',
+'invscaling' and 'adaptive' (which ``MLPClassifier`` applies to SGD only; here they
+scale Adam's step too, before its bias correction, as PyTorch's schedulers do) and
+'cosine', a decay from the initial rate to 0 over a planned number of epochs,
+evaluated at every update (PyTorch's ``CosineAnnealingLR`` with ``eta_min=0``,
+stepped per minibatch).
 """
 
 import math
+from numbers import Integral
 
 import numpy as np
 
 from .._ops.update import adam_step
 
-__all__ = ["Adam", "SGD", "add_l2"]
+__all__ = ["Adam", "LR_SCHEDULES", "SGD", "add_l2", "cosine_learning_rate"]
+
+#: The learning-rate schedules of both optimizers.
+LR_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+
+#: 'adaptive' stops training instead of dividing the rate once it is this small
+#: (scikit-learn's threshold).
+_ADAPTIVE_MIN_RATE = 1e-6
 
 
 def add_l2(params, grads, l2):
@@ -44,21 +56,101 @@ def add_l2(params, grads, l2):
             grad += factor * param
 
 
-class _BaseOptimizer:
-    """Shared bookkeeping: the parameter list, learning rate and step counter."""
+def cosine_learning_rate(learning_rate_init, position, n_epochs):
+    """The cosine schedule's rate at ``position`` epochs into a cycle of ``n_epochs``.
 
-    def __init__(self, params, learning_rate):
+    ``learning_rate_init * (1 + cos(pi * p / n_epochs)) / 2`` with
+    ``p = position mod n_epochs``: ``learning_rate_init`` at the start, 0 at the end of
+    the cycle, and a new cycle (a warm restart) beyond it. An update ``i`` (from 0) of
+    an epoch of ``n`` minibatches, ``e`` epochs into the cycle, is at ``e + i / n``.
+
+    Parameters
+    ----------
+    learning_rate_init : float
+    position : float
+        Epochs done in the schedule, fractions included (>= 0).
+    n_epochs : int
+        Epochs of one cycle (>= 1).
+
+    Returns
+    -------
+    float
+    """
+    fraction = math.fmod(position, n_epochs) / n_epochs
+    return learning_rate_init * (1.0 + math.cos(math.pi * fraction)) / 2.0
+
+
+class _BaseOptimizer:
+    """Shared bookkeeping: the parameter list, the learning-rate schedule and the step
+    counter.
+
+    Parameters
+    ----------
+    params : list of ndarray
+    learning_rate : float
+        Initial learning rate.
+    lr_schedule : {'constant', 'invscaling', 'adaptive', 'cosine'}, default='constant'
+        How :attr:`base_learning_rate` changes: 'invscaling' sets it to
+        ``learning_rate / (time_step + 1) ** power_t`` at each :meth:`iteration_ends`
+        (``time_step``: training samples seen); 'adaptive' divides it by 5 in
+        :meth:`trigger_stopping`; 'cosine' sets it before every update to
+        :func:`cosine_learning_rate` at the update's position in the epochs of the
+        schedule (the minibatches of the current epoch come from
+        :meth:`begin_epoch`).
+    power_t : float, default=0.5
+        Exponent of 'invscaling'.
+    n_epochs : int or None, default=None
+        Epochs of the cosine's cycle (required by 'cosine', ignored otherwise).
+    """
+
+    # Class-level defaults: optimizers pickled before the schedules existed had a
+    # constant rate (and a fixed learning_rate_init), which these reproduce.
+    lr_schedule = "constant"
+    power_t = 0.5
+    n_epochs = None
+    epochs_done = 0
+    _batch = 0
+    _n_batches = 1
+
+    def __init__(self, params, learning_rate, lr_schedule="constant", power_t=0.5,
+                 n_epochs=None):
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{lr_schedule!r}")
+        if lr_schedule == "cosine" and not (
+                isinstance(n_epochs, Integral) and n_epochs >= 1):
+            raise ValueError(f"lr_schedule='cosine' needs n_epochs, a positive int, "
+                             f"got {n_epochs!r}")
         self.params = list(params)
         self.learning_rate_init = float(learning_rate)
         self.learning_rate = float(learning_rate)
+        self.base_learning_rate = float(learning_rate)
+        self.lr_schedule = lr_schedule
+        self.power_t = float(power_t)
+        self.n_epochs = n_epochs
         self.t = 0
+        self.epochs_done = 0
+        self._batch = 0
+        self._n_batches = 1
+
+    def __setstate__(self, state):
+        # Pickles made before the schedules: the rate was learning_rate (SGD) or
+        # learning_rate_init (Adam, whose learning_rate was bias-corrected).
+        self.__dict__.update(state)
+        if "base_learning_rate" not in state:
+            self.base_learning_rate = (self.learning_rate if isinstance(self, SGD)
+                                       else self.learning_rate_init)
 
     def _buffers(self):
         """The arrays that training changes besides the parameters."""
         return []
 
+    def _set_base_rate(self, rate):
+        self.base_learning_rate = rate
+
     def state(self):
-        """A copy of what training changes: buffers, step count, learning rate.
+        """A copy of what training changes: buffers, step count, learning rates and
+        the position in the schedule.
 
         Returns
         -------
@@ -66,7 +158,9 @@ class _BaseOptimizer:
             To give back to :meth:`load_state`.
         """
         return {"buffers": [b.copy() for b in self._buffers()], "t": self.t,
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate,
+                "base_learning_rate": self.base_learning_rate,
+                "position": (self.epochs_done, self._batch, self._n_batches)}
 
     def load_state(self, state):
         """Restore a :meth:`state`, in place (the buffers keep their identity)."""
@@ -77,6 +171,8 @@ class _BaseOptimizer:
         for dst, src in zip(buffers, state["buffers"]):
             dst[...] = src
         self.t, self.learning_rate = state["t"], state["learning_rate"]
+        self.base_learning_rate = state["base_learning_rate"]
+        self.epochs_done, self._batch, self._n_batches = state["position"]
 
     def _check_grads(self, grads):
         grads = list(grads)
@@ -104,6 +200,23 @@ class _BaseOptimizer:
         """
         raise NotImplementedError
 
+    def _schedule_step(self):
+        """Set the rate of the coming update (the cosine moves at every update)."""
+        if self.lr_schedule == "cosine":
+            position = self.epochs_done + self._batch / self._n_batches
+            self._set_base_rate(cosine_learning_rate(
+                self.learning_rate_init, position, self.n_epochs))
+        self._batch += 1
+
+    def begin_epoch(self, n_minibatches):
+        """Hook called before each epoch with its number of minibatches (updates).
+
+        Parameters
+        ----------
+        n_minibatches : int
+            The cosine schedule spreads one epoch of its cycle over them.
+        """
+        self._batch, self._n_batches = 0, max(int(n_minibatches), 1)
 
     def iteration_ends(self, time_step):
         """Hook called at the end of each epoch (scikit-learn's name).
@@ -111,8 +224,19 @@ class _BaseOptimizer:
         Parameters
         ----------
         time_step : int
-            Training samples seen so far (drives the 'invscaling' schedule of SGD).
+            Training samples seen so far (drives the 'invscaling' schedule).
         """
+        self.epochs_done += 1
+        self._batch = 0
+        if self.lr_schedule == "invscaling":
+            self._set_base_rate(
+                self.learning_rate_init / (time_step + 1) ** self.power_t)
+
+    @property
+    def lowers_rate_on_plateau(self):
+        """Whether :meth:`trigger_stopping` would divide the rate (and not stop)."""
+        return (self.lr_schedule == "adaptive"
+                and self.base_learning_rate > _ADAPTIVE_MIN_RATE)
 
     def trigger_stopping(self, msg, verbose):
         """Whether training should stop when it has stalled (scikit-learn's rule).
@@ -120,12 +244,21 @@ class _BaseOptimizer:
         Returns
         -------
         bool
-            True (stop); SGD's 'adaptive' schedule divides the learning rate by 5
-            and returns False instead while it is above 1e-6.
+            True (stop); the 'adaptive' schedule divides the learning rate by 5 and
+            returns False instead while it is above 1e-6.
         """
+        if self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if not self.lowers_rate_on_plateau:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._set_base_rate(self.base_learning_rate / 5.0)
         if verbose:
-            print(msg + " Stopping.")
-        return True
+            print(msg + " Setting learning rate to %f" % self.base_learning_rate)
+        return False
 
 
 class SGD(_BaseOptimizer):
@@ -142,10 +275,11 @@ class SGD(_BaseOptimizer):
         Initial learning rate.
     momentum : float, default=0.9
     nesterov : bool, default=True
-    lr_schedule : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        'invscaling': ``lr = learning_rate / (time_step + 1) ** power_t`` at each
-        :meth:`iteration_ends`; 'adaptive': divided by 5 by :meth:`trigger_stopping`.
+    lr_schedule : {'constant', 'invscaling', 'adaptive', 'cosine'}, default='constant'
+        See :class:`_BaseOptimizer` ('invscaling' and 'adaptive' are scikit-learn's).
     power_t : float, default=0.5
+    n_epochs : int or None, default=None
+        The cosine's cycle, in epochs.
 
     Attributes
     ----------
@@ -153,27 +287,26 @@ class SGD(_BaseOptimizer):
         One per parameter, same shape and dtype.
     t : int
         Number of :meth:`update` calls.
+    learning_rate : float
+        The rate of the next step (the schedule's, :attr:`base_learning_rate`).
     """
 
     def __init__(self, params, learning_rate=0.1, momentum=0.9, nesterov=True,
-                 lr_schedule="constant", power_t=0.5):
-        super().__init__(params, learning_rate)
-        if lr_schedule not in ("constant", "invscaling", "adaptive"):
-            raise ValueError(
-                "lr_schedule must be 'constant', 'invscaling' or 'adaptive', got "
-                f"{lr_schedule!r}"
-            )
+                 lr_schedule="constant", power_t=0.5, n_epochs=None):
+        super().__init__(params, learning_rate, lr_schedule, power_t, n_epochs)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self.lr_schedule = lr_schedule
-        self.power_t = float(power_t)
         self.velocities = [np.zeros_like(p) for p in self.params]
 
     def _buffers(self):
         return self.velocities
 
+    def _set_base_rate(self, rate):
+        self.base_learning_rate = self.learning_rate = rate
+
     def update(self, grads, l2=None, n_threads=1):
         grads = self._check_grads(grads)
+        self._schedule_step()
         add_l2(self.params, grads, l2)
         lr, momentum = self.learning_rate, self.momentum
         for param, velocity, grad in zip(self.params, self.velocities, grads):
@@ -185,23 +318,6 @@ class SGD(_BaseOptimizer):
             else:
                 param += velocity
         self.t += 1
-
-    def iteration_ends(self, time_step):
-        if self.lr_schedule == "invscaling":
-            self.learning_rate = (
-                self.learning_rate_init / (time_step + 1) ** self.power_t)
-
-    def trigger_stopping(self, msg, verbose):
-        if self.lr_schedule != "adaptive":
-            return super().trigger_stopping(msg, verbose)
-        if self.learning_rate <= 1e-6:
-            if verbose:
-                print(msg + " Learning rate too small. Stopping.")
-            return True
-        self.learning_rate /= 5.0
-        if verbose:
-            print(msg + " Setting learning rate to %f" % self.learning_rate)
-        return False
 
 
 class Adam(_BaseOptimizer):
@@ -218,6 +334,12 @@ class Adam(_BaseOptimizer):
     beta_1 : float, default=0.9
     beta_2 : float, default=0.999
     epsilon : float, default=1e-8
+    lr_schedule : {'constant', 'invscaling', 'adaptive', 'cosine'}, default='constant'
+        See :class:`_BaseOptimizer`: the schedule sets ``lr`` above
+        (:attr:`base_learning_rate`), the bias correction applies on top of it.
+    power_t : float, default=0.5
+    n_epochs : int or None, default=None
+        The cosine's cycle, in epochs.
 
     Attributes
     ----------
@@ -230,8 +352,8 @@ class Adam(_BaseOptimizer):
     """
 
     def __init__(self, params, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8):
-        super().__init__(params, learning_rate)
+                 epsilon=1e-8, lr_schedule="constant", power_t=0.5, n_epochs=None):
+        super().__init__(params, learning_rate, lr_schedule, power_t, n_epochs)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -243,10 +365,11 @@ class Adam(_BaseOptimizer):
 
     def update(self, grads, l2=None, n_threads=1):
         grads = self._check_grads(grads)
+        self._schedule_step()
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
         self.learning_rate = (
-            self.learning_rate_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+            self.base_learning_rate * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         )
         if l2 is None:
             l2 = [0.0] * len(grads)

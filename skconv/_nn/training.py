@@ -67,7 +67,8 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
     ----------
     network : Network
     optimizer : Adam or SGD
-        Holding ``network.params``.
+        Holding ``network.params``; told the epoch's number of minibatches first
+        (``optimizer.begin_epoch``, for the cosine schedule).
     X : ndarray of shape (n_samples, *network.input_shape)
     targets : ndarray of shape (n_samples, ...)
         What ``loss`` takes for each sample.
@@ -103,6 +104,7 @@ def run_epoch(network, optimizer, X, targets, sample_weight, order, *, batch_siz
     accumulated_loss = 0.0
     accumulated_weight = 0.0
     alpha = float(alpha)
+    optimizer.begin_epoch(math.ceil(X.shape[0] / batch_size))
     with single_threaded_blas():
         for n_batch, start in enumerate(range(0, X.shape[0], batch_size)):
             if minibatch_begin is not None:
