@@ -38,8 +38,8 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._nn.activations import ACTIVATIONS
-from .._nn.lenet import build_lenet5
-from .._nn.optimizers import SGD, Adam
+from .._nn.lenet import HEADS, build_lenet5
+from .._nn.optimizers import LR_SCHEDULES, SGD, Adam
 from .._nn.training import NonFiniteTraining, VanishingBatchWeight, run_epoch
 from .._ops.pool import POOL_MODES
 from .._ops.threads import effective_n_threads
@@ -162,11 +162,18 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "pool_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "pool_stride": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "batch_norm": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "spatial_dropout": [Interval(Real, 0, 1, closed="left")],
+        "head": [StrOptions(set(HEADS))],
         "solver": [StrOptions({"adam", "sgd"})],
+        "learning_rate": [StrOptions(set(LR_SCHEDULES))],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "min_updates": [Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [
             Interval(Integral, 1, None, closed="left"),
@@ -341,6 +348,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
 
         if first_pass or not incremental or not hasattr(self, "_random_state"):
             self._random_state = check_random_state(self.random_state)
+            if not first_pass:  # the dropout masks come from the new stream too
+                self._network.use_random_state(self._random_state)
         # else: partial_fit continues the random stream of the previous calls, so
         # that successive epochs are shuffled differently.
         if first_pass:
@@ -357,8 +366,9 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             self.best_loss_ = np.inf
         # The callbacks see the labels as given (a scorer compares them with predict)
         # and the caller's sample_weight, not the class-weighted one.
-        report = FitReport(self, 1 if incremental else self.max_iter, X, y,
-                           sample_weight)
+        report = FitReport(
+            self, 1 if incremental else self._epoch_plan(self._n_train(X.shape[0]))[0],
+            X, y, sample_weight)
         self._fit_stochastic(X, targets, weights, incremental, first_pass, report)
         report.end_fit(self._fitted_copy_attributes)
         return self
@@ -380,6 +390,10 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             pool_size=self.pool_size,
             pool_stride=self.pool_stride,
             hidden_layer_sizes=self.hidden_layer_sizes,
+            batch_norm=self.batch_norm,
+            spatial_dropout=self.spatial_dropout,
+            dropout=self.dropout,
+            head=self.head,
         )
         network.initialize(self.image_shape_, self._random_state, self._dtype)
         self._network = network
@@ -451,14 +465,22 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         super().__setstate__(state)
         if getattr(self, "_network", None) is not None:
             self._expose_weights()
+            if getattr(self, "_random_state", None) is not None:
+                # One stream for shuffling and dropout, even where the file format
+                # (skops) gave the network a copy of the RandomState.
+                self._network.use_random_state(self._random_state)
             if getattr(self, "_optimizer", None) is not None:
                 self._optimizer.params = self._network.params
 
-    def _make_optimizer(self):
+    def _make_optimizer(self, n_epochs):
+        """The solver's optimizer; ``n_epochs``: the cosine schedule's cycle."""
         params = self._network.params
+        schedule = dict(lr_schedule=self.learning_rate, power_t=self.power_t,
+                        n_epochs=n_epochs)
         if self.solver == "sgd":
             return SGD(params, learning_rate=self.learning_rate_init,
-                       momentum=self.momentum, nesterov=self.nesterovs_momentum)
+                       momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                       **schedule)
         # Adam divides by sqrt(v) + epsilon in the compute dtype: an epsilon that
         # rounds to 0 there makes 0 / 0 of every parameter whose gradient is 0 (a
         # dead relu), one that rounds to inf freezes every parameter.
@@ -473,7 +495,26 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                 f"the default 1e-8)"
             )
         return Adam(params, learning_rate=self.learning_rate_init,
-                    beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+                    beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+                    **schedule)
+
+    def _n_train(self, n_samples):
+        """Training rows of ``n_samples``: all but early stopping's validation part
+        (``train_test_split``'s ``ceil(validation_fraction * n_samples)``)."""
+        if not self.early_stopping:
+            return n_samples
+        return n_samples - math.ceil(self.validation_fraction * n_samples)
+
+    def _epoch_plan(self, n_train):
+        """``(n_epochs, min_epochs, n_minibatches)`` of a fit on ``n_train`` rows.
+
+        ``min_epochs = ceil(min_updates / n_minibatches)`` epochs run whatever the
+        stopping rule says; ``n_epochs = max(max_iter, min_epochs)`` is the most a
+        fit runs (the cosine schedule's cycle).
+        """
+        n_minibatches = math.ceil(n_train / min(self.batch_size, n_train))
+        min_epochs = math.ceil(self.min_updates / n_minibatches)
+        return max(self.max_iter, min_epochs), min_epochs, n_minibatches
 
     def _snapshot(self):
         """Copies of the weights and optimizer state (the last finished epoch)."""
@@ -554,9 +595,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         """
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._make_optimizer()
-        network, optimizer = self._network, self._optimizer
+        network = self._network
         n_threads = effective_n_threads(self.n_jobs)
         fit_start = time.perf_counter()  # for verbose's elapsed time
 
@@ -572,7 +611,11 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
 
         n_samples = X.shape[0]
         batch_size = min(self.batch_size, n_samples)
-        n_minibatches = math.ceil(n_samples / batch_size)
+        n_epochs, min_epochs, n_minibatches = self._epoch_plan(n_samples)
+        if not incremental or not hasattr(self, "_optimizer"):
+            # partial_fit's calls are the epochs of the plan of its first call.
+            self._optimizer = self._make_optimizer(n_epochs)
+        optimizer = self._optimizer
         sample_idx = np.arange(n_samples)
         if not incremental:
             self.n_iter_ = 0
@@ -583,7 +626,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             # Overflow shows up as a non-finite loss or weights, which stop fit with
             # a clear error; numpy's RuntimeWarnings on the way would only add noise.
             with np.errstate(over="ignore", invalid="ignore"):
-                for _ in range(self.max_iter):
+                for _ in range(1 if incremental else n_epochs):
                     epoch_start = time.perf_counter()
                     report.begin_epoch(n_minibatches)
                     if self.shuffle:
@@ -614,7 +657,11 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                         if self.verbose:
                             print("Training stopped by a callback.", flush=True)
                         break
-                    if self._no_improvement_count > self.n_iter_no_change:
+                    # Before min_updates, a stall may lower the rate ('adaptive')
+                    # but not stop training.
+                    if self._no_improvement_count > self.n_iter_no_change and (
+                            self.n_iter_ >= min_epochs
+                            or optimizer.lowers_rate_on_plateau):
                         what = ("Validation score" if early_stopping
                                 else "Training loss")
                         msg = (f"{what} did not improve more than tol={self.tol:f} "
@@ -624,11 +671,14 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                         self._no_improvement_count = 0
                     if incremental:
                         break
-                    if self.n_iter_ == self.max_iter:
+                    if self.n_iter_ == n_epochs:
+                        budget = ("" if n_epochs == self.max_iter else
+                                  f", the epochs that min_updates={self.min_updates} "
+                                  f"takes at {n_minibatches} minibatches per epoch")
                         warnings.warn(
                             f"Stochastic Optimizer: Maximum iterations "
-                            f"({self.max_iter}) reached and the optimization hasn't "
-                            "converged yet.",
+                            f"({n_epochs}{budget}) reached and the optimization "
+                            "hasn't converged yet.",
                             ConvergenceWarning,
                         )
         except KeyboardInterrupt:

@@ -221,6 +221,10 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     trained by minibatch Adam or SGD on the softmax cross-entropy plus an L2 penalty.
     With the defaults this is LeNet-5 (LeCun et al., 1998) with relu and max pooling:
     conv 6@5x5 -> pool 2 -> conv 16@5x5 -> pool 2 -> 120 -> 84 -> n_classes.
+    Batch normalisation, dropout, a global-pooling head (``batch_norm``,
+    ``dropout``, ``spatial_dropout``, ``head``), learning-rate schedules
+    (``learning_rate``) and an update budget for small data (``min_updates``) are
+    options, all off by default.
 
     **Multilabel.** A 2-D binary indicator ``y`` of shape ``(n_samples, n_labels)``
     trains ``n_labels`` independent sigmoid outputs on the binary cross-entropy
@@ -308,11 +312,18 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         pool_size=2,
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
+        batch_norm=False,
+        dropout=0.0,
+        spatial_dropout=0.0,
+        head="flatten",
         solver="adam",
+        learning_rate="constant",
         learning_rate_init=1e-3,
+        power_t=0.5,
         alpha=1e-4,
         batch_size=64,
         max_iter=100,
+        min_updates=0,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=False,
@@ -340,11 +351,18 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         self.pool_size = pool_size
         self.pool_stride = pool_stride
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.spatial_dropout = spatial_dropout
+        self.head = head
         self.solver = solver
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.alpha = alpha
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.min_updates = min_updates
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping

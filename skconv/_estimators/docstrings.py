@@ -103,12 +103,79 @@ hidden_layer_sizes : tuple of int, default=(120, 84)
     Units of the dense layers between the last pool and the output layer. The
     size feeding the first one is computed at fit time from ``image_shape_``.
 
+batch_norm : bool, default=False
+    Batch normalisation after every conv and hidden dense layer, before its
+    activation: each channel (each unit of a dense layer) is normalised with
+    its mean and variance over the minibatch (and the spatial axes) in
+    training, with running averages of them (momentum 0.1, PyTorch's rule)
+    in prediction, then scaled and shifted by two learned parameters that
+    ``alpha`` does not penalise. It makes training less sensitive to the
+    scale of ``X`` and of the initialisation. The running averages are part
+    of the fitted model (early stopping restores them with the best epoch's
+    weights).
+
+dropout : float, default=0.0
+    Rate, in [0, 1), of the dropout after every hidden dense layer: in
+    training each unit is zeroed with this probability and the others are
+    scaled by ``1 / (1 - dropout)``; prediction uses every unit. 0: no
+    dropout. The masks are drawn from ``random_state``, so they do not depend
+    on ``n_jobs``.
+
+spatial_dropout : float, default=0.0
+    Rate, in [0, 1), of the channel-wise dropout at the end of every conv
+    block: whole feature maps of a sample are zeroed (Tompson et al., 2015),
+    the dropout that suits convolutional maps, whose neighbouring cells are
+    correlated. 0: none. Masks as for ``dropout``.
+
+head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
+    What turns the maps of the last conv block into the input of the dense
+    layers. 'flatten': every cell, as LeNet-5 does, so the dense part depends
+    on the input's size. 'avg', 'max' or 'min': a global pooling over the
+    spatial axes, one value per channel (``filters[-1]`` features), which
+    keeps whether a pattern occurs and drops where; global average pooling is
+    the usual head of convolutional networks for time series.
+
 solver : {'adam', 'sgd'}, default='adam'
     'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
 
+learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine'}, \
+        default='constant'
+    Learning-rate schedule, for both solvers (``MLPClassifier`` uses its
+    schedules for 'sgd' only; here they set Adam's step size too, to which
+    Adam's bias correction then applies).
+
+    - 'constant': ``learning_rate_init`` throughout.
+    - 'invscaling': after each epoch, ``learning_rate_init / (t_ + 1) **
+      power_t``, ``t_`` being the training samples seen so far
+      (scikit-learn's rule, so the rate falls fast: about 30 times after an
+      epoch of 1,000 samples with ``power_t=0.5``).
+    - 'adaptive': divided by 5 whenever the stopping rule sees
+      ``n_iter_no_change`` epochs without an improvement of ``tol`` (of the
+      training loss, or with ``early_stopping`` of the validation score),
+      instead of stopping; training stops once the rate is at most 1e-6
+      (scikit-learn's rule).
+    - 'cosine': ``learning_rate_init * (1 + cos(pi * p / n_epochs)) / 2``
+      before every update, ``p`` being the update's position in epochs
+      (``e + i / n_minibatches`` for minibatch ``i`` of epoch ``e``) and
+      ``n_epochs`` the epochs a fit may run, ``max_iter`` (or more, see
+      ``min_updates``): from ``learning_rate_init`` at the first update down
+      to almost 0 at the last, as PyTorch's ``CosineAnnealingLR`` stepped
+      after every minibatch. A fit that stops earlier (``n_iter_no_change``,
+      ``early_stopping``) ends part-way down.
+
+    Every ``fit``, a warm start included, starts its schedule again (with a
+    new optimizer). ``partial_fit`` keeps the schedule across calls, each
+    call being one epoch of the plan that its first call's data gives (the
+    cosine's ``n_epochs`` as ``fit`` would take them); after ``n_epochs``
+    calls the cosine starts a new cycle (a warm restart) rather than staying
+    at 0.
+
 learning_rate_init : float, default=1e-3
-    Step size (constant). 1e-3 is Adam's published default; for 'sgd' try
-    0.01-0.1.
+    Initial step size (the schedule's start). 1e-3 is Adam's published
+    default; for 'sgd' try 0.01-0.1.
+
+power_t : float, default=0.5
+    Exponent of the 'invscaling' schedule.
 
 alpha : float, default=1e-4
     L2 penalty ``0.5 * alpha * sum ||W||^2 / batch_weight`` on the weights (not
@@ -126,7 +193,21 @@ max_iter : int, default=100
     epochs; hitting ``max_iter`` gives a ``ConvergenceWarning``. 100 rather than
     scikit-learn's MLP's 200: LeNet-5 reaches its accuracy on MNIST-size data in
     about 10 epochs, while small data sets need many epochs for enough updates
-    (``load_digits``: about 90).
+    (``load_digits``: about 90); ``min_updates`` raises it on small data.
+
+min_updates : int, default=0
+    Least number of updates (minibatches) of a ``fit``, for small data sets,
+    on which ``max_iter`` epochs of a few minibatches each are too few updates
+    to converge. A fit then runs at least ``ceil(min_updates /
+    n_minibatches)`` epochs, ``n_minibatches = ceil(n_train / batch_size)``
+    being the minibatches per epoch (``n_train``: the training samples, less
+    early stopping's validation part), and ``max_iter`` is raised to that
+    number where it is smaller. Before it, the stopping rule does not stop
+    training (a stall still lowers an 'adaptive' rate); after it, it works as
+    usual. ``n_iter_`` and ``loss_curve_`` count the epochs run, and a fit
+    that reaches the raised number gets the ``ConvergenceWarning`` of
+    ``max_iter``, naming that number. 0: off. ``partial_fit`` runs one epoch
+    per call whatever it is.
 
 tol : float, default=1e-4
     Tolerance of the stopping rule above.
@@ -164,14 +245,14 @@ epsilon : float, default=1e-8
 
 RUN = """\
 random_state : int, RandomState instance or None, default=None
-    The one source of randomness: weight initialisation, shuffling and the
-    validation split. An int gives identical results on every fit, whatever
+    The one source of randomness: weight initialisation, shuffling, the
+    dropout masks and the validation split. An int gives identical results on every fit, whatever
     ``n_jobs`` is.
 
 warm_start : bool, default=False
     Reuse the network of the previous fit as the starting point (the
     architecture parameters of that fit stay in force) with a fresh
-    optimizer; otherwise start again.
+    optimizer and learning-rate schedule; otherwise start again.
 
 verbose : bool, default=False
     Print the loss (and validation score) after every epoch.
@@ -206,7 +287,8 @@ conv_biases_ : list of ndarray
 coefs_ : list of ndarray
     Weights of the dense layers, hidden then output; entry i has shape
     ``(n_in_i, n_out_i)``, with ``n_in_0`` the size of the flattened last pool
-    output and ``n_out_last`` the number of outputs.
+    output (``filters[-1]`` with a global pooling ``head``) and ``n_out_last``
+    the number of outputs.
 
 intercepts_ : list of ndarray
     Biases of the dense layers; entry i has shape ``(n_out_i,)``.

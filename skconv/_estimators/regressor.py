@@ -27,6 +27,8 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
     ``MLPRegressor``. ``y`` is 1-D (one target) or ``(n_samples, n_targets)``;
     ``predict`` returns the shape ``y`` had at fit, and ``score`` is R² (averaged
     over the targets).
+    The options of :class:`ConvNetClassifier` (``batch_norm``, ``dropout``,
+    ``spatial_dropout``, ``head``, ``learning_rate``, ``min_updates``) apply alike.
 
     **Targets.** The output layer starts near 0 and the step size is the same for
     every target, so targets of order one (standardized, or a few units) train
@@ -126,11 +128,18 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         pool_size=2,
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
+        batch_norm=False,
+        dropout=0.0,
+        spatial_dropout=0.0,
+        head="flatten",
         solver="adam",
+        learning_rate="constant",
         learning_rate_init=1e-3,
+        power_t=0.5,
         alpha=1e-4,
         batch_size=64,
         max_iter=100,
+        min_updates=0,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=False,
@@ -159,11 +168,18 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         self.pool_size = pool_size
         self.pool_stride = pool_stride
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.spatial_dropout = spatial_dropout
+        self.head = head
         self.solver = solver
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.alpha = alpha
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.min_updates = min_updates
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping

@@ -50,7 +50,8 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         hidden dense layers (``hidden_layer_sizes``): 0 is the first, -1 the last,
         which holds the most task-specific features and the fewest of them.
         'conv': the output of the last conv block, flattened (e.g. 16 * 2 * 2 = 64
-        features on 8x8 images), the most generic ones. Read at ``transform``
+        features on 8x8 images) or, with a global pooling ``head``, pooled (16
+        features), the most generic ones. Read at ``transform``
         time, so it can be changed after ``fit`` without training again (the
         network does not depend on it).
 
@@ -122,11 +123,18 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         pool_size=2,
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
+        batch_norm=False,
+        dropout=0.0,
+        spatial_dropout=0.0,
+        head="flatten",
         solver="adam",
+        learning_rate="constant",
         learning_rate_init=1e-3,
+        power_t=0.5,
         alpha=1e-4,
         batch_size=64,
         max_iter=100,
+        min_updates=0,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=False,
@@ -155,11 +163,18 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.pool_size = pool_size
         self.pool_stride = pool_stride
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.spatial_dropout = spatial_dropout
+        self.head = head
         self.solver = solver
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.alpha = alpha
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.min_updates = min_updates
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
