@@ -33,3 +33,17 @@ def digit_labels(y):
     """The multilabel targets of the digits tests: (odd, > 4, zero), as ints."""
     y = np.asarray(y)
     return np.column_stack([y % 2 == 1, y > 4, y == 0]).astype(int)
+
+
+#: Every learning option of the estimators switched on (batch normalisation, both
+#: dropouts, a global-pooling head, the cosine schedule): what the option tests, the
+#: estimator checks and the persistence tests train with.
+LEARNING_OPTIONS = dict(batch_norm=True, dropout=0.2, spatial_dropout=0.1, head="avg",
+                        learning_rate="cosine")
+
+
+def layer_kinds(est):
+    """The kinds of the fitted network's layers, in order (``Network.describe``)."""
+    from skconv._estimators.inspection import network_of
+
+    return [d["kind"] for d in network_of(est).describe()]

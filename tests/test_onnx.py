@@ -8,7 +8,6 @@ labels agree except where a decision is closer than that to its threshold (two
 classes' probabilities, a multilabel probability and 0.5).
 """
 
-import functools
 import warnings
 
 import numpy as np
@@ -25,9 +24,7 @@ from skl2onnx import to_onnx  # noqa: E402
 
 import skconv.onnx  # noqa: E402,F401  (registers the converters)
 from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer  # noqa: E402
-from skconv._estimators import base as estimator_base  # noqa: E402
 from skconv._estimators.inspection import network_of  # noqa: E402
-from skconv._nn.lenet import build_lenet5  # noqa: E402
 from skconv._nn.layers import Activation, Conv, Dense, Flatten, GlobalPool, Pool  # noqa: E402
 from skconv._nn.network import Network  # noqa: E402
 
@@ -367,24 +364,15 @@ def test_pipelines_with_the_regressor_and_the_transformer():
 # -------------------------------------------------------------------------------------
 # Batch normalisation and dropout
 # -------------------------------------------------------------------------------------
-@pytest.fixture
-def lenet_with_bn_and_dropout(monkeypatch):
-    """The estimators build their LeNet with batch normalisation, both dropouts and
-    the head given (the estimators do not expose these options yet)."""
-    def use(head):
-        monkeypatch.setattr(estimator_base, "build_lenet5", functools.partial(
-            build_lenet5, batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head))
-    return use
-
-
 @pytest.mark.parametrize("make, target, head", [
     (ConvNetClassifier, "labels", "flatten"), (ConvNetClassifier, "indicator", "min"),
     (ConvNetRegressor, "values2", "avg"), (ConvNetTransformer, "labels", "max")])
-def test_batch_norm_and_dropout(lenet_with_bn_and_dropout, make, target, head):
-    lenet_with_bn_and_dropout(head)
+def test_batch_norm_and_dropout(make, target, head):
+    # Set through the estimators' parameters, as a user sets them.
+    options = dict(batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head)
     for n_axes, shape in ((1, (2, 17)), (2, (1, 9, 8)), (3, (1, 6, 5, 6))):
         X, y = _data(shape, seed=n_axes, target=target)
-        model = _fit(make(filters=(3, 4), kernel_size=2, activation="tanh",
+        model = _fit(make(filters=(3, 4), kernel_size=2, activation="tanh", **options,
                           **{**SMALL, "hidden_layer_sizes": (6, 5), "max_iter": 3}), X, y)
         described = network_of(model).describe()
         kinds = [d["kind"] for d in described]

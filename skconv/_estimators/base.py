@@ -465,10 +465,6 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         super().__setstate__(state)
         if getattr(self, "_network", None) is not None:
             self._expose_weights()
-            if getattr(self, "_random_state", None) is not None:
-                # One stream for shuffling and dropout, even where the file format
-                # (skops) gave the network a copy of the RandomState.
-                self._network.use_random_state(self._random_state)
             if getattr(self, "_optimizer", None) is not None:
                 self._optimizer.params = self._network.params
 

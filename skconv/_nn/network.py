@@ -259,8 +259,7 @@ class Network:
         """Draw the dropout masks from ``random_state`` from now on.
 
         :meth:`initialize` gives the dropout layers its RandomState; an owner that
-        re-seeds (a new fit of a trained network) or was unpickled (where a copy of
-        the RandomState may no longer be the owner's) points them back at its own.
+        re-seeds (a new fit of a trained network) points them at the new one.
 
         Parameters
         ----------
