@@ -1,6 +1,9 @@
-"""The examples in the public modules' docstrings run and print what they show."""
+"""The examples in the public modules' docstrings run and print what they show, and
+the estimators' docstrings document every parameter."""
 
 import doctest
+import inspect
+import re
 
 import numpy as np
 import pytest
@@ -30,3 +33,26 @@ def test_ops_docstrings_have_examples():
     finder = doctest.DocTestFinder()
     examples = sum(len(t.examples) for module in OPS_MODULES for t in finder.find(module))
     assert examples >= 5
+
+
+def _documented_parameters(doc):
+    """The names of a numpydoc ``Parameters`` section, in order."""
+    doc = inspect.cleandoc(doc)
+    section = re.search(r"^Parameters\n-+\n(.*?)^\w[\w ]*\n-+\n", doc, flags=re.S | re.M)
+    assert section, "no Parameters section"
+    return re.findall(r"^(\w+) :", section.group(1), flags=re.M)
+
+
+@pytest.mark.parametrize("estimator_class", [skconv.ConvNetClassifier,
+                                             skconv.ConvNetRegressor,
+                                             skconv.ConvNetTransformer],
+                         ids=lambda c: c.__name__)
+def test_estimator_docstrings_document_every_parameter_in_order(estimator_class):
+    # The shared pieces (skconv/_estimators/docstrings.py) and each class's own
+    # entries together give one entry per constructor parameter, in its order, each
+    # with a constraint.
+    params = list(estimator_class().get_params())
+    signature_order = list(inspect.signature(estimator_class).parameters)
+    assert _documented_parameters(estimator_class.__doc__) == signature_order
+    assert sorted(params) == sorted(signature_order)
+    assert set(estimator_class._parameter_constraints) == set(params)
