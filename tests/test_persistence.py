@@ -19,6 +19,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skconv
 from skconv import ConvNetClassifier
+from skconv._estimators.inspection import network_of
+
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from ._estimator_helpers import LEARNING_OPTIONS
+except ImportError:
+    from _estimator_helpers import LEARNING_OPTIONS
 
 sio = pytest.importorskip("skops.io", reason="needs the 'persist' extra (skops)")
 
@@ -89,6 +95,31 @@ def test_fitted_round_trip_predicts_and_trains_on_identically(tmp_path, estimato
     for a, b in zip(model.conv_weights_ + model.coefs_, loaded.conv_weights_ + loaded.coefs_):
         assert_array_equal(a, b)
         assert a.dtype == dtype
+
+
+@pytest.mark.parametrize("estimator_class", ESTIMATORS)
+def test_learning_options_round_trip(tmp_path, estimator_class):
+    # Batch norm (its running statistics are buffers, not parameters), dropout (its
+    # masks come from the estimator's RandomState) and the cosine schedule (its
+    # position is the optimizer's): a file and a pickle keep all three, so training
+    # goes on bit for bit as it would have.
+    X, y = _data(estimator_class, SHAPES["1d"], np.float32)
+    model = _quiet(estimator_class(**{**SMALL, **LEARNING_OPTIONS}).fit, X, y)
+    stats = [d for d in network_of(model).describe() if d["kind"] == "batch_norm"]
+    assert stats and all(np.abs(d["running_mean"]).max() > 0 for d in stats)
+    loaded, _ = _round_trip(model, tmp_path)
+    copies = [loaded, pickle.loads(pickle.dumps(model))]
+    for copy in copies:
+        _assert_same_outputs(model, copy, X)
+        for a, b in zip(network_of(model).get_state(), network_of(copy).get_state()):
+            assert_array_equal(a, b)
+    go_on = ((lambda m: m.partial_fit(X, y)) if hasattr(model, "partial_fit") else
+             (lambda m: _quiet(m.set_params(warm_start=True, max_iter=1).fit, X, y)))
+    for m in [model] + copies:
+        go_on(m)
+    for copy in copies:
+        _assert_same_outputs(model, copy, X)
+        assert copy.loss_curve_ == model.loss_curve_
 
 
 @pytest.mark.parametrize("estimator_class", ESTIMATORS)
