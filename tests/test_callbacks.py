@@ -274,6 +274,21 @@ def test_early_stopping_epochs_are_the_iterations_run(digits_small, max_iter, st
 
 
 @needs_callbacks
+@pytest.mark.parametrize("early_stopping, epochs", [(False, 8), (True, 10)])
+def test_min_updates_raises_the_epochs_reported(digits_small, early_stopping, epochs):
+    # 30 updates: 8 epochs of 4 minibatches, or of the 80 rows early stopping leaves,
+    # 10 epochs of 3; more than max_iter=3, so that is what the fit may run and does.
+    X, y = _data(digits_small, "classifier")
+    recorder = Recorder()
+    clf = _make("classifier", min_updates=30, early_stopping=early_stopping,
+                validation_fraction=0.2, n_iter_no_change=np.inf)
+    quiet_fit(clf.set_callbacks(recorder), X, y)
+    [root] = recorder.tasks(depth=0)
+    assert root["max_subtasks"] == clf.n_iter_ == epochs
+    assert len(recorder.tasks(depth=1)) == epochs
+
+
+@needs_callbacks
 @pytest.mark.parametrize("case", ["classifier", "regressor"])
 def test_partial_fit_reports_one_epoch_per_call(digits_small, case):
     X, y = _data(digits_small, case, n=120)
