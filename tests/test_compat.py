@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from skconv import ConvNetClassifier
@@ -65,3 +66,15 @@ def test_legacy_layers_have_their_settings_under_the_new_names(legacy):
     assert pool.effective_stride == (2, 2) and "_stride" not in vars(pool)
     # The plan is made again from the layers: the fused block comes back.
     assert len(network.steps[0].layers) == 3
+
+
+def test_legacy_models_get_the_later_parameters_switched_off(legacy):
+    # Parameters added after the pickles were made read as the defaults that
+    # reproduce them, so that get_params, clone and further training work.
+    for name, case in legacy.items():
+        params = case["model"].get_params()
+        assert {key: params[key] for key in ("batch_norm", "dropout", "spatial_dropout",
+                                              "head", "learning_rate", "min_updates")} \
+            == dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0, head="flatten",
+                    learning_rate="constant", min_updates=0), name
+        assert clone(case["model"]).get_params() == params

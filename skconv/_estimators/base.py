@@ -458,10 +458,18 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             state["_dtype"] = np.dtype(state["_dtype"]).name
         return state
 
+    #: Parameters newer than some pickled models, with the values those were fitted
+    #: with (the options off).
+    _LATER_PARAMETERS = dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0,
+                             head="flatten", learning_rate="constant", power_t=0.5,
+                             min_updates=0)
+
     def __setstate__(self, state):
         # Pickles made before the dtype was stored by name hold the dtype itself.
         if state.get("_dtype") is not None:
             state["_dtype"] = np.dtype(state["_dtype"])
+        for name, value in self._LATER_PARAMETERS.items():
+            state.setdefault(name, value)
         super().__setstate__(state)
         if getattr(self, "_network", None) is not None:
             self._expose_weights()
