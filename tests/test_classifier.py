@@ -699,8 +699,8 @@ def test_epsilon_that_rounds_to_zero_in_the_compute_dtype(digits_small, epsilon,
         assert np.isfinite(clf.loss_)
         return
     with pytest.raises(ValueError, match=re.escape(
-            f"epsilon={epsilon!r} is {shown} in float32, the compute dtype (float32 X "
-            f"trains in float32)")):
+            f"epsilon={epsilon!r} is {shown} in float32, the compute dtype "
+            f"(compute_dtype='auto')")):
         clf.fit(X, y)
     _quiet_fit(clf.set_params(solver="sgd"), X, y)  # sgd has no epsilon
     assert np.isfinite(clf.loss_)

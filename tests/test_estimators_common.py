@@ -142,6 +142,39 @@ def test_dtype_policy(digits_small, case):
     assert_allclose(out32, out64, rtol=1e-3, atol=1e-3)
 
 
+@cases
+def test_large_float64_input_trains_as_float32(digits_small, case, monkeypatch):
+    # compute_dtype='auto': above AUTO_FLOAT32_SAMPLES samples a float64 X computes in
+    # float32, and gives bitwise the model that X.astype(float32) gives. (The limit is
+    # lowered here so that the test stays small; the rule is the same.)
+    from skconv._estimators import base
+
+    X, y = digits_small
+    X, n = X.astype(np.float64), len(X)
+    monkeypatch.setattr(base, "AUTO_FLOAT32_SAMPLES", n - 1)
+    large64, targets, method = _make(case)
+    large32, _, _ = _make(case)
+    quiet_fit(large64, X, targets(y))
+    quiet_fit(large32, X.astype(np.float32), targets(y))
+    assert all(w.dtype == np.float32 for w in _weights(large64))
+    for a, b in zip(_weights(large64), _weights(large32)):
+        assert_array_equal(a, b)
+    assert_array_equal(_output(large64, method, X), _output(large32, method, X))
+    # At the limit it stays float64; forced dtypes override the rule either way.
+    small, _, _ = _make(case)
+    quiet_fit(small, X[:n - 1], targets(y[:n - 1]))
+    assert all(w.dtype == np.float64 for w in _weights(small))
+    for forced, data in (("float64", X.astype(np.float32)), ("float32", X[:n - 1])):
+        est, _, _ = _make(case, compute_dtype=forced)
+        quiet_fit(est, data, targets(y[:len(data)]))
+        assert all(w.dtype == np.dtype(forced) for w in _weights(est)), forced
+
+
+def test_compute_dtype_is_validated():
+    with pytest.raises(ValueError, match="compute_dtype"):
+        ConvNetClassifier(compute_dtype="float16").fit(np.zeros((4, 16)), [0, 1, 0, 1])
+
+
 # ------------------------------------------------------------------------------------
 # Sample weights
 # ------------------------------------------------------------------------------------

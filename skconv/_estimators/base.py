@@ -52,6 +52,12 @@ __all__ = ["BaseConvNet"]
 #: whatever n_samples is.
 PREDICT_BATCH_SIZE = 512
 
+#: compute_dtype='auto' trains in float32 on more samples than this, whatever X's
+#: dtype: float32 runs 2-3x faster, and on this much data its rounding is far below
+#: the noise of training; below it float64 keeps the precision that small-data users
+#: and scikit-learn's estimator checks (tolerances of 1e-7) expect.
+AUTO_FLOAT32_SAMPLES = 10_000
+
 
 def _flatten_nd(X):
     """Split N-d array-likes (ndim >= 3) into a 2-D view and the sample shape.
@@ -190,6 +196,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
+        "compute_dtype": [StrOptions({"auto", "float32", "float64"})],
         "n_jobs": [Integral, None],
     }
 
@@ -234,14 +241,17 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     # ---------------------------------------------------------------------------------
     # Input handling
     # ---------------------------------------------------------------------------------
-    @staticmethod
-    def _compute_dtype(X):
-        """The dtype policy: float32 input trains in float32, float64 in float64.
+    def _compute_dtype(self, X):
+        """The dtype policy of ``compute_dtype`` (see its docstring entry).
 
         ``validate_data(..., dtype=(np.float64, np.float32))`` keeps float32 and
         float64 and turns every other numeric dtype into float64.
         """
-        return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
+        if self.compute_dtype != "auto":
+            return np.dtype(self.compute_dtype)
+        if X.dtype == np.float32 or X.shape[0] > AUTO_FLOAT32_SAMPLES:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
 
     def _validate_fit_data(self, X, y, reset):
         """Validate X and y for fit / partial_fit.
@@ -493,7 +503,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         if not (0 < epsilon < np.inf):
             raise ValueError(
                 f"epsilon={self.epsilon!r} is {epsilon} in {self._dtype}, the compute "
-                f"dtype ({self._dtype} X trains in {self._dtype}): Adam divides by "
+                f"dtype (compute_dtype={self.compute_dtype!r}): Adam divides by "
                 f"sqrt(v) + epsilon. Use an epsilon representable in {self._dtype} "
                 f"(at least {float(np.finfo(self._dtype).smallest_normal):.3g}, e.g. "
                 f"the default 1e-8)"

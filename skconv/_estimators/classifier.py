@@ -338,6 +338,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         random_state=None,
         warm_start=False,
         verbose=False,
+        compute_dtype="auto",
         n_jobs=None,
     ):
         self.image_shape = image_shape
@@ -377,6 +378,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.compute_dtype = compute_dtype
         self.n_jobs = n_jobs
 
     # ---------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ beta_2 : float, default=0.999
 
 epsilon : float, default=1e-8
     Adam's numerical-stability term. It must stay non-zero and finite in the
-    compute dtype (float32 for float32 ``X``, where e.g. 1e-50 is 0).
+    compute dtype (see ``compute_dtype``; in float32 e.g. 1e-50 is 0).
 """
 
 RUN = """\
@@ -259,6 +259,16 @@ warm_start : bool, default=False
 
 verbose : bool, default=False
     Print the loss (and validation score) after every epoch.
+
+compute_dtype : {'auto', 'float32', 'float64'}, default='auto'
+    The dtype the network trains and predicts in, fixed by the first fit.
+    'auto': float32 when ``X`` is float32 or has more than
+    ``AUTO_FLOAT32_SAMPLES`` (10,000) samples, float64 otherwise (as
+    ``HistGradientBoostingClassifier``'s ``early_stopping='auto'`` reads the data
+    size): a large float64 ``X``, such as ``X / 255.0``, then trains at float32
+    speed (2-3x faster) and gives bitwise the model that ``X.astype(np.float32)``
+    gives, while small data keeps float64's precision. 'float32' or 'float64'
+    forces either. Inputs are cast to it one batch at a time.
 
 n_jobs : int, default=None
     OpenMP threads of the convolution and pooling kernels, decided once per

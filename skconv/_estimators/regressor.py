@@ -155,6 +155,7 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         random_state=None,
         warm_start=False,
         verbose=False,
+        compute_dtype="auto",
         n_jobs=None,
     ):
         self.image_shape = image_shape
@@ -195,6 +196,7 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.compute_dtype = compute_dtype
         self.n_jobs = n_jobs
 
     # ---------------------------------------------------------------------------------

@@ -150,6 +150,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         random_state=None,
         warm_start=False,
         verbose=False,
+        compute_dtype="auto",
         n_jobs=None,
     ):
         self.image_shape = image_shape
@@ -190,6 +191,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.compute_dtype = compute_dtype
         self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
