@@ -74,7 +74,9 @@ def test_legacy_models_get_the_later_parameters_switched_off(legacy):
     for name, case in legacy.items():
         params = case["model"].get_params()
         assert {key: params[key] for key in ("batch_norm", "dropout", "spatial_dropout",
-                                              "head", "learning_rate", "min_updates")} \
+                                              "head", "learning_rate", "min_updates",
+                                              "compute_dtype")} \
             == dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0, head="flatten",
-                    learning_rate="constant", min_updates=0), name
+                    learning_rate="constant", min_updates=0,
+                    compute_dtype="auto"), name
         assert clone(case["model"]).get_params() == params

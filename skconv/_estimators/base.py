@@ -469,10 +469,11 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         return state
 
     #: Parameters newer than some pickled models, with the values those were fitted
-    #: with (the options off).
+    #: with (the options off; 'auto' trained in X's dtype then, as on up to
+    #: AUTO_FLOAT32_SAMPLES samples now).
     _LATER_PARAMETERS = dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0,
                              head="flatten", learning_rate="constant", power_t=0.5,
-                             min_updates=0)
+                             min_updates=0, compute_dtype="auto")
 
     def __setstate__(self, state):
         # Pickles made before the dtype was stored by name hold the dtype itself.
