@@ -262,3 +262,33 @@ static void SKC_NAME(skc_wgrad_wide)(ptrdiff_t D, ptrdiff_t R, ptrdiff_t Q,
         SKC_NAME(skc_wgrad_wide_rows)(1, R, Q, G + d * ldg, ldg, B, b_off,
                                       ACC + d * R * SKC_VL);
 }
+
+/* deinterleave body for a stride known at compile time (after inlining). */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_deinterleave_by)(const ptrdiff_t S, const SKC_T *src,
+                                                     ptrdiff_t n_groups, SKC_T *dst,
+                                                     ptrdiff_t ld)
+{
+    ptrdiff_t m, r;
+    for (m = 0; m < n_groups; m++)
+        for (r = 0; r < S; r++)
+            dst[r * ld + m] = src[m * S + r];
+}
+
+/*
+ * deinterleave: dst[r*ld + m] = src[m*S + r] for r < S, m < n_groups: a run of a
+ * signal split into its S phases (the polyphase copy of conv.pyx's pooled 1-D path).
+ * Strides 2 to 4 get their own vectorised loops.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_deinterleave)(const SKC_T *src, ptrdiff_t n_groups, ptrdiff_t S,
+                                       SKC_T *dst, ptrdiff_t ld)
+{
+    if (S == 2)
+        SKC_NAME(skc_deinterleave_by)(2, src, n_groups, dst, ld);
+    else if (S == 3)
+        SKC_NAME(skc_deinterleave_by)(3, src, n_groups, dst, ld);
+    else if (S == 4)
+        SKC_NAME(skc_deinterleave_by)(4, src, n_groups, dst, ld);
+    else
+        SKC_NAME(skc_deinterleave_by)(S, src, n_groups, dst, ld);
+}
