@@ -964,6 +964,20 @@ cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
             d[(q % stride) * ld + q // stride] = s[q]
 
 
+cdef inline void _pool_taps(const floating *rows, Py_ssize_t tap_stride,
+                            Py_ssize_t n_taps, Py_ssize_t n_vectors, floating bias,
+                            bint want_min, bint relu, floating *y,
+                            uint8_t *code) noexcept nogil:
+    """n_vectors vectors of 1-D windows computed tap by tap; see
+    include/pool/poolkernels.h."""
+    if floating is float:
+        skc_pool_taps_codes_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                  want_min, relu, y, code)
+    else:
+        skc_pool_taps_codes_row_d(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                  want_min, relu, y, code)
+
+
 cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
                             const floating[:, :, :, :, ::1] w,
                             const floating[::1] b,
@@ -1002,13 +1016,15 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
     cell and the pooling."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n, t, d, j0, nb
-        Py_ssize_t n_rows = g.n_rows, n_out = rp.n_out, block
+        Py_ssize_t n_rows = g.n_rows, n_out = rp.n_out, block, n_whole, at
         Py_ssize_t lanes = 16 if floating is float else 8
         Py_ssize_t tap_stride = rp.tap_stride, taps_ld = rp.taps_ld
         floating *phases = NULL
         floating *taps = NULL
         floating *row_y = NULL
         uint8_t *row_code = NULL
+        floating *y_at
+        uint8_t *code_at
         floating bd
     with parallel(num_threads=n_threads):
         phases = &scratch[threadid(), 0]
@@ -1027,21 +1043,23 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                     _rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
                              &w_packed[0], phases + j0, &offsets[t * n_rows],
                              taps + t * tap_stride, taps_ld, False)
+                # Whole vectors of windows go straight to y and the codes; a row's
+                # last vector, if partial, through the row buffers (it would run
+                # into the next row, or past the output).
+                n_whole = nb // SKC_POOL_LANES
                 for d in range(n_filters):
                     bd = bias[d] if bias != NULL else 0
-                    if floating is float:
-                        skc_pool_taps_codes_row_f(
-                            taps + d * taps_ld, tap_stride, <int> rp.window,
-                            (nb + SKC_POOL_LANES - 1) // SKC_POOL_LANES, bd, want_min,
-                            relu, row_y, row_code)
-                    else:
-                        skc_pool_taps_codes_row_d(
-                            taps + d * taps_ld, tap_stride, <int> rp.window,
-                            (nb + SKC_POOL_LANES - 1) // SKC_POOL_LANES, bd, want_min,
-                            relu, row_y, row_code)
-                    memcpy(&y[n, d, 0, 0, j0], row_y, nb * sizeof(floating))
-                    if codes is not None:
-                        memcpy(&codes[n, d, 0, 0, j0], row_code, nb)
+                    y_at = &y[n, d, 0, 0, j0]
+                    code_at = &codes[n, d, 0, 0, j0] if codes is not None else row_code
+                    _pool_taps(taps + d * taps_ld, tap_stride, rp.window, n_whole, bd,
+                               want_min, relu, y_at, code_at)
+                    if n_whole * SKC_POOL_LANES < nb:
+                        at = n_whole * SKC_POOL_LANES
+                        _pool_taps(taps + d * taps_ld + at, tap_stride, rp.window, 1, bd,
+                                   want_min, relu, row_y, row_code)
+                        memcpy(y_at + at, row_y, (nb - at) * sizeof(floating))
+                        if codes is not None:
+                            memcpy(code_at + at, row_code, nb - at)
 
 
 cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
