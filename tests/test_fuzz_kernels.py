@@ -431,6 +431,9 @@ def test_the_fuzz_covers_the_kernel_paths():
     assert {c["kw"]["stride"] == (1,) * len(c["kernel"]) for c in CONV_CASES} == {
         True, False}
     assert {len(c["kernel"]) for c in CONV_CASES} == {1, 2, 3}
+    # Strided signals take the polyphase forward, other strided maps im2col.
+    assert {len(c["kernel"]) for c in CONV_CASES if c["kw"]["stride"] != (1,) * len(
+        c["kernel"])} == {1, 2, 3}
     assert {len(c["shape"]) - 2 for c in POOL_CASES} == {1, 2, 3}
     assert {c["kw"]["padding"] == "same" for c in CONV_CASES} == {True, False}
     assert any(max(c["kw"]["dilation"]) > 1 for c in CONV_CASES)

@@ -25,7 +25,9 @@ Two paths, chosen per call:
   of a chunk); see ``_wgrad_layout``. The bias gradient rides along as one more tap
   whose input is all ones.
 - any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
-  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
+  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im. The
+  forward of a strided convolution of signals (1-D) takes the polyphase path of the
+  pooled signals below instead (windows of one cell), with no im2col and no BLAS.
 
 The stride-1 path also serves a convolution fused with the max/min pooling (and
 relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): 2x2 on images, any
@@ -289,6 +291,17 @@ cdef bint _is_pointwise(const Geometry *g) noexcept nogil:
 
 cdef bint _unit_stride(const Geometry *g) noexcept nogil:
     return g.stride[0] == 1 and g.stride[1] == 1 and g.stride[2] == 1
+
+
+cdef bint _is_signal(const Geometry *g) noexcept nogil:
+    """One spatial axis (the ops layer's view of 1-D data): size, kernel, output and
+    stride 1 on the two leading axes, no padding there."""
+    cdef int a
+    for a in range(2):
+        if (g.size[a] != 1 or g.ksize[a] != 1 or g.out[a] != 1 or g.stride[a] != 1
+                or g.pad[a] != 0):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------
@@ -792,6 +805,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        Geometry g1
         const floating *bias = &b[0] if b is not None else NULL
         floating[:, ::1] scratch
         uint8_t[:, :, :, :, ::1] no_codes = None
@@ -800,6 +814,15 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
     n_threads = max(1, min(n_threads, x.shape[0]))
     if _unit_stride(&g):
         _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
+    elif _is_signal(&g):
+        # A strided convolution of signals is the pooled path's with windows of one
+        # cell every stride cells (no im2col, no BLAS): its stride-1 geometry, whose
+        # output only needs to reach the last cell kept.
+        g1 = g
+        g1.stride[2] = 1
+        g1.out[2] = (g.out[2] - 1) * g.stride[2] + 1
+        _run_forward_pool_rows(x, w, b, y, no_codes, &g1, 1, g.stride[2], n_threads,
+                               False, False)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -887,10 +910,12 @@ cdef struct RowPool:
 cdef RowPool _row_pool(const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
                        Py_ssize_t lanes) noexcept nogil:
     cdef RowPool rp
-    # The padded input's length; every window's cells read inside it, and a vector's
+    # The padded input's length (all of the signal's cells, which a strided
+    # convolution may not reach); every window's cells read inside it, and a vector's
     # lanes past the last window read less than a vector further (the next row, or
     # the slack after the last one).
-    cdef Py_ssize_t padded = g.out[2] + g.dil[2] * (g.ksize[2] - 1)
+    cdef Py_ssize_t padded = max(g.out[2] + g.dil[2] * (g.ksize[2] - 1),
+                                 g.pad[2] + g.size[2])
     rp.window = window
     rp.stride = stride
     rp.n_out = (g.out[2] - window) // stride + 1
