@@ -19,6 +19,11 @@ minibatch (one epoch on ``--steps`` minibatches, so it includes validation,
 initialisation, gathering, the loss, L2 and Adam, which the per-step figures do not)
 and ``predict_proba`` time per inference batch.
 
+``--clock cpu`` times skconv with the process's CPU time (``time.process_time``)
+instead: on one thread it is the wall time less the time the process waited for a
+core, which keeps A/B comparisons readable on a shared machine; with more threads it
+sums every thread's time (spinning OpenMP workers included), not a wall figure.
+
 ``--torch`` profiles the same network in PyTorch (``_torch_convnet.torch_convnet``)
 in a separate process (so that the two OpenMP runtimes never share one): per-module
 forward times for inference, and the operators of a training minibatch by self CPU
@@ -85,6 +90,7 @@ def _cross_entropy_grad(logits, y):
 
 
 def _fitted(workload, X, y, args, max_iter=1):
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     from sklearn.exceptions import ConvergenceWarning
 
     from skconv import ConvNetClassifier
@@ -94,12 +100,13 @@ def _fitted(workload, X, y, args, max_iter=1):
                             random_state=0, n_jobs=args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        start = time.perf_counter()
+        start = clock()
         clf.fit(X, y)
-    return clf, time.perf_counter() - start
+    return clf, clock() - start
 
 
 def profile_skconv(workload, args):
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     dtype = np.float64 if args.float64 else np.float32
     n_fit = args.batch_size * args.steps
     X, y = synthetic_data(workload.shape, max(n_fit, args.infer_batch), seed=0)
@@ -116,14 +123,14 @@ def profile_skconv(workload, args):
             forward[:] = backward[:] = 0
         h = xb
         for s, (_, fwd, _) in enumerate(steps):
-            start = time.perf_counter()
+            start = clock()
             h = fwd(h, True)
-            forward[s] += time.perf_counter() - start
+            forward[s] += clock() - start
         grad = _cross_entropy_grad(h, yb)
         for s in reversed(range(len(steps))):
-            start = time.perf_counter()
+            start = clock()
             grad = steps[s][2](grad, s > 0)
-            backward[s] += time.perf_counter() - start
+            backward[s] += clock() - start
     infer = np.zeros(len(steps))
     xi = X[:args.infer_batch]
     for rep in range(WARM_UP_STEPS + args.steps):
@@ -131,18 +138,19 @@ def profile_skconv(workload, args):
             infer[:] = 0
         h = xi
         for s, (_, fwd, _) in enumerate(steps):
-            start = time.perf_counter()
+            start = clock()
             h = fwd(h, False)
-            infer[s] += time.perf_counter() - start
+            infer[s] += clock() - start
     clf.predict_proba(xi)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(args.steps):
         clf.predict_proba(xi)
-    predict = (time.perf_counter() - start) / args.steps
+    predict = (clock() - start) / args.steps
 
     ms = 1e3 / args.steps
     print(f"\n## {workload.name}: {workload.describe()}; skconv, {args.threads} "
-          f"thread(s), {np.dtype(dtype).name}, mean of {args.steps} (ms)\n")
+          f"thread(s), {np.dtype(dtype).name}, mean of {args.steps} (ms, "
+          f"{'CPU time' if args.clock == 'cpu' else 'wall time'})\n")
     print(f"| step | output shape | train fwd | train bwd | share of fwd+bwd | "
           f"infer fwd ({args.infer_batch}) |")
     print("|---|---|---|---|---|---|")
@@ -239,6 +247,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--float64", action="store_true",
                         help="float64 X (default: float32, or the workload's dtype)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="skconv's timer: wall time, or the process's CPU time")
     parser.add_argument("--torch", action="store_true",
                         help="also profile PyTorch on the same network")
     parser.add_argument("--top", type=int, default=8, help="PyTorch operators shown")

@@ -913,7 +913,7 @@ def test_padded_copies_beyond_any_memory_are_refused(dilation):
     with pytest.raises(ValueError, match=match):
         conv_backward(np.zeros((2, 4, 5, 5)), x, w, dilation=dilation, padding="same")
     with pytest.raises(ValueError, match=match):
-        blocks._conv_pool2x2(x, w, b, dilation=dilation, padding="same")
+        blocks._conv_pool(x, w, b, dilation=dilation, padding="same")
     # Stride 2 takes im2col, which pads nothing: it runs, every tap but the centre
     # on padding.
     np.testing.assert_array_equal(

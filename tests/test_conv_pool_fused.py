@@ -1,4 +1,5 @@
-"""Tests of the fused convolution + 2x2 pooling (+ relu) (``skconv._ops.blocks``).
+"""Tests of the fused convolution + 2x2 pooling (+ relu) of images
+(``skconv._ops.blocks``); the signals' block is in test_conv_pool1d_fused.py.
 
 The fused path must equal the unfused one bit for bit: ``conv`` then
 ``pool_with_indices`` (then ``relu``) forward, ``relu_backward``,
@@ -36,8 +37,8 @@ def unfused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
 
 
 def fused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
-    out, codes = blocks._conv_pool2x2(x, w, b, mode=mode, relu=relu, n_jobs=n_jobs, **kw)
-    grads = blocks._conv_pool2x2_backward(grad_out, codes, x, w, n_jobs=n_jobs,
+    out, codes = blocks._conv_pool(x, w, b, mode=mode, relu=relu, n_jobs=n_jobs, **kw)
+    grads = blocks._conv_pool_backward(grad_out, codes, x, w, n_jobs=n_jobs,
                                        relu_output=out if relu else None, **kw)
     return out, codes, grads
 
@@ -97,7 +98,7 @@ def fused_configs(draw):
 @given(cfg=fused_configs())
 def test_property_fused_equals_unfused(cfg):
     kw = dict(padding=cfg["padding"], dilation=cfg["dilation"])
-    assume(blocks._conv_pool2x2_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
+    assume(blocks._conv_pool_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
     rng = np.random.default_rng(cfg["seed"])
     dtype = cfg["dtype"]
     x = rng.standard_normal((cfg["n"], cfg["c"]) + cfg["in_shape"])
@@ -172,12 +173,12 @@ def test_one_non_finite_value_anywhere_takes_the_fallback(dtype, where, sample, 
     else:
         w[4, 1, 2, 0] = bad
     with np.errstate(invalid="ignore"):
-        _, codes = blocks._conv_pool2x2(x, w, b, padding="same", n_jobs=n_jobs)
+        _, codes = blocks._conv_pool(x, w, b, padding="same", n_jobs=n_jobs)
         y = ops.conv(x, w, b, padding="same")
         _, indices = ops.pool_with_indices(y, 2)
         grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape)
         expected = ops.conv_backward(grad_y, x, w, padding="same")
-        got = blocks._conv_pool2x2_backward(grad_pooled, codes, x, w, padding="same",
+        got = blocks._conv_pool_backward(grad_pooled, codes, x, w, padding="same",
                                          n_jobs=n_jobs)
     assert not all(np.isfinite(g).all() for g in got)
     for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
@@ -192,10 +193,10 @@ def test_relu_of_zeros_and_infinite_gradient(dtype):
     w = np.full((2, 1, 1, 1), -0.0, dtype=dtype)
     b = np.array([-1.0, 1.0], dtype=dtype)
     check_fused_equals_unfused(x, w, b, "max", relu=True)
-    out, codes = blocks._conv_pool2x2(x, w, b, relu=True)
+    out, codes = blocks._conv_pool(x, w, b, relu=True)
     assert (out[:, 0] == 0).all() and (out[:, 1] == 1).all()
     grad = np.full(out.shape, np.inf, dtype=dtype)
-    got = blocks._conv_pool2x2_backward(grad, codes, x, w, relu_output=out)
+    got = blocks._conv_pool_backward(grad, codes, x, w, relu_output=out)
     with np.errstate(invalid="ignore"):
         _, _, expected = unfused(x, w, b, grad, "max", relu=True)
     assert np.isnan(got[2][0]) and got[2][1] == np.inf
@@ -210,11 +211,11 @@ def test_unpool_fallback_matches_kernel(dtype):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 3, 10, 9)).astype(dtype)
     w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
-    pooled, codes = blocks._conv_pool2x2(x, w, None, padding=1)
+    pooled, codes = blocks._conv_pool(x, w, None, padding=1)
     grad_pooled = rng.standard_normal(pooled.shape).astype(dtype)
-    grad_y = blocks._unpool2x2(grad_pooled, codes, (10, 9))
+    grad_y = blocks._unpool(grad_pooled, codes, (10, 9), (2, 2), (2, 2))
     expected = ops.conv_backward(grad_y, x, w, padding=1)
-    got = blocks._conv_pool2x2_backward(grad_pooled, codes, x, w, padding=1)
+    got = blocks._conv_pool_backward(grad_pooled, codes, x, w, padding=1)
     for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
         assert_bitwise_equal(g, e, name)
 
@@ -243,14 +244,14 @@ def test_inference_skips_codes_and_first_layer_skips_grad_x():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
     w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
-    pooled, codes = blocks._conv_pool2x2(x, w, None, padding="same", want_codes=False)
+    pooled, codes = blocks._conv_pool(x, w, None, padding="same", want_codes=False)
     assert codes is None
-    reference, codes = blocks._conv_pool2x2(x, w, None, padding="same")
+    reference, codes = blocks._conv_pool(x, w, None, padding="same")
     assert_bitwise_equal(pooled, reference, "pooled output")
-    grad_x, grad_w, grad_b = blocks._conv_pool2x2_backward(
+    grad_x, grad_w, grad_b = blocks._conv_pool_backward(
         np.ones_like(pooled), codes, x, w, padding="same", compute_grad_x=False)
     assert grad_x is None
-    _, ref_w, ref_b = blocks._conv_pool2x2_backward(np.ones_like(pooled), codes, x, w,
+    _, ref_w, ref_b = blocks._conv_pool_backward(np.ones_like(pooled), codes, x, w,
                                                  padding="same")
     assert_bitwise_equal(grad_w, ref_w, "grad_w")
     assert_bitwise_equal(grad_b, ref_b, "grad_b")
@@ -260,9 +261,9 @@ def test_inference_skips_codes_and_first_layer_skips_grad_x():
 def test_empty_batch(dtype):
     x = np.zeros((0, 2, 6, 6), dtype=dtype)
     w = np.ones((3, 2, 3, 3), dtype=dtype)
-    pooled, codes = blocks._conv_pool2x2(x, w, np.ones(3, dtype=dtype))
+    pooled, codes = blocks._conv_pool(x, w, np.ones(3, dtype=dtype))
     assert pooled.shape == codes.shape == (0, 3, 2, 2)
-    grad_x, grad_w, grad_b = blocks._conv_pool2x2_backward(pooled, codes, x, w)
+    grad_x, grad_w, grad_b = blocks._conv_pool_backward(pooled, codes, x, w)
     assert grad_x.shape == x.shape
     np.testing.assert_array_equal(grad_w, 0)
     np.testing.assert_array_equal(grad_b, 0)
@@ -271,44 +272,47 @@ def test_empty_batch(dtype):
 @pytest.mark.parametrize(
     "x_shape,w_shape,kw",
     [
-        ((2, 1, 8), (3, 1, 3), dict()),  # 1-D
+        ((2, 1, 8), (3, 1, 3), dict(pool_size=7)),  # 1-D: window past the output
+        ((2, 1, 8), (3, 1, 3), dict(stride=2)),  # 1-D stride
+        ((2, 1, 300), (3, 1, 3), dict(pool_size=257)),  # codes are bytes
         ((2, 1, 4, 4, 4), (3, 1, 2, 2, 2), dict()),  # 3-D
         ((2, 1, 8, 8), (3, 1, 3, 3), dict(stride=2)),  # stride
         ((2, 1, 3, 8), (3, 1, 3, 3), dict()),  # convolution output 1 x 6
+        ((2, 1, 9, 9), (3, 1, 3, 3), dict(pool_size=3)),  # 2-D: 2x2 only
     ],
 )
 def test_unsupported_geometry_is_reported(x_shape, w_shape, kw):
     x, w = np.ones(x_shape), np.ones(w_shape)
     stride = kw.pop("stride", 1)
-    assert not blocks._conv_pool2x2_supported(x_shape[1:], w_shape[2:], stride=stride, **kw)
+    assert not blocks._conv_pool_supported(x_shape[1:], w_shape[2:], stride=stride, **kw)
     if stride == 1:
-        with pytest.raises(ValueError, match="fused convolution and 2x2 pooling"):
-            blocks._conv_pool2x2(x, w, **kw)
+        with pytest.raises(ValueError, match="fused convolution and pooling needs"):
+            blocks._conv_pool(x, w, **kw)
 
 
 def test_bad_arguments():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 1, 6, 6))
     w = rng.standard_normal((3, 1, 3, 3))
-    pooled, codes = blocks._conv_pool2x2(x, w)
+    pooled, codes = blocks._conv_pool(x, w)
     with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
-        blocks._conv_pool2x2(x, w, mode="avg")
+        blocks._conv_pool(x, w, mode="avg")
     with pytest.raises(ValueError, match=r"codes must have shape \(2, 3, 2, 2\)"):
-        blocks._conv_pool2x2_backward(pooled, codes[:, :, :1], x, w)
+        blocks._conv_pool_backward(pooled, codes[:, :, :1], x, w)
     with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 2, 2\)"):
-        blocks._conv_pool2x2_backward(pooled[:1], codes, x, w)
+        blocks._conv_pool_backward(pooled[:1], codes, x, w)
     with pytest.raises(TypeError, match="codes must be uint8"):
-        blocks._conv_pool2x2_backward(pooled, codes.astype(np.int64), x, w)
+        blocks._conv_pool_backward(pooled, codes.astype(np.int64), x, w)
     with pytest.raises(ValueError, match=r"relu_output must have shape \(2, 3, 2, 2\)"):
-        blocks._conv_pool2x2_backward(pooled, codes, x, w, relu_output=pooled[:1])
+        blocks._conv_pool_backward(pooled, codes, x, w, relu_output=pooled[:1])
     with pytest.raises(ValueError, match="out"):
-        blocks._conv_pool2x2(x, w, out=np.empty((2, 3, 3, 3)))
+        blocks._conv_pool(x, w, out=np.empty((2, 3, 3, 3)))
     with pytest.raises(ValueError, match="codes"):
-        blocks._conv_pool2x2(x, w, codes=np.empty((2, 3, 2, 2), dtype=np.int8))
+        blocks._conv_pool(x, w, codes=np.empty((2, 3, 2, 2), dtype=np.int8))
     # codes written over the pooled output's bytes
     y = np.empty((2, 3, 2, 2))
     with pytest.raises(ValueError, match=r"^codes must not share memory with out$"):
-        blocks._conv_pool2x2(x, w, out=y,
+        blocks._conv_pool(x, w, out=y,
                              codes=y.view(np.uint8).reshape(-1)[:y.size].reshape(y.shape))
 
 
@@ -326,12 +330,12 @@ def test_prepared_step_is_bitwise_the_op_and_checks_its_arrays(dtype, relu):
     for _ in range(3):  # the step's arrays are reused: every call must be right
         x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
         y, codes = step.forward(x, w, b, 2)
-        ref_y, ref_codes = blocks._conv_pool2x2(x, w, b, padding=1, relu=relu)
+        ref_y, ref_codes = blocks._conv_pool(x, w, b, padding=1, relu=relu)
         assert_bitwise_equal(y, ref_y, "pooled output")
         np.testing.assert_array_equal(codes, ref_codes)
         grad = rng.standard_normal(y.shape).astype(dtype)
         grad_x = step.backward(grad, x, w, grad_w, grad_b, 2)
-        expected = blocks._conv_pool2x2_backward(grad, ref_codes, x, w, padding=1,
+        expected = blocks._conv_pool_backward(grad, ref_codes, x, w, padding=1,
                                               relu_output=ref_y if relu else None)
         for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),
                               expected):
@@ -341,9 +345,9 @@ def test_prepared_step_is_bitwise_the_op_and_checks_its_arrays(dtype, relu):
     grad[4, 0, 1, 1] = np.inf
     with np.errstate(invalid="ignore"):
         y, codes = step.forward(x, w, b, 2)
-        ref_y, ref_codes = blocks._conv_pool2x2(x, w, b, padding=1, relu=relu)
+        ref_y, ref_codes = blocks._conv_pool(x, w, b, padding=1, relu=relu)
         grad_x = step.backward(grad, x, w, grad_w, grad_b, 2)
-        expected = blocks._conv_pool2x2_backward(grad, ref_codes, x, w, padding=1,
+        expected = blocks._conv_pool_backward(grad, ref_codes, x, w, padding=1,
                                               relu_output=ref_y if relu else None)
     assert not np.isfinite(grad_w).all()
     for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),

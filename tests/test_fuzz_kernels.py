@@ -240,31 +240,57 @@ def _fused_case(rng):
                 n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
 
 
-FUSED_CASES = [case for case in _cases(_fused_case, 4 * N_FUSED, 2)
-               if blocks._conv_pool2x2_supported((case["c"],) + case["in_shape"],
-                                                 case["kernel"], padding=case["padding"],
-                                                 dilation=case["dilation"])][:N_FUSED]
+def _fused1d_case(rng):
+    # Signals: any pooling window and stride (overlaps and gaps), long enough rows
+    # for several blocks of windows and the vector tails of each.
+    kernel = (int(rng.randint(1, 10)),)
+    window = int(rng.randint(1, 6))
+    return dict(n=int(rng.randint(1, 4)), c=int(rng.randint(1, 14)),
+                d=int(rng.randint(1, 34)), in_shape=(int(rng.randint(window + 8, 400)),),
+                kernel=kernel, padding=("valid", "same", int(rng.randint(0, 5)))[
+                    rng.randint(3)],
+                dilation=int(rng.choice([1, 1, 2, 3])), pool_size=window,
+                pool_stride=int(rng.choice([window, window, 1, 2, 3, 5])),
+                mode=str(rng.choice(["max", "min"])), relu=bool(rng.rand() < 0.5),
+                dtype=str(rng.choice(["float32", "float64"])),
+                n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
+
+
+def _fused_supported(case):
+    return blocks._conv_pool_supported(
+        (case["c"],) + case["in_shape"], case["kernel"],
+        pool_size=case.get("pool_size", 2), pool_stride=case.get("pool_stride"),
+        padding=case["padding"], dilation=case["dilation"])
+
+
+FUSED_CASES = ([case for case in _cases(_fused_case, 4 * N_FUSED, 2)
+                if _fused_supported(case)][:N_FUSED]
+               + [case for case in _cases(_fused1d_case, 4 * N_FUSED, 5)
+                  if _fused_supported(case)][:N_FUSED])
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=[f"fused{i}" for i in
                                                    range(len(FUSED_CASES))])
 def test_fused_conv_pool_is_bitwise_the_ops(case):
-    # The fused convolution + 2x2 pooling (+ relu) of the network's training path:
-    # the unfused ops, themselves checked against the twins above, bit for bit.
+    # The fused convolution + pooling (+ relu) of the network's training path, 2x2 on
+    # images, any window on signals: the unfused ops, themselves checked against the
+    # twins above, bit for bit.
     rng = np.random.RandomState(case["seed"])
     dtype = np.dtype(case["dtype"])
     x = rng.standard_normal((case["n"], case["c"]) + case["in_shape"]).astype(dtype)
     w = rng.standard_normal((case["d"], case["c"]) + case["kernel"]).astype(dtype)
     b = rng.standard_normal(case["d"]).astype(dtype)
     kw = dict(padding=case["padding"], dilation=case["dilation"])
+    pool = dict(pool_size=case.get("pool_size", 2), pool_stride=case.get("pool_stride"))
     conv_y = ops.conv(x, w, b, **kw)
-    pooled, indices = ops.pool_with_indices(conv_y, 2, mode=case["mode"])
+    pooled, indices = ops.pool_with_indices(conv_y, pool["pool_size"],
+                                            stride=pool["pool_stride"], mode=case["mode"])
     if case["relu"]:
         pooled = np.maximum(pooled, 0)
     y_out, codes_out = _guarded(pooled.shape, dtype), _guarded(pooled.shape, np.uint8)
-    y, codes = blocks._conv_pool2x2(x, w, b, mode=case["mode"], relu=case["relu"],
-                                    n_jobs=case["n_jobs"], out=y_out[0],
-                                    codes=codes_out[0], **kw)
+    y, codes = blocks._conv_pool(x, w, b, mode=case["mode"], relu=case["relu"],
+                                 n_jobs=case["n_jobs"], out=y_out[0], codes=codes_out[0],
+                                 **pool, **kw)
     _check_guards(y_out, f"y of {_id(case)}")
     _check_guards(codes_out, f"codes of {_id(case)}")
     np.testing.assert_array_equal(y, pooled, err_msg=_id(case))
@@ -275,9 +301,9 @@ def test_fused_conv_pool_is_bitwise_the_ops(case):
     expected = ops.conv_backward(grad_conv, x, w, **kw)
     outs = [_guarded(x.shape, dtype), _guarded(w.shape, dtype), _guarded((case["d"],),
                                                                         dtype)]
-    grads = blocks._conv_pool2x2_backward(
+    grads = blocks._conv_pool_backward(
         grad_y, codes, x, w, relu_output=y if case["relu"] else None,
-        n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs), **kw)
+        n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs), **pool, **kw)
     for name, got, guarded, e in zip(("grad_x", "grad_w", "grad_b"), grads, outs,
                                      expected):
         _check_guards(guarded, f"{name} of {_id(case)}")
@@ -400,17 +426,27 @@ def test_batch_norm_matches_the_formulas(case):
 def test_the_fuzz_covers_the_kernel_paths():
     # The draw itself: every path the kernels pick between occurs (stride 1 and
     # strided convolutions on 1 to 3 axes, 'same' and int padding, dilation,
-    # every pooling mode, both dtypes, two threads, enough fused cases).
+    # every pooling mode, both dtypes, two threads, enough fused cases of images and
+    # of signals).
     assert {c["kw"]["stride"] == (1,) * len(c["kernel"]) for c in CONV_CASES} == {
         True, False}
     assert {len(c["kernel"]) for c in CONV_CASES} == {1, 2, 3}
+    # Strided signals take the polyphase forward, other strided maps im2col.
+    assert {len(c["kernel"]) for c in CONV_CASES if c["kw"]["stride"] != (1,) * len(
+        c["kernel"])} == {1, 2, 3}
     assert {len(c["shape"]) - 2 for c in POOL_CASES} == {1, 2, 3}
     assert {c["kw"]["padding"] == "same" for c in CONV_CASES} == {True, False}
     assert any(max(c["kw"]["dilation"]) > 1 for c in CONV_CASES)
     assert {c["mode"] for c in POOL_CASES} == {"max", "avg", "min"}
     assert {c["dtype"] for c in CONV_CASES + POOL_CASES} == {"float32", "float64"}
     assert {c["n_jobs"] for c in CONV_CASES} == {1, 2}
-    assert len(FUSED_CASES) == N_FUSED
+    assert len(FUSED_CASES) == 2 * N_FUSED
+    signals = [c for c in FUSED_CASES if len(c["in_shape"]) == 1]
+    assert len(signals) == N_FUSED
+    # Overlapping windows, gaps between windows, several blocks of windows (128).
+    assert any(c["pool_stride"] < c["pool_size"] for c in signals)
+    assert any(c["pool_stride"] > c["pool_size"] for c in signals)
+    assert any(c["in_shape"][0] > 128 * c["pool_stride"] for c in signals)
     assert {c["u"] < 8 for c in DENSE_CASES} == {True, False}
     assert any(c["n"] > 32 for c in DENSE_CASES)
     assert {len(c["shape"]) for c in NORM_CASES} == {2, 3, 4, 5}

@@ -25,13 +25,19 @@ Two paths, chosen per call:
   of a chunk); see ``_wgrad_layout``. The bias gradient rides along as one more tap
   whose input is all ones.
 - any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
-  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
+  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im. The
+  forward of a strided convolution of signals (1-D) takes the polyphase path of the
+  pooled signals below instead (windows of one cell), with no im2col and no BLAS.
 
-The stride-1 path also serves a convolution fused with the 2x2 max/min pooling (and
-relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): each sample's wide
-result is pooled in cache, keeping the winning cell of each window as a code 0-3,
-and the backward rebuilds each sample's convolution gradient in cache from the pooled
-one, so the convolution's output and its gradient are never stored for the batch.
+The stride-1 path also serves a convolution fused with the max/min pooling (and
+relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): 2x2 on images, any
+window and stride on signals. Each sample's result is pooled in cache, keeping the
+winning cell of each window as a code (its place in the window), and the backward
+rebuilds each sample's convolution gradient in cache from the pooled one, so the
+convolution's output and its gradient are never stored for the batch. Images pool
+the wide result; signals compute the convolution one window cell at a time from a
+polyphase copy of the input (see ``_forward_pool_rows``), so that their pooling is
+an elementwise max or min over whole vectors for any window.
 
 Weight and bias gradients are summed per fixed chunk of samples (the chunking depends
 only on the batch size) and the chunks are added in order afterwards, so results are
@@ -45,8 +51,9 @@ from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
 from .microkernels cimport (
-    SKC_SLACK, skc_rowgemm_d, skc_rowgemm_f, skc_rowgemm_pack_d, skc_rowgemm_pack_f,
-    skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d, skc_wgrad_wide_f,
+    SKC_SLACK, skc_deinterleave_d, skc_deinterleave_f, skc_rowgemm_d, skc_rowgemm_f,
+    skc_rowgemm_pack_d, skc_rowgemm_pack_f, skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d,
+    skc_wgrad_wide_f,
 )
 from .ranges cimport end_valid, first_valid
 from .sums cimport sum_rows_in_order
@@ -78,6 +85,16 @@ cdef extern from "pool/poolkernels.h" nogil:
     void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
                                  Py_ssize_t n_vectors, double bias, int want_min,
                                  int relu, double *y, uint8_t *code)
+    void skc_pool_taps_codes_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
+                                   Py_ssize_t n_vectors, float bias, int want_min,
+                                   int relu, float *y, uint8_t *code)
+    void skc_pool_taps_codes_row_d(const double *rows, Py_ssize_t tap_stride,
+                                   int n_taps, Py_ssize_t n_vectors, double bias,
+                                   int want_min, int relu, double *y, uint8_t *code)
+    void skc_relu_backward_f(const float *grad, const float *out, Py_ssize_t n,
+                             float *dst)
+    void skc_relu_backward_d(const double *grad, const double *out, Py_ssize_t n,
+                             double *dst)
 
 
 cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
@@ -274,6 +291,17 @@ cdef bint _is_pointwise(const Geometry *g) noexcept nogil:
 
 cdef bint _unit_stride(const Geometry *g) noexcept nogil:
     return g.stride[0] == 1 and g.stride[1] == 1 and g.stride[2] == 1
+
+
+cdef bint _is_signal(const Geometry *g) noexcept nogil:
+    """One spatial axis (the ops layer's view of 1-D data): size, kernel, output and
+    stride 1 on the two leading axes, no padding there."""
+    cdef int a
+    for a in range(2):
+        if (g.size[a] != 1 or g.ksize[a] != 1 or g.out[a] != 1 or g.stride[a] != 1
+                or g.pad[a] != 0):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------
@@ -615,26 +643,63 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
                 codes += p_cols
 
 
+cdef struct PoolCells:
+    # Where the windows of a fused pooling lie on the convolution's output (its last
+    # two axes, rows of ``cols`` cells): window (i, j) starts at cell
+    # ``i * row_step + j * col_step``, and its cell with code k (the window's cells in
+    # row-major order) ``cell_off[k]`` further. 2x2/stride 2 on images; on signals
+    # (one row) windows of p cells every s cells.
+    Py_ssize_t row_step
+    Py_ssize_t col_step
+    Py_ssize_t n_cells   # cells of a window: 1 to MAX_WINDOW_CELLS
+    bint overlap         # whether windows share cells
+    Py_ssize_t cell_off[256]
+
+
+# Cells of a fused pooling's window at most: its codes are bytes.
+MAX_WINDOW_CELLS = 256
+
+
+cdef PoolCells _pool_cells(tuple window, tuple stride, Py_ssize_t cols):
+    """The :class:`PoolCells` of windows ``window`` (rows, cols) moved by ``stride``."""
+    cdef PoolCells pc
+    cdef Py_ssize_t k, width = window[1]
+    pc.row_step = stride[0] * cols
+    pc.col_step = stride[1]
+    pc.n_cells = window[0] * width
+    pc.overlap = stride[0] < window[0] or stride[1] < width
+    if not 1 <= pc.n_cells <= MAX_WINDOW_CELLS:
+        raise ValueError(f"a fused pooling window holds 1 to {MAX_WINDOW_CELLS} cells, "
+                         f"got {window}")
+    for k in range(pc.n_cells):
+        pc.cell_off[k] = (k // width) * cols + k % width
+    return pc
+
+
 cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
-                  const uint8_t *codes,          # IN  as grad_pooled, window cells 0-3
-                  const floating *relu_out,      # IN  as grad_pooled, or NULL
+                  const uint8_t *codes,          # IN  as grad_pooled, window cells
                   Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
-                  Py_ssize_t cols,               # IN  unpooled row length
+                  const PoolCells *pc,
                   floating *grad_y,              # OUT see below
                   Py_ssize_t plane_stride, Py_ssize_t cell_stride,
                   Py_ssize_t size) noexcept nogil:  # IN  values of grad_y zeroed first
-    """Scatter a 2x2 pooling's gradient to the winning cells, zeros elsewhere; with
-    ``relu_out`` (the forward's relu'd output), through the relu's backward first:
-    ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too).
+    """Scatter a pooling's gradient to the winning cells, zeros elsewhere.
 
-    Cell ``(r, q)`` of plane ``c`` is ``grad_y[c * plane_stride + (r * cols + q) *
-    cell_stride]``: planes one after another (``cell_stride`` 1), or transposed to
-    (cells, planes) for the weight-gradient kernel (``plane_stride`` 1). The code is
-    masked to 0-3, so no value of it can write past the ``size`` values zeroed.
+    Overlapping windows add their gradients to the zeroed cells in window order, as
+    ``pool_backward_indices`` adds them (the same sums). Other windows store theirs:
+    ``0 + g`` differs from ``g`` only for ``g = -0``, and every sum the gradient
+    enters starts from +0, which absorbs that sign (the same results, bit for bit),
+    while a load of each just-zeroed cell would cost more than the scatter.
+    Cell ``q`` of plane ``c`` is ``grad_y[c * plane_stride + q * cell_stride]``: planes
+    one after another (``cell_stride`` 1), or transposed to (cells, planes) for the
+    weight-gradient kernel (``plane_stride`` 1). A code past the window's last cell is
+    taken as its last cell, so no value of it can write past the ``size`` values
+    zeroed.
     """
     cdef:
-        Py_ssize_t c, i, j, at = 0
-        int k
+        Py_ssize_t c, i, j, at = 0, last = pc.n_cells - 1, k, cell
+        Py_ssize_t row_step = pc.row_step, col_step = pc.col_step
+        bint overlap = pc.overlap
         floating g
         floating *plane
     memset(grad_y, 0, size * sizeof(floating))
@@ -642,11 +707,14 @@ cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
         plane = grad_y + c * plane_stride
         for i in range(p_rows):
             for j in range(p_cols):
-                k = codes[at] & 3
+                k = codes[at]
+                k = k if k < last else last
                 g = grad_pooled[at]
-                if relu_out != NULL:
-                    g = g * (<floating> (relu_out[at] > 0))
-                plane[((2 * i + (k >> 1)) * cols + 2 * j + (k & 1)) * cell_stride] = g
+                cell = (i * row_step + j * col_step + pc.cell_off[k]) * cell_stride
+                if overlap:
+                    plane[cell] += g
+                else:
+                    plane[cell] = g
                 at += 1
 
 
@@ -714,7 +782,9 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
                 size += g.n_filters * sh.gp_plane + SKC_SLACK  # padded grad_y
                 size += g.channels * sh.gx_wide_ld            # wide grad_x
             if pooled:
-                size += g.n_filters * g.n_cols                # unpooled grad_y
+                # The unpooled grad_y, and the pooled one through the relu (a
+                # window holds a cell at least: no more pooled cells than cells).
+                size += 2 * g.n_filters * g.n_cols
     # Rows a few cache lines apart so that the threads never share a line.
     size = _round_up(size) + SKC_SLACK
     return np.empty((n_threads, size), dtype=dtype)
@@ -735,6 +805,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+        Geometry g1
         const floating *bias = &b[0] if b is not None else NULL
         floating[:, ::1] scratch
         uint8_t[:, :, :, :, ::1] no_codes = None
@@ -743,6 +814,15 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
     n_threads = max(1, min(n_threads, x.shape[0]))
     if _unit_stride(&g):
         _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
+    elif _is_signal(&g):
+        # A strided convolution of signals is the pooled path's with windows of one
+        # cell every stride cells (no im2col, no BLAS): its stride-1 geometry, whose
+        # output only needs to reach the last cell kept.
+        g1 = g
+        g1.stride[2] = 1
+        g1.out[2] = (g.out[2] - 1) * g.stride[2] + 1
+        _run_forward_pool_rows(x, w, b, y, no_codes, &g1, 1, g.stride[2], n_threads,
+                               False, False)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -753,30 +833,258 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
 def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2)
                       const floating[:, :, :, :, ::1] w,  # IN  (D, C, 1, K1, K2)
                       const floating[::1] b,              # IN  (D,) or None
-                      floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, O1 // 2, O2 // 2)
+                      floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, P1, P2)
                       uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
                       tuple conv_out,                     # IN  (1, O1, O2)
-                      tuple pad_lo, tuple dilation, bint want_min, bint relu,
-                      int n_threads):
-    """2x2/stride-2 max (or min) pooling of a stride-1 convolution plus bias, then relu
-    if asked, without storing the convolution.
+                      tuple pad_lo, tuple dilation,
+                      tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
+                      bint want_min, bint relu, int n_threads):
+    """Max (or min) pooling of a stride-1 convolution plus bias, then relu if asked,
+    without storing the convolution.
+
+    Two poolings: ``pool_window = pool_stride = (2, 2)`` on images (``O1 >= 2``), and
+    on signals (``X1 = K1 = O1 = 1``) windows ``(1, p)`` every ``(1, s)`` cells (any
+    p of at most ``MAX_WINDOW_CELLS`` and s; windows may overlap or leave gaps), all
+    inside the convolution's output: ``P2 = (O2 - p) // s + 1``.
 
     ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of ``conv_forward``'s output
     bit for bit, with the same first-extreme and NaN rules (and numpy's
     ``maximum(y, 0)`` for relu). ``codes[n, d, 0, i, j]``
-    (skipped when None) is the winning cell's place in its window: 0 for
-    ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
-    ``(2i + 1, 2j + 1)``. Shapes are trusted: ``skconv.ops`` checks them.
+    (skipped when None) is the winning cell's place in its window, row-major: for
+    2x2, 0 for ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
+    ``(2i + 1, 2j + 1)``; on signals, t for cell ``j * s + t``. Shapes are trusted:
+    ``skconv.ops`` checks them.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
                                (1, 1, 1), pad_lo, dilation)
+        bint rows = g.out[0] == 1 and g.out[1] == 1 and g.ksize[1] == 1
+    if not ((pool_window == (2, 2) and pool_stride == (2, 2) and g.out[0] == 1
+             and g.out[1] >= 2)
+            or (rows and pool_window[0] == 1 and pool_stride[0] == 1
+                and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
+                and pool_stride[1] >= 1)):
+        raise ValueError(f"no fused kernel pools windows {pool_window} every "
+                         f"{pool_stride} of a convolution output {conv_out}")
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+    if rows and pool_window != (2, 2):
+        _run_forward_pool_rows(x, w, b, y, codes, &g, <Py_ssize_t> pool_window[1],
+                               <Py_ssize_t> pool_stride[1], n_threads, want_min, relu)
+    else:
+        _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+
+
+# --------------------------------------------------------------------------------
+# Signals pooled by any window: the convolution computed window cell by window cell
+# --------------------------------------------------------------------------------
+#
+# Cell t of pooling window j is the convolution's output j*s + t, which reads the
+# padded input at j*s + t + k*dil for tap k. Split the padded input into its s
+# phases, phase r holding the cells m*s + r: that cell is then phase (t + k*dil) % s
+# at j + (t + k*dil) // s, so for a fixed t the cells of all windows are one
+# shifted-row GEMM over j (the stride-1 micro-kernel, offsets per t). The pooling is
+# then an elementwise max over the window's t rows, in whole vectors, with no
+# shuffles, for any window and stride. Each output sums the same products in the same
+# order as the plain convolution, so the results are the same bit for bit. The
+# windows go _ROW_BLOCK at a time, so that a block's GEMM outputs stay in cache
+# while they are pooled, whatever the signal's length.
+
+# Pooled outputs per block: whole vectors of either dtype.
+cdef Py_ssize_t _ROW_BLOCK = 128
+
+cdef struct RowPool:
+    Py_ssize_t window        # p: cells per pooling window
+    Py_ssize_t stride        # s: cells between windows, also the number of phases
+    Py_ssize_t n_out         # J: pooled outputs per row
+    Py_ssize_t phase_ld      # row stride of the polyphase copy, row c*s + r
+    Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK (the GEMM reads past a row)
+    Py_ssize_t taps_ld       # row stride of a block's GEMM outputs (D rows per t)
+    Py_ssize_t tap_stride    # from one window cell's D rows to the next cell's
+    Py_ssize_t scratch       # per-thread values
+
+
+cdef RowPool _row_pool(const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
+                       Py_ssize_t lanes) noexcept nogil:
+    cdef RowPool rp
+    # The padded input's length (all of the signal's cells, which a strided
+    # convolution may not reach); every window's cells read inside it, and a vector's
+    # lanes past the last window read less than a vector further (the next row, or
+    # the slack after the last one).
+    cdef Py_ssize_t padded = max(g.out[2] + g.dil[2] * (g.ksize[2] - 1),
+                                 g.pad[2] + g.size[2])
+    rp.window = window
+    rp.stride = stride
+    rp.n_out = (g.out[2] - window) // stride + 1
+    # Strides a vector past a power of two: rows read (or written) together would
+    # otherwise fall in the same few L1 sets (rows 2 kB apart evict each other).
+    rp.phase_ld = _round_up((padded + stride - 1) // stride) + SKC_SLACK
+    rp.phase_size = g.channels * stride * rp.phase_ld + SKC_SLACK
+    rp.taps_ld = _ROW_BLOCK + SKC_SLACK
+    rp.tap_stride = g.n_filters * rp.taps_ld + SKC_SLACK
+    # Phases, a block's GEMM outputs, a block of pooled outputs and its codes.
+    rp.scratch = _round_up(rp.phase_size + window * rp.tap_stride
+                           + 2 * _ROW_BLOCK) + SKC_SLACK
+    return rp
+
+
+cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lanes):
+    """``(offsets, vec_at)`` of the polyphase GEMMs (cached as ``_shifted_tables``):
+    ``offsets[t*R + c*K + k]`` is where tap (c, k) of window cell t starts in the
+    polyphase copy; vec_at the vectors' first j in a block."""
+    cdef tuple key = ("rows", lanes, g.channels, g.n_filters, g.size[2], g.ksize[2],
+                      g.out[2], g.pad[2], g.dil[2], rp.window, rp.stride)
+    cdef Py_ssize_t t, c, k, at, n_taps = g.ksize[2], s = rp.stride
+    cdef Py_ssize_t[::1] offsets
+    tables = _TABLES.get(key)
+    if tables is not None:
+        return tables
+    offsets = np.empty(rp.window * g.n_rows, dtype=np.intp)
+    for t in range(rp.window):
+        for c in range(g.channels):
+            for k in range(n_taps):
+                at = t + k * g.dil[2]
+                offsets[(t * g.channels + c) * n_taps + k] = (
+                    (c * s + at % s) * rp.phase_ld + at // s)
+    tables = (offsets.base, np.arange(0, _ROW_BLOCK, lanes, dtype=np.intp))
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
+cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
+                      Py_ssize_t channels, Py_ssize_t width,
+                      Py_ssize_t pad,            # IN  zero cells before the signal
+                      Py_ssize_t stride, Py_ssize_t ld,
+                      floating *dst) noexcept nogil:  # OUT polyphase rows
+    """Padded cell ``q = i + pad`` of channel c to row ``c*stride + q % stride``, at
+    ``q // stride``. Only the signal's cells are written: the caller zeroed the rows
+    once per call (every sample lands on the same cells)."""
+    cdef Py_ssize_t c, q, q0, q1, end = pad + width
+    cdef const floating *s
+    cdef floating *d
+    # Whole groups of `stride` cells [q0, q1) go through the vector kernel, the
+    # partial groups at either end cell by cell.
+    q0 = min((pad + stride - 1) // stride * stride, end)
+    q1 = max(end // stride * stride, q0)
+    for c in range(channels):
+        s = src + c * width - pad  # s[q]: padded cell q
+        d = dst + c * stride * ld
+        if stride == 1:
+            memcpy(d + pad, s + pad, width * sizeof(floating))
+            continue
+        for q in range(pad, q0):
+            d[(q % stride) * ld + q // stride] = s[q]
+        if floating is float:
+            skc_deinterleave_f(s + q0, (q1 - q0) // stride, stride, d + q0 // stride, ld)
+        else:
+            skc_deinterleave_d(s + q0, (q1 - q0) // stride, stride, d + q0 // stride, ld)
+        for q in range(q1, end):
+            d[(q % stride) * ld + q // stride] = s[q]
+
+
+cdef inline void _pool_taps(const floating *rows, Py_ssize_t tap_stride,
+                            Py_ssize_t n_taps, Py_ssize_t n_vectors, floating bias,
+                            bint want_min, bint relu, floating *y,
+                            uint8_t *code) noexcept nogil:
+    """n_vectors vectors of 1-D windows computed tap by tap; see
+    include/pool/poolkernels.h."""
+    if floating is float:
+        skc_pool_taps_codes_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                  want_min, relu, y, code)
+    else:
+        skc_pool_taps_codes_row_d(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                  want_min, relu, y, code)
+
+
+cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
+                            const floating[:, :, :, :, ::1] w,
+                            const floating[::1] b,
+                            floating[:, :, :, :, ::1] y,
+                            uint8_t[:, :, :, :, ::1] codes,
+                            const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
+                            int n_threads, bint want_min, bint relu):
+    """The signals' pooled forward: per-call tables and scratch, then the kernel."""
+    cdef:
+        const floating *bias = &b[0] if b is not None else NULL
+        Py_ssize_t lanes = 16 if floating is float else 8
+        RowPool rp = _row_pool(g, window, stride, lanes)
+        tuple tables = _row_pool_tables(g, &rp, lanes)
+        const Py_ssize_t[::1] offsets = tables[0]
+        const Py_ssize_t[::1] vec_at = tables[1]
+        const floating[::1] w_packed = _pack_rows_from(&w[0, 0, 0, 0, 0], w.shape[0],
+                                                       g.n_rows)
+        floating[:, ::1] scratch = np.empty(
+            (n_threads, rp.scratch), dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        _forward_pool_rows(x, w_packed, bias, y, codes, offsets, vec_at, scratch, g,
+                           &rp, n_threads, want_min, relu)
+
+
+cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
+                             const floating[::1] w_packed,  # IN  _pack_rows_from of w
+                             const floating *bias,          # IN  (D,) or NULL
+                             floating[:, :, :, :, ::1] y,   # OUT (N, D, 1, 1, J)
+                             uint8_t[:, :, :, :, ::1] codes,  # OUT as y, or None
+                             const Py_ssize_t[::1] offsets,  # IN  _row_pool_tables
+                             const Py_ssize_t[::1] vec_at,
+                             floating[:, ::1] scratch,  # OUT (n_threads, rp.scratch)
+                             const Geometry *g, const RowPool *rp, int n_threads,
+                             bint want_min, bint relu) noexcept nogil:
+    """Per sample: the polyphase copy, then per block of windows one GEMM per window
+    cell and the pooling."""
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n, t, d, j0, nb
+        Py_ssize_t n_rows = g.n_rows, n_out = rp.n_out, block, n_whole, at
+        Py_ssize_t lanes = 16 if floating is float else 8
+        Py_ssize_t tap_stride = rp.tap_stride, taps_ld = rp.taps_ld
+        floating *phases = NULL
+        floating *taps = NULL
+        floating *row_y = NULL
+        uint8_t *row_code = NULL
+        floating *y_at
+        uint8_t *code_at
+        floating bd
+    with parallel(num_threads=n_threads):
+        phases = &scratch[threadid(), 0]
+        taps = phases + rp.phase_size
+        row_y = taps + rp.window * tap_stride
+        row_code = <uint8_t *> (row_y + _ROW_BLOCK)
+        memset(phases, 0, rp.phase_size * sizeof(floating))
+        for n in prange(n_samples, schedule="static"):
+            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.stride,
+                        rp.phase_ld, phases)
+            for block in range((n_out + _ROW_BLOCK - 1) // _ROW_BLOCK):
+                j0 = block * _ROW_BLOCK
+                nb = min(_ROW_BLOCK, n_out - j0)
+                # The block's windows j0.. as columns 0..: the GEMM reads from j0 on.
+                for t in range(rp.window):
+                    _rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
+                             &w_packed[0], phases + j0, &offsets[t * n_rows],
+                             taps + t * tap_stride, taps_ld, False)
+                # Whole vectors of windows go straight to y and the codes; a row's
+                # last vector, if partial, through the row buffers (it would run
+                # into the next row, or past the output).
+                n_whole = nb // SKC_POOL_LANES
+                for d in range(n_filters):
+                    bd = bias[d] if bias != NULL else 0
+                    y_at = &y[n, d, 0, 0, j0]
+                    code_at = &codes[n, d, 0, 0, j0] if codes is not None else row_code
+                    _pool_taps(taps + d * taps_ld, tap_stride, rp.window, n_whole, bd,
+                               want_min, relu, y_at, code_at)
+                    if n_whole * SKC_POOL_LANES < nb:
+                        at = n_whole * SKC_POOL_LANES
+                        _pool_taps(taps + d * taps_ld + at, tap_stride, rp.window, 1, bd,
+                                   want_min, relu, row_y, row_code)
+                        memcpy(y_at + at, row_y, (nb - at) * sizeof(floating))
+                        if codes is not None:
+                            memcpy(code_at + at, row_code, nb - at)
 
 
 cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
@@ -853,21 +1161,34 @@ cdef void _transpose_pad(const floating *src,   # IN  (rows, cols)
 
 cdef void _unpool_sample(const floating *gp_n, const uint8_t *codes_n,
                          const floating *relu_n, Py_ssize_t p_rows, Py_ssize_t p_cols,
+                         const PoolCells *pc,
                          const Geometry *g, const Shifted *sh, const WgradLayout *lay,
                          bint want_grad_x,
                          floating *gy_in,        # OUT transposed layout (narrow wgrad)
-                         floating *unpooled      # OUT (D, n_cols) planes
+                         floating *unpooled,     # OUT (D, n_cols) planes
+                         floating *masked        # scratch, as gp_n
                          ) noexcept nogil:
     """One sample's convolution gradient from its pooled gradient, made in cache: what
     the pooling's backward would have stored. Straight into the transposed layout of
     the narrow weight-gradient kernel (skipping a transpose), and as planes where the
-    wide kernel or the input gradient need them."""
+    wide kernel or the input gradient need them.
+
+    With ``relu_n`` (the forward's relu'd output), through the relu's backward first:
+    ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too), in a
+    pass of its own (see include/pool/poolkernels_impl.h)."""
+    cdef Py_ssize_t n = g.n_filters * p_rows * p_cols
+    if relu_n != NULL:
+        if floating is float:
+            skc_relu_backward_f(gp_n, relu_n, n, masked)
+        else:
+            skc_relu_backward_d(gp_n, relu_n, n, masked)
+        gp_n = masked
     if not lay.wide:
-        _unpool(gp_n, codes_n, relu_n, g.n_filters, p_rows, p_cols, g.out[2], gy_in, 1,
-                sh.dv, lay.n_in)
+        _unpool(gp_n, codes_n, g.n_filters, p_rows, p_cols, pc, gy_in, 1, sh.dv,
+                lay.n_in)
     if lay.wide or want_grad_x:
-        _unpool(gp_n, codes_n, relu_n, g.n_filters, p_rows, p_cols, g.out[2], unpooled,
-                g.n_cols, 1, g.n_filters * g.n_cols)
+        _unpool(gp_n, codes_n, g.n_filters, p_rows, p_cols, pc, unpooled, g.n_cols, 1,
+                g.n_filters * g.n_cols)
 
 
 cdef void _add_sample_wgrad(const floating *x_n, const floating *gy_n, bint transposed,
@@ -926,6 +1247,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const Py_ssize_t[::1] vec_at,  # IN  _vector_starts of grad_x
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, const WgradLayout *lay,
+                            const PoolCells *pc,  # IN  the pooling's windows, if pooled
                             int n_threads,
                             uint8_t *nonfinite,   # OUT (N,) or NULL
                             floating *grad_w_out,  # OUT (D*R,) or NULL
@@ -956,6 +1278,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         floating *gyp = NULL
         floating *gx_wide = NULL
         floating *unpooled = NULL
+        floating *masked = NULL
         const floating *gy_n
         bint pooled = grad_pooled is not None
         Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
@@ -978,6 +1301,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         unpooled = gx_wide
         if want_grad_x:
             unpooled = gx_wide + g.channels * sh.gx_wide_ld
+        masked = unpooled + n_filters * g.n_cols
         # The bias gradient is one more "tap" whose input is all ones (its offset is
         # the last entry of offsets_fwd), so the same kernel sums it.
         for i in range(sh.xp_plane + SKC_SLACK):
@@ -1006,7 +1330,8 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                     _unpool_sample(&grad_pooled[n, 0, 0, 0, 0], &codes[n, 0, 0, 0, 0],
                                    &relu_out[n, 0, 0, 0, 0] if relu_out is not None
                                    else NULL, grad_pooled.shape[3], grad_pooled.shape[4],
-                                   g, &sh, lay, want_grad_x, gy_in, unpooled)
+                                   pc, g, &sh, lay, want_grad_x, gy_in, unpooled,
+                                   masked)
                     gy_n = unpooled
                 else:
                     gy_n = &grad_y[n, 0, 0, 0, 0]
@@ -1202,9 +1527,16 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
                        floating[:, :, :, :, ::1] grad_w,            # OUT as w
                        floating[::1] grad_b,                        # OUT (D,)
                        tuple conv_out,                              # IN  (1, O1, O2)
-                       tuple pad_lo, tuple dilation, int n_threads):
+                       tuple pad_lo, tuple dilation,
+                       tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
+                       int n_threads):
     """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
     and b, from the pooled output's gradient and the forward's ``codes``.
+
+    ``pool_window`` and ``pool_stride`` are the forward's: ``(2, 2)`` and ``(2, 2)``
+    for images, ``(1, p)`` and ``(1, s)`` for signals (any window of at most
+    ``MAX_WINDOW_CELLS`` cells; windows may overlap). The caller guarantees that
+    every window lies inside the convolution's output.
 
     With ``relu_out`` (the forward's output when it applied relu), the relu's backward
     comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
@@ -1231,6 +1563,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
         floating[:, ::1] grad_w_chunks
         floating[:, ::1] grad_b_chunks
         uint8_t[::1] nonfinite
+        PoolCells pc = _pool_cells(pool_window, pool_stride, conv_out[2])
     if n_samples == 0:
         grad_w[...] = 0
         grad_b[...] = 0
@@ -1244,7 +1577,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     n_threads = max(1, min(n_threads, n_chunks))
     _run_backward_shifted(no_grad_y, grad_pooled, codes, relu_out, x, w, grad_x,
                           grad_w_chunks, grad_b_chunks, &g, n_threads, &nonfinite[0],
-                          &grad_w[0, 0, 0, 0, 0], &grad_b[0])
+                          &grad_w[0, 0, 0, 0, 0], &grad_b[0], &pc)
     for n in range(n_samples):
         if nonfinite[n]:
             return False
@@ -1262,10 +1595,10 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
                            floating[:, ::1] grad_b_chunks,
                            const Geometry *g, int n_threads,
                            uint8_t *nonfinite=NULL, floating *grad_w_out=NULL,
-                           floating *grad_b_out=NULL):
+                           floating *grad_b_out=NULL, const PoolCells *pc=NULL):
     """The stride-1 backward, from grad_y or from a pooled gradient: per-call tables,
-    then the kernel (``nonfinite``, ``grad_w_out`` and ``grad_b_out`` as in
-    ``_backward_shifted``)."""
+    then the kernel (``nonfinite``, ``grad_w_out``, ``grad_b_out`` and ``pc``, the
+    pooling's windows, as in ``_backward_shifted``)."""
     cdef:
         WgradLayout lay = _wgrad_layout(g, 16 if floating is float else 8)
         tuple tables = _shifted_tables(g, True, lay.lanes)
@@ -1287,5 +1620,5 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
     with nogil:
         _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
-                          positions, vec_at, scratch, g, &lay, n_threads, nonfinite,
+                          positions, vec_at, scratch, g, &lay, pc, n_threads, nonfinite,
                           grad_w_out, grad_b_out)

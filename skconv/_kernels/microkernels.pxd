@@ -28,3 +28,7 @@ cdef extern from "conv/microkernels.h" nogil:
     void skc_wgrad_wide_d(Py_ssize_t D, Py_ssize_t R, Py_ssize_t Q,
                           const double *G, Py_ssize_t ldg,
                           const double *B, const Py_ssize_t *b_off, double *ACC)
+    void skc_deinterleave_f(const float *src, Py_ssize_t n_groups, Py_ssize_t S,
+                            float *dst, Py_ssize_t ld)
+    void skc_deinterleave_d(const double *src, Py_ssize_t n_groups, Py_ssize_t S,
+                            double *dst, Py_ssize_t ld)

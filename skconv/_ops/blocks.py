@@ -16,7 +16,8 @@ Implementations are classes listed in ``_IMPLEMENTATIONS``, each with a ``prepar
 class method that returns an instance or None; a new fused kernel (other dimensions,
 windows, strides or modes, normalisation) is one more class there, and no caller
 changes. Today: :class:`ConvPool2x2Block`, a stride-1 2-D convolution followed by a
-2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks).
+2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), and
+:class:`ConvPool1dBlock`, the same for signals with any pooling window and stride.
 """
 
 import functools
@@ -33,7 +34,7 @@ from .conv import (
     _conv_geometry,
     conv_backward,
 )
-from .pool import pool_output_shape
+from .pool import pool_backward_indices, pool_output_shape
 from .threads import effective_n_threads, threads_for_work
 from .validation import (
     as_float_array,
@@ -41,11 +42,13 @@ from .validation import (
     common_float_dtype,
     contiguous,
     normalize_padding,
+    per_axis,
     to_3d,
     view_3d,
 )
 
-__all__ = ["ConvPool2x2Block", "ConvSpec", "PoolSpec", "prepare_conv_block"]
+__all__ = ["ConvPool1dBlock", "ConvPool2x2Block", "ConvSpec", "PoolSpec",
+           "prepare_conv_block"]
 
 
 class ConvSpec(NamedTuple):
@@ -129,10 +132,11 @@ class ConvPool2x2Block:
     Parameters
     ----------
     input_shape : tuple of int
-        ``(C, H, W)``, one sample.
+        ``(C, H, W)``, one sample (``(C, W)`` for :class:`ConvPool1dBlock`).
     filters : int
     conv : ConvSpec
-    mode : {'max', 'min'}
+    pool : PoolSpec
+        Max or min, unpadded at the start (see :meth:`prepare`).
     relu : bool
     dtype : float32 or float64
 
@@ -147,16 +151,20 @@ class ConvPool2x2Block:
     #: minibatch gets its own; partial_fit with many sizes starts over past this).
     _MAX_PREPARED = 16
 
-    def __init__(self, input_shape, filters, conv, mode, relu, dtype):
+    #: Spatial axes of the maps this block takes.
+    _N_AXES = 2
+
+    def __init__(self, input_shape, filters, conv, pool, relu, dtype):
         self.input_shape = tuple(input_shape)
         self.filters = filters
         self.conv = conv
-        self.mode = mode
+        self.pool_size, self.pool_stride = tuple(pool.pool_size), tuple(pool.stride)
+        self.mode = pool.mode
         self.relu = bool(relu)
         self.dtype = np.dtype(dtype)
-        geometry = _cached_conv_pool2x2_geometry(self.input_shape, tuple(conv.kernel_shape),
-                                                 _hashable(conv.padding),
-                                                 _hashable(conv.dilation))
+        geometry = _cached_conv_pool_geometry(
+            self.input_shape, tuple(conv.kernel_shape), self.pool_size,
+            self.pool_stride, 1, _hashable(conv.padding), _hashable(conv.dilation))
         self.output_shape = (filters,) + geometry[1]
         self._prepared = {}
         self._last = None
@@ -164,33 +172,43 @@ class ConvPool2x2Block:
     @classmethod
     def prepare(cls, input_shape, filters, conv, following, dtype):
         """An instance for these settings (see :func:`prepare_conv_block`), or None
-        when they are not this block's: a max or min :class:`PoolSpec`, optionally
-        followed by ``'relu'``."""
+        when they are not this block's: a max or min :class:`PoolSpec` that the
+        fused kernel covers (:func:`_conv_pool_supported`) and that pads nothing
+        before the start of an axis, optionally followed by ``'relu'``."""
         if not 1 <= len(following) <= 2 or not isinstance(following[0], PoolSpec):
             return None
         pool, activation = following[0], (following[1:] or (None,))[0]
         if pool.mode not in ("max", "min") or activation not in (None, "relu"):
             return None
-        if len(input_shape) != 3 or tuple(pool.pool_size) != (2, 2) or tuple(pool.stride) != (2, 2):
-            return None
-        if dtype not in (np.float32, np.float64):
+        if len(input_shape) != 1 + cls._N_AXES or dtype not in (np.float32, np.float64):
             return None
         kernel = tuple(conv.kernel_shape)
-        if not _conv_pool2x2_supported(input_shape, kernel, stride=conv.stride,
-                                       padding=conv.padding, dilation=conv.dilation):
+        window, stride = tuple(pool.pool_size), tuple(pool.stride)
+        if not _conv_pool_supported(input_shape, kernel, pool_size=window,
+                                    pool_stride=stride, stride=conv.stride,
+                                    padding=conv.padding, dilation=conv.dilation):
             return None
-        # The pooling must not be padded: its output is then floor(conv_out / 2), and
-        # every window starts at an even cell, as the kernel pools.
+        # The pooling must not be padded at the start, and its output must be the
+        # kernel's (every window inside the convolution's output).
         _, _, _, conv_out = _conv_geometry(input_shape[1:], kernel, conv.stride,
                                            conv.padding, conv.dilation)
         try:
-            pooled = pool_output_shape(conv_out, (2, 2), stride=(2, 2), padding=pool.padding)
+            pooled = pool_output_shape(conv_out, window, stride=stride,
+                                       padding=pool.padding)
+            unpadded = _unpadded_start(conv_out, window, stride, pool.padding)
         except (TypeError, ValueError):
             return None
-        if tuple(pooled) != tuple(size // 2 for size in conv_out) or not _unpadded_start(
-                conv_out, pool.padding):
+        expected = _cached_conv_pool_geometry(input_shape, kernel, window, stride, 1,
+                                              _hashable(conv.padding),
+                                              _hashable(conv.dilation))[1]
+        if tuple(pooled) != expected or not unpadded:
             return None
-        return cls(input_shape, filters, conv, pool.mode, activation == "relu", dtype)
+        return cls(input_shape, filters, conv, pool, activation == "relu", dtype)
+
+    def _pool_kwargs(self):
+        return dict(padding=self.conv.padding, dilation=self.conv.dilation,
+                    pool_size=self.pool_size, pool_stride=self.pool_stride,
+                    mode=self.mode, relu=self.relu)
 
     def forward(self, x, w, b, n_threads, training):
         """The block's output for a batch.
@@ -212,9 +230,8 @@ class ConvPool2x2Block:
         y : ndarray of shape (N, *output_shape)
         """
         if not training:
-            y, _ = _conv_pool2x2(x, w, b, padding=self.conv.padding,
-                                 dilation=self.conv.dilation, mode=self.mode,
-                                 relu=self.relu, n_jobs=n_threads, want_codes=False)
+            y, _ = _conv_pool(x, w, b, n_jobs=n_threads, want_codes=False,
+                              **self._pool_kwargs())
             return y
         batch = self._batch(np.shape(x), np.shape(w))
         y, _ = batch.forward(x, w, b, n_threads)
@@ -253,9 +270,8 @@ class ConvPool2x2Block:
         if batch is None:
             if len(self._prepared) >= self._MAX_PREPARED:
                 self._prepared.clear()
-            batch = self._prepared[key] = _PreparedBatch(
-                x_shape, w_shape, self.dtype, padding=self.conv.padding,
-                dilation=self.conv.dilation, mode=self.mode, relu=self.relu)
+            batch = self._prepared[key] = _PreparedBatch(x_shape, w_shape, self.dtype,
+                                                         **self._pool_kwargs())
         return batch
 
     def __getstate__(self):
@@ -265,7 +281,27 @@ class ConvPool2x2Block:
         return state
 
     def __repr__(self):
-        return (f"ConvPool2x2Block(input_shape={self.input_shape}, filters={self.filters}, "
+        return (f"{type(self).__name__}(input_shape={self.input_shape}, "
+                f"filters={self.filters}, mode={self.mode!r}, relu={self.relu})")
+
+
+class ConvPool1dBlock(ConvPool2x2Block):
+    """A stride-1 1-D convolution, a max or min pooling of any window and stride, and
+    optionally a relu, as one kernel call per pass (signals).
+
+    As :class:`ConvPool2x2Block`, for ``input_shape = (C, W)``. The forward computes
+    the convolution one window cell at a time on a polyphase copy of each sample, so
+    the pooling of a window is an elementwise max or min in vector registers, and the
+    backward is the 2-D block's. Results equal ``pool_with_indices`` of ``conv``
+    (then relu) and their backward bit for bit, for any window and stride whose
+    windows lie inside the convolution's output (overlapping ones included).
+    """
+
+    _N_AXES = 1
+
+    def __repr__(self):
+        return (f"ConvPool1dBlock(input_shape={self.input_shape}, filters={self.filters}, "
+                f"pool_size={self.pool_size}, pool_stride={self.pool_stride}, "
                 f"mode={self.mode!r}, relu={self.relu})")
 
 
@@ -273,77 +309,115 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def _unpadded_start(conv_out, padding):
+def _unpadded_start(conv_out, pool_size, pool_stride, padding):
     """Whether a pooling with this padding adds no cell before the start of an axis."""
-    pads = normalize_padding(padding, tuple(conv_out), (2, 2), (2, 2), (1, 1))
+    pads = normalize_padding(padding, tuple(conv_out), tuple(pool_size),
+                             tuple(pool_stride), (1,) * len(conv_out))
     return all(lo == 0 for lo, _ in pads)
 
 
-def _conv_pool2x2_supported(x_shape, kernel_shape, *, stride=1, padding=0, dilation=1):
-    """Whether :func:`_conv_pool2x2` can fuse this convolution with a 2x2 pooling.
+#: Cells of a fused pooling window at most (the codes are bytes).
+_MAX_WINDOW_CELLS = _kernel.MAX_WINDOW_CELLS
 
-    2-D maps, stride 1 and a convolution output of at least 2x2. ``x_shape`` is one
-    sample's ``(C, H, W)``.
+
+def _pool_args(n_axes, pool_size, pool_stride):
+    """``(window, stride)`` per axis (stride defaults to the window); ValueError or
+    TypeError when malformed."""
+    window = per_axis(pool_size, n_axes, "pool_size")
+    stride = window if pool_stride is None else per_axis(pool_stride, n_axes,
+                                                         "pool_stride")
+    return window, stride
+
+
+def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None,
+                         stride=1, padding=0, dilation=1):
+    """Whether :func:`_conv_pool` can fuse this convolution with this pooling.
+
+    A stride-1 convolution, then either, on images ``(C, H, W)``, a 2x2/stride-2
+    pooling of a convolution output of at least 2x2, or, on signals ``(C, W)``, any
+    window of at most ``_MAX_WINDOW_CELLS`` cells and any stride, every window inside
+    the convolution's output. ``x_shape`` is one sample's shape.
     """
-    if len(x_shape) != 3 or len(kernel_shape) != 2:
-        return False
     try:
-        stride, _, _, out = _conv_geometry(x_shape[1:], kernel_shape, stride, padding,
-                                           dilation)
+        return _cached_conv_pool_geometry.__wrapped__(
+            tuple(x_shape), tuple(kernel_shape), _hashable(pool_size),
+            _hashable(pool_stride), _hashable(stride), _hashable(padding),
+            _hashable(dilation)) is not None
     except (TypeError, ValueError):
         return False
-    return all(s == 1 for s in stride) and all(size >= 2 for size in out)
 
 
-def _conv_pool2x2_geometry(x, w, padding, dilation):
-    """Checked (conv_out, pooled_out, pad_lo, dilation) of the fused 2-D path."""
+def _conv_pool_geometry(x, w, padding, dilation, pool_size, pool_stride):
+    """Checked (conv_out, pooled_out, pad_lo, dilation, window, stride) of the fused
+    path, the last four as the kernel takes them."""
+    args = (x.shape[1:], w.shape[2:], pool_size, pool_stride, 1, padding, dilation)
     try:
-        geometry = _cached_conv_pool2x2_geometry(x.shape[1:], w.shape[2:], padding,
-                                                 dilation)
+        geometry = _cached_conv_pool_geometry(*args)
     except TypeError:  # unhashable padding or dilation (a list): not cached
-        geometry = _cached_conv_pool2x2_geometry.__wrapped__(x.shape[1:], w.shape[2:],
-                                                             padding, dilation)
+        geometry = _cached_conv_pool_geometry.__wrapped__(*map(_hashable, args))
     if geometry is None:
         raise ValueError(
-            f"the fused convolution and 2x2 pooling needs 2-D maps, stride 1 and a "
-            f"convolution output of at least 2x2: x has shape {x.shape}, w has shape "
-            f"{w.shape}, padding={padding!r}, dilation={dilation!r}"
+            f"the fused convolution and pooling needs stride 1 and either 2-D maps "
+            f"with a 2x2/stride-2 pooling of a convolution output of at least 2x2, or "
+            f"1-D maps with windows of at most {_MAX_WINDOW_CELLS} cells inside the "
+            f"convolution output: x has shape {x.shape}, w has shape {w.shape}, "
+            f"padding={padding!r}, dilation={dilation!r}, pool_size={pool_size!r}, "
+            f"pool_stride={pool_stride!r}"
         )
-    conv_out, _, _, dilation_3d = geometry
-    _check_padded_size(x.shape, w.shape, (1, 1), conv_out[1:], padding,
-                       dilation_3d[1:])
+    conv_out, _, _, dilation_3d, _, _ = geometry
+    _check_padded_size(x.shape, w.shape, (1,) * (x.ndim - 2), conv_out[3 - (x.ndim - 2):],
+                       padding, dilation_3d[3 - (x.ndim - 2):])
     return geometry
 
 
 @functools.lru_cache(maxsize=64, typed=True)
-def _cached_conv_pool2x2_geometry(x_shape, kernel_shape, padding, dilation):
+def _cached_conv_pool_geometry(x_shape, kernel_shape, pool_size, pool_stride, stride,
+                               padding, dilation):
     # A network calls the fused op with the same few geometries every minibatch;
     # checking them costs as much as the kernel on a small batch. None: unsupported.
-    if not _conv_pool2x2_supported(x_shape, kernel_shape, padding=padding,
-                                  dilation=dilation):
+    n_axes = len(x_shape) - 1
+    if n_axes not in (1, 2) or len(kernel_shape) != n_axes:
         return None
-    _, pads, dilation, conv_out = _conv_geometry(x_shape[1:], kernel_shape, 1, padding,
-                                                 dilation)
-    pooled = tuple(size // 2 for size in conv_out)
-    return ((1,) + conv_out, pooled, to_3d([lo for lo, _ in pads], 0),
-            to_3d(dilation, 1))
+    window, pool_stride = _pool_args(n_axes, pool_size, pool_stride)
+    try:
+        stride, pads, dilation, conv_out = _conv_geometry(x_shape[1:], kernel_shape,
+                                                          stride, padding, dilation)
+    except (TypeError, ValueError):
+        return None
+    if any(s != 1 for s in stride):
+        return None
+    if n_axes == 2:
+        if window != (2, 2) or pool_stride != (2, 2) or min(conv_out) < 2:
+            return None
+        pooled = tuple(size // 2 for size in conv_out)
+    else:
+        if not 1 <= window[0] <= min(conv_out[0], _MAX_WINDOW_CELLS):
+            return None
+        pooled = ((conv_out[0] - window[0]) // pool_stride[0] + 1,)
+    return (to_3d(conv_out, 1), pooled, to_3d([lo for lo, _ in pads], 0),
+            to_3d(dilation, 1), to_3d(window, 1)[1:], to_3d(pool_stride, 1)[1:])
 
 
-def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False,
-                  n_jobs=None, out=None, codes=None, want_codes=True):
-    """A stride-1 2-D convolution followed by 2x2/stride-2 max or min pooling (and
-    relu), fused.
+def _conv_pool(x, w, b=None, *, padding=0, dilation=1, pool_size=2, pool_stride=None,
+               mode="max", relu=False, n_jobs=None, out=None, codes=None,
+               want_codes=True):
+    """A stride-1 convolution followed by max or min pooling (and relu), fused.
 
-    The kernel call of :class:`ConvPool2x2Block`, also usable alone. The result equals ``pool_with_indices(conv(x, w, b, ...), 2,
+    The kernel call of :class:`ConvPool2x2Block` and :class:`ConvPool1dBlock`, also
+    usable alone: images with a 2x2/stride-2 pooling, or signals with any window and
+    stride (see :func:`_conv_pool_supported`). The result equals
+    ``pool_with_indices(conv(x, w, b, ...), pool_size, stride=pool_stride,
     mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit, without storing the
     convolution's output (its pooling is done per sample, in cache). Instead of flat
-    indices it returns ``codes``: the winning cell's place in its window (0 to 3,
-    row-major), which :func:`_conv_pool2x2_backward` takes.
+    indices it returns ``codes``: the winning cell's place in its window (row-major,
+    0 to 3 for 2x2; 0 to p - 1 for a window of p cells), which
+    :func:`_conv_pool_backward` takes.
 
     Parameters
     ----------
     x, w, b, padding, dilation, n_jobs
-        As in :func:`conv` (stride is 1), with 2-D maps.
+        As in :func:`conv` (stride is 1), with 1-D or 2-D maps.
+    pool_size, pool_stride : int or tuple of int, default=2 and None (the window)
     mode : {'max', 'min'}
     relu : bool, default=False
         Apply relu to the pooled output.
@@ -355,13 +429,14 @@ def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False
 
     Returns
     -------
-    y : ndarray of shape (N, D, floor(H_out / 2), floor(W_out / 2))
+    y : ndarray of shape (N, D, *pooled)
     codes : ndarray of uint8, same shape, or None
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     x, w, b = _check_conv_inputs(x, w, b)
-    conv_out, pooled, pad_lo, dilation = _conv_pool2x2_geometry(x, w, padding, dilation)
+    conv_out, pooled, pad_lo, dilation, window, stride = _conv_pool_geometry(
+        x, w, padding, dilation, pool_size, pool_stride)
     y_shape = x.shape[:1] + w.shape[:1] + pooled
     inputs = (x, w, b)
     y = (np.empty(y_shape, dtype=x.dtype) if out is None
@@ -373,16 +448,27 @@ def _conv_pool2x2(x, w, b=None, *, padding=0, dilation=1, mode="max", relu=False
     else:
         codes = None
     n_threads = threads_for_work(effective_n_threads(n_jobs),
-                                 w.size * math.prod(conv_out) * x.shape[0])
+                                 _forward_work(w.size, conv_out, pooled, window, stride,
+                                               x.shape[0]))
     _kernel.conv_pool_forward(view_3d(x), view_3d(w), b, view_3d(y),
-                            None if codes is None else view_3d(codes), conv_out, pad_lo,
-                            dilation, mode == "min", bool(relu), n_threads)
+                              None if codes is None else view_3d(codes), conv_out, pad_lo,
+                              dilation, window, stride, mode == "min", bool(relu),
+                              n_threads)
     return y, codes
 
 
-def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_output=None,
-                           n_jobs=None, compute_grad_x=True, out=None):
-    """Gradients of :func:`_conv_pool2x2` with respect to x, w and b.
+def _forward_work(w_size, conv_out, pooled, window, stride, n_samples):
+    """Multiply-adds of a fused forward (signals compute each window's cells, more
+    than the convolution's output when windows overlap)."""
+    if window == (2, 2):
+        return w_size * math.prod(conv_out) * n_samples
+    return w_size * pooled[0] * window[1] * n_samples
+
+
+def _conv_pool_backward(grad_y, codes, x, w, *, padding=0, dilation=1, pool_size=2,
+                        pool_stride=None, relu_output=None, n_jobs=None,
+                        compute_grad_x=True, out=None):
+    """Gradients of :func:`_conv_pool` with respect to x, w and b.
 
     Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` (of
     the relu's backward first, with ``relu_output``) bit for bit, without storing the
@@ -390,7 +476,7 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
 
     Parameters
     ----------
-    grad_y : ndarray of shape (N, D, P1, P2)
+    grad_y : ndarray of shape (N, D, *pooled)
         Gradient with respect to the pooled output.
     codes : ndarray of uint8, same shape
         As returned by the forward.
@@ -398,6 +484,8 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
         The forward's output when it applied relu.
     x, w, padding, dilation, n_jobs, compute_grad_x, out
         As in :func:`conv_backward`.
+    pool_size, pool_stride
+        As in :func:`_conv_pool`.
 
     Returns
     -------
@@ -405,8 +493,8 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
         As in :func:`conv_backward`.
     """
     x, w, _ = _check_conv_inputs(x, w, None)
-    conv_out, pooled, pad_lo, dilation_3d = _conv_pool2x2_geometry(x, w, padding,
-                                                                   dilation)
+    conv_out, pooled, pad_lo, dilation_3d, window, stride = _conv_pool_geometry(
+        x, w, padding, dilation, pool_size, pool_stride)
     grad_y = as_float_array(grad_y, "grad_y")
     expected = x.shape[:1] + w.shape[:1] + pooled
     codes = np.asarray(codes)
@@ -435,37 +523,39 @@ def _conv_pool2x2_backward(grad_y, codes, x, w, *, padding=0, dilation=1, relu_o
         view_3d(grad_y), view_3d(codes),
         None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
         None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
-        pad_lo, dilation_3d, n_threads,
+        pad_lo, dilation_3d, window, stride, n_threads,
     ):
         return grad_x, grad_w, grad_b
-    return _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out,
-                                          padding, dilation, n_jobs, compute_grad_x,
-                                          (grad_x, grad_w, grad_b))
+    return _conv_pool_backward_general(grad_y, codes, relu_output, x, w, conv_out,
+                                       window, stride, padding, dilation, n_jobs,
+                                       compute_grad_x, (grad_x, grad_w, grad_b))
 
 
-def _conv_pool2x2_backward_general(grad_y, codes, relu_output, x, w, conv_out, padding,
-                                   dilation, n_jobs, compute_grad_x, out):
-    """:func:`_conv_pool2x2_backward` when the fused kernel declined: an inf or a NaN
+def _conv_pool_backward_general(grad_y, codes, relu_output, x, w, conv_out, window,
+                                stride, padding, dilation, n_jobs, compute_grad_x, out):
+    """:func:`_conv_pool_backward` when the fused kernel declined: an inf or a NaN
     in x, w or grad_y (the kernel checks as it reads them). The fused kernel is the
-    shifted path, which needs finite inputs, so unpool in numpy and take the general
-    path (rare: a diverged network). ``out`` as in :func:`conv_backward`."""
+    shifted path, which needs finite inputs, so unpool with the plain op and take the
+    general path (rare: a diverged network). ``conv_out``, ``window`` and ``stride``
+    as the kernel takes them; ``out`` as in :func:`conv_backward`."""
     if relu_output is not None:
         with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
             grad_y = grad_y * (relu_output > 0)  # the relu's backward
-    return conv_backward(_unpool2x2(grad_y, codes, conv_out[1:]), x, w,
+    return conv_backward(_unpool(grad_y, codes, conv_out[3 - (x.ndim - 2):], window,
+                                 stride), x, w,
                          padding=padding, dilation=dilation, n_jobs=n_jobs,
                          compute_grad_x=compute_grad_x, out=out)
 
 
 class _PreparedBatch:
-    """:func:`_conv_pool2x2` and its backward, prepared for one batch shape.
+    """:func:`_conv_pool` and its backward, prepared for one batch shape.
 
-    The training path of a :class:`ConvPool2x2Block`, which runs the same shapes
-    every minibatch. Everything that depends on the shapes alone - the argument checks,
+    The training path of a :class:`ConvPool2x2Block` (or :class:`ConvPool1dBlock`),
+    which runs the same shapes every minibatch. Everything that depends on the shapes alone - the argument checks,
     the geometry, the outputs - is done once here; a call then checks that its arrays
     still have the prepared shapes and dtype (so no kernel ever sees another shape)
-    and runs the kernel. The results are those of :func:`_conv_pool2x2` and
-    :func:`_conv_pool2x2_backward` bit for bit (the same kernels).
+    and runs the kernel. The results are those of :func:`_conv_pool` and
+    :func:`_conv_pool_backward` bit for bit (the same kernels).
 
     The outputs (``y``, ``codes``, ``grad_x``) belong to the step and are overwritten
     by the next call, like a layer's workspaces: one step serves one caller at a time.
@@ -474,16 +564,16 @@ class _PreparedBatch:
     Parameters
     ----------
     x_shape : tuple of int
-        ``(N, C, H, W)``.
+        ``(N, C, H, W)`` or ``(N, C, W)``.
     w_shape : tuple of int
-        ``(D, C, K1, K2)``.
+        ``(D, C, K1, K2)`` or ``(D, C, K)``.
     dtype : float32 or float64
-    padding, dilation, mode, relu
-        As in :func:`_conv_pool2x2`.
+    padding, dilation, pool_size, pool_stride, mode, relu
+        As in :func:`_conv_pool`.
     """
 
-    def __init__(self, x_shape, w_shape, dtype, *, padding=0, dilation=1, mode="max",
-                 relu=False):
+    def __init__(self, x_shape, w_shape, dtype, *, padding=0, dilation=1, pool_size=2,
+                 pool_stride=None, mode="max", relu=False):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.dtype = np.dtype(dtype)
@@ -492,8 +582,9 @@ class _PreparedBatch:
         # The full checks of the general op, once, on arrays of the prepared shapes.
         x, w, _ = _check_conv_inputs(np.empty(x_shape, self.dtype),
                                      np.empty(w_shape, self.dtype), None)
-        conv_out, pooled, self._pad_lo, self._dilation = _conv_pool2x2_geometry(
-            x, w, padding, dilation)
+        (conv_out, pooled, self._pad_lo, self._dilation, self._window,
+         self._stride) = _conv_pool_geometry(x, w, padding, dilation, pool_size,
+                                             pool_stride)
         self._conv_out = conv_out
         self.x_shape, self.w_shape = x.shape, w.shape
         self.y_shape = x.shape[:1] + w.shape[:1] + pooled
@@ -506,8 +597,9 @@ class _PreparedBatch:
         self._y5 = view_3d(self.y)
         self._codes5 = view_3d(self.codes)
         self._grad_x5 = view_3d(self.grad_x)
-        work = w.size * math.prod(conv_out) * x.shape[0]
-        self._forward_work, self._backward_work = work, 2 * work
+        self._forward_work = _forward_work(w.size, conv_out, pooled, self._window,
+                                           self._stride, x.shape[0])
+        self._backward_work = 2 * w.size * math.prod(conv_out) * x.shape[0]
 
     def _checked(self, array, shape, name):
         """``array`` as a C-contiguous array of the step's dtype and ``shape``."""
@@ -540,8 +632,8 @@ class _PreparedBatch:
             b = self._checked(b, self.w_shape[:1], "b")
         _kernel.conv_pool_forward(
             x.reshape(self._x5), w.reshape(self._w5), b, self._y5, self._codes5,
-            self._conv_out, self._pad_lo, self._dilation, self._want_min, self._relu,
-            threads_for_work(n_threads, self._forward_work))
+            self._conv_out, self._pad_lo, self._dilation, self._window, self._stride,
+            self._want_min, self._relu, threads_for_work(n_threads, self._forward_work))
         return self.y, self.codes
 
     def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
@@ -579,28 +671,29 @@ class _PreparedBatch:
             grad_y.reshape(self._y5.shape), self._codes5,
             self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
             self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
-            self._conv_out, self._pad_lo, self._dilation,
+            self._conv_out, self._pad_lo, self._dilation, self._window, self._stride,
             threads_for_work(n_threads, self._backward_work),
         ):
             return grad_x
-        grad_x, _, _ = _conv_pool2x2_backward_general(
+        grad_x, _, _ = _conv_pool_backward_general(
             grad_y, self.codes, self.y if self._relu else None, x, w, self._conv_out,
-            self.padding, self.dilation_arg, n_threads, compute_grad_x,
-            (grad_x, grad_w, grad_b))
+            self._window, self._stride, self.padding, self.dilation_arg, n_threads,
+            compute_grad_x, (grad_x, grad_w, grad_b))
         return grad_x
 
 
-def _unpool2x2(grad_y, codes, conv_out):
-    """The convolution's gradient from a 2x2 pooling's gradient and codes (numpy)."""
-    n, d, p1, p2 = grad_y.shape
-    cells = np.zeros((n, d, p1, p2, 4), dtype=grad_y.dtype)
-    np.put_along_axis(cells, codes[..., None].astype(np.intp), grad_y[..., None], axis=-1)
-    full = np.zeros((n, d) + tuple(conv_out), dtype=grad_y.dtype)
-    full[:, :, :2 * p1, :2 * p2] = (
-        cells.reshape(n, d, p1, p2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
-        .reshape(n, d, 2 * p1, 2 * p2))
-    return full
+def _unpool(grad_y, codes, conv_out, window, stride):
+    """The convolution's gradient from a fused pooling's gradient and codes: the
+    codes as the flat indices of :func:`pool_with_indices`, then the plain op's
+    backward (so the same sums). ``conv_out`` is the spatial shape, ``window`` and
+    ``stride`` the kernel's ``(rows, cols)``."""
+    p_rows, p_cols = (1,) * (4 - grad_y.ndim) + grad_y.shape[2:]
+    codes = codes.astype(np.intp).reshape(grad_y.shape[:2] + (p_rows, p_cols))
+    rows = np.arange(p_rows)[:, None] * stride[0] + codes // window[1]
+    cols = np.arange(p_cols)[None, :] * stride[1] + codes % window[1]
+    indices = (rows * conv_out[-1] + cols).reshape(grad_y.shape)
+    return pool_backward_indices(grad_y, indices, grad_y.shape[:2] + tuple(conv_out))
 
 
 #: The fused blocks, tried in order by :func:`prepare_conv_block`.
-_IMPLEMENTATIONS = (ConvPool2x2Block,)
+_IMPLEMENTATIONS = (ConvPool2x2Block, ConvPool1dBlock)

@@ -16,8 +16,8 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
     const SKC_T *B, const ptrdiff_t *b_off, const ptrdiff_t *vp,
     SKC_T *C, ptrdiff_t ldc, int accumulate)
 {
-    SKC_VT acc[6][2];
-    const SKC_T *bv_at[2];
+    SKC_VT acc[6][4];
+    const SKC_T *bv_at[4];
     ptrdiff_t k;
     int r, v;
     for (v = 0; v < nv; v++)
@@ -28,7 +28,7 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_rowblock)(
     for (k = 0; k < K; k++) {
         const ptrdiff_t off = b_off[k];
         const SKC_T *a = A + k * nr;
-        SKC_VT bv[2];
+        SKC_VT bv[4];
         for (v = 0; v < nv; v++)
             bv[v] = *(const SKC_VT *)(bv_at[v] + off);
         for (r = 0; r < nr; r++) {
@@ -109,6 +109,13 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t n_vec, const ptrdiff_t 
     ptrdiff_t j = 0;
     /* Blocking never changes a result (each C element sums over k in order). */
     int six_rows = SKC_HAVE_32_VECTOR_REGISTERS();
+    /* With 32 vector registers, panels of 4 vectors: 16 (or 24) accumulators hide
+     * the FMA latency on both ports and share each row's broadcast over 4 vectors;
+     * 8 accumulators left the units half idle. Blocking changes no sum. */
+    if (six_rows)
+        for (; j + 4 <= n_vec; j += 4)
+            SKC_NAME(skc_rowpanel)(4, M, K, A_packed, B, b_off, vec_at + j, C, ldc,
+                                   accumulate, six_rows);
     for (; j + 2 <= n_vec; j += 2)
         SKC_NAME(skc_rowpanel)(2, M, K, A_packed, B, b_off, vec_at + j, C, ldc,
                                accumulate, six_rows);
@@ -261,4 +268,34 @@ static void SKC_NAME(skc_wgrad_wide)(ptrdiff_t D, ptrdiff_t R, ptrdiff_t Q,
     if (d < D)
         SKC_NAME(skc_wgrad_wide_rows)(1, R, Q, G + d * ldg, ldg, B, b_off,
                                       ACC + d * R * SKC_VL);
+}
+
+/* deinterleave body for a stride known at compile time (after inlining). */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_deinterleave_by)(const ptrdiff_t S, const SKC_T *src,
+                                                     ptrdiff_t n_groups, SKC_T *dst,
+                                                     ptrdiff_t ld)
+{
+    ptrdiff_t m, r;
+    for (m = 0; m < n_groups; m++)
+        for (r = 0; r < S; r++)
+            dst[r * ld + m] = src[m * S + r];
+}
+
+/*
+ * deinterleave: dst[r*ld + m] = src[m*S + r] for r < S, m < n_groups: a run of a
+ * signal split into its S phases (the polyphase copy of conv.pyx's pooled 1-D path).
+ * Strides 2 to 4 get their own vectorised loops.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_deinterleave)(const SKC_T *src, ptrdiff_t n_groups, ptrdiff_t S,
+                                       SKC_T *dst, ptrdiff_t ld)
+{
+    if (S == 2)
+        SKC_NAME(skc_deinterleave_by)(2, src, n_groups, dst, ld);
+    else if (S == 3)
+        SKC_NAME(skc_deinterleave_by)(3, src, n_groups, dst, ld);
+    else if (S == 4)
+        SKC_NAME(skc_deinterleave_by)(4, src, n_groups, dst, ld);
+    else
+        SKC_NAME(skc_deinterleave_by)(S, src, n_groups, dst, ld);
 }

@@ -11,7 +11,10 @@
  *
  * pool2x2_codes_row does the same on a convolution's output before it is stored (the
  * convolution fused with the pooling that follows it), recording which cell of its
- * window won rather than a flat index.
+ * window won rather than a flat index. pool_taps_codes_row is its 1-D counterpart for
+ * any window and stride: the convolution computes each cell of the windows as a row
+ * of its own (one row per tap, see conv.pyx's polyphase path), so the pooling is an
+ * elementwise max or min over those rows, with no shuffles.
  *
  * Semantics, as in the general kernel: the first extreme cell of a window in
  * row-major order wins (strict comparison), and a NaN beats any number, the first

@@ -121,3 +121,73 @@ static void SKC_NAME(skc_pool2x2_codes_row)(const SKC_T *r0, ptrdiff_t pitch,
     else
         SKC_NAME(skc_pool2x2_codes_mode)(0, 0, r0, r1, n_vectors, bias, y, code);
 }
+
+/* One row of 1-D windows whose cells were computed tap by tap: cell t of window o is
+ * rows[t * tap_stride + o] + bias. want_min and relu are constants after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool_taps_mode)(
+    const int want_min, const int relu, const SKC_T *rows, ptrdiff_t tap_stride,
+    int n_taps, ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
+{
+    ptrdiff_t v;
+    int t;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *at = rows + SKC_POOL_LANES * v;
+        SKC_VT best = *(const SKC_VT *)at + bias;
+        SKC_VI which = {0};
+        for (t = 1; t < n_taps; t++) {
+            SKC_VT c = *(const SKC_VT *)(at + t * tap_stride) + bias;
+            /* Strictly better, or the first NaN of the window (as above). */
+            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
+            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
+            which = (take & t) | (which & ~take);
+        }
+        if (relu) {
+            /* numpy's maximum(best, 0), as above. */
+            SKC_VI keep = (best >= 0) | (best != best);
+            best = (SKC_VT)((SKC_VI)best & keep);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
+            __builtin_convertvector(which, skc_pool_code);
+    }
+}
+
+/*
+ * pool_taps_codes_row: a 1-D max (want_min = 0) or min pooling of a convolution's
+ * output computed one window cell (tap) at a time: for o < 8 * n_vectors, window o
+ * holds rows[t * tap_stride + o] + bias for t < n_taps (1 to 256), in that order.
+ * y[o] receives the first extreme (the first NaN, if any), relu'd if asked, and
+ * code[o] its t. Reads n_taps rows of 8 * n_vectors values and writes 8 * n_vectors
+ * outputs and codes.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool_taps_codes_row)(const SKC_T *rows, ptrdiff_t tap_stride,
+                                              int n_taps, ptrdiff_t n_vectors,
+                                              SKC_T bias, int want_min, int relu,
+                                              SKC_T *y, uint8_t *code)
+{
+    if (want_min && relu)
+        SKC_NAME(skc_pool_taps_mode)(1, 1, rows, tap_stride, n_taps, n_vectors, bias, y, code);
+    else if (want_min)
+        SKC_NAME(skc_pool_taps_mode)(1, 0, rows, tap_stride, n_taps, n_vectors, bias, y, code);
+    else if (relu)
+        SKC_NAME(skc_pool_taps_mode)(0, 1, rows, tap_stride, n_taps, n_vectors, bias, y, code);
+    else
+        SKC_NAME(skc_pool_taps_mode)(0, 0, rows, tap_stride, n_taps, n_vectors, bias, y, code);
+}
+
+/*
+ * relu_backward: dst[i] = grad[i] * (out[i] > 0) for i < n, as numpy computes it
+ * (0 * inf is NaN), out being relu's output: the relu's backward before a fused
+ * pooling's. A loop of its own, with no branch: inside the pooling's scatter a
+ * compiler turns it into a jump on the output's sign, mispredicted half of the time.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_relu_backward)(const SKC_T *__restrict grad,
+                                        const SKC_T *__restrict out, ptrdiff_t n,
+                                        SKC_T *__restrict dst)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++)
+        dst[i] = grad[i] * (SKC_T)(out[i] > 0);
+}
