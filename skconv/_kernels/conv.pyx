@@ -1117,13 +1117,17 @@ def all_finite(const floating[::1] values):
     return bool(_all_finite(&values[0], values.shape[0]))
 
 
-def uses_blas(tuple stride, bint inputs_finite=True):
-    """Whether a call goes through BLAS (the im2col path).
+def uses_blas(tuple stride, bint inputs_finite=True, bint signal=False):
+    """Whether a call goes through BLAS (the im2col path): any stride > 1, except on
+    signals (one spatial axis), and any call whose inputs are not finite (only the
+    backward checks them; the forward never needs BLAS on signals).
 
     The caller limits BLAS to one thread around such calls, since the kernels call it
     from inside their own parallel region.
     """
-    return any(s != 1 for s in stride) or not inputs_finite
+    if not inputs_finite:
+        return True
+    return not signal and any(s != 1 for s in stride)
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -1463,7 +1467,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
 
     ``inputs_finite=False`` forces the im2col path: the shifted path multiplies the
     zeros it lays between rows by real cells, and 0 * inf = NaN would leak into sums
-    that do not mathematically contain the infinite cell.
+    that do not mathematically contain the infinite cell. The same holds for the
+    polyphase path of strided signals (``_backward_rows``).
 
     The weight and bias gradients are reduced as ``conv_pool_backward`` reduces them
     (one protocol for both): the samples are split into ``n_chunks`` contiguous chunks
@@ -1498,11 +1503,16 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
                               grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads, NULL,
                               &grad_w[0, 0, 0, 0, 0], &grad_b[0])
         return
-    scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
-                       np.float32 if floating is float else np.float64, 0)
+    if _is_signal(&g) and inputs_finite:
+        _run_backward_rows(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks, &g,
+                           n_threads)
+    else:
+        scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
+        with nogil:
+            _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
+                             scratch, &g, n_threads)
     with nogil:
-        _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
-                         scratch, &g, n_threads)
         sum_rows_in_order(&grad_w_chunks[0, 0], n_chunks, grad_w_chunks.shape[1],
                           grad_w_chunks.shape[1], &grad_w[0, 0, 0, 0, 0])
         sum_rows_in_order(&grad_b_chunks[0, 0], n_chunks, grad_b_chunks.shape[1],
@@ -1516,6 +1526,275 @@ cdef tuple _reduction_chunks(const Geometry *g, Py_ssize_t n_samples, object dty
     cdef Py_ssize_t n_chunks = min(n_samples, _REDUCTION_CHUNKS)
     return (np.empty((n_chunks, g.n_filters * g.n_rows), dtype=dtype),
             np.empty((n_chunks, g.n_filters), dtype=dtype))
+
+
+# --------------------------------------------------------------------------------
+# Strided signals' backward: the polyphase copy of x again
+# --------------------------------------------------------------------------------
+#
+# With s phases of the padded input, tap k of output o reads phase (k*dil) % s at
+# o + (k*dil) // s (see _forward_pool_rows). The weight gradient is then the stride-1
+# one over those offsets (the wgrad micro-kernels, positions o = 0..O-1). The input
+# gradient of padded cell m*s + r gathers the taps k with (k*dil) % s == r, from
+# output m - (k*dil) // s: per phase, a shifted-row GEMM over grad_y padded with
+# E = max (k*dil) // s zeros in front, whose cells are then laid back every s-th.
+
+cdef struct RowGrad:
+    Py_ssize_t stride        # s: phases
+    Py_ssize_t phase_ld      # row stride of the polyphase copy of x
+    Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK; the ones row follows
+    Py_ssize_t n_pos_ld      # positions the wide weight-gradient kernel reads: O rounded up
+    Py_ssize_t reach         # E: the largest (k*dil) // s
+    Py_ssize_t n_cells       # cells per phase of the padded input's real part, at most
+    Py_ssize_t gy_ld         # row stride of the padded grad_y (input gradient)
+    Py_ssize_t gx_ld         # row stride of one phase's input gradient
+    WgradLayout lay
+    Py_ssize_t scratch       # per-thread values
+
+
+cdef RowGrad _row_grad(const Geometry *g, Py_ssize_t lanes, bint want_grad_x) noexcept nogil:
+    cdef RowGrad rg
+    cdef Py_ssize_t s = g.stride[2], n_out = g.out[2]
+    # The padded length the forward's copy spans (all of the signal's cells).
+    cdef Py_ssize_t padded = max((n_out - 1) * s + 1 + g.dil[2] * (g.ksize[2] - 1),
+                                 g.pad[2] + g.size[2])
+    rg.stride = s
+    # A vector past a power of two, as in _row_pool.
+    rg.phase_ld = _round_up((padded + s - 1) // s) + SKC_SLACK
+    rg.phase_size = g.channels * s * rg.phase_ld + SKC_SLACK
+    rg.n_pos_ld = _round_up(n_out)
+    rg.reach = (g.dil[2] * (g.ksize[2] - 1)) // s
+    rg.n_cells = (g.pad[2] + g.size[2] - 1) // s + 1
+    rg.gy_ld = _round_up(rg.reach + rg.n_cells) + SKC_SLACK
+    rg.gx_ld = _round_up(rg.n_cells)
+    rg.lay.lanes = lanes
+    rg.lay.n_taps = g.n_rows + 1
+    rg.lay.wide = 2 * g.n_filters <= lanes
+    if rg.lay.wide:
+        # grad_y rows of whole vectors, zeros past the outputs.
+        rg.lay.g_plane = rg.n_pos_ld
+        rg.lay.n_in = g.n_filters * rg.lay.g_plane + SKC_SLACK
+        rg.lay.n_acc = g.n_filters * rg.lay.n_taps * lanes
+    else:
+        rg.lay.g_plane = 0
+        rg.lay.n_in = n_out * _round_up(g.n_filters)
+        rg.lay.n_acc = rg.lay.n_taps * _round_up(g.n_filters)
+    # The copy, the ones (the bias's tap), grad_y for the weight gradient and the
+    # running sums, then the padded grad_y and one phase of grad_x.
+    rg.scratch = (rg.phase_size + rg.n_pos_ld + SKC_SLACK + rg.lay.n_in
+                  + rg.lay.n_acc)
+    if want_grad_x:
+        rg.scratch += g.n_filters * rg.gy_ld + SKC_SLACK + g.channels * rg.gx_ld
+    rg.scratch = _round_up(rg.scratch) + SKC_SLACK
+    return rg
+
+
+cdef tuple _row_grad_tables(const Geometry *g, const RowGrad *rg):
+    """``(offsets_fwd, positions, phase_start, taps, offsets_bwd, vec_at)`` of
+    ``_backward_rows`` (cached as ``_shifted_tables``): the taps of x for the weight
+    gradient (the last one the ones row), every output position, and per phase r the
+    kernel taps ``taps[phase_start[r]:phase_start[r + 1]]`` whose (k*dil) % s is r
+    with their offsets ``(d, k)`` in the padded grad_y, phase after phase."""
+    cdef tuple key = ("rowgrad", rg.lay.lanes, g.channels, g.n_filters, g.size[2],
+                      g.ksize[2], g.out[2], g.pad[2], g.dil[2], rg.stride)
+    cdef Py_ssize_t c, k, d, r, at, n_taps = g.ksize[2], s = rg.stride
+    cdef Py_ssize_t[::1] offsets_fwd, phase_start, taps, offsets_bwd
+    tables = _TABLES.get(key)
+    if tables is not None:
+        return tables
+    offsets_fwd = np.empty(g.n_rows + 1, dtype=np.intp)
+    for c in range(g.channels):
+        for k in range(n_taps):
+            at = k * g.dil[2]
+            offsets_fwd[c * n_taps + k] = (c * s + at % s) * rg.phase_ld + at // s
+    offsets_fwd[g.n_rows] = rg.phase_size
+    phase_start = np.zeros(s + 1, dtype=np.intp)
+    taps = np.empty(n_taps, dtype=np.intp)
+    offsets_bwd = np.empty(g.n_filters * n_taps, dtype=np.intp)
+    at = 0
+    for r in range(s):
+        phase_start[r] = at
+        for k in range(n_taps):
+            if (k * g.dil[2]) % s == r:
+                taps[at] = k
+                at += 1
+    phase_start[s] = at
+    for r in range(s):
+        for d in range(g.n_filters):
+            for k in range(phase_start[r], phase_start[r + 1]):
+                offsets_bwd[g.n_filters * phase_start[r] + d * (phase_start[r + 1]
+                                                                - phase_start[r])
+                            + k - phase_start[r]] = (
+                    d * rg.gy_ld + rg.reach - (taps[k] * g.dil[2]) // s)
+    tables = (offsets_fwd.base, np.arange(g.out[2], dtype=np.intp), phase_start.base,
+              taps.base, offsets_bwd.base,
+              np.arange(0, rg.gx_ld, rg.lay.lanes, dtype=np.intp))
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
+cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
+                             const Py_ssize_t[::1] phase_start,
+                             const Py_ssize_t[::1] taps):
+    """The input gradient's weights of each phase packed for ``_rowgemm``: phase r's
+    (C, D * n_r) matrix ``w[d, c, taps[...]]``, columns (d, tap) in the order of
+    ``offsets_bwd``, the phases one after another."""
+    cdef Py_ssize_t n_filters = w.shape[0], channels = w.shape[1]
+    cdef Py_ssize_t r, c, d, k, n_r, at
+    cdef floating[::1] packed = np.empty(
+        w.shape[0] * w.shape[1] * w.shape[4],
+        dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] matrix
+    for r in range(phase_start.shape[0] - 1):
+        n_r = phase_start[r + 1] - phase_start[r]
+        if n_r == 0:
+            continue
+        matrix = np.empty(channels * n_filters * n_r,
+                          dtype=np.float32 if floating is float else np.float64)
+        at = 0
+        for c in range(channels):
+            for d in range(n_filters):
+                for k in range(phase_start[r], phase_start[r + 1]):
+                    matrix[at] = w[d, c, 0, 0, taps[k]]
+                    at += 1
+        if floating is float:
+            skc_rowgemm_pack_f(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
+                               &packed[channels * n_filters * phase_start[r]])
+        else:
+            skc_rowgemm_pack_d(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
+                               &packed[channels * n_filters * phase_start[r]])
+    return packed.base
+
+
+cdef _run_backward_rows(const floating[:, :, :, :, ::1] grad_y,
+                        const floating[:, :, :, :, ::1] x,
+                        const floating[:, :, :, :, ::1] w,
+                        floating[:, :, :, :, ::1] grad_x,
+                        floating[:, ::1] grad_w_chunks,
+                        floating[:, ::1] grad_b_chunks,
+                        const Geometry *g, int n_threads):
+    """The strided signals' backward: per-call tables and scratch, then the kernel;
+    the chunk sums are left in ``grad_w_chunks`` / ``grad_b_chunks``."""
+    cdef:
+        RowGrad rg = _row_grad(g, 16 if floating is float else 8, grad_x is not None)
+        tuple tables = _row_grad_tables(g, &rg)
+        const Py_ssize_t[::1] offsets_fwd = tables[0]
+        const Py_ssize_t[::1] positions = tables[1]
+        const Py_ssize_t[::1] phase_start = tables[2]
+        const Py_ssize_t[::1] taps = tables[3]
+        const Py_ssize_t[::1] offsets_bwd = tables[4]
+        const Py_ssize_t[::1] vec_at = tables[5]
+        const floating[::1] w_phases
+        floating[:, ::1] scratch = np.empty(
+            (n_threads, rg.scratch), dtype=np.float32 if floating is float else np.float64)
+    w_phases = None
+    if grad_x is not None:
+        w_phases = _pack_phase_taps(w, phase_start, taps)
+    with nogil:
+        _backward_rows(grad_y, x, w_phases, grad_x, grad_w_chunks, grad_b_chunks,
+                       offsets_fwd, positions, phase_start, offsets_bwd, vec_at, scratch,
+                       g, &rg, n_threads)
+
+
+cdef void _backward_rows(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, 1, 1, O)
+                         const floating[:, :, :, :, ::1] x,       # IN  (N, C, 1, 1, W)
+                         const floating[::1] w_phases,  # IN  _pack_phase_taps, or None
+                         floating[:, :, :, :, ::1] grad_x,  # OUT as x, or None
+                         floating[:, ::1] grad_w_chunks,    # OUT (n_chunks, D*R)
+                         floating[:, ::1] grad_b_chunks,    # OUT (n_chunks, D)
+                         const Py_ssize_t[::1] offsets_fwd,
+                         const Py_ssize_t[::1] positions,
+                         const Py_ssize_t[::1] phase_start,
+                         const Py_ssize_t[::1] offsets_bwd,
+                         const Py_ssize_t[::1] vec_at,
+                         floating[:, ::1] scratch,  # OUT (n_threads, rg.scratch)
+                         const Geometry *g, const RowGrad *rg,
+                         int n_threads) noexcept nogil:
+    """Per chunk of samples: each sample's polyphase copy, its weight (and bias)
+    gradient added to the chunk's sums, and its input gradient phase by phase; the
+    chunk's sums then stored (added in order by the caller, as ``conv_backward``
+    does)."""
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, channels = g.channels
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0], n_out = g.out[2]
+        Py_ssize_t width = g.size[2], pad = g.pad[2], s = rg.stride
+        Py_ssize_t lanes = rg.lay.lanes, dv = _round_up(n_filters)
+        Py_ssize_t chunk, n, start, stop, d, c, r, i0, m0, count, t, n_r, i
+        bint want_grad_x = grad_x is not None, wide = rg.lay.wide
+        floating *xph = NULL
+        floating *ones = NULL
+        floating *gy_in = NULL
+        floating *gw_acc = NULL
+        floating *gyp = NULL
+        floating *gx_buf = NULL
+        const floating *gy_n
+        floating *gx_n
+    with parallel(num_threads=n_threads):
+        xph = &scratch[threadid(), 0]
+        ones = xph + rg.phase_size
+        gy_in = ones + rg.n_pos_ld + SKC_SLACK
+        gw_acc = gy_in + rg.lay.n_in
+        gyp = gw_acc + rg.lay.n_acc
+        gx_buf = gyp + n_filters * rg.gy_ld + SKC_SLACK
+        memset(xph, 0, rg.phase_size * sizeof(floating))
+        for i in range(rg.n_pos_ld + SKC_SLACK):
+            ones[i] = 1
+        # Zeros that every sample keeps: past the outputs in the wide layout, the
+        # lanes past the filters in the narrow one, around grad_y in the padded copy.
+        memset(gy_in, 0, rg.lay.n_in * sizeof(floating))
+        if want_grad_x:
+            memset(gyp, 0, (n_filters * rg.gy_ld + SKC_SLACK) * sizeof(floating))
+        for chunk in prange(n_chunks, schedule="static"):
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            memset(gw_acc, 0, rg.lay.n_acc * sizeof(floating))
+            for n in range(start, stop):
+                _phase_copy(&x[n, 0, 0, 0, 0], channels, width, pad, s, rg.phase_ld, xph)
+                gy_n = &grad_y[n, 0, 0, 0, 0]
+                if wide:
+                    for d in range(n_filters):
+                        memcpy(gy_in + d * rg.lay.g_plane, gy_n + d * n_out,
+                               n_out * sizeof(floating))
+                    _wgrad_wide(n_filters, rg.lay.n_taps, rg.n_pos_ld, gy_in,
+                                rg.lay.g_plane, xph, &offsets_fwd[0], gw_acc)
+                else:
+                    _transpose_pad(gy_n, n_filters, n_out, gy_in, dv)
+                    _wgrad(rg.lay.n_taps, dv, n_out, &positions[0], xph, &offsets_fwd[0],
+                           gy_in, dv, gw_acc, dv)
+                if not want_grad_x:
+                    continue
+                for d in range(n_filters):
+                    memcpy(gyp + d * rg.gy_ld + rg.reach, gy_n + d * n_out,
+                           n_out * sizeof(floating))
+                gx_n = &grad_x[n, 0, 0, 0, 0]
+                for r in range(s):
+                    # The signal's cells i of phase r: i0, i0 + s, ..., at cells
+                    # m0, m0 + 1, ... of the phase.
+                    i0 = (r - pad % s + s) % s
+                    if i0 >= width:
+                        continue
+                    m0 = (i0 + pad) // s
+                    count = (width - i0 + s - 1) // s
+                    n_r = phase_start[r + 1] - phase_start[r]
+                    if n_r == 0:  # no tap reaches this phase
+                        for c in range(channels):
+                            for t in range(count):
+                                gx_n[c * width + i0 + t * s] = 0
+                        continue
+                    _rowgemm(channels, (m0 + count + lanes - 1) // lanes, &vec_at[0],
+                             n_filters * n_r,
+                             &w_phases[channels * n_filters * phase_start[r]], gyp,
+                             &offsets_bwd[n_filters * phase_start[r]], gx_buf,
+                             rg.gx_ld, False)
+                    for c in range(channels):
+                        for t in range(count):
+                            gx_n[c * width + i0 + t * s] = gx_buf[c * rg.gx_ld + m0 + t]
+            _store_chunk_sums(gw_acc, &rg.lay, n_filters, g.n_rows,
+                              &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
 
 
 def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)
