@@ -273,7 +273,7 @@ def test_empty_batch(dtype):
     "x_shape,w_shape,kw",
     [
         ((2, 1, 8), (3, 1, 3), dict(pool_size=7)),  # 1-D: window past the output
-        ((2, 1, 8), (3, 1, 3), dict(stride=2)),  # 1-D stride
+        ((2, 1, 20), (3, 1, 3), dict(pool_size=9, mode="avg")),  # 1-D: avg of 8 cells
         ((2, 1, 300), (3, 1, 3), dict(pool_size=257)),  # codes are bytes
         ((2, 1, 4, 4, 4), (3, 1, 2, 2, 2), dict()),  # 3-D
         ((2, 1, 8, 8), (3, 1, 3, 3), dict(stride=2)),  # stride
@@ -295,8 +295,10 @@ def test_bad_arguments():
     x = rng.standard_normal((2, 1, 6, 6))
     w = rng.standard_normal((3, 1, 3, 3))
     pooled, codes = blocks._conv_pool(x, w)
-    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
-        blocks._conv_pool(x, w, mode="avg")
+    with pytest.raises(ValueError, match="mode must be 'max', 'min' or 'avg'"):
+        blocks._conv_pool(x, w, mode="median")
+    with pytest.raises(ValueError, match="fused convolution and pooling needs"):
+        blocks._conv_pool(x, w, mode="avg")  # signals only
     with pytest.raises(ValueError, match=r"codes must have shape \(2, 3, 2, 2\)"):
         blocks._conv_pool_backward(pooled, codes[:, :, :1], x, w)
     with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 2, 2\)"):

@@ -91,6 +91,12 @@ cdef extern from "pool/poolkernels.h" nogil:
     void skc_pool_taps_codes_row_d(const double *rows, Py_ssize_t tap_stride,
                                    int n_taps, Py_ssize_t n_vectors, double bias,
                                    int want_min, int relu, double *y, uint8_t *code)
+    void skc_pool_taps_avg_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
+                                 Py_ssize_t n_vectors, float bias, int relu, float *y,
+                                 uint8_t *code)
+    void skc_pool_taps_avg_row_d(const double *rows, Py_ssize_t tap_stride, int n_taps,
+                                 Py_ssize_t n_vectors, double bias, int relu, double *y,
+                                 uint8_t *code)
     void skc_relu_backward_f(const float *grad, const float *out, Py_ssize_t n,
                              float *dst)
     void skc_relu_backward_d(const double *grad, const double *out, Py_ssize_t n,
@@ -805,7 +811,6 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
-        Geometry g1
         const floating *bias = &b[0] if b is not None else NULL
         floating[:, ::1] scratch
         uint8_t[:, :, :, :, ::1] no_codes = None
@@ -816,13 +821,8 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
     elif _is_signal(&g):
         # A strided convolution of signals is the pooled path's with windows of one
-        # cell every stride cells (no im2col, no BLAS): its stride-1 geometry, whose
-        # output only needs to reach the last cell kept.
-        g1 = g
-        g1.stride[2] = 1
-        g1.out[2] = (g.out[2] - 1) * g.stride[2] + 1
-        _run_forward_pool_rows(x, w, b, y, no_codes, &g1, 1, g.stride[2], n_threads,
-                               False, False)
+        # cell (no im2col, no BLAS).
+        _run_forward_pool_rows(x, w, b, y, no_codes, &g, 1, 1, n_threads, False, False)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -836,46 +836,88 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
                       floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, P1, P2)
                       uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
                       tuple conv_out,                     # IN  (1, O1, O2)
-                      tuple pad_lo, tuple dilation,
+                      tuple stride, tuple pad_lo, tuple dilation,
                       tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
-                      bint want_min, bint relu, int n_threads):
-    """Max (or min) pooling of a stride-1 convolution plus bias, then relu if asked,
-    without storing the convolution.
+                      bint want_min, bint average, bint relu, int n_threads):
+    """Max (or min, or average) pooling of a convolution plus bias, with relu, without
+    storing the convolution.
 
-    Two poolings: ``pool_window = pool_stride = (2, 2)`` on images (``O1 >= 2``), and
-    on signals (``X1 = K1 = O1 = 1``) windows ``(1, p)`` every ``(1, s)`` cells (any
-    p of at most ``MAX_WINDOW_CELLS`` and s; windows may overlap or leave gaps), all
-    inside the convolution's output: ``P2 = (O2 - p) // s + 1``.
+    Two poolings: on images, max or min with ``pool_window = pool_stride = (2, 2)``
+    of a stride-1 convolution (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
+    ``stride``, windows ``(1, p)`` every ``(1, q)`` cells of the convolution's output
+    (any p of at most ``MAX_WINDOW_CELLS`` and q; windows may overlap or leave gaps),
+    all inside it: ``P2 = (O2 - p) // q + 1``; and there also the average of windows
+    of at most 8 cells.
 
-    ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of ``conv_forward``'s output
-    bit for bit, with the same first-extreme and NaN rules (and numpy's
-    ``maximum(y, 0)`` for relu). ``codes[n, d, 0, i, j]``
-    (skipped when None) is the winning cell's place in its window, row-major: for
-    2x2, 0 for ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
-    ``(2i + 1, 2j + 1)``; on signals, t for cell ``j * s + t``. Shapes are trusted:
-    ``skconv.ops`` checks them.
+    Max and min: ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of
+    ``conv_forward``'s output bit for bit, with the same first-extreme and NaN rules,
+    then numpy's ``maximum(y, 0)`` if ``relu``. ``codes[n, d, 0, i, j]`` (skipped when
+    None) is the winning cell's place in its window, row-major: for 2x2, 0 for
+    ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for ``(2i + 1,
+    2j + 1)``; on signals, t for cell ``j * q + t``.
+
+    Average: relu (if asked) comes FIRST, on every cell, as a network runs conv,
+    relu, average pooling; ``y`` equals that bit for bit (sums in double, as
+    ``skconv._ops.pool.pool`` adds them) and ``codes`` has bit t set where relu's
+    output for cell t of the window is positive (0 without relu), for
+    ``conv_pool_avg_backward``. Shapes are trusted: ``skconv.ops`` checks them.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
-                               (1, 1, 1), pad_lo, dilation)
-        bint rows = g.out[0] == 1 and g.out[1] == 1 and g.ksize[1] == 1
-    if not ((pool_window == (2, 2) and pool_stride == (2, 2) and g.out[0] == 1
-             and g.out[1] >= 2)
-            or (rows and pool_window[0] == 1 and pool_stride[0] == 1
-                and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
-                and pool_stride[1] >= 1)):
+                               stride, pad_lo, dilation)
+        bint images = (pool_window == (2, 2) and pool_stride == (2, 2) and not average
+                       and _unit_stride(&g) and g.out[0] == 1 and g.out[1] >= 2)
+        bint signals = (_is_signal(&g) and pool_window[0] == 1 and pool_stride[0] == 1
+                        and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
+                        and pool_stride[1] >= 1
+                        and (not average or pool_window[1] <= 8))
+    if not (images or signals):
         raise ValueError(f"no fused kernel pools windows {pool_window} every "
-                         f"{pool_stride} of a convolution output {conv_out}")
+                         f"{pool_stride} of a convolution output {conv_out} with "
+                         f"stride {stride}{' (average)' if average else ''}")
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    if rows and pool_window != (2, 2):
+    if signals:
         _run_forward_pool_rows(x, w, b, y, codes, &g, <Py_ssize_t> pool_window[1],
-                               <Py_ssize_t> pool_stride[1], n_threads, want_min, relu)
+                               <Py_ssize_t> pool_stride[1], n_threads, want_min, relu,
+                               average)
     else:
         _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+
+
+def conv_pool_avg_backward(const floating[:, ::1] grad_pooled,  # IN  (P, J) planes
+                           const uint8_t[:, ::1] codes,  # IN  as grad_pooled, or None
+                           floating[:, ::1] grad_conv,    # OUT (P, O)
+                           Py_ssize_t window, Py_ssize_t stride, int n_threads):
+    """The convolution's gradient from an average pooling's (windows of ``window``
+    cells every ``stride``, all inside the O cells), through relu's backward when
+    ``codes`` (the forward's) are given: what ``pool_backward`` of the average then
+    ``relu_backward`` compute, bit for bit. Each window's share ``grad / window`` is
+    added window cell by window cell (all windows' first cells, then their second...),
+    the order of the plain kernel, then each covered cell is multiplied by its relu
+    bit. ``grad_conv`` is overwritten; planes on up to ``n_threads`` threads."""
+    cdef Py_ssize_t n_planes = grad_pooled.shape[0], n_out = grad_pooled.shape[1]
+    cdef Py_ssize_t p, t, j, cell
+    cdef floating *row
+    cdef bint masked = codes is not None
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        row = &grad_conv[p, 0]
+        memset(row, 0, grad_conv.shape[1] * sizeof(floating))
+        for t in range(window):
+            for j in range(n_out):
+                row[j * stride + t] += grad_pooled[p, j] / <floating> window
+        if masked:
+            # A cell in several windows gets its bit from each: the same bit.
+            for t in range(window):
+                for j in range(n_out):
+                    cell = j * stride + t
+                    row[cell] = row[cell] * <floating> ((codes[p, j] >> t) & 1)
 
 
 # --------------------------------------------------------------------------------
@@ -898,7 +940,8 @@ cdef Py_ssize_t _ROW_BLOCK = 128
 
 cdef struct RowPool:
     Py_ssize_t window        # p: cells per pooling window
-    Py_ssize_t stride        # s: cells between windows, also the number of phases
+    Py_ssize_t stride        # q: cells of the convolution's output between windows
+    Py_ssize_t phases        # S = q * (the convolution's stride): phases of the copy
     Py_ssize_t n_out         # J: pooled outputs per row
     Py_ssize_t phase_ld      # row stride of the polyphase copy, row c*s + r
     Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK (the GEMM reads past a row)
@@ -914,15 +957,16 @@ cdef RowPool _row_pool(const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
     # convolution may not reach); every window's cells read inside it, and a vector's
     # lanes past the last window read less than a vector further (the next row, or
     # the slack after the last one).
-    cdef Py_ssize_t padded = max(g.out[2] + g.dil[2] * (g.ksize[2] - 1),
-                                 g.pad[2] + g.size[2])
+    cdef Py_ssize_t padded = max((g.out[2] - 1) * g.stride[2] + 1
+                                 + g.dil[2] * (g.ksize[2] - 1), g.pad[2] + g.size[2])
     rp.window = window
     rp.stride = stride
+    rp.phases = stride * g.stride[2]
     rp.n_out = (g.out[2] - window) // stride + 1
     # Strides a vector past a power of two: rows read (or written) together would
     # otherwise fall in the same few L1 sets (rows 2 kB apart evict each other).
-    rp.phase_ld = _round_up((padded + stride - 1) // stride) + SKC_SLACK
-    rp.phase_size = g.channels * stride * rp.phase_ld + SKC_SLACK
+    rp.phase_ld = _round_up((padded + rp.phases - 1) // rp.phases) + SKC_SLACK
+    rp.phase_size = g.channels * rp.phases * rp.phase_ld + SKC_SLACK
     rp.taps_ld = _ROW_BLOCK + SKC_SLACK
     rp.tap_stride = g.n_filters * rp.taps_ld + SKC_SLACK
     # Phases, a block's GEMM outputs, a block of pooled outputs and its codes.
@@ -936,8 +980,8 @@ cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lan
     ``offsets[t*R + c*K + k]`` is where tap (c, k) of window cell t starts in the
     polyphase copy; vec_at the vectors' first j in a block."""
     cdef tuple key = ("rows", lanes, g.channels, g.n_filters, g.size[2], g.ksize[2],
-                      g.out[2], g.pad[2], g.dil[2], rp.window, rp.stride)
-    cdef Py_ssize_t t, c, k, at, n_taps = g.ksize[2], s = rp.stride
+                      g.out[2], g.pad[2], g.dil[2], g.stride[2], rp.window, rp.stride)
+    cdef Py_ssize_t t, c, k, at, n_taps = g.ksize[2], s = rp.phases
     cdef Py_ssize_t[::1] offsets
     tables = _TABLES.get(key)
     if tables is not None:
@@ -946,7 +990,8 @@ cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lan
     for t in range(rp.window):
         for c in range(g.channels):
             for k in range(n_taps):
-                at = t + k * g.dil[2]
+                # Window cell t is the output t*stride[2] cells further.
+                at = t * g.stride[2] + k * g.dil[2]
                 offsets[(t * g.channels + c) * n_taps + k] = (
                     (c * s + at % s) * rp.phase_ld + at // s)
     tables = (offsets.base, np.arange(0, _ROW_BLOCK, lanes, dtype=np.intp))
@@ -991,11 +1036,18 @@ cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
 
 cdef inline void _pool_taps(const floating *rows, Py_ssize_t tap_stride,
                             Py_ssize_t n_taps, Py_ssize_t n_vectors, floating bias,
-                            bint want_min, bint relu, floating *y,
+                            bint want_min, bint relu, bint average, floating *y,
                             uint8_t *code) noexcept nogil:
     """n_vectors vectors of 1-D windows computed tap by tap; see
     include/pool/poolkernels.h."""
-    if floating is float:
+    if average:
+        if floating is float:
+            skc_pool_taps_avg_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                    relu, y, code)
+        else:
+            skc_pool_taps_avg_row_d(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                    relu, y, code)
+    elif floating is float:
         skc_pool_taps_codes_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
                                   want_min, relu, y, code)
     else:
@@ -1009,7 +1061,7 @@ cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
                             floating[:, :, :, :, ::1] y,
                             uint8_t[:, :, :, :, ::1] codes,
                             const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
-                            int n_threads, bint want_min, bint relu):
+                            int n_threads, bint want_min, bint relu, bint average=False):
     """The signals' pooled forward: per-call tables and scratch, then the kernel."""
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
@@ -1024,7 +1076,7 @@ cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
             (n_threads, rp.scratch), dtype=np.float32 if floating is float else np.float64)
     with nogil:
         _forward_pool_rows(x, w_packed, bias, y, codes, offsets, vec_at, scratch, g,
-                           &rp, n_threads, want_min, relu)
+                           &rp, n_threads, want_min, relu, average)
 
 
 cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
@@ -1036,7 +1088,7 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                              const Py_ssize_t[::1] vec_at,
                              floating[:, ::1] scratch,  # OUT (n_threads, rp.scratch)
                              const Geometry *g, const RowPool *rp, int n_threads,
-                             bint want_min, bint relu) noexcept nogil:
+                             bint want_min, bint relu, bint average) noexcept nogil:
     """Per sample: the polyphase copy, then per block of windows one GEMM per window
     cell and the pooling."""
     cdef:
@@ -1058,7 +1110,7 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
         row_code = <uint8_t *> (row_y + _ROW_BLOCK)
         memset(phases, 0, rp.phase_size * sizeof(floating))
         for n in prange(n_samples, schedule="static"):
-            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.stride,
+            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.phases,
                         rp.phase_ld, phases)
             for block in range((n_out + _ROW_BLOCK - 1) // _ROW_BLOCK):
                 j0 = block * _ROW_BLOCK
@@ -1077,11 +1129,11 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                     y_at = &y[n, d, 0, 0, j0]
                     code_at = &codes[n, d, 0, 0, j0] if codes is not None else row_code
                     _pool_taps(taps + d * taps_ld, tap_stride, rp.window, n_whole, bd,
-                               want_min, relu, y_at, code_at)
+                               want_min, relu, average, y_at, code_at)
                     if n_whole * SKC_POOL_LANES < nb:
                         at = n_whole * SKC_POOL_LANES
                         _pool_taps(taps + d * taps_ld + at, tap_stride, rp.window, 1, bd,
-                                   want_min, relu, row_y, row_code)
+                                   want_min, relu, average, row_y, row_code)
                         memcpy(y_at + at, row_y, (nb - at) * sizeof(floating))
                         if codes is not None:
                             memcpy(code_at + at, row_code, nb - at)

@@ -191,3 +191,53 @@ static void SKC_NAME(skc_relu_backward)(const SKC_T *__restrict grad,
     for (i = 0; i < n; i++)
         dst[i] = grad[i] * (SKC_T)(out[i] > 0);
 }
+
+/* One row of 1-D average windows computed tap by tap (see pool_taps_avg_row); relu
+ * is a constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool_taps_avg_mode)(
+    const int relu, const SKC_T *rows, ptrdiff_t tap_stride, int n_taps,
+    ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
+{
+    ptrdiff_t v;
+    int t;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *at = rows + SKC_POOL_LANES * v;
+        skc_pd acc = {0};
+        SKC_VI positive = {0};
+        for (t = 0; t < n_taps; t++) {
+            SKC_VT c = *(const SKC_VT *)(at + t * tap_stride) + bias;
+            if (relu) {
+                /* numpy's maximum(c, 0), as above; bit t: relu's output is > 0. */
+                SKC_VI keep = (c >= 0) | (c != c);
+                c = (SKC_VT)((SKC_VI)c & keep);
+                positive |= (c > 0) & (1 << t);
+            }
+            acc += __builtin_convertvector(c, skc_pd);
+        }
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) =
+            __builtin_convertvector(acc / (double)n_taps, SKC_VT);
+        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
+            __builtin_convertvector(positive, skc_pool_code);
+    }
+}
+
+/*
+ * pool_taps_avg_row: the average counterpart of pool_taps_codes_row, relu FIRST:
+ * for o < 8 * n_vectors, window o's cells are rows[t * tap_stride + o] + bias (then
+ * relu if asked) for t < n_taps (1 to 8), and y[o] is their sum in double, added
+ * from 0 in t order, divided by n_taps and rounded to SKC_T: what relu then the
+ * plain average pooling compute. code[o] has bit t set when relu's output for cell
+ * t is positive (the relu's backward), 0 without relu.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool_taps_avg_row)(const SKC_T *rows, ptrdiff_t tap_stride,
+                                            int n_taps, ptrdiff_t n_vectors, SKC_T bias,
+                                            int relu, SKC_T *y, uint8_t *code)
+{
+    if (relu)
+        SKC_NAME(skc_pool_taps_avg_mode)(1, rows, tap_stride, n_taps, n_vectors, bias, y,
+                                         code);
+    else
+        SKC_NAME(skc_pool_taps_avg_mode)(0, rows, tap_stride, n_taps, n_vectors, bias, y,
+                                         code);
+}
