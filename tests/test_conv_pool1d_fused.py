@@ -28,21 +28,15 @@ from skconv._ops.loss import softmax_cross_entropy
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_conv as ref_conv
     from . import _reference_pool as ref_pool
+    from ._bitwise import assert_bitwise_equal, assert_same_fused_results
     from ._finite_differences import central_differences
 except ImportError:
     import _reference_conv as ref_conv
     import _reference_pool as ref_pool
+    from _bitwise import assert_bitwise_equal, assert_same_fused_results
     from _finite_differences import central_differences
 
 DTYPES = [np.float32, np.float64]
-
-
-def assert_bitwise_equal(actual, expected, what):
-    assert actual.dtype == expected.dtype, what
-    assert actual.shape == expected.shape, what
-    # Compare the bits: NaN payloads, signed zeros and infinities included.
-    np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8),
-                                  err_msg=what)
 
 
 def unfused(x, w, b, grad_out, *, pool_size, pool_stride, mode, relu, n_jobs=1, **kw):
@@ -327,11 +321,7 @@ def test_thread_count_gives_bitwise_equal_results(dtype, n, c, d, window, stride
     kw = dict(pool_size=window, pool_stride=stride, mode=mode, relu=True,
               stride=conv_stride, padding="same")
     results = [fused(x, w, b, grad, n_jobs=n_jobs, **kw) for n_jobs in (1, 2, 3)]
-    for other in results[1:]:
-        assert_bitwise_equal(other[0], results[0][0], "pooled output")
-        np.testing.assert_array_equal(other[1], results[0][1])
-        for got, exp in zip(other[2], results[0][2]):
-            assert_bitwise_equal(got, exp, "gradient")
+    assert_same_fused_results(results)
 
 
 def test_inference_skips_codes_and_first_layer_skips_grad_x():

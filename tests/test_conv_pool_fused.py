@@ -20,6 +20,11 @@ from skconv._ops import blocks
 from skconv._nn.activations import relu as relu_forward
 from skconv._nn.activations import relu_backward
 
+try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
+    from ._bitwise import assert_bitwise_equal, assert_same_fused_results
+except ImportError:
+    from _bitwise import assert_bitwise_equal, assert_same_fused_results
+
 DTYPES = [np.float32, np.float64]
 
 
@@ -41,14 +46,6 @@ def fused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
     grads = blocks._conv_pool_backward(grad_out, codes, x, w, n_jobs=n_jobs,
                                        relu_output=out if relu else None, **kw)
     return out, codes, grads
-
-
-def assert_bitwise_equal(actual, expected, what):
-    assert actual.dtype == expected.dtype, what
-    assert actual.shape == expected.shape, what
-    # Compare the bits: NaN payloads, signed zeros and infinities included.
-    np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8),
-                                  err_msg=what)
 
 
 def check_fused_equals_unfused(x, w, b, mode, seed=0, n_jobs=1, relu=False, **kw):
@@ -233,11 +230,7 @@ def test_thread_count_gives_bitwise_equal_results(dtype, n, monkeypatch):
     grad_pooled = rng.standard_normal((n, 16, 7, 7)).astype(dtype)
     results = [fused(x, w, b, grad_pooled, "max", n_jobs, padding="same")
                for n_jobs in (1, 2, 3)]
-    for other in results[1:]:
-        assert_bitwise_equal(other[0], results[0][0], "pooled output")
-        np.testing.assert_array_equal(other[1], results[0][1])
-        for got, exp in zip(other[2], results[0][2]):
-            assert_bitwise_equal(got, exp, "gradient")
+    assert_same_fused_results(results)
 
 
 def test_inference_skips_codes_and_first_layer_skips_grad_x():

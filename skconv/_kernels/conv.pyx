@@ -51,9 +51,8 @@ from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
 from .microkernels cimport (
-    SKC_SLACK, skc_deinterleave_d, skc_deinterleave_f, skc_rowgemm_d, skc_rowgemm_f,
-    skc_rowgemm_pack_d, skc_rowgemm_pack_f, skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d,
-    skc_wgrad_wide_f,
+    SKC_SLACK, rowgemm, rowgemm_pack, skc_deinterleave_d, skc_deinterleave_f,
+    skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d, skc_wgrad_wide_f,
 )
 from .ranges cimport end_valid, first_valid
 from .sums cimport sum_rows_in_order
@@ -103,32 +102,13 @@ cdef extern from "pool/poolkernels.h" nogil:
                              double *dst)
 
 
-cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                          Py_ssize_t K, const floating *A_packed,
-                          const floating *B, const Py_ssize_t *b_off,
-                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
-    vec_at[:n_vec], A packed by ``_pack_rows_from``; see include/conv/microkernels.h."""
-    if floating is float:
-        skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
-    else:
-        skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
-
-
 cdef object _pack_rows_from(const floating *A, Py_ssize_t M, Py_ssize_t K):
-    """A C-contiguous (M, K) matrix packed for ``_rowgemm``: its register blocks of
+    """A C-contiguous (M, K) matrix packed for ``rowgemm``: its register blocks of
     rows as (K, rows) panels, one after another (a fresh array of M*K values)."""
-    cdef float[::1] packed_f
-    cdef double[::1] packed_d
-    if floating is float:
-        packed = np.empty(M * K, dtype=np.float32)
-        packed_f = packed
-        skc_rowgemm_pack_f(M, K, A, K, 1, &packed_f[0])
-    else:
-        packed = np.empty(M * K, dtype=np.float64)
-        packed_d = packed
-        skc_rowgemm_pack_d(M, K, A, K, 1, &packed_d[0])
-    return packed
+    cdef floating[::1] packed = np.empty(
+        M * K, dtype=np.float32 if floating is float else np.float64)
+    rowgemm_pack(M, K, A, K, 1, &packed[0])
+    return packed.base
 
 
 cdef object _pack_flipped(const floating[:, :, :, :, ::1] w):
@@ -540,6 +520,16 @@ cdef dict _TABLES = {}
 _MAX_TABLES = 64
 
 
+cdef tuple _cache_tables(tuple key, tuple tables):
+    """Freeze a geometry's tables (threads share them) and keep them under ``key``."""
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
 cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
     """``(offsets, vec_at)`` of the forward, or ``(offsets_fwd, offsets_bwd,
     positions, vec_at)`` of the backward, for this geometry (cached)."""
@@ -559,12 +549,7 @@ cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
     else:
         tables = (_shifted_offsets(g, False)[0],
                   _vector_starts(g.out, sh.xp, sh.x_wide, lanes))
-    for array in tables:
-        array.setflags(write=False)
-    if len(_TABLES) >= _MAX_TABLES:
-        _TABLES.clear()
-    _TABLES[key] = tables
-    return tables
+    return _cache_tables(key, tables)
 
 
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
@@ -596,7 +581,7 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
         _zero_grid(xp, g.channels, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
-            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
+            rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
                      &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
                 _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
@@ -995,12 +980,7 @@ cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lan
                 offsets[(t * g.channels + c) * n_taps + k] = (
                     (c * s + at % s) * rp.phase_ld + at // s)
     tables = (offsets.base, np.arange(0, _ROW_BLOCK, lanes, dtype=np.intp))
-    for array in tables:
-        array.setflags(write=False)
-    if len(_TABLES) >= _MAX_TABLES:
-        _TABLES.clear()
-    _TABLES[key] = tables
-    return tables
+    return _cache_tables(key, tables)
 
 
 cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
@@ -1117,7 +1097,7 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                 nb = min(_ROW_BLOCK, n_out - j0)
                 # The block's windows j0.. as columns 0..: the GEMM reads from j0 on.
                 for t in range(rp.window):
-                    _rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
+                    rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
                              &w_packed[0], phases + j0, &offsets[t * n_rows],
                              taps + t * tap_stride, taps_ld, False)
                 # Whole vectors of windows go straight to y and the codes; a row's
@@ -1283,7 +1263,7 @@ cdef void _sample_input_grad(const floating *gy_n, const Geometry *g, const Shif
     """One sample's input gradient: the flipped kernels over the padded grad_y."""
     cdef Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
     _pad_copy(gy_n, g.n_filters, g.out, gyp, sh.gp, sh.gp_plane, sh.gp_lo)
-    _rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
+    rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
              offsets_bwd, gx_wide, sh.gx_wide_ld, False)
     _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, grad_x_n)
 
@@ -1681,12 +1661,7 @@ cdef tuple _row_grad_tables(const Geometry *g, const RowGrad *rg):
     tables = (offsets_fwd.base, np.arange(g.out[2], dtype=np.intp), phase_start.base,
               taps.base, offsets_bwd.base,
               np.arange(0, rg.gx_ld, rg.lay.lanes, dtype=np.intp))
-    for array in tables:
-        array.setflags(write=False)
-    if len(_TABLES) >= _MAX_TABLES:
-        _TABLES.clear()
-    _TABLES[key] = tables
-    return tables
+    return _cache_tables(key, tables)
 
 
 cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
@@ -1713,12 +1688,8 @@ cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
                 for k in range(phase_start[r], phase_start[r + 1]):
                     matrix[at] = w[d, c, 0, 0, taps[k]]
                     at += 1
-        if floating is float:
-            skc_rowgemm_pack_f(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
-                               &packed[channels * n_filters * phase_start[r]])
-        else:
-            skc_rowgemm_pack_d(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
-                               &packed[channels * n_filters * phase_start[r]])
+        rowgemm_pack(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
+                     &packed[channels * n_filters * phase_start[r]])
     return packed.base
 
 
@@ -1837,7 +1808,7 @@ cdef void _backward_rows(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, 1
                             for t in range(count):
                                 gx_n[c * width + i0 + t * s] = 0
                         continue
-                    _rowgemm(channels, (m0 + count + lanes - 1) // lanes, &vec_at[0],
+                    rowgemm(channels, (m0 + count + lanes - 1) // lanes, &vec_at[0],
                              n_filters * n_r,
                              &w_phases[channels * n_filters * phase_start[r]], gyp,
                              &offsets_bwd[n_filters * phase_start[r]], gx_buf,
