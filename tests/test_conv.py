@@ -306,6 +306,8 @@ def test_realistic_sizes_match_twin(dtype, n, c, in_shape, d, kernel, kw):
     "in_shape,kernel,kw",
     [
         ((6,), (2,), dict()),
+        ((17,), (3,), dict(stride=2, padding="same")),  # signals' polyphase paths
+        ((23,), (4,), dict(stride=3, padding=2, dilation=2)),
         ((5, 6), (2, 3), dict()),
         ((5, 6), (3, 2), dict(padding=1)),
         ((5, 6), (2, 2), dict(stride=2)),
@@ -314,7 +316,8 @@ def test_realistic_sizes_match_twin(dtype, n, c, in_shape, d, kernel, kw):
 )
 def test_non_finite_values_stay_where_the_formula_puts_them(in_shape, kernel, kw):
     # One inf in x: y, grad_x and grad_w must be non-finite exactly where the twin's
-    # sums include that cell, and equal to the twin elsewhere.
+    # sums include that cell, and equal to the twin elsewhere (the backward's
+    # finite-only paths, stride 1 and strided signals, must hand over to im2col).
     rng = np.random.default_rng(19)
     x, w, b = random_problem(rng, 2, 2, 3, in_shape, kernel, np.float64)
     for cell in [(0, 0) + (0,) * len(in_shape), (1, 1) + tuple(s // 2 for s in in_shape),

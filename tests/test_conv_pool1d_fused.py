@@ -1,10 +1,11 @@
 """Tests of the fused 1-D convolution + pooling (+ relu) of signals
 (``skconv._ops.blocks.ConvPool1dBlock`` and the ``_conv_pool`` op on 1-D maps).
 
-The fused path must equal the unfused one bit for bit: ``conv`` then
-``pool_with_indices`` (then ``relu``) forward, ``relu_backward``,
-``pool_backward_indices`` then ``conv_backward`` backward, for any pooling window and
-stride (overlapping windows and gaps included). Covered: random geometries and both
+The fused path must equal the unfused one bit for bit, for any convolution stride,
+pooling window and stride (overlapping windows and gaps included): max and min,
+``conv`` then ``pool_with_indices`` (then ``relu``) forward, ``relu_backward``,
+``pool_backward_indices`` then ``conv_backward`` backward; average, ``conv``, ``relu``
+then ``pool`` forward, ``pool_backward``, ``relu_backward`` then ``conv_backward``. Covered: random geometries and both
 dtypes against the unfused ops and against the slow twins (integer data, so exact and
 full of ties), central differences in float64, NaN and infinities, thread counts,
 the prepared training step, which specs get the block, and whole networks.
@@ -27,60 +28,70 @@ from skconv._ops.loss import softmax_cross_entropy
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_conv as ref_conv
     from . import _reference_pool as ref_pool
+    from ._bitwise import assert_bitwise_equal, assert_same_fused_results
     from ._finite_differences import central_differences
 except ImportError:
     import _reference_conv as ref_conv
     import _reference_pool as ref_pool
+    from _bitwise import assert_bitwise_equal, assert_same_fused_results
     from _finite_differences import central_differences
 
 DTYPES = [np.float32, np.float64]
 
 
-def assert_bitwise_equal(actual, expected, what):
-    assert actual.dtype == expected.dtype, what
-    assert actual.shape == expected.shape, what
-    # Compare the bits: NaN payloads, signed zeros and infinities included.
-    np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8),
-                                  err_msg=what)
-
-
 def unfused(x, w, b, grad_out, *, pool_size, pool_stride, mode, relu, n_jobs=1, **kw):
-    """Reference: the separate ops, as the network runs them without fusion."""
+    """Reference: the separate ops, as the network runs them without fusion (relu
+    after a max or min pooling, before an average one). Returns the output, the
+    flat indices of a max or min pooling (None for avg) and the gradients."""
     y = ops.conv(x, w, b, n_jobs=n_jobs, **kw)
-    out, indices = ops.pool_with_indices(y, pool_size, stride=pool_stride, mode=mode,
-                                         n_jobs=n_jobs)
-    grad_pooled = grad_out
-    if relu:
-        out = np.maximum(out, 0)
-        with np.errstate(invalid="ignore"):
-            grad_pooled = grad_out * (out > 0)
-    grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape, n_jobs=n_jobs)
+    pool = dict(stride=pool_stride, n_jobs=n_jobs)
+    with np.errstate(invalid="ignore"):
+        if mode == "avg":
+            r = np.maximum(y, 0) if relu else y
+            out, indices = ops.pool(r, pool_size, mode="avg", **pool), None
+            grad_y = ops.pool_backward(grad_out, r, pool_size, mode="avg", **pool)
+            if relu:
+                grad_y = grad_y * (r > 0)
+        else:
+            out, indices = ops.pool_with_indices(y, pool_size, mode=mode, **pool)
+            grad_pooled = grad_out
+            if relu:
+                out = np.maximum(out, 0)
+                grad_pooled = grad_out * (out > 0)
+            grad_y = ops.pool_backward_indices(grad_pooled, indices, y.shape,
+                                               n_jobs=n_jobs)
     return out, indices, ops.conv_backward(grad_y, x, w, n_jobs=n_jobs, **kw)
 
 
 def fused(x, w, b, grad_out, *, pool_size, pool_stride, mode, relu, n_jobs=1, **kw):
-    pool = dict(pool_size=pool_size, pool_stride=pool_stride)
-    out, codes = blocks._conv_pool(x, w, b, mode=mode, relu=relu, n_jobs=n_jobs,
-                                   **pool, **kw)
-    grads = blocks._conv_pool_backward(grad_out, codes, x, w, n_jobs=n_jobs,
-                                       relu_output=out if relu else None, **pool, **kw)
+    pool = dict(pool_size=pool_size, pool_stride=pool_stride, mode=mode)
+    out, codes = blocks._conv_pool(x, w, b, relu=relu, n_jobs=n_jobs, **pool, **kw)
+    grads = blocks._conv_pool_backward(
+        grad_out, codes, x, w, n_jobs=n_jobs, relu=relu,
+        relu_output=out if relu and mode != "avg" else None, **pool, **kw)
     return out, codes, grads
 
 
+def pooled_shape(x, w, pool_size, pool_stride, **kw):
+    conv_out = ops.conv_output_shape(x.shape[2:], w.shape[2:], **kw)[0]
+    return x.shape[:1] + w.shape[:1] + ((conv_out - pool_size) // (pool_stride or
+                                                                   pool_size) + 1,)
+
+
 def check_fused_equals_unfused(x, w, b, seed=0, **kw):
-    stride = kw["pool_stride"] or kw["pool_size"]
-    conv_kw = {k: kw[k] for k in ("padding", "dilation") if k in kw}
-    conv_out = ops.conv_output_shape(x.shape[2:], w.shape[2:], **conv_kw)[0]
-    pooled_shape = x.shape[:1] + w.shape[:1] + ((conv_out - kw["pool_size"]) // stride
-                                                + 1,)
-    grad = np.random.default_rng(seed).standard_normal(pooled_shape).astype(x.dtype)
+    pool_stride = kw["pool_stride"] or kw["pool_size"]
+    conv_kw = {k: kw[k] for k in ("stride", "padding", "dilation") if k in kw}
+    shape = pooled_shape(x, w, kw["pool_size"], pool_stride, **conv_kw)
+    grad = np.random.default_rng(seed).standard_normal(shape).astype(x.dtype)
     ref_out, indices, ref_grads = unfused(x, w, b, grad, **kw)
     got_out, codes, got_grads = fused(x, w, b, grad, **kw)
     assert_bitwise_equal(got_out, ref_out, "pooled output")
-    # A code is the winning cell's place in its window; decoded, it is the flat
-    # index that pool_with_indices returns.
-    assert codes.dtype == np.uint8 and codes.max(initial=0) < kw["pool_size"]
-    np.testing.assert_array_equal(np.arange(pooled_shape[2]) * stride + codes, indices)
+    assert codes.dtype == np.uint8
+    if indices is not None:
+        # A code is the winning cell's place in its window; decoded, it is the flat
+        # index that pool_with_indices returns.
+        assert codes.max(initial=0) < kw["pool_size"]
+        np.testing.assert_array_equal(np.arange(shape[2]) * pool_stride + codes, indices)
     for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), got_grads, ref_grads):
         assert_bitwise_equal(got, exp, name)
 
@@ -99,20 +110,25 @@ def random_problem(rng, n, c, d, width, kernel, dtype, bias=True, integer=False)
 def fused_configs(draw):
     kernel = draw(st.integers(1, 9))
     dilation = draw(st.sampled_from([1, 1, 2, 3]))
+    stride = draw(st.sampled_from([1, 1, 2, 3]))
     padding = draw(st.one_of(st.sampled_from(["valid", "same"]), st.integers(0, 5)))
+    mode = draw(st.sampled_from(["max", "min", "avg"]))
+    window = draw(st.integers(1, 8 if mode == "avg" else 6))
     width = draw(st.integers(1, 300))
-    pads = ref_conv.resolve_padding(padding, (width,), (kernel,), (1,), (dilation,))[0]
-    conv_out = width + sum(pads) - dilation * (kernel - 1)
-    window = draw(st.integers(1, 6))
-    if conv_out < window:
-        width += window - conv_out  # at least one window
+    while True:  # at least one window
+        pads = ref_conv.resolve_padding(padding, (width,), (kernel,), (stride,),
+                                        (dilation,))[0]
+        span = width + sum(pads) - dilation * (kernel - 1)
+        if span >= 1 and (span - 1) // stride + 1 >= window:
+            break
+        width += 1
     return dict(
         n=draw(st.integers(1, 5)), c=draw(st.integers(1, 13)),
         d=draw(st.integers(1, 34)),  # across the narrow / wide weight-gradient kernels
-        width=width, kernel=kernel, padding=padding, dilation=dilation,
+        width=width, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
         pool_size=window, pool_stride=draw(st.sampled_from([None, 1, 2, 3, 4, 7])),
         bias=draw(st.booleans()), integer=draw(st.booleans()),
-        mode=draw(st.sampled_from(["max", "min"])), relu=draw(st.booleans()),
+        mode=mode, relu=draw(st.booleans()),
         dtype=draw(st.sampled_from(DTYPES)), n_jobs=draw(st.sampled_from([1, 2, 3])),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
@@ -124,18 +140,19 @@ def test_property_fused_equals_unfused(cfg):
     rng = np.random.default_rng(cfg["seed"])
     x, w, b = random_problem(rng, cfg["n"], cfg["c"], cfg["d"], cfg["width"],
                              cfg["kernel"], cfg["dtype"], cfg["bias"], cfg["integer"])
+    conv_kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"])
     assert blocks._conv_pool_supported(x.shape[1:], w.shape[2:],
                                        pool_size=cfg["pool_size"],
-                                       pool_stride=cfg["pool_stride"],
-                                       padding=cfg["padding"], dilation=cfg["dilation"])
+                                       pool_stride=cfg["pool_stride"], mode=cfg["mode"],
+                                       **conv_kw)
     check_fused_equals_unfused(
         x, w, b, cfg["seed"], pool_size=cfg["pool_size"], pool_stride=cfg["pool_stride"],
-        mode=cfg["mode"], relu=cfg["relu"], n_jobs=cfg["n_jobs"], padding=cfg["padding"],
-        dilation=cfg["dilation"])
+        mode=cfg["mode"], relu=cfg["relu"], n_jobs=cfg["n_jobs"], **conv_kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode,relu", [("max", True), ("min", False), ("max", False)])
+@pytest.mark.parametrize("mode,relu", [("max", True), ("min", False), ("max", False),
+                                       ("avg", True), ("avg", False)])
 @pytest.mark.parametrize(
     "n,c,width,d,kernel,window,stride",
     [
@@ -152,10 +169,31 @@ def test_property_fused_equals_unfused(cfg):
 )
 def test_workload_and_edge_geometries(dtype, mode, relu, n, c, width, d, kernel, window,
                                       stride):
+    if mode == "avg" and window > 8:
+        pytest.skip("an average's codes hold 8 cells")
     rng = np.random.default_rng(4)
     x, w, b = random_problem(rng, n, c, d, width, kernel, dtype)
     check_fused_equals_unfused(x, w, b, pool_size=window, pool_stride=stride, mode=mode,
                                relu=relu, padding="same")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode,relu", [("avg", True), ("max", True), ("min", False)])
+@pytest.mark.parametrize(
+    "n,c,width,d,kernel,stride,window",
+    [
+        (5, 1, 2000, 6, 7, 2, 3),  # signal-2000-k7-s2-avg3, block 1
+        (5, 6, 333, 16, 7, 2, 3),  # block 2
+        (3, 12, 500, 32, 5, 3, 2),
+        (2, 2, 61, 3, 4, 5, 1),
+    ],
+)
+def test_strided_convolutions(dtype, mode, relu, n, c, width, d, kernel, stride,
+                              window):
+    rng = np.random.default_rng(14)
+    x, w, b = random_problem(rng, n, c, d, width, kernel, dtype)
+    check_fused_equals_unfused(x, w, b, pool_size=window, pool_stride=None, mode=mode,
+                               relu=relu, stride=stride, padding="same")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -167,52 +205,64 @@ def test_against_the_slow_twins(dtype, seed):
     kernel, dilation = int(rng.integers(1, 8)), int(rng.choice([1, 2]))
     padding = ["valid", "same", int(rng.integers(0, 4))][seed % 3]
     window, stride = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-    width = int(rng.integers(40, 90))
-    mode, relu = ["max", "min"][seed % 2], bool(seed % 4 < 2)
+    width = int(rng.integers(60, 120))
+    mode, relu = ["max", "min", "avg"][seed % 3], bool(seed % 4 < 2)
+    conv_kw = dict(stride=[1, 2][seed % 2], padding=padding, dilation=dilation)
     x, w, b = random_problem(rng, 3, int(rng.integers(1, 5)), int(rng.integers(1, 20)),
                              width, kernel, dtype, integer=True)
-    conv_kw = dict(padding=padding, dilation=dilation)
+    if mode == "avg":  # window sums of integers over 1, 2 or 4 cells: exact too
+        window = stride = [1, 2, 4][seed % 3]
     y_ref = ref_conv.conv_ref(x, w, b, **conv_kw)
-    pooled_ref = ref_pool.pool(y_ref, window, stride, mode=mode)
-    if relu:
+    r_ref = np.maximum(y_ref, 0) if relu and mode == "avg" else y_ref
+    pooled_ref = ref_pool.pool(r_ref, window, stride, mode=mode)
+    if relu and mode != "avg":
         pooled_ref = np.maximum(pooled_ref, 0)
     out, codes = blocks._conv_pool(x, w, b, pool_size=window, pool_stride=stride,
                                    mode=mode, relu=relu, **conv_kw)
     np.testing.assert_array_equal(out, pooled_ref.astype(dtype))
-    grad = np.round(rng.standard_normal(out.shape) * 3).astype(dtype)
-    grad_pooled = grad * (pooled_ref > 0) if relu else grad
-    grad_y = ref_pool.pool_backward(grad_pooled, y_ref, window, stride, mode=mode)
+    grad = np.round(rng.standard_normal(out.shape) * 3).astype(dtype) * window
+    if mode == "avg":
+        grad_y = ref_pool.pool_backward(grad, r_ref, window, stride, mode=mode)
+        if relu:
+            grad_y = grad_y * (r_ref > 0)
+    else:
+        grad_pooled = grad * (pooled_ref > 0) if relu else grad
+        grad_y = ref_pool.pool_backward(grad_pooled, y_ref, window, stride, mode=mode)
     expected = ref_conv.conv_backward_ref(grad_y, x, w, **conv_kw)
-    got = blocks._conv_pool_backward(grad, codes, x, w, pool_size=window,
-                                     pool_stride=stride, relu_output=out if relu else None,
-                                     **conv_kw)
+    got = blocks._conv_pool_backward(
+        grad, codes, x, w, pool_size=window, pool_stride=stride, mode=mode, relu=relu,
+        relu_output=out if relu and mode != "avg" else None, **conv_kw)
     for name, g, e in zip(("grad_x", "grad_w", "grad_b"), got, expected):
         np.testing.assert_array_equal(g, e.astype(dtype), err_msg=name)
 
 
-@pytest.mark.parametrize("window,stride,relu", [(2, 2, True), (3, 2, False), (4, 4, True),
-                                                (2, 3, False)])
-def test_gradients_by_central_differences(window, stride, relu):
-    # float64, random data: no ties, and no window's extreme is within a step of
-    # another cell, so the loss is smooth around the point.
+@pytest.mark.parametrize("mode,window,stride,relu,conv_stride", [
+    ("max", 2, 2, True, 1), ("max", 3, 2, False, 1), ("min", 4, 4, True, 1),
+    ("max", 2, 3, False, 1), ("max", 3, 3, True, 2), ("avg", 3, 3, True, 2),
+    ("avg", 4, 2, True, 1), ("avg", 2, 3, False, 3)])
+def test_gradients_by_central_differences(mode, window, stride, relu, conv_stride):
+    # float64, random data: no ties, and no window's extreme (or relu's kink) is
+    # within a step of another cell, so the loss is smooth around the point.
     rng = np.random.default_rng(21)
-    x, w, b = random_problem(rng, 2, 3, 4, 29, 3, np.float64)
-    kw = dict(padding="same", dilation=2, pool_size=window, pool_stride=stride)
+    x, w, b = random_problem(rng, 2, 3, 4, 61, 3, np.float64)
+    kw = dict(stride=conv_stride, padding="same", dilation=2, pool_size=window,
+              pool_stride=stride, mode=mode)
     out, codes = blocks._conv_pool(x, w, b, relu=relu, **kw)
     grad = rng.standard_normal(out.shape)
 
     def loss():
         return float((blocks._conv_pool(x, w, b, relu=relu, **kw)[0] * grad).sum())
 
-    got = blocks._conv_pool_backward(grad, codes, x, w, relu_output=out if relu else None,
-                                     **kw)
+    got = blocks._conv_pool_backward(
+        grad, codes, x, w, relu=relu, relu_output=out if relu and mode != "avg" else None,
+        **kw)
     for name, array, analytic in zip(("x", "w", "b"), (x, w, b), got):
         numeric = central_differences(loss, array, 1e-6)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
 @pytest.mark.parametrize("relu", [False, True])
 def test_nan_and_infinities(dtype, mode, relu):
     # NaN wins its window in the pooling (the first NaN), infinities are ordinary
@@ -256,25 +306,22 @@ def test_one_non_finite_value_takes_the_general_path(dtype, where, n_jobs):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 7, 19, 64])
-@pytest.mark.parametrize("c,d,window,stride", [(1, 6, 2, 2), (12, 16, 4, 4),
-                                               (6, 16, 3, 2)])
-def test_thread_count_gives_bitwise_equal_results(dtype, n, c, d, window, stride,
-                                                  monkeypatch):
+@pytest.mark.parametrize("c,d,window,stride,mode,conv_stride", [
+    (1, 6, 2, 2, "max", 1), (12, 16, 4, 4, "max", 1), (6, 16, 3, 2, "min", 1),
+    (1, 6, 3, 3, "avg", 2), (6, 16, 2, 2, "max", 2)])
+def test_thread_count_gives_bitwise_equal_results(dtype, n, c, d, window, stride, mode,
+                                                  conv_stride, monkeypatch):
     # n_jobs is capped at the usable cores: pretend to have more, so that 3 threads
     # (an odd split of the batch) run on a two-core machine too.
     monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
     rng = np.random.default_rng(7)
     x, w, b = random_problem(rng, n, c, d, 500, 5, dtype)
-    conv_out = 500
-    grad = rng.standard_normal((n, d, (conv_out - window) // stride + 1)).astype(dtype)
-    kw = dict(pool_size=window, pool_stride=stride, mode="max", relu=True,
-              padding="same")
+    grad = rng.standard_normal(pooled_shape(x, w, window, stride, stride=conv_stride,
+                                            padding="same")).astype(dtype)
+    kw = dict(pool_size=window, pool_stride=stride, mode=mode, relu=True,
+              stride=conv_stride, padding="same")
     results = [fused(x, w, b, grad, n_jobs=n_jobs, **kw) for n_jobs in (1, 2, 3)]
-    for other in results[1:]:
-        assert_bitwise_equal(other[0], results[0][0], "pooled output")
-        np.testing.assert_array_equal(other[1], results[0][1])
-        for got, exp in zip(other[2], results[0][2]):
-            assert_bitwise_equal(got, exp, "gradient")
+    assert_same_fused_results(results)
 
 
 def test_inference_skips_codes_and_first_layer_skips_grad_x():
@@ -320,11 +367,13 @@ def test_empty_batch_and_bad_arguments():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relu", [False, True])
-def test_prepared_step_is_bitwise_the_op(dtype, relu):
+@pytest.mark.parametrize("mode,conv_stride", [("max", 1), ("avg", 2), ("min", 2)])
+def test_prepared_step_is_bitwise_the_op(dtype, relu, mode, conv_stride):
     rng = np.random.default_rng(12)
     w = rng.standard_normal((4, 3, 5)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)
-    kw = dict(padding=2, pool_size=3, pool_stride=3, relu=relu)
+    kw = dict(stride=conv_stride, padding=2, pool_size=3, pool_stride=3, relu=relu,
+              mode=mode)
     step = blocks._PreparedBatch((5, 3, 61), w.shape, dtype, **kw)
     grad_w, grad_b = np.empty_like(w), np.empty_like(b)
     for _ in range(3):  # the step's arrays are reused: every call must be right
@@ -336,8 +385,9 @@ def test_prepared_step_is_bitwise_the_op(dtype, relu):
         grad = rng.standard_normal(y.shape).astype(dtype)
         grad_x = step.backward(grad, x, w, grad_w, grad_b, 2)
         expected = blocks._conv_pool_backward(
-            grad, ref_codes, x, w, padding=2, pool_size=3, pool_stride=3,
-            relu_output=ref_y if relu else None)
+            grad, ref_codes, x, w, stride=conv_stride, padding=2, pool_size=3,
+            pool_stride=3, mode=mode, relu=relu,
+            relu_output=ref_y if relu and mode != "avg" else None)
         for name, g, e in zip(("grad_x", "grad_w", "grad_b"), (grad_x, grad_w, grad_b),
                               expected):
             assert_bitwise_equal(g, e, name)
@@ -359,9 +409,18 @@ def test_prepared_step_is_bitwise_the_op(dtype, relu):
         # not this block's:
         ((3, 51), ConvSpec((3,), 1, 1), (PoolSpec((2,), (2,), "same"),), None),  # pads
         ((3, 50), ConvSpec((3,), 1, 1), (PoolSpec((3,), (3,), 1),), None),  # padded
-        ((1, 100), ConvSpec((5,), 2, "same"), (PoolSpec((2,), (2,)),), None),  # stride
-        ((1, 100), ConvSpec((5,), 1, "same"), ("relu", PoolSpec((2,), (2,), 0, "avg")),
-         None),  # avg
+        ((1, 100), ConvSpec((5,), 2, "same"), (PoolSpec((2,), (2,)), "relu"),
+         blocks.ConvPool1dBlock),  # strided convolution
+        ((1, 100), ConvSpec((7,), 2, "same"), ("relu", PoolSpec((3,), (3,), 0, "avg")),
+         blocks.ConvPool1dBlock),  # relu, then average
+        ((2, 90), ConvSpec((3,), 1, 0), (PoolSpec((4,), (2,), 0, "avg"),),
+         blocks.ConvPool1dBlock),
+        ((1, 100), ConvSpec((5,), 1, "same"), (PoolSpec((2,), (2,), 0, "avg"), "relu"),
+         None),  # average, then relu: they do not commute
+        ((1, 100), ConvSpec((5,), 1, "same"), ("relu", PoolSpec((2,), (2,))),
+         None),  # the builder puts relu after max pooling
+        ((1, 100), ConvSpec((5,), 1, "same"), ("relu", PoolSpec((9,), (9,), 0, "avg")),
+         None),  # an average's codes hold 8 cells
         ((1, 100), ConvSpec((5,), 1, "same"), (PoolSpec((2,), (2,)), "tanh"), None),
         ((1, 100), ConvSpec((5,), 1, "same"), ("relu",), None),  # no pooling
         ((1, 2, 100), ConvSpec((1, 5), 1, "same"), (PoolSpec((1, 2), (1, 2)),),
@@ -373,9 +432,10 @@ def test_which_specs_get_the_block(input_shape, conv, following, expected):
         block = prepare_conv_block(input_shape, 4, conv, following, dtype)
         assert type(block) is expected if expected else block is None
         if block is not None:
+            pool = next(step for step in following if isinstance(step, PoolSpec))
             assert block.output_shape == (4,) + blocks._cached_conv_pool_geometry(
-                input_shape, conv.kernel_shape, following[0].pool_size,
-                following[0].stride, 1, conv.padding, conv.dilation)[1]
+                input_shape, conv.kernel_shape, pool.pool_size, pool.stride, conv.stride,
+                conv.padding, conv.dilation)[1]
             assert "ConvPool1dBlock" in repr(block)
 
 
@@ -386,6 +446,8 @@ def test_which_specs_get_the_block(input_shape, conv, following, expected):
         ((1, 200), dict()),
         ((12, 150), dict(kernel_size=7, pool_size=4, pooling="min", padding="valid")),
         ((3, 90), dict(kernel_size=3, pool_size=3, pool_stride=2, dilation=2)),
+        ((1, 300), dict(kernel_size=7, stride=2, pooling="avg", pool_size=3)),
+        ((4, 120), dict(kernel_size=3, stride=(2, 1), pooling="max", pool_size=2)),
     ],
 )
 def test_network_with_fused_signal_blocks_is_the_layer_by_layer_network(shape, kwargs,

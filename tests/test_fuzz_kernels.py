@@ -241,17 +241,18 @@ def _fused_case(rng):
 
 
 def _fused1d_case(rng):
-    # Signals: any pooling window and stride (overlaps and gaps), long enough rows
-    # for several blocks of windows and the vector tails of each.
+    # Signals: any convolution stride, pooling window and stride (overlaps and gaps),
+    # max, min or average, long enough rows for several blocks of windows and the
+    # vector tails of each.
     kernel = (int(rng.randint(1, 10)),)
     window = int(rng.randint(1, 6))
     return dict(n=int(rng.randint(1, 4)), c=int(rng.randint(1, 14)),
                 d=int(rng.randint(1, 34)), in_shape=(int(rng.randint(window + 8, 400)),),
-                kernel=kernel, padding=("valid", "same", int(rng.randint(0, 5)))[
-                    rng.randint(3)],
+                kernel=kernel, stride=int(rng.choice([1, 1, 2, 3])),
+                padding=("valid", "same", int(rng.randint(0, 5)))[rng.randint(3)],
                 dilation=int(rng.choice([1, 1, 2, 3])), pool_size=window,
                 pool_stride=int(rng.choice([window, window, 1, 2, 3, 5])),
-                mode=str(rng.choice(["max", "min"])), relu=bool(rng.rand() < 0.5),
+                mode=str(rng.choice(["max", "min", "avg"])), relu=bool(rng.rand() < 0.5),
                 dtype=str(rng.choice(["float32", "float64"])),
                 n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
 
@@ -260,7 +261,8 @@ def _fused_supported(case):
     return blocks._conv_pool_supported(
         (case["c"],) + case["in_shape"], case["kernel"],
         pool_size=case.get("pool_size", 2), pool_stride=case.get("pool_stride"),
-        padding=case["padding"], dilation=case["dilation"])
+        mode=case["mode"], stride=case.get("stride", 1), padding=case["padding"],
+        dilation=case["dilation"])
 
 
 FUSED_CASES = ([case for case in _cases(_fused_case, 4 * N_FUSED, 2)
@@ -273,20 +275,28 @@ FUSED_CASES = ([case for case in _cases(_fused_case, 4 * N_FUSED, 2)
                                                    range(len(FUSED_CASES))])
 def test_fused_conv_pool_is_bitwise_the_ops(case):
     # The fused convolution + pooling (+ relu) of the network's training path, 2x2 on
-    # images, any window on signals: the unfused ops, themselves checked against the
-    # twins above, bit for bit.
+    # images; any window, max, min or average, after any stride on signals: the
+    # unfused ops, themselves checked against the twins above, bit for bit.
     rng = np.random.RandomState(case["seed"])
     dtype = np.dtype(case["dtype"])
     x = rng.standard_normal((case["n"], case["c"]) + case["in_shape"]).astype(dtype)
     w = rng.standard_normal((case["d"], case["c"]) + case["kernel"]).astype(dtype)
     b = rng.standard_normal(case["d"]).astype(dtype)
-    kw = dict(padding=case["padding"], dilation=case["dilation"])
+    kw = dict(stride=case.get("stride", 1), padding=case["padding"],
+              dilation=case["dilation"])
     pool = dict(pool_size=case.get("pool_size", 2), pool_stride=case.get("pool_stride"))
+    average = case["mode"] == "avg"
     conv_y = ops.conv(x, w, b, **kw)
-    pooled, indices = ops.pool_with_indices(conv_y, pool["pool_size"],
-                                            stride=pool["pool_stride"], mode=case["mode"])
-    if case["relu"]:
-        pooled = np.maximum(pooled, 0)
+    if average:  # relu first, as a network runs them
+        relu_y = np.maximum(conv_y, 0) if case["relu"] else conv_y
+        pooled = ops.pool(relu_y, pool["pool_size"], stride=pool["pool_stride"],
+                          mode="avg")
+    else:
+        pooled, indices = ops.pool_with_indices(conv_y, pool["pool_size"],
+                                                stride=pool["pool_stride"],
+                                                mode=case["mode"])
+        if case["relu"]:
+            pooled = np.maximum(pooled, 0)
     y_out, codes_out = _guarded(pooled.shape, dtype), _guarded(pooled.shape, np.uint8)
     y, codes = blocks._conv_pool(x, w, b, mode=case["mode"], relu=case["relu"],
                                  n_jobs=case["n_jobs"], out=y_out[0], codes=codes_out[0],
@@ -296,14 +306,21 @@ def test_fused_conv_pool_is_bitwise_the_ops(case):
     np.testing.assert_array_equal(y, pooled, err_msg=_id(case))
 
     grad_y = rng.standard_normal(y.shape).astype(dtype)
-    grad_pooled = grad_y * (pooled > 0) if case["relu"] else grad_y
-    grad_conv = ops.pool_backward_indices(grad_pooled, indices, conv_y.shape)
+    if average:
+        grad_conv = ops.pool_backward(grad_y, relu_y, pool["pool_size"],
+                                      stride=pool["pool_stride"], mode="avg")
+        if case["relu"]:
+            grad_conv = grad_conv * (relu_y > 0)
+    else:
+        grad_pooled = grad_y * (pooled > 0) if case["relu"] else grad_y
+        grad_conv = ops.pool_backward_indices(grad_pooled, indices, conv_y.shape)
     expected = ops.conv_backward(grad_conv, x, w, **kw)
     outs = [_guarded(x.shape, dtype), _guarded(w.shape, dtype), _guarded((case["d"],),
                                                                         dtype)]
     grads = blocks._conv_pool_backward(
-        grad_y, codes, x, w, relu_output=y if case["relu"] else None,
-        n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs), **pool, **kw)
+        grad_y, codes, x, w, mode=case["mode"], relu=case["relu"],
+        relu_output=y if case["relu"] and not average else None, n_jobs=case["n_jobs"],
+        out=tuple(o[0] for o in outs), **pool, **kw)
     for name, got, guarded, e in zip(("grad_x", "grad_w", "grad_b"), grads, outs,
                                      expected):
         _check_guards(guarded, f"{name} of {_id(case)}")
@@ -443,10 +460,13 @@ def test_the_fuzz_covers_the_kernel_paths():
     assert len(FUSED_CASES) == 2 * N_FUSED
     signals = [c for c in FUSED_CASES if len(c["in_shape"]) == 1]
     assert len(signals) == N_FUSED
-    # Overlapping windows, gaps between windows, several blocks of windows (128).
+    # Overlapping windows, gaps between windows, several blocks of windows (128),
+    # strided convolutions, every mode.
+    assert {c["mode"] for c in signals} == {"max", "min", "avg"}
+    assert any(c["stride"] > 1 for c in signals)
     assert any(c["pool_stride"] < c["pool_size"] for c in signals)
     assert any(c["pool_stride"] > c["pool_size"] for c in signals)
-    assert any(c["in_shape"][0] > 128 * c["pool_stride"] for c in signals)
+    assert any(c["in_shape"][0] > 128 * c["pool_stride"] * c["stride"] for c in signals)
     assert {c["u"] < 8 for c in DENSE_CASES} == {True, False}
     assert any(c["n"] > 32 for c in DENSE_CASES)
     assert {len(c["shape"]) for c in NORM_CASES} == {2, 3, 4, 5}

@@ -51,9 +51,8 @@ from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
 from .microkernels cimport (
-    SKC_SLACK, skc_deinterleave_d, skc_deinterleave_f, skc_rowgemm_d, skc_rowgemm_f,
-    skc_rowgemm_pack_d, skc_rowgemm_pack_f, skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d,
-    skc_wgrad_wide_f,
+    SKC_SLACK, rowgemm, rowgemm_pack, skc_deinterleave_d, skc_deinterleave_f,
+    skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d, skc_wgrad_wide_f,
 )
 from .ranges cimport end_valid, first_valid
 from .sums cimport sum_rows_in_order
@@ -91,38 +90,25 @@ cdef extern from "pool/poolkernels.h" nogil:
     void skc_pool_taps_codes_row_d(const double *rows, Py_ssize_t tap_stride,
                                    int n_taps, Py_ssize_t n_vectors, double bias,
                                    int want_min, int relu, double *y, uint8_t *code)
+    void skc_pool_taps_avg_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
+                                 Py_ssize_t n_vectors, float bias, int relu, float *y,
+                                 uint8_t *code)
+    void skc_pool_taps_avg_row_d(const double *rows, Py_ssize_t tap_stride, int n_taps,
+                                 Py_ssize_t n_vectors, double bias, int relu, double *y,
+                                 uint8_t *code)
     void skc_relu_backward_f(const float *grad, const float *out, Py_ssize_t n,
                              float *dst)
     void skc_relu_backward_d(const double *grad, const double *out, Py_ssize_t n,
                              double *dst)
 
 
-cdef inline void _rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
-                          Py_ssize_t K, const floating *A_packed,
-                          const floating *B, const Py_ssize_t *b_off,
-                          floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
-    vec_at[:n_vec], A packed by ``_pack_rows_from``; see include/conv/microkernels.h."""
-    if floating is float:
-        skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
-    else:
-        skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
-
-
 cdef object _pack_rows_from(const floating *A, Py_ssize_t M, Py_ssize_t K):
-    """A C-contiguous (M, K) matrix packed for ``_rowgemm``: its register blocks of
+    """A C-contiguous (M, K) matrix packed for ``rowgemm``: its register blocks of
     rows as (K, rows) panels, one after another (a fresh array of M*K values)."""
-    cdef float[::1] packed_f
-    cdef double[::1] packed_d
-    if floating is float:
-        packed = np.empty(M * K, dtype=np.float32)
-        packed_f = packed
-        skc_rowgemm_pack_f(M, K, A, K, 1, &packed_f[0])
-    else:
-        packed = np.empty(M * K, dtype=np.float64)
-        packed_d = packed
-        skc_rowgemm_pack_d(M, K, A, K, 1, &packed_d[0])
-    return packed
+    cdef floating[::1] packed = np.empty(
+        M * K, dtype=np.float32 if floating is float else np.float64)
+    rowgemm_pack(M, K, A, K, 1, &packed[0])
+    return packed.base
 
 
 cdef object _pack_flipped(const floating[:, :, :, :, ::1] w):
@@ -534,6 +520,16 @@ cdef dict _TABLES = {}
 _MAX_TABLES = 64
 
 
+cdef tuple _cache_tables(tuple key, tuple tables):
+    """Freeze a geometry's tables (threads share them) and keep them under ``key``."""
+    for array in tables:
+        array.setflags(write=False)
+    if len(_TABLES) >= _MAX_TABLES:
+        _TABLES.clear()
+    _TABLES[key] = tables
+    return tables
+
+
 cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
     """``(offsets, vec_at)`` of the forward, or ``(offsets_fwd, offsets_bwd,
     positions, vec_at)`` of the backward, for this geometry (cached)."""
@@ -553,12 +549,7 @@ cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
     else:
         tables = (_shifted_offsets(g, False)[0],
                   _vector_starts(g.out, sh.xp, sh.x_wide, lanes))
-    for array in tables:
-        array.setflags(write=False)
-    if len(_TABLES) >= _MAX_TABLES:
-        _TABLES.clear()
-    _TABLES[key] = tables
-    return tables
+    return _cache_tables(key, tables)
 
 
 cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
@@ -590,7 +581,7 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
         _zero_grid(xp, g.channels, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
             _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
-            _rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
+            rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
                      &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
                 _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
@@ -805,7 +796,6 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         tuple y_shape = (y.shape[0], y.shape[1], y.shape[2], y.shape[3], y.shape[4])
         Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
-        Geometry g1
         const floating *bias = &b[0] if b is not None else NULL
         floating[:, ::1] scratch
         uint8_t[:, :, :, :, ::1] no_codes = None
@@ -816,13 +806,8 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
     elif _is_signal(&g):
         # A strided convolution of signals is the pooled path's with windows of one
-        # cell every stride cells (no im2col, no BLAS): its stride-1 geometry, whose
-        # output only needs to reach the last cell kept.
-        g1 = g
-        g1.stride[2] = 1
-        g1.out[2] = (g.out[2] - 1) * g.stride[2] + 1
-        _run_forward_pool_rows(x, w, b, y, no_codes, &g1, 1, g.stride[2], n_threads,
-                               False, False)
+        # cell (no im2col, no BLAS).
+        _run_forward_pool_rows(x, w, b, y, no_codes, &g, 1, 1, n_threads, False, False)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
@@ -836,46 +821,88 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
                       floating[:, :, :, :, ::1] y,        # OUT (N, D, 1, P1, P2)
                       uint8_t[:, :, :, :, ::1] codes,     # OUT as y, or None
                       tuple conv_out,                     # IN  (1, O1, O2)
-                      tuple pad_lo, tuple dilation,
+                      tuple stride, tuple pad_lo, tuple dilation,
                       tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
-                      bint want_min, bint relu, int n_threads):
-    """Max (or min) pooling of a stride-1 convolution plus bias, then relu if asked,
-    without storing the convolution.
+                      bint want_min, bint average, bint relu, int n_threads):
+    """Max (or min, or average) pooling of a convolution plus bias, with relu, without
+    storing the convolution.
 
-    Two poolings: ``pool_window = pool_stride = (2, 2)`` on images (``O1 >= 2``), and
-    on signals (``X1 = K1 = O1 = 1``) windows ``(1, p)`` every ``(1, s)`` cells (any
-    p of at most ``MAX_WINDOW_CELLS`` and s; windows may overlap or leave gaps), all
-    inside the convolution's output: ``P2 = (O2 - p) // s + 1``.
+    Two poolings: on images, max or min with ``pool_window = pool_stride = (2, 2)``
+    of a stride-1 convolution (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
+    ``stride``, windows ``(1, p)`` every ``(1, q)`` cells of the convolution's output
+    (any p of at most ``MAX_WINDOW_CELLS`` and q; windows may overlap or leave gaps),
+    all inside it: ``P2 = (O2 - p) // q + 1``; and there also the average of windows
+    of at most 8 cells.
 
-    ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of ``conv_forward``'s output
-    bit for bit, with the same first-extreme and NaN rules (and numpy's
-    ``maximum(y, 0)`` for relu). ``codes[n, d, 0, i, j]``
-    (skipped when None) is the winning cell's place in its window, row-major: for
-    2x2, 0 for ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for
-    ``(2i + 1, 2j + 1)``; on signals, t for cell ``j * s + t``. Shapes are trusted:
-    ``skconv.ops`` checks them.
+    Max and min: ``y`` equals the pooling (``skconv._ops.pool.pool_with_indices``) of
+    ``conv_forward``'s output bit for bit, with the same first-extreme and NaN rules,
+    then numpy's ``maximum(y, 0)`` if ``relu``. ``codes[n, d, 0, i, j]`` (skipped when
+    None) is the winning cell's place in its window, row-major: for 2x2, 0 for
+    ``(2i, 2j)``, 1 for ``(2i, 2j + 1)``, 2 for ``(2i + 1, 2j)``, 3 for ``(2i + 1,
+    2j + 1)``; on signals, t for cell ``j * q + t``.
+
+    Average: relu (if asked) comes FIRST, on every cell, as a network runs conv,
+    relu, average pooling; ``y`` equals that bit for bit (sums in double, as
+    ``skconv._ops.pool.pool`` adds them) and ``codes`` has bit t set where relu's
+    output for cell t of the window is positive (0 without relu), for
+    ``conv_pool_avg_backward``. Shapes are trusted: ``skconv.ops`` checks them.
     """
     cdef:
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
-                               (1, 1, 1), pad_lo, dilation)
-        bint rows = g.out[0] == 1 and g.out[1] == 1 and g.ksize[1] == 1
-    if not ((pool_window == (2, 2) and pool_stride == (2, 2) and g.out[0] == 1
-             and g.out[1] >= 2)
-            or (rows and pool_window[0] == 1 and pool_stride[0] == 1
-                and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
-                and pool_stride[1] >= 1)):
+                               stride, pad_lo, dilation)
+        bint images = (pool_window == (2, 2) and pool_stride == (2, 2) and not average
+                       and _unit_stride(&g) and g.out[0] == 1 and g.out[1] >= 2)
+        bint signals = (_is_signal(&g) and pool_window[0] == 1 and pool_stride[0] == 1
+                        and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
+                        and pool_stride[1] >= 1
+                        and (not average or pool_window[1] <= 8))
+    if not (images or signals):
         raise ValueError(f"no fused kernel pools windows {pool_window} every "
-                         f"{pool_stride} of a convolution output {conv_out}")
+                         f"{pool_stride} of a convolution output {conv_out} with "
+                         f"stride {stride}{' (average)' if average else ''}")
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    if rows and pool_window != (2, 2):
+    if signals:
         _run_forward_pool_rows(x, w, b, y, codes, &g, <Py_ssize_t> pool_window[1],
-                               <Py_ssize_t> pool_stride[1], n_threads, want_min, relu)
+                               <Py_ssize_t> pool_stride[1], n_threads, want_min, relu,
+                               average)
     else:
         _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+
+
+def conv_pool_avg_backward(const floating[:, ::1] grad_pooled,  # IN  (P, J) planes
+                           const uint8_t[:, ::1] codes,  # IN  as grad_pooled, or None
+                           floating[:, ::1] grad_conv,    # OUT (P, O)
+                           Py_ssize_t window, Py_ssize_t stride, int n_threads):
+    """The convolution's gradient from an average pooling's (windows of ``window``
+    cells every ``stride``, all inside the O cells), through relu's backward when
+    ``codes`` (the forward's) are given: what ``pool_backward`` of the average then
+    ``relu_backward`` compute, bit for bit. Each window's share ``grad / window`` is
+    added window cell by window cell (all windows' first cells, then their second...),
+    the order of the plain kernel, then each covered cell is multiplied by its relu
+    bit. ``grad_conv`` is overwritten; planes on up to ``n_threads`` threads."""
+    cdef Py_ssize_t n_planes = grad_pooled.shape[0], n_out = grad_pooled.shape[1]
+    cdef Py_ssize_t p, t, j, cell
+    cdef floating *row
+    cdef bint masked = codes is not None
+    if n_planes == 0:
+        return
+    n_threads = max(1, min(n_threads, n_planes))
+    for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
+        row = &grad_conv[p, 0]
+        memset(row, 0, grad_conv.shape[1] * sizeof(floating))
+        for t in range(window):
+            for j in range(n_out):
+                row[j * stride + t] += grad_pooled[p, j] / <floating> window
+        if masked:
+            # A cell in several windows gets its bit from each: the same bit.
+            for t in range(window):
+                for j in range(n_out):
+                    cell = j * stride + t
+                    row[cell] = row[cell] * <floating> ((codes[p, j] >> t) & 1)
 
 
 # --------------------------------------------------------------------------------
@@ -898,7 +925,8 @@ cdef Py_ssize_t _ROW_BLOCK = 128
 
 cdef struct RowPool:
     Py_ssize_t window        # p: cells per pooling window
-    Py_ssize_t stride        # s: cells between windows, also the number of phases
+    Py_ssize_t stride        # q: cells of the convolution's output between windows
+    Py_ssize_t phases        # S = q * (the convolution's stride): phases of the copy
     Py_ssize_t n_out         # J: pooled outputs per row
     Py_ssize_t phase_ld      # row stride of the polyphase copy, row c*s + r
     Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK (the GEMM reads past a row)
@@ -914,15 +942,16 @@ cdef RowPool _row_pool(const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
     # convolution may not reach); every window's cells read inside it, and a vector's
     # lanes past the last window read less than a vector further (the next row, or
     # the slack after the last one).
-    cdef Py_ssize_t padded = max(g.out[2] + g.dil[2] * (g.ksize[2] - 1),
-                                 g.pad[2] + g.size[2])
+    cdef Py_ssize_t padded = max((g.out[2] - 1) * g.stride[2] + 1
+                                 + g.dil[2] * (g.ksize[2] - 1), g.pad[2] + g.size[2])
     rp.window = window
     rp.stride = stride
+    rp.phases = stride * g.stride[2]
     rp.n_out = (g.out[2] - window) // stride + 1
     # Strides a vector past a power of two: rows read (or written) together would
     # otherwise fall in the same few L1 sets (rows 2 kB apart evict each other).
-    rp.phase_ld = _round_up((padded + stride - 1) // stride) + SKC_SLACK
-    rp.phase_size = g.channels * stride * rp.phase_ld + SKC_SLACK
+    rp.phase_ld = _round_up((padded + rp.phases - 1) // rp.phases) + SKC_SLACK
+    rp.phase_size = g.channels * rp.phases * rp.phase_ld + SKC_SLACK
     rp.taps_ld = _ROW_BLOCK + SKC_SLACK
     rp.tap_stride = g.n_filters * rp.taps_ld + SKC_SLACK
     # Phases, a block's GEMM outputs, a block of pooled outputs and its codes.
@@ -936,8 +965,8 @@ cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lan
     ``offsets[t*R + c*K + k]`` is where tap (c, k) of window cell t starts in the
     polyphase copy; vec_at the vectors' first j in a block."""
     cdef tuple key = ("rows", lanes, g.channels, g.n_filters, g.size[2], g.ksize[2],
-                      g.out[2], g.pad[2], g.dil[2], rp.window, rp.stride)
-    cdef Py_ssize_t t, c, k, at, n_taps = g.ksize[2], s = rp.stride
+                      g.out[2], g.pad[2], g.dil[2], g.stride[2], rp.window, rp.stride)
+    cdef Py_ssize_t t, c, k, at, n_taps = g.ksize[2], s = rp.phases
     cdef Py_ssize_t[::1] offsets
     tables = _TABLES.get(key)
     if tables is not None:
@@ -946,16 +975,12 @@ cdef tuple _row_pool_tables(const Geometry *g, const RowPool *rp, Py_ssize_t lan
     for t in range(rp.window):
         for c in range(g.channels):
             for k in range(n_taps):
-                at = t + k * g.dil[2]
+                # Window cell t is the output t*stride[2] cells further.
+                at = t * g.stride[2] + k * g.dil[2]
                 offsets[(t * g.channels + c) * n_taps + k] = (
                     (c * s + at % s) * rp.phase_ld + at // s)
     tables = (offsets.base, np.arange(0, _ROW_BLOCK, lanes, dtype=np.intp))
-    for array in tables:
-        array.setflags(write=False)
-    if len(_TABLES) >= _MAX_TABLES:
-        _TABLES.clear()
-    _TABLES[key] = tables
-    return tables
+    return _cache_tables(key, tables)
 
 
 cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
@@ -991,11 +1016,18 @@ cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
 
 cdef inline void _pool_taps(const floating *rows, Py_ssize_t tap_stride,
                             Py_ssize_t n_taps, Py_ssize_t n_vectors, floating bias,
-                            bint want_min, bint relu, floating *y,
+                            bint want_min, bint relu, bint average, floating *y,
                             uint8_t *code) noexcept nogil:
     """n_vectors vectors of 1-D windows computed tap by tap; see
     include/pool/poolkernels.h."""
-    if floating is float:
+    if average:
+        if floating is float:
+            skc_pool_taps_avg_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                    relu, y, code)
+        else:
+            skc_pool_taps_avg_row_d(rows, tap_stride, <int> n_taps, n_vectors, bias,
+                                    relu, y, code)
+    elif floating is float:
         skc_pool_taps_codes_row_f(rows, tap_stride, <int> n_taps, n_vectors, bias,
                                   want_min, relu, y, code)
     else:
@@ -1009,7 +1041,7 @@ cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
                             floating[:, :, :, :, ::1] y,
                             uint8_t[:, :, :, :, ::1] codes,
                             const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
-                            int n_threads, bint want_min, bint relu):
+                            int n_threads, bint want_min, bint relu, bint average=False):
     """The signals' pooled forward: per-call tables and scratch, then the kernel."""
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
@@ -1024,7 +1056,7 @@ cdef _run_forward_pool_rows(const floating[:, :, :, :, ::1] x,
             (n_threads, rp.scratch), dtype=np.float32 if floating is float else np.float64)
     with nogil:
         _forward_pool_rows(x, w_packed, bias, y, codes, offsets, vec_at, scratch, g,
-                           &rp, n_threads, want_min, relu)
+                           &rp, n_threads, want_min, relu, average)
 
 
 cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
@@ -1036,7 +1068,7 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                              const Py_ssize_t[::1] vec_at,
                              floating[:, ::1] scratch,  # OUT (n_threads, rp.scratch)
                              const Geometry *g, const RowPool *rp, int n_threads,
-                             bint want_min, bint relu) noexcept nogil:
+                             bint want_min, bint relu, bint average) noexcept nogil:
     """Per sample: the polyphase copy, then per block of windows one GEMM per window
     cell and the pooling."""
     cdef:
@@ -1058,14 +1090,14 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
         row_code = <uint8_t *> (row_y + _ROW_BLOCK)
         memset(phases, 0, rp.phase_size * sizeof(floating))
         for n in prange(n_samples, schedule="static"):
-            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.stride,
+            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.phases,
                         rp.phase_ld, phases)
             for block in range((n_out + _ROW_BLOCK - 1) // _ROW_BLOCK):
                 j0 = block * _ROW_BLOCK
                 nb = min(_ROW_BLOCK, n_out - j0)
                 # The block's windows j0.. as columns 0..: the GEMM reads from j0 on.
                 for t in range(rp.window):
-                    _rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
+                    rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
                              &w_packed[0], phases + j0, &offsets[t * n_rows],
                              taps + t * tap_stride, taps_ld, False)
                 # Whole vectors of windows go straight to y and the codes; a row's
@@ -1077,11 +1109,11 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                     y_at = &y[n, d, 0, 0, j0]
                     code_at = &codes[n, d, 0, 0, j0] if codes is not None else row_code
                     _pool_taps(taps + d * taps_ld, tap_stride, rp.window, n_whole, bd,
-                               want_min, relu, y_at, code_at)
+                               want_min, relu, average, y_at, code_at)
                     if n_whole * SKC_POOL_LANES < nb:
                         at = n_whole * SKC_POOL_LANES
                         _pool_taps(taps + d * taps_ld + at, tap_stride, rp.window, 1, bd,
-                                   want_min, relu, row_y, row_code)
+                                   want_min, relu, average, row_y, row_code)
                         memcpy(y_at + at, row_y, (nb - at) * sizeof(floating))
                         if codes is not None:
                             memcpy(code_at + at, row_code, nb - at)
@@ -1117,13 +1149,17 @@ def all_finite(const floating[::1] values):
     return bool(_all_finite(&values[0], values.shape[0]))
 
 
-def uses_blas(tuple stride, bint inputs_finite=True):
-    """Whether a call goes through BLAS (the im2col path).
+def uses_blas(tuple stride, bint inputs_finite=True, bint signal=False):
+    """Whether a call goes through BLAS (the im2col path): any stride > 1, except on
+    signals (one spatial axis), and any call whose inputs are not finite (only the
+    backward checks them; the forward never needs BLAS on signals).
 
     The caller limits BLAS to one thread around such calls, since the kernels call it
     from inside their own parallel region.
     """
-    return any(s != 1 for s in stride) or not inputs_finite
+    if not inputs_finite:
+        return True
+    return not signal and any(s != 1 for s in stride)
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -1227,7 +1263,7 @@ cdef void _sample_input_grad(const floating *gy_n, const Geometry *g, const Shif
     """One sample's input gradient: the flipped kernels over the padded grad_y."""
     cdef Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
     _pad_copy(gy_n, g.n_filters, g.out, gyp, sh.gp, sh.gp_plane, sh.gp_lo)
-    _rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
+    rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
              offsets_bwd, gx_wide, sh.gx_wide_ld, False)
     _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, grad_x_n)
 
@@ -1463,7 +1499,8 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
 
     ``inputs_finite=False`` forces the im2col path: the shifted path multiplies the
     zeros it lays between rows by real cells, and 0 * inf = NaN would leak into sums
-    that do not mathematically contain the infinite cell.
+    that do not mathematically contain the infinite cell. The same holds for the
+    polyphase path of strided signals (``_backward_rows``).
 
     The weight and bias gradients are reduced as ``conv_pool_backward`` reduces them
     (one protocol for both): the samples are split into ``n_chunks`` contiguous chunks
@@ -1498,11 +1535,16 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
                               grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads, NULL,
                               &grad_w[0, 0, 0, 0, 0], &grad_b[0])
         return
-    scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
-                       np.float32 if floating is float else np.float64, 0)
+    if _is_signal(&g) and inputs_finite:
+        _run_backward_rows(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks, &g,
+                           n_threads)
+    else:
+        scratch = _scratch(&g, False, True, grad_x is not None, n_threads,
+                           np.float32 if floating is float else np.float64, 0)
+        with nogil:
+            _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
+                             scratch, &g, n_threads)
     with nogil:
-        _backward_im2col(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks,
-                         scratch, &g, n_threads)
         sum_rows_in_order(&grad_w_chunks[0, 0], n_chunks, grad_w_chunks.shape[1],
                           grad_w_chunks.shape[1], &grad_w[0, 0, 0, 0, 0])
         sum_rows_in_order(&grad_b_chunks[0, 0], n_chunks, grad_b_chunks.shape[1],
@@ -1516,6 +1558,266 @@ cdef tuple _reduction_chunks(const Geometry *g, Py_ssize_t n_samples, object dty
     cdef Py_ssize_t n_chunks = min(n_samples, _REDUCTION_CHUNKS)
     return (np.empty((n_chunks, g.n_filters * g.n_rows), dtype=dtype),
             np.empty((n_chunks, g.n_filters), dtype=dtype))
+
+
+# --------------------------------------------------------------------------------
+# Strided signals' backward: the polyphase copy of x again
+# --------------------------------------------------------------------------------
+#
+# With s phases of the padded input, tap k of output o reads phase (k*dil) % s at
+# o + (k*dil) // s (see _forward_pool_rows). The weight gradient is then the stride-1
+# one over those offsets (the wgrad micro-kernels, positions o = 0..O-1). The input
+# gradient of padded cell m*s + r gathers the taps k with (k*dil) % s == r, from
+# output m - (k*dil) // s: per phase, a shifted-row GEMM over grad_y padded with
+# E = max (k*dil) // s zeros in front, whose cells are then laid back every s-th.
+
+cdef struct RowGrad:
+    Py_ssize_t stride        # s: phases
+    Py_ssize_t phase_ld      # row stride of the polyphase copy of x
+    Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK; the ones row follows
+    Py_ssize_t n_pos_ld      # positions the wide weight-gradient kernel reads: O rounded up
+    Py_ssize_t reach         # E: the largest (k*dil) // s
+    Py_ssize_t n_cells       # cells per phase of the padded input's real part, at most
+    Py_ssize_t gy_ld         # row stride of the padded grad_y (input gradient)
+    Py_ssize_t gx_ld         # row stride of one phase's input gradient
+    WgradLayout lay
+    Py_ssize_t scratch       # per-thread values
+
+
+cdef RowGrad _row_grad(const Geometry *g, Py_ssize_t lanes, bint want_grad_x) noexcept nogil:
+    cdef RowGrad rg
+    cdef Py_ssize_t s = g.stride[2], n_out = g.out[2]
+    # The padded length the forward's copy spans (all of the signal's cells).
+    cdef Py_ssize_t padded = max((n_out - 1) * s + 1 + g.dil[2] * (g.ksize[2] - 1),
+                                 g.pad[2] + g.size[2])
+    rg.stride = s
+    # A vector past a power of two, as in _row_pool.
+    rg.phase_ld = _round_up((padded + s - 1) // s) + SKC_SLACK
+    rg.phase_size = g.channels * s * rg.phase_ld + SKC_SLACK
+    rg.n_pos_ld = _round_up(n_out)
+    rg.reach = (g.dil[2] * (g.ksize[2] - 1)) // s
+    rg.n_cells = (g.pad[2] + g.size[2] - 1) // s + 1
+    rg.gy_ld = _round_up(rg.reach + rg.n_cells) + SKC_SLACK
+    rg.gx_ld = _round_up(rg.n_cells)
+    rg.lay.lanes = lanes
+    rg.lay.n_taps = g.n_rows + 1
+    rg.lay.wide = 2 * g.n_filters <= lanes
+    if rg.lay.wide:
+        # grad_y rows of whole vectors, zeros past the outputs.
+        rg.lay.g_plane = rg.n_pos_ld
+        rg.lay.n_in = g.n_filters * rg.lay.g_plane + SKC_SLACK
+        rg.lay.n_acc = g.n_filters * rg.lay.n_taps * lanes
+    else:
+        rg.lay.g_plane = 0
+        rg.lay.n_in = n_out * _round_up(g.n_filters)
+        rg.lay.n_acc = rg.lay.n_taps * _round_up(g.n_filters)
+    # The copy, the ones (the bias's tap), grad_y for the weight gradient and the
+    # running sums, then the padded grad_y and one phase of grad_x.
+    rg.scratch = (rg.phase_size + rg.n_pos_ld + SKC_SLACK + rg.lay.n_in
+                  + rg.lay.n_acc)
+    if want_grad_x:
+        rg.scratch += g.n_filters * rg.gy_ld + SKC_SLACK + g.channels * rg.gx_ld
+    rg.scratch = _round_up(rg.scratch) + SKC_SLACK
+    return rg
+
+
+cdef tuple _row_grad_tables(const Geometry *g, const RowGrad *rg):
+    """``(offsets_fwd, positions, phase_start, taps, offsets_bwd, vec_at)`` of
+    ``_backward_rows`` (cached as ``_shifted_tables``): the taps of x for the weight
+    gradient (the last one the ones row), every output position, and per phase r the
+    kernel taps ``taps[phase_start[r]:phase_start[r + 1]]`` whose (k*dil) % s is r
+    with their offsets ``(d, k)`` in the padded grad_y, phase after phase."""
+    cdef tuple key = ("rowgrad", rg.lay.lanes, g.channels, g.n_filters, g.size[2],
+                      g.ksize[2], g.out[2], g.pad[2], g.dil[2], rg.stride)
+    cdef Py_ssize_t c, k, d, r, at, n_taps = g.ksize[2], s = rg.stride
+    cdef Py_ssize_t[::1] offsets_fwd, phase_start, taps, offsets_bwd
+    tables = _TABLES.get(key)
+    if tables is not None:
+        return tables
+    offsets_fwd = np.empty(g.n_rows + 1, dtype=np.intp)
+    for c in range(g.channels):
+        for k in range(n_taps):
+            at = k * g.dil[2]
+            offsets_fwd[c * n_taps + k] = (c * s + at % s) * rg.phase_ld + at // s
+    offsets_fwd[g.n_rows] = rg.phase_size
+    phase_start = np.zeros(s + 1, dtype=np.intp)
+    taps = np.empty(n_taps, dtype=np.intp)
+    offsets_bwd = np.empty(g.n_filters * n_taps, dtype=np.intp)
+    at = 0
+    for r in range(s):
+        phase_start[r] = at
+        for k in range(n_taps):
+            if (k * g.dil[2]) % s == r:
+                taps[at] = k
+                at += 1
+    phase_start[s] = at
+    for r in range(s):
+        for d in range(g.n_filters):
+            for k in range(phase_start[r], phase_start[r + 1]):
+                offsets_bwd[g.n_filters * phase_start[r] + d * (phase_start[r + 1]
+                                                                - phase_start[r])
+                            + k - phase_start[r]] = (
+                    d * rg.gy_ld + rg.reach - (taps[k] * g.dil[2]) // s)
+    tables = (offsets_fwd.base, np.arange(g.out[2], dtype=np.intp), phase_start.base,
+              taps.base, offsets_bwd.base,
+              np.arange(0, rg.gx_ld, rg.lay.lanes, dtype=np.intp))
+    return _cache_tables(key, tables)
+
+
+cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
+                             const Py_ssize_t[::1] phase_start,
+                             const Py_ssize_t[::1] taps):
+    """The input gradient's weights of each phase packed for ``_rowgemm``: phase r's
+    (C, D * n_r) matrix ``w[d, c, taps[...]]``, columns (d, tap) in the order of
+    ``offsets_bwd``, the phases one after another."""
+    cdef Py_ssize_t n_filters = w.shape[0], channels = w.shape[1]
+    cdef Py_ssize_t r, c, d, k, n_r, at
+    cdef floating[::1] packed = np.empty(
+        w.shape[0] * w.shape[1] * w.shape[4],
+        dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] matrix
+    for r in range(phase_start.shape[0] - 1):
+        n_r = phase_start[r + 1] - phase_start[r]
+        if n_r == 0:
+            continue
+        matrix = np.empty(channels * n_filters * n_r,
+                          dtype=np.float32 if floating is float else np.float64)
+        at = 0
+        for c in range(channels):
+            for d in range(n_filters):
+                for k in range(phase_start[r], phase_start[r + 1]):
+                    matrix[at] = w[d, c, 0, 0, taps[k]]
+                    at += 1
+        rowgemm_pack(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
+                     &packed[channels * n_filters * phase_start[r]])
+    return packed.base
+
+
+cdef _run_backward_rows(const floating[:, :, :, :, ::1] grad_y,
+                        const floating[:, :, :, :, ::1] x,
+                        const floating[:, :, :, :, ::1] w,
+                        floating[:, :, :, :, ::1] grad_x,
+                        floating[:, ::1] grad_w_chunks,
+                        floating[:, ::1] grad_b_chunks,
+                        const Geometry *g, int n_threads):
+    """The strided signals' backward: per-call tables and scratch, then the kernel;
+    the chunk sums are left in ``grad_w_chunks`` / ``grad_b_chunks``."""
+    cdef:
+        RowGrad rg = _row_grad(g, 16 if floating is float else 8, grad_x is not None)
+        tuple tables = _row_grad_tables(g, &rg)
+        const Py_ssize_t[::1] offsets_fwd = tables[0]
+        const Py_ssize_t[::1] positions = tables[1]
+        const Py_ssize_t[::1] phase_start = tables[2]
+        const Py_ssize_t[::1] taps = tables[3]
+        const Py_ssize_t[::1] offsets_bwd = tables[4]
+        const Py_ssize_t[::1] vec_at = tables[5]
+        const floating[::1] w_phases
+        floating[:, ::1] scratch = np.empty(
+            (n_threads, rg.scratch), dtype=np.float32 if floating is float else np.float64)
+    w_phases = None
+    if grad_x is not None:
+        w_phases = _pack_phase_taps(w, phase_start, taps)
+    with nogil:
+        _backward_rows(grad_y, x, w_phases, grad_x, grad_w_chunks, grad_b_chunks,
+                       offsets_fwd, positions, phase_start, offsets_bwd, vec_at, scratch,
+                       g, &rg, n_threads)
+
+
+cdef void _backward_rows(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, 1, 1, O)
+                         const floating[:, :, :, :, ::1] x,       # IN  (N, C, 1, 1, W)
+                         const floating[::1] w_phases,  # IN  _pack_phase_taps, or None
+                         floating[:, :, :, :, ::1] grad_x,  # OUT as x, or None
+                         floating[:, ::1] grad_w_chunks,    # OUT (n_chunks, D*R)
+                         floating[:, ::1] grad_b_chunks,    # OUT (n_chunks, D)
+                         const Py_ssize_t[::1] offsets_fwd,
+                         const Py_ssize_t[::1] positions,
+                         const Py_ssize_t[::1] phase_start,
+                         const Py_ssize_t[::1] offsets_bwd,
+                         const Py_ssize_t[::1] vec_at,
+                         floating[:, ::1] scratch,  # OUT (n_threads, rg.scratch)
+                         const Geometry *g, const RowGrad *rg,
+                         int n_threads) noexcept nogil:
+    """Per chunk of samples: each sample's polyphase copy, its weight (and bias)
+    gradient added to the chunk's sums, and its input gradient phase by phase; the
+    chunk's sums then stored (added in order by the caller, as ``conv_backward``
+    does)."""
+    cdef:
+        Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, channels = g.channels
+        Py_ssize_t n_chunks = grad_w_chunks.shape[0], n_out = g.out[2]
+        Py_ssize_t width = g.size[2], pad = g.pad[2], s = rg.stride
+        Py_ssize_t lanes = rg.lay.lanes, dv = _round_up(n_filters)
+        Py_ssize_t chunk, n, start, stop, d, c, r, i0, m0, count, t, n_r, i
+        bint want_grad_x = grad_x is not None, wide = rg.lay.wide
+        floating *xph = NULL
+        floating *ones = NULL
+        floating *gy_in = NULL
+        floating *gw_acc = NULL
+        floating *gyp = NULL
+        floating *gx_buf = NULL
+        const floating *gy_n
+        floating *gx_n
+    with parallel(num_threads=n_threads):
+        xph = &scratch[threadid(), 0]
+        ones = xph + rg.phase_size
+        gy_in = ones + rg.n_pos_ld + SKC_SLACK
+        gw_acc = gy_in + rg.lay.n_in
+        gyp = gw_acc + rg.lay.n_acc
+        gx_buf = gyp + n_filters * rg.gy_ld + SKC_SLACK
+        memset(xph, 0, rg.phase_size * sizeof(floating))
+        for i in range(rg.n_pos_ld + SKC_SLACK):
+            ones[i] = 1
+        # Zeros that every sample keeps: past the outputs in the wide layout, the
+        # lanes past the filters in the narrow one, around grad_y in the padded copy.
+        memset(gy_in, 0, rg.lay.n_in * sizeof(floating))
+        if want_grad_x:
+            memset(gyp, 0, (n_filters * rg.gy_ld + SKC_SLACK) * sizeof(floating))
+        for chunk in prange(n_chunks, schedule="static"):
+            start = _chunk_start(chunk, n_chunks, n_samples)
+            stop = _chunk_start(chunk + 1, n_chunks, n_samples)
+            memset(gw_acc, 0, rg.lay.n_acc * sizeof(floating))
+            for n in range(start, stop):
+                _phase_copy(&x[n, 0, 0, 0, 0], channels, width, pad, s, rg.phase_ld, xph)
+                gy_n = &grad_y[n, 0, 0, 0, 0]
+                if wide:
+                    for d in range(n_filters):
+                        memcpy(gy_in + d * rg.lay.g_plane, gy_n + d * n_out,
+                               n_out * sizeof(floating))
+                    _wgrad_wide(n_filters, rg.lay.n_taps, rg.n_pos_ld, gy_in,
+                                rg.lay.g_plane, xph, &offsets_fwd[0], gw_acc)
+                else:
+                    _transpose_pad(gy_n, n_filters, n_out, gy_in, dv)
+                    _wgrad(rg.lay.n_taps, dv, n_out, &positions[0], xph, &offsets_fwd[0],
+                           gy_in, dv, gw_acc, dv)
+                if not want_grad_x:
+                    continue
+                for d in range(n_filters):
+                    memcpy(gyp + d * rg.gy_ld + rg.reach, gy_n + d * n_out,
+                           n_out * sizeof(floating))
+                gx_n = &grad_x[n, 0, 0, 0, 0]
+                for r in range(s):
+                    # The signal's cells i of phase r: i0, i0 + s, ..., at cells
+                    # m0, m0 + 1, ... of the phase.
+                    i0 = (r - pad % s + s) % s
+                    if i0 >= width:
+                        continue
+                    m0 = (i0 + pad) // s
+                    count = (width - i0 + s - 1) // s
+                    n_r = phase_start[r + 1] - phase_start[r]
+                    if n_r == 0:  # no tap reaches this phase
+                        for c in range(channels):
+                            for t in range(count):
+                                gx_n[c * width + i0 + t * s] = 0
+                        continue
+                    rowgemm(channels, (m0 + count + lanes - 1) // lanes, &vec_at[0],
+                             n_filters * n_r,
+                             &w_phases[channels * n_filters * phase_start[r]], gyp,
+                             &offsets_bwd[n_filters * phase_start[r]], gx_buf,
+                             rg.gx_ld, False)
+                    for c in range(channels):
+                        for t in range(count):
+                            gx_n[c * width + i0 + t * s] = gx_buf[c * rg.gx_ld + m0 + t]
+            _store_chunk_sums(gw_acc, &rg.lay, n_filters, g.n_rows,
+                              &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
 
 
 def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D, 1, P1, P2)

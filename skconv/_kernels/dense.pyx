@@ -38,9 +38,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from .blas cimport gemm as _gemm
-from .microkernels cimport (
-    skc_rowgemm_d, skc_rowgemm_f, skc_rowgemm_pack_d, skc_rowgemm_pack_f,
-)
+from .microkernels cimport rowgemm, rowgemm_pack
 from .sums cimport sum_rows_in_order
 
 import numpy as np
@@ -178,20 +176,11 @@ cdef void _per_row_task(const floating *x, const floating *w, Py_ssize_t ldw,
         k0 = kb * block
         nk = min(block, n_features - k0)
         a = packed + lo * n_features + k0 * m
-        if floating is float:
-            skc_rowgemm_pack_f(m, nk, x + lo * n_features + k0, n_features, 1, a)
-            skc_rowgemm_f(m, n_vec, vec_at, nk, a, w + k0 * ldw, w_off, c + lo * ldc,
-                          ldc, k0 > 0)
-            if c_tail != NULL:
-                skc_rowgemm_f(m, 1, &zero, nk, a, w + k0 * ldw + tail_at, w_off,
-                              c_tail + lo * lanes, lanes, k0 > 0)
-        else:
-            skc_rowgemm_pack_d(m, nk, x + lo * n_features + k0, n_features, 1, a)
-            skc_rowgemm_d(m, n_vec, vec_at, nk, a, w + k0 * ldw, w_off, c + lo * ldc,
-                          ldc, k0 > 0)
-            if c_tail != NULL:
-                skc_rowgemm_d(m, 1, &zero, nk, a, w + k0 * ldw + tail_at, w_off,
-                              c_tail + lo * lanes, lanes, k0 > 0)
+        rowgemm_pack(m, nk, x + lo * n_features + k0, n_features, 1, a)
+        rowgemm(m, n_vec, vec_at, nk, a, w + k0 * ldw, w_off, c + lo * ldc, ldc, k0 > 0)
+        if c_tail != NULL:
+            rowgemm(m, 1, &zero, nk, a, w + k0 * ldw + tail_at, w_off,
+                    c_tail + lo * lanes, lanes, k0 > 0)
     for i in range(lo, hi):
         c_row = c + i * ldc
         y_row = y + i * n_units

@@ -1,6 +1,9 @@
 # The register-blocked micro-kernels of include/conv/microkernels.h (what they compute
 # and their determinism are described there), for the kernels that use them:
-# conv.pyx (convolutions) and dense.pyx (the dense forward).
+# conv.pyx (convolutions) and dense.pyx (the dense forward). ``rowgemm`` and
+# ``rowgemm_pack`` pick the float or double one for a fused ``floating`` caller.
+
+from cython cimport floating
 
 cdef extern from "conv/microkernels.h" nogil:
     enum: SKC_SLACK
@@ -32,3 +35,25 @@ cdef extern from "conv/microkernels.h" nogil:
                             float *dst, Py_ssize_t ld)
     void skc_deinterleave_d(const double *src, Py_ssize_t n_groups, Py_ssize_t S,
                             double *dst, Py_ssize_t ld)
+
+
+cdef inline void rowgemm(Py_ssize_t M, Py_ssize_t n_vec, const Py_ssize_t *vec_at,
+                         Py_ssize_t K, const floating *A_packed,
+                         const floating *B, const Py_ssize_t *b_off,
+                         floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[i, p] (+)= sum_k A[i, k] * B[b_off[k] + p] for p in the vectors starting at
+    vec_at[:n_vec], A packed by ``rowgemm_pack``."""
+    if floating is float:
+        skc_rowgemm_f(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
+    else:
+        skc_rowgemm_d(M, n_vec, vec_at, K, A_packed, B, b_off, C, ldc, accumulate)
+
+
+cdef inline void rowgemm_pack(Py_ssize_t M, Py_ssize_t K, const floating *A,
+                              Py_ssize_t a_row, Py_ssize_t a_col,
+                              floating *A_packed) noexcept nogil:
+    """A[i*a_row + k*a_col] (i < M, k < K) packed for ``rowgemm`` (M*K values)."""
+    if floating is float:
+        skc_rowgemm_pack_f(M, K, A, a_row, a_col, A_packed)
+    else:
+        skc_rowgemm_pack_d(M, K, A, a_row, a_col, A_packed)

@@ -17,7 +17,8 @@ class method that returns an instance or None; a new fused kernel (other dimensi
 windows, strides or modes, normalisation) is one more class there, and no caller
 changes. Today: :class:`ConvPool2x2Block`, a stride-1 2-D convolution followed by a
 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), and
-:class:`ConvPool1dBlock`, the same for signals with any pooling window and stride.
+:class:`ConvPool1dBlock`, for signals: a convolution of any stride, then max or min
+pooling of any window and stride (then relu), or relu then average pooling.
 """
 
 import functools
@@ -35,7 +36,7 @@ from .conv import (
     conv_backward,
 )
 from .pool import pool_backward_indices, pool_output_shape
-from .threads import effective_n_threads, threads_for_work
+from .threads import effective_n_threads, threads_for_cells, threads_for_work
 from .validation import (
     as_float_array,
     check_out,
@@ -164,7 +165,8 @@ class ConvPool2x2Block:
         self.dtype = np.dtype(dtype)
         geometry = _cached_conv_pool_geometry(
             self.input_shape, tuple(conv.kernel_shape), self.pool_size,
-            self.pool_stride, 1, _hashable(conv.padding), _hashable(conv.dilation))
+            self.pool_stride, _hashable(conv.stride), _hashable(conv.padding),
+            _hashable(conv.dilation))
         self.output_shape = (filters,) + geometry[1]
         self._prepared = {}
         self._last = None
@@ -172,21 +174,28 @@ class ConvPool2x2Block:
     @classmethod
     def prepare(cls, input_shape, filters, conv, following, dtype):
         """An instance for these settings (see :func:`prepare_conv_block`), or None
-        when they are not this block's: a max or min :class:`PoolSpec` that the
-        fused kernel covers (:func:`_conv_pool_supported`) and that pads nothing
-        before the start of an axis, optionally followed by ``'relu'``."""
-        if not 1 <= len(following) <= 2 or not isinstance(following[0], PoolSpec):
+        when they are not this block's: a max or min :class:`PoolSpec`, optionally
+        followed by ``'relu'``, or (signals only) an average one, optionally after
+        ``'relu'``, that the fused kernel covers (:func:`_conv_pool_supported`) and
+        that pads nothing before the start of an axis."""
+        pools = [i for i, step in enumerate(following) if isinstance(step, PoolSpec)]
+        if len(pools) != 1 or len(following) > 2:
             return None
-        pool, activation = following[0], (following[1:] or (None,))[0]
-        if pool.mode not in ("max", "min") or activation not in (None, "relu"):
+        pool = following[pools[0]]
+        others = tuple(step for step in following if step is not pool)
+        # The order of the layers: relu after a max or min pooling (they commute),
+        # before an average one (they do not).
+        if others not in ((), ("relu",)) or (others and (pools[0] == 0) != (
+                pool.mode != "avg")):
             return None
         if len(input_shape) != 1 + cls._N_AXES or dtype not in (np.float32, np.float64):
             return None
         kernel = tuple(conv.kernel_shape)
         window, stride = tuple(pool.pool_size), tuple(pool.stride)
         if not _conv_pool_supported(input_shape, kernel, pool_size=window,
-                                    pool_stride=stride, stride=conv.stride,
-                                    padding=conv.padding, dilation=conv.dilation):
+                                    pool_stride=stride, mode=pool.mode,
+                                    stride=conv.stride, padding=conv.padding,
+                                    dilation=conv.dilation):
             return None
         # The pooling must not be padded at the start, and its output must be the
         # kernel's (every window inside the convolution's output).
@@ -198,17 +207,17 @@ class ConvPool2x2Block:
             unpadded = _unpadded_start(conv_out, window, stride, pool.padding)
         except (TypeError, ValueError):
             return None
-        expected = _cached_conv_pool_geometry(input_shape, kernel, window, stride, 1,
-                                              _hashable(conv.padding),
-                                              _hashable(conv.dilation))[1]
+        expected = _cached_conv_pool_geometry(
+            input_shape, kernel, window, stride, _hashable(conv.stride),
+            _hashable(conv.padding), _hashable(conv.dilation))[1]
         if tuple(pooled) != expected or not unpadded:
             return None
-        return cls(input_shape, filters, conv, pool, activation == "relu", dtype)
+        return cls(input_shape, filters, conv, pool, bool(others), dtype)
 
     def _pool_kwargs(self):
-        return dict(padding=self.conv.padding, dilation=self.conv.dilation,
-                    pool_size=self.pool_size, pool_stride=self.pool_stride,
-                    mode=self.mode, relu=self.relu)
+        return dict(stride=self.conv.stride, padding=self.conv.padding,
+                    dilation=self.conv.dilation, pool_size=self.pool_size,
+                    pool_stride=self.pool_stride, mode=self.mode, relu=self.relu)
 
     def forward(self, x, w, b, n_threads, training):
         """The block's output for a batch.
@@ -286,23 +295,27 @@ class ConvPool2x2Block:
 
 
 class ConvPool1dBlock(ConvPool2x2Block):
-    """A stride-1 1-D convolution, a max or min pooling of any window and stride, and
-    optionally a relu, as one kernel call per pass (signals).
+    """A 1-D convolution of any stride, then a max or min pooling of any window and
+    stride and optionally a relu, or optionally a relu then an average pooling (of at
+    most ``_MAX_AVG_CELLS`` cells): signals' blocks, one kernel call per forward.
 
     As :class:`ConvPool2x2Block`, for ``input_shape = (C, W)``. The forward computes
     the convolution one window cell at a time on a polyphase copy of each sample, so
-    the pooling of a window is an elementwise max or min in vector registers, and the
-    backward is the 2-D block's. Results equal ``pool_with_indices`` of ``conv``
-    (then relu) and their backward bit for bit, for any window and stride whose
-    windows lie inside the convolution's output (overlapping ones included).
+    the pooling of a window is an elementwise max, min or sum in vector registers,
+    and the convolution's output is never stored. The backward of max or min after a
+    stride-1 convolution is the 2-D block's (the convolution's gradient made per
+    sample, in cache); otherwise it makes that gradient for the batch in one pass and
+    runs ``conv_backward``. Results equal the unfused layers' (``conv``, then
+    ``pool_with_indices`` then relu, or relu then ``pool``) and their backward bit for
+    bit, for any windows inside the convolution's output (overlapping ones included).
     """
 
     _N_AXES = 1
 
     def __repr__(self):
         return (f"ConvPool1dBlock(input_shape={self.input_shape}, filters={self.filters}, "
-                f"pool_size={self.pool_size}, pool_stride={self.pool_stride}, "
-                f"mode={self.mode!r}, relu={self.relu})")
+                f"stride={self.conv.stride!r}, pool_size={self.pool_size}, "
+                f"pool_stride={self.pool_stride}, mode={self.mode!r}, relu={self.relu})")
 
 
 def _hashable(value):
@@ -330,43 +343,62 @@ def _pool_args(n_axes, pool_size, pool_stride):
 
 
 def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None,
-                         stride=1, padding=0, dilation=1):
+                         mode="max", stride=1, padding=0, dilation=1):
     """Whether :func:`_conv_pool` can fuse this convolution with this pooling.
 
-    A stride-1 convolution, then either, on images ``(C, H, W)``, a 2x2/stride-2
-    pooling of a convolution output of at least 2x2, or, on signals ``(C, W)``, any
-    window of at most ``_MAX_WINDOW_CELLS`` cells and any stride, every window inside
-    the convolution's output. ``x_shape`` is one sample's shape.
+    On images ``(C, H, W)``, a stride-1 convolution then a 2x2/stride-2 max or min
+    pooling of an output of at least 2x2; on signals ``(C, W)``, a convolution of any
+    stride then a max or min pooling of any window of at most ``_MAX_WINDOW_CELLS``
+    cells and any stride, or an average one of at most ``_MAX_AVG_CELLS`` cells, every
+    window inside the convolution's output. ``x_shape`` is one sample's shape.
     """
     try:
-        return _cached_conv_pool_geometry.__wrapped__(
+        geometry = _cached_conv_pool_geometry.__wrapped__(
             tuple(x_shape), tuple(kernel_shape), _hashable(pool_size),
             _hashable(pool_stride), _hashable(stride), _hashable(padding),
-            _hashable(dilation)) is not None
+            _hashable(dilation))
     except (TypeError, ValueError):
         return False
+    return geometry is not None and _mode_fits(mode, geometry)
 
 
-def _conv_pool_geometry(x, w, padding, dilation, pool_size, pool_stride):
-    """Checked (conv_out, pooled_out, pad_lo, dilation, window, stride) of the fused
-    path, the last four as the kernel takes them."""
-    args = (x.shape[1:], w.shape[2:], pool_size, pool_stride, 1, padding, dilation)
+#: Cells of a fused average pooling's window at most: its codes are relu bit masks.
+_MAX_AVG_CELLS = 8
+
+
+def _mode_fits(mode, geometry):
+    """Whether the fused kernel pools this geometry (from
+    :func:`_cached_conv_pool_geometry`) with ``mode``."""
+    if mode in ("max", "min"):
+        return True
+    # Signals only (pooled outputs of one axis), the codes are bit masks.
+    return mode == "avg" and len(geometry[1]) == 1 and geometry[4][1] <= _MAX_AVG_CELLS
+
+
+def _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride, mode):
+    """Checked (conv_out, pooled_out, pad_lo, dilation, window, pool_stride, stride)
+    of the fused path, all but ``pooled_out`` as the kernel takes them."""
+    if mode not in ("max", "min", "avg"):
+        raise ValueError(f"mode must be 'max', 'min' or 'avg', got {mode!r}")
+    args = (x.shape[1:], w.shape[2:], pool_size, pool_stride, stride, padding, dilation)
     try:
         geometry = _cached_conv_pool_geometry(*args)
     except TypeError:  # unhashable padding or dilation (a list): not cached
         geometry = _cached_conv_pool_geometry.__wrapped__(*map(_hashable, args))
-    if geometry is None:
+    if geometry is None or not _mode_fits(mode, geometry):
         raise ValueError(
-            f"the fused convolution and pooling needs stride 1 and either 2-D maps "
-            f"with a 2x2/stride-2 pooling of a convolution output of at least 2x2, or "
-            f"1-D maps with windows of at most {_MAX_WINDOW_CELLS} cells inside the "
-            f"convolution output: x has shape {x.shape}, w has shape {w.shape}, "
+            f"the fused convolution and pooling needs either 2-D maps, stride 1 and a "
+            f"2x2/stride-2 max or min pooling of a convolution output of at least "
+            f"2x2, or 1-D maps with max or min windows of at most {_MAX_WINDOW_CELLS} "
+            f"cells (average: {_MAX_AVG_CELLS}) inside the convolution output: x has "
+            f"shape {x.shape}, w has shape {w.shape}, stride={stride!r}, "
             f"padding={padding!r}, dilation={dilation!r}, pool_size={pool_size!r}, "
-            f"pool_stride={pool_stride!r}"
+            f"pool_stride={pool_stride!r}, mode={mode!r}"
         )
-    conv_out, _, _, dilation_3d, _, _ = geometry
-    _check_padded_size(x.shape, w.shape, (1,) * (x.ndim - 2), conv_out[3 - (x.ndim - 2):],
-                       padding, dilation_3d[3 - (x.ndim - 2):])
+    n_axes = x.ndim - 2
+    conv_out, _, _, dilation_3d, _, _, stride_3d = geometry
+    _check_padded_size(x.shape, w.shape, stride_3d[3 - n_axes:], conv_out[3 - n_axes:],
+                       padding, dilation_3d[3 - n_axes:])
     return geometry
 
 
@@ -384,10 +416,9 @@ def _cached_conv_pool_geometry(x_shape, kernel_shape, pool_size, pool_stride, st
                                                           stride, padding, dilation)
     except (TypeError, ValueError):
         return None
-    if any(s != 1 for s in stride):
-        return None
     if n_axes == 2:
-        if window != (2, 2) or pool_stride != (2, 2) or min(conv_out) < 2:
+        if (window != (2, 2) or pool_stride != (2, 2) or min(conv_out) < 2
+                or any(s != 1 for s in stride)):
             return None
         pooled = tuple(size // 2 for size in conv_out)
     else:
@@ -395,32 +426,37 @@ def _cached_conv_pool_geometry(x_shape, kernel_shape, pool_size, pool_stride, st
             return None
         pooled = ((conv_out[0] - window[0]) // pool_stride[0] + 1,)
     return (to_3d(conv_out, 1), pooled, to_3d([lo for lo, _ in pads], 0),
-            to_3d(dilation, 1), to_3d(window, 1)[1:], to_3d(pool_stride, 1)[1:])
+            to_3d(dilation, 1), to_3d(window, 1)[1:], to_3d(pool_stride, 1)[1:],
+            to_3d(stride, 1))
 
 
-def _conv_pool(x, w, b=None, *, padding=0, dilation=1, pool_size=2, pool_stride=None,
-               mode="max", relu=False, n_jobs=None, out=None, codes=None,
-               want_codes=True):
-    """A stride-1 convolution followed by max or min pooling (and relu), fused.
+def _conv_pool(x, w, b=None, *, stride=1, padding=0, dilation=1, pool_size=2,
+               pool_stride=None, mode="max", relu=False, n_jobs=None, out=None,
+               codes=None, want_codes=True):
+    """A convolution followed by max, min or average pooling (and relu), fused.
 
     The kernel call of :class:`ConvPool2x2Block` and :class:`ConvPool1dBlock`, also
-    usable alone: images with a 2x2/stride-2 pooling, or signals with any window and
-    stride (see :func:`_conv_pool_supported`). The result equals
+    usable alone: images with a stride-1 convolution and a 2x2/stride-2 max or min
+    pooling, or signals with any stride, window and pooling stride (see
+    :func:`_conv_pool_supported`). Max and min: the result equals
     ``pool_with_indices(conv(x, w, b, ...), pool_size, stride=pool_stride,
-    mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit, without storing the
-    convolution's output (its pooling is done per sample, in cache). Instead of flat
-    indices it returns ``codes``: the winning cell's place in its window (row-major,
-    0 to 3 for 2x2; 0 to p - 1 for a window of p cells), which
-    :func:`_conv_pool_backward` takes.
+    mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit; instead of flat indices it
+    returns ``codes``, the winning cell's place in its window (row-major, 0 to 3 for
+    2x2; 0 to p - 1 for a window of p cells). Average: relu, if asked, comes first
+    (as in a network: conv, relu, average pooling), the result equals
+    ``pool(np.maximum(conv(...), 0), ..., mode='avg')`` bit for bit, and the codes are
+    relu's bit masks (bit t: cell t of the window was positive). Either way the
+    convolution's output is never stored (each sample's is pooled in cache), and
+    :func:`_conv_pool_backward` takes the codes.
 
     Parameters
     ----------
-    x, w, b, padding, dilation, n_jobs
-        As in :func:`conv` (stride is 1), with 1-D or 2-D maps.
+    x, w, b, stride, padding, dilation, n_jobs
+        As in :func:`conv`, with 1-D or 2-D maps.
     pool_size, pool_stride : int or tuple of int, default=2 and None (the window)
-    mode : {'max', 'min'}
+    mode : {'max', 'min', 'avg'}
     relu : bool, default=False
-        Apply relu to the pooled output.
+        Apply relu: to the pooled output (max, min), to every cell (avg).
     out, codes : ndarray, default=None
         Where to write the pooled output and the codes (uint8), as ``out`` in
         :func:`conv`.
@@ -432,11 +468,10 @@ def _conv_pool(x, w, b=None, *, padding=0, dilation=1, pool_size=2, pool_stride=
     y : ndarray of shape (N, D, *pooled)
     codes : ndarray of uint8, same shape, or None
     """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     x, w, b = _check_conv_inputs(x, w, b)
-    conv_out, pooled, pad_lo, dilation, window, stride = _conv_pool_geometry(
-        x, w, padding, dilation, pool_size, pool_stride)
+    conv_out, pooled, pad_lo, dilation, window, pool_stride, stride = (
+        _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride,
+                            mode))
     y_shape = x.shape[:1] + w.shape[:1] + pooled
     inputs = (x, w, b)
     y = (np.empty(y_shape, dtype=x.dtype) if out is None
@@ -448,16 +483,16 @@ def _conv_pool(x, w, b=None, *, padding=0, dilation=1, pool_size=2, pool_stride=
     else:
         codes = None
     n_threads = threads_for_work(effective_n_threads(n_jobs),
-                                 _forward_work(w.size, conv_out, pooled, window, stride,
+                                 _forward_work(w.size, conv_out, pooled, window,
                                                x.shape[0]))
     _kernel.conv_pool_forward(view_3d(x), view_3d(w), b, view_3d(y),
-                              None if codes is None else view_3d(codes), conv_out, pad_lo,
-                              dilation, window, stride, mode == "min", bool(relu),
-                              n_threads)
+                              None if codes is None else view_3d(codes), conv_out, stride,
+                              pad_lo, dilation, window, pool_stride, mode == "min",
+                              mode == "avg", bool(relu), n_threads)
     return y, codes
 
 
-def _forward_work(w_size, conv_out, pooled, window, stride, n_samples):
+def _forward_work(w_size, conv_out, pooled, window, n_samples):
     """Multiply-adds of a fused forward (signals compute each window's cells, more
     than the convolution's output when windows overlap)."""
     if window == (2, 2):
@@ -465,14 +500,17 @@ def _forward_work(w_size, conv_out, pooled, window, stride, n_samples):
     return w_size * pooled[0] * window[1] * n_samples
 
 
-def _conv_pool_backward(grad_y, codes, x, w, *, padding=0, dilation=1, pool_size=2,
-                        pool_stride=None, relu_output=None, n_jobs=None,
-                        compute_grad_x=True, out=None):
+def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
+                        pool_size=2, pool_stride=None, mode="max", relu_output=None,
+                        relu=None, n_jobs=None, compute_grad_x=True, out=None):
     """Gradients of :func:`_conv_pool` with respect to x, w and b.
 
-    Equals ``conv_backward`` of ``pool_backward_indices`` of ``grad_y`` (of
-    the relu's backward first, with ``relu_output``) bit for bit, without storing the
-    convolution's gradient for the whole batch.
+    Equal to the unfused backward bit for bit: max and min, ``conv_backward`` of
+    ``pool_backward_indices`` of ``grad_y`` (through the relu's backward first, with
+    ``relu_output``); average, ``conv_backward`` of the relu's backward (with
+    ``relu``) of ``pool_backward``. For max and min after a stride-1 convolution the
+    convolution's gradient is made per sample, in cache, never stored for the batch;
+    the other cases make it for the batch in one pass, then call ``conv_backward``.
 
     Parameters
     ----------
@@ -481,10 +519,14 @@ def _conv_pool_backward(grad_y, codes, x, w, *, padding=0, dilation=1, pool_size
     codes : ndarray of uint8, same shape
         As returned by the forward.
     relu_output : ndarray, same shape, default=None
-        The forward's output when it applied relu.
-    x, w, padding, dilation, n_jobs, compute_grad_x, out
+        Max and min: the forward's output when it applied relu.
+    relu : bool, default=None
+        Whether the forward applied relu; None: whether ``relu_output`` is given. An
+        average needs it (its codes hold relu's bits), max and min need
+        ``relu_output``.
+    x, w, stride, padding, dilation, n_jobs, compute_grad_x, out
         As in :func:`conv_backward`.
-    pool_size, pool_stride
+    pool_size, pool_stride, mode
         As in :func:`_conv_pool`.
 
     Returns
@@ -493,8 +535,13 @@ def _conv_pool_backward(grad_y, codes, x, w, *, padding=0, dilation=1, pool_size
         As in :func:`conv_backward`.
     """
     x, w, _ = _check_conv_inputs(x, w, None)
-    conv_out, pooled, pad_lo, dilation_3d, window, stride = _conv_pool_geometry(
-        x, w, padding, dilation, pool_size, pool_stride)
+    conv_out, pooled, pad_lo, dilation_3d, window, pool_stride_2d, stride_3d = (
+        _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride,
+                            mode))
+    relu = relu_output is not None if relu is None else bool(relu)
+    if relu and mode != "avg" and relu_output is None:
+        raise ValueError("relu_output (the forward's output) is needed for the relu's "
+                         "backward after a max or min pooling")
     grad_y = as_float_array(grad_y, "grad_y")
     expected = x.shape[:1] + w.shape[:1] + pooled
     codes = np.asarray(codes)
@@ -517,42 +564,60 @@ def _conv_pool_backward(grad_y, codes, x, w, *, padding=0, dilation=1, pool_size
         relu_output = contiguous(relu_output, dtype)
     grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
                                                    out)
+    unfused = (grad_x, grad_w, grad_b)
+    if mode == "avg" or any(s != 1 for s in stride_3d):
+        return _conv_pool_backward_unfused(grad_y, codes, relu_output if relu else None,
+                                           x, w, conv_out, window, pool_stride_2d, mode,
+                                           relu, stride, padding, dilation, n_jobs,
+                                           compute_grad_x, unfused)
     n_threads = threads_for_work(effective_n_threads(n_jobs),
                                  2 * w.size * math.prod(conv_out) * x.shape[0])
     if _kernel.conv_pool_backward(
         view_3d(grad_y), view_3d(codes),
         None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
         None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
-        pad_lo, dilation_3d, window, stride, n_threads,
+        pad_lo, dilation_3d, window, pool_stride_2d, n_threads,
     ):
         return grad_x, grad_w, grad_b
-    return _conv_pool_backward_general(grad_y, codes, relu_output, x, w, conv_out,
-                                       window, stride, padding, dilation, n_jobs,
-                                       compute_grad_x, (grad_x, grad_w, grad_b))
+    return _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out,
+                                       window, pool_stride_2d, mode, relu, stride,
+                                       padding, dilation, n_jobs, compute_grad_x, unfused)
 
 
-def _conv_pool_backward_general(grad_y, codes, relu_output, x, w, conv_out, window,
-                                stride, padding, dilation, n_jobs, compute_grad_x, out):
-    """:func:`_conv_pool_backward` when the fused kernel declined: an inf or a NaN
-    in x, w or grad_y (the kernel checks as it reads them). The fused kernel is the
-    shifted path, which needs finite inputs, so unpool with the plain op and take the
-    general path (rare: a diverged network). ``conv_out``, ``window`` and ``stride``
-    as the kernel takes them; ``out`` as in :func:`conv_backward`."""
-    if relu_output is not None:
-        with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
-            grad_y = grad_y * (relu_output > 0)  # the relu's backward
-    return conv_backward(_unpool(grad_y, codes, conv_out[3 - (x.ndim - 2):], window,
-                                 stride), x, w,
-                         padding=padding, dilation=dilation, n_jobs=n_jobs,
-                         compute_grad_x=compute_grad_x, out=out)
+def _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out, window,
+                                pool_stride, mode, relu, stride, padding, dilation,
+                                n_jobs, compute_grad_x, out):
+    """:func:`_conv_pool_backward` through the convolution's gradient for the whole
+    batch, then ``conv_backward``: the way of an average pooling, of a strided
+    convolution, and of max or min when the fused kernel declined (an inf or a NaN in
+    x, w or grad_y, which its shifted path cannot take; rare: a diverged network).
+    The convolution's gradient is the plain ops' (the same sums). ``conv_out``,
+    ``window`` and ``pool_stride`` as the kernel takes them; ``out`` as in
+    :func:`conv_backward`."""
+    spatial = conv_out[3 - (x.ndim - 2):]
+    if mode == "avg":
+        grad_conv = np.empty(grad_y.shape[:2] + spatial, dtype=grad_y.dtype)
+        n_planes = grad_y.shape[0] * grad_y.shape[1]
+        _kernel.conv_pool_avg_backward(
+            grad_y.reshape(n_planes, -1), codes.reshape(n_planes, -1) if relu else None,
+            grad_conv.reshape(n_planes, -1), window[1], pool_stride[1],
+            threads_for_cells(effective_n_threads(n_jobs), grad_conv.size))
+    else:
+        if relu_output is not None:
+            with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
+                grad_y = grad_y * (relu_output > 0)  # the relu's backward
+        grad_conv = _unpool(grad_y, codes, spatial, window, pool_stride)
+    return conv_backward(grad_conv, x, w, stride=stride, padding=padding,
+                         dilation=dilation, n_jobs=n_jobs, compute_grad_x=compute_grad_x,
+                         out=out)
 
 
 class _PreparedBatch:
     """:func:`_conv_pool` and its backward, prepared for one batch shape.
 
     The training path of a :class:`ConvPool2x2Block` (or :class:`ConvPool1dBlock`),
-    which runs the same shapes every minibatch. Everything that depends on the shapes alone - the argument checks,
-    the geometry, the outputs - is done once here; a call then checks that its arrays
+    which runs the same shapes every minibatch. Everything that depends on the
+    shapes alone - the argument checks, the geometry, the outputs - is done once here; a call then checks that its arrays
     still have the prepared shapes and dtype (so no kernel ever sees another shape)
     and runs the kernel. The results are those of :func:`_conv_pool` and
     :func:`_conv_pool_backward` bit for bit (the same kernels).
@@ -568,14 +633,12 @@ class _PreparedBatch:
     w_shape : tuple of int
         ``(D, C, K1, K2)`` or ``(D, C, K)``.
     dtype : float32 or float64
-    padding, dilation, pool_size, pool_stride, mode, relu
+    stride, padding, dilation, pool_size, pool_stride, mode, relu
         As in :func:`_conv_pool`.
     """
 
-    def __init__(self, x_shape, w_shape, dtype, *, padding=0, dilation=1, pool_size=2,
-                 pool_stride=None, mode="max", relu=False):
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    def __init__(self, x_shape, w_shape, dtype, *, stride=1, padding=0, dilation=1,
+                 pool_size=2, pool_stride=None, mode="max", relu=False):
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -583,13 +646,15 @@ class _PreparedBatch:
         x, w, _ = _check_conv_inputs(np.empty(x_shape, self.dtype),
                                      np.empty(w_shape, self.dtype), None)
         (conv_out, pooled, self._pad_lo, self._dilation, self._window,
-         self._stride) = _conv_pool_geometry(x, w, padding, dilation, pool_size,
-                                             pool_stride)
+         self._pool_stride, self._stride) = _conv_pool_geometry(
+            x, w, stride, padding, dilation, pool_size, pool_stride, mode)
         self._conv_out = conv_out
         self.x_shape, self.w_shape = x.shape, w.shape
         self.y_shape = x.shape[:1] + w.shape[:1] + pooled
-        self.padding, self.dilation_arg = padding, dilation
-        self._want_min, self._relu = mode == "min", bool(relu)
+        self.stride_arg, self.padding, self.dilation_arg = stride, padding, dilation
+        self.mode, self._relu = mode, bool(relu)
+        # Max or min after a stride-1 convolution: the backward's fused kernel.
+        self._fused_backward = mode != "avg" and all(s == 1 for s in self._stride)
         self.y = np.empty(self.y_shape, dtype=self.dtype)
         self.codes = np.empty(self.y_shape, dtype=np.uint8)
         self.grad_x = np.empty(self.x_shape, dtype=self.dtype)
@@ -598,7 +663,7 @@ class _PreparedBatch:
         self._codes5 = view_3d(self.codes)
         self._grad_x5 = view_3d(self.grad_x)
         self._forward_work = _forward_work(w.size, conv_out, pooled, self._window,
-                                           self._stride, x.shape[0])
+                                           x.shape[0])
         self._backward_work = 2 * w.size * math.prod(conv_out) * x.shape[0]
 
     def _checked(self, array, shape, name):
@@ -632,8 +697,9 @@ class _PreparedBatch:
             b = self._checked(b, self.w_shape[:1], "b")
         _kernel.conv_pool_forward(
             x.reshape(self._x5), w.reshape(self._w5), b, self._y5, self._codes5,
-            self._conv_out, self._pad_lo, self._dilation, self._window, self._stride,
-            self._want_min, self._relu, threads_for_work(n_threads, self._forward_work))
+            self._conv_out, self._stride, self._pad_lo, self._dilation, self._window,
+            self._pool_stride, self.mode == "min", self.mode == "avg", self._relu,
+            threads_for_work(n_threads, self._forward_work))
         return self.y, self.codes
 
     def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
@@ -667,18 +733,19 @@ class _PreparedBatch:
                            outputs)
         if compute_grad_x and any(np.may_share_memory(grad_x, a) for a in inputs):
             raise ValueError("the inputs must not share memory with the step's grad_x")
-        if _kernel.conv_pool_backward(
+        if self._fused_backward and _kernel.conv_pool_backward(
             grad_y.reshape(self._y5.shape), self._codes5,
             self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
             self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
-            self._conv_out, self._pad_lo, self._dilation, self._window, self._stride,
-            threads_for_work(n_threads, self._backward_work),
+            self._conv_out, self._pad_lo, self._dilation, self._window,
+            self._pool_stride, threads_for_work(n_threads, self._backward_work),
         ):
             return grad_x
-        grad_x, _, _ = _conv_pool_backward_general(
-            grad_y, self.codes, self.y if self._relu else None, x, w, self._conv_out,
-            self._window, self._stride, self.padding, self.dilation_arg, n_threads,
-            compute_grad_x, (grad_x, grad_w, grad_b))
+        grad_x, _, _ = _conv_pool_backward_unfused(
+            grad_y, self.codes, self.y if self._relu and self.mode != "avg" else None, x,
+            w, self._conv_out, self._window, self._pool_stride, self.mode, self._relu,
+            self.stride_arg, self.padding, self.dilation_arg, n_threads, compute_grad_x,
+            (grad_x, grad_w, grad_b))
         return grad_x
 
 

@@ -201,20 +201,20 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     # High padding needs no work in the kernel: it only lengthens the output, and
     # the kernel treats every index outside the input as a zero.
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    with _blas_guard(stride):
+    with _blas_guard(stride, signal=x.ndim == 3):
         _kernel.conv_forward(
             view_3d(x), view_3d(w), b, view_3d(y), stride, pad_lo, dilation, n_threads
         )
     return y
 
 
-def _blas_guard(stride_3d, inputs_finite=True):
+def _blas_guard(stride_3d, inputs_finite=True, signal=False):
     """Single-threaded BLAS around kernel calls that use it, a no-op otherwise.
 
     Limiting costs tens of microseconds per call (threadpoolctl), so it is paid only
-    on the im2col path.
+    on the im2col path. ``signal``: the data have one spatial axis.
     """
-    if _kernel.uses_blas(stride_3d, inputs_finite):
+    if _kernel.uses_blas(stride_3d, inputs_finite, signal):
         return single_threaded_blas()
     return contextlib.nullcontext()
 
@@ -274,9 +274,11 @@ def conv_backward(
     grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
                                                    out)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    # Only the stride-1 path needs finite inputs (see _kernel.conv_backward).
-    inputs_finite = _kernel.uses_blas(stride) or _all_finite(x, w, grad_y)
-    with _blas_guard(stride, inputs_finite):
+    # Only the stride-1 and signal paths need finite inputs (see
+    # _kernel.conv_backward); other strided calls take im2col anyway.
+    signal = x.ndim == 3
+    inputs_finite = _kernel.uses_blas(stride, True, signal) or _all_finite(x, w, grad_y)
+    with _blas_guard(stride, inputs_finite, signal):
         _kernel.conv_backward(
             view_3d(grad_y), view_3d(x), view_3d(w),
             None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b,

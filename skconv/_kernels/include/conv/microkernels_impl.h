@@ -283,19 +283,23 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_deinterleave_by)(const ptrdiff_t S, const SK
 
 /*
  * deinterleave: dst[r*ld + m] = src[m*S + r] for r < S, m < n_groups: a run of a
- * signal split into its S phases (the polyphase copy of conv.pyx's pooled 1-D path).
- * Strides 2 to 4 get their own vectorised loops.
+ * signal split into its S phases (the polyphase copy of conv.pyx's 1-D paths: a
+ * pooling stride times a convolution stride). Strides 2 to 9 get their own
+ * vectorised loops; a stride known only at run time makes a scalar loop.
  */
 SKC_CLONES
 static void SKC_NAME(skc_deinterleave)(const SKC_T *src, ptrdiff_t n_groups, ptrdiff_t S,
                                        SKC_T *dst, ptrdiff_t ld)
 {
-    if (S == 2)
-        SKC_NAME(skc_deinterleave_by)(2, src, n_groups, dst, ld);
-    else if (S == 3)
-        SKC_NAME(skc_deinterleave_by)(3, src, n_groups, dst, ld);
-    else if (S == 4)
-        SKC_NAME(skc_deinterleave_by)(4, src, n_groups, dst, ld);
-    else
-        SKC_NAME(skc_deinterleave_by)(S, src, n_groups, dst, ld);
+    switch (S) {
+    case 2: SKC_NAME(skc_deinterleave_by)(2, src, n_groups, dst, ld); break;
+    case 3: SKC_NAME(skc_deinterleave_by)(3, src, n_groups, dst, ld); break;
+    case 4: SKC_NAME(skc_deinterleave_by)(4, src, n_groups, dst, ld); break;
+    case 5: SKC_NAME(skc_deinterleave_by)(5, src, n_groups, dst, ld); break;
+    case 6: SKC_NAME(skc_deinterleave_by)(6, src, n_groups, dst, ld); break;
+    case 7: SKC_NAME(skc_deinterleave_by)(7, src, n_groups, dst, ld); break;
+    case 8: SKC_NAME(skc_deinterleave_by)(8, src, n_groups, dst, ld); break;
+    case 9: SKC_NAME(skc_deinterleave_by)(9, src, n_groups, dst, ld); break;
+    default: SKC_NAME(skc_deinterleave_by)(S, src, n_groups, dst, ld);
+    }
 }

@@ -57,6 +57,32 @@ static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
                                        indices);
 }
 
+/* A window's running extreme and its code after cell c (code k): strictly better,
+ * or the first NaN of the window, as the general kernel decides. want_min is a
+ * constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_take_extreme)(const int want_min, SKC_VT c, int k,
+                                                  SKC_VT *best, SKC_VI *which)
+{
+    SKC_VI take = (want_min ? (c < *best) : (c > *best)) | ((c != c) & (*best == *best));
+    *best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)*best & ~take));
+    *which = (take & k) | (*which & ~take);
+}
+
+/* numpy's maximum(v, 0): v itself when v >= 0 (-0 included) or NaN, else +0. */
+SKC_ALWAYS_INLINE SKC_VT SKC_NAME(skc_relu)(SKC_VT v)
+{
+    SKC_VI keep = (v >= 0) | (v != v);
+    return (SKC_VT)((SKC_VI)v & keep);
+}
+
+/* One vector of pooled outputs and their codes. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_store_pooled)(SKC_VT best, SKC_VI which, SKC_T *y,
+                                                  uint8_t *code)
+{
+    *(SKC_VT *)y = best;
+    *(skc_pool_code *)code = __builtin_convertvector(which, skc_pool_code);
+}
+
 /* One row of windows of a convolution's wide output, the bias added to every cell
  * first (exactly the sum the unfused convolution stores). code[o] receives the
  * winning cell's place in its window (row-major, 0 to 3) instead of a flat index.
@@ -79,22 +105,12 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
                           __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
         SKC_VT best = cell[0];
         SKC_VI which = {0};
-        for (k = 1; k < 4; k++) {
-            SKC_VT c = cell[k];
-            /* Strictly better, or the first NaN of the window (as above). */
-            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
-            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
-            which = (take & k) | (which & ~take);
-        }
-        if (relu) {
-            /* numpy's maximum(best, 0): best itself when best >= 0 (-0 included) or
-             * NaN, else +0. */
-            SKC_VI keep = (best >= 0) | (best != best);
-            best = (SKC_VT)((SKC_VI)best & keep);
-        }
-        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
-        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
-            __builtin_convertvector(which, skc_pool_code);
+        for (k = 1; k < 4; k++)
+            SKC_NAME(skc_take_extreme)(want_min, cell[k], k, &best, &which);
+        if (relu)
+            best = SKC_NAME(skc_relu)(best);
+        SKC_NAME(skc_store_pooled)(best, which, y + SKC_POOL_LANES * v,
+                                   code + SKC_POOL_LANES * v);
     }
 }
 
@@ -134,21 +150,13 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool_taps_mode)(
         const SKC_T *at = rows + SKC_POOL_LANES * v;
         SKC_VT best = *(const SKC_VT *)at + bias;
         SKC_VI which = {0};
-        for (t = 1; t < n_taps; t++) {
-            SKC_VT c = *(const SKC_VT *)(at + t * tap_stride) + bias;
-            /* Strictly better, or the first NaN of the window (as above). */
-            SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
-            best = (SKC_VT)(((SKC_VI)c & take) | ((SKC_VI)best & ~take));
-            which = (take & t) | (which & ~take);
-        }
-        if (relu) {
-            /* numpy's maximum(best, 0), as above. */
-            SKC_VI keep = (best >= 0) | (best != best);
-            best = (SKC_VT)((SKC_VI)best & keep);
-        }
-        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
-        *(skc_pool_code *)(code + SKC_POOL_LANES * v) =
-            __builtin_convertvector(which, skc_pool_code);
+        for (t = 1; t < n_taps; t++)
+            SKC_NAME(skc_take_extreme)(want_min, *(const SKC_VT *)(at + t * tap_stride) + bias,
+                                       t, &best, &which);
+        if (relu)
+            best = SKC_NAME(skc_relu)(best);
+        SKC_NAME(skc_store_pooled)(best, which, y + SKC_POOL_LANES * v,
+                                   code + SKC_POOL_LANES * v);
     }
 }
 
@@ -190,4 +198,51 @@ static void SKC_NAME(skc_relu_backward)(const SKC_T *__restrict grad,
     ptrdiff_t i;
     for (i = 0; i < n; i++)
         dst[i] = grad[i] * (SKC_T)(out[i] > 0);
+}
+
+/* One row of 1-D average windows computed tap by tap (see pool_taps_avg_row); relu
+ * is a constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool_taps_avg_mode)(
+    const int relu, const SKC_T *rows, ptrdiff_t tap_stride, int n_taps,
+    ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
+{
+    ptrdiff_t v;
+    int t;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *at = rows + SKC_POOL_LANES * v;
+        skc_pd acc = {0};
+        SKC_VI positive = {0};
+        for (t = 0; t < n_taps; t++) {
+            SKC_VT c = *(const SKC_VT *)(at + t * tap_stride) + bias;
+            if (relu) {
+                c = SKC_NAME(skc_relu)(c);
+                positive |= (c > 0) & (1 << t);  /* bit t: relu's output is > 0 */
+            }
+            acc += __builtin_convertvector(c, skc_pd);
+        }
+        SKC_NAME(skc_store_pooled)(__builtin_convertvector(acc / (double)n_taps, SKC_VT),
+                                   positive, y + SKC_POOL_LANES * v,
+                                   code + SKC_POOL_LANES * v);
+    }
+}
+
+/*
+ * pool_taps_avg_row: the average counterpart of pool_taps_codes_row, relu FIRST:
+ * for o < 8 * n_vectors, window o's cells are rows[t * tap_stride + o] + bias (then
+ * relu if asked) for t < n_taps (1 to 8), and y[o] is their sum in double, added
+ * from 0 in t order, divided by n_taps and rounded to SKC_T: what relu then the
+ * plain average pooling compute. code[o] has bit t set when relu's output for cell
+ * t is positive (the relu's backward), 0 without relu.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool_taps_avg_row)(const SKC_T *rows, ptrdiff_t tap_stride,
+                                            int n_taps, ptrdiff_t n_vectors, SKC_T bias,
+                                            int relu, SKC_T *y, uint8_t *code)
+{
+    if (relu)
+        SKC_NAME(skc_pool_taps_avg_mode)(1, rows, tap_stride, n_taps, n_vectors, bias, y,
+                                         code);
+    else
+        SKC_NAME(skc_pool_taps_avg_mode)(0, rows, tap_stride, n_taps, n_vectors, bias, y,
+                                         code);
 }
