@@ -7,13 +7,13 @@ a transformer must pass. With the defaults and with the options that keep traini
 per-sample (a global-pooling head, the cosine schedule, an update budget) there are no
 expected failures at all.
 
-One check cannot pass with batch normalisation or dropout, and is expected to fail
-(strictly: it must fail, so that the mark goes once the engine changes):
+One check cannot pass with batch normalisation, and is expected to fail (strictly: it
+must fail, so that the mark goes once the engine changes):
 ``check_sample_weight_equivalence_on_dense_data``, which asks that a weight of 2 train
 the model a duplicated sample trains, to 1e-7. A batch normalisation's statistics are
 means over the minibatch's rows, whatever their weights, so a duplicated row counts
-twice in them and a weighted one once; and dropout draws a mask per row, so two copies
-of a sample get two masks where the weighted sample gets one.
+twice in them and a weighted one once. Dropout passes it: its masks are keyed by the
+samples' content, so both copies of a sample draw the weighted sample's mask.
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -32,15 +32,17 @@ except ImportError:
 OPTIONS = {k: v for k, v in LEARNING_OPTIONS.items() if k != "spatial_dropout"}
 #: The options that leave each sample's training its own.
 PER_SAMPLE_OPTIONS = dict(head="avg", learning_rate="cosine", min_updates=150)
+#: Dropout alone: masks keyed by content keep a weight of 2 a duplicated sample.
+DROPOUT_OPTIONS = dict(dropout=0.2, spatial_dropout=0.1)
 
 WEIGHTED_STATISTICS = (
-    "batch normalisation averages over the minibatch's rows and dropout draws a mask "
-    "per row, whatever the sample weights: a weight of 2 is not a duplicated sample")
+    "batch normalisation averages over the minibatch's rows whatever the sample "
+    "weights: a weight of 2 is not a duplicated sample")
 
 
 def _expected_failures(estimator):
     params = estimator.get_params()
-    if params["batch_norm"] or params["dropout"] or params["spatial_dropout"]:
+    if params["batch_norm"]:
         return {"check_sample_weight_equivalence_on_dense_data": WEIGHTED_STATISTICS}
     return {}
 
@@ -48,6 +50,8 @@ def _expected_failures(estimator):
 @parametrize_with_checks(
     [ConvNetClassifier(), ConvNetRegressor(), ConvNetTransformer(),
      ConvNetClassifier(**PER_SAMPLE_OPTIONS), ConvNetRegressor(**PER_SAMPLE_OPTIONS),
+     ConvNetClassifier(**DROPOUT_OPTIONS), ConvNetRegressor(dropout=0.2),
+     ConvNetTransformer(**DROPOUT_OPTIONS),
      ConvNetClassifier(**LEARNING_OPTIONS), ConvNetRegressor(**OPTIONS),
      ConvNetTransformer(**LEARNING_OPTIONS)],
     expected_failed_checks=_expected_failures, xfail_strict=True)

@@ -23,7 +23,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
 from skconv._estimators.inspection import network_of
-from skconv._nn.layers import Dropout
+from skconv._nn.layers import Dense, Dropout, Flatten
+from skconv._nn.network import Network
 from skconv._nn.optimizers import SGD, Adam
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
@@ -196,13 +197,43 @@ def test_dropout_masks_come_from_random_state():
     assert_array_equal(dropped.coefs_[0], same.coefs_[0])
     # Predictions use every unit: deterministic, whatever the masks were.
     assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))
-    # A new fit of a warm-started model draws its masks from its new RandomState.
-    dropped.set_params(warm_start=True, random_state=1)
-    quiet_fit(dropped, X, y)
+    # A new fit of a warm-started model draws its masks from a stream seeded by its
+    # new RandomState: one stream for every dropout layer, apart from the shuffles'.
     layers = [layer for layer in network_of(dropped).layers
               if isinstance(layer, Dropout)]
-    assert layers and all(layer._random_state is dropped._random_state
+    before = layers[0]._random_state
+    dropped.set_params(warm_start=True, random_state=1)
+    quiet_fit(dropped, X, y)
+    assert layers and all(layer._random_state is layers[0]._random_state
                           for layer in layers)
+    assert layers[0]._random_state is not before
+    assert layers[0]._random_state is not dropped._random_state
+    twin = _fit(ConvNetClassifier, X, y, dropout=0.5, **params)
+    twin.set_params(warm_start=True, random_state=1)
+    quiet_fit(twin, X, y)
+    assert_array_equal(dropped.coefs_[0], twin.coefs_[0])
+
+
+def test_dropout_masks_are_keyed_by_the_rows_content():
+    """Equal input rows get equal masks wherever they sit in the minibatch; the masks
+    change from one forward to the next and between different rows."""
+    rng = np.random.RandomState(0)
+    network = Network([Flatten(), Dense(64), Dropout(0.5)])
+    network.initialize((3, 5), np.random.RandomState(1), np.float64)
+    network.use_random_state(np.random.RandomState(2))
+    x = rng.rand(6, 3, 5)
+    x[4] = x[1]
+    first = network.forward(x, 1, training=True) != 0
+    assert_array_equal(first[4], first[1])
+    assert not np.array_equal(first[0], first[1])
+    # The same rows reordered: each keeps its mask (the same forward's draw).
+    network.use_random_state(np.random.RandomState(2))
+    order = rng.permutation(6)
+    assert_array_equal(network.forward(x[order], 1, training=True) != 0, first[order])
+    # The next forward draws other masks; about half the units are dropped.
+    second = network.forward(x, 1, training=True) != 0
+    assert not np.array_equal(first, second)
+    assert 0.35 < first.mean() < 0.65
 
 
 def test_warm_start_with_dropout_is_reproducible():

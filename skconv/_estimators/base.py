@@ -356,14 +356,21 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         if not incremental:
             self._check_learnable(targets, weights)
 
-        if first_pass or not incremental or not hasattr(self, "_random_state"):
+        new_stream = first_pass or not incremental or not hasattr(self, "_random_state")
+        if new_stream:
             self._random_state = check_random_state(self.random_state)
-            if not first_pass:  # the dropout masks come from the new stream too
-                self._network.use_random_state(self._random_state)
         # else: partial_fit continues the random stream of the previous calls, so
         # that successive epochs are shuffled differently.
         if first_pass:
             self._build_network(n_outputs)
+        if new_stream and self._network.draws_in_training:
+            # The dropout masks get a stream of their own, seeded once from the
+            # estimator's: the shuffles draw as many numbers as there are rows, so on
+            # a shared stream a sample of weight 2 and the sample twice would see
+            # different masks.
+            self._network.use_random_state(np.random.RandomState(
+                self._random_state.randint(np.iinfo(np.int32).max)))
+        if first_pass:
             self._init_outputs(targets, weights)
             self._best_state = None
             self._init_training_state()

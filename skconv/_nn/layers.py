@@ -42,6 +42,7 @@ from .._ops.pool import (
 from .._ops.threads import effective_n_threads
 from .._ops.validation import MAX_SPATIAL_DIMS, is_int, normalize_padding, per_axis
 from .activations import get_activation
+from .keyed_random import draw_key, keyed_uniform
 
 __all__ = [
     "Activation",
@@ -793,6 +794,9 @@ class BatchNorm(Layer):
         self.eps = eps
         self._x_hat = None
         self._inv_std = None
+        # Set by the network before each training forward: the rows' sample
+        # weights, or None (every row weighs 1).
+        self.row_weights = None
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -853,9 +857,14 @@ class Dropout(Layer):
     sample) is zeroed with probability ``rate`` and the rest scaled by
     ``1 / (1 - rate)``; inference passes the input through unchanged.
 
-    The masks are drawn from the RandomState given to :meth:`initialize` (the
-    estimator's ``random_state``), one draw per training forward in network order, so
-    they never depend on the thread count.
+    The masks are keyed by the samples' content (:mod:`skconv._nn.keyed_random`):
+    each training forward takes one number from the RandomState given to
+    :meth:`initialize` (the estimator's ``random_state``, in network order) and mixes
+    it with each row's key, which :meth:`Network.forward` sets from the minibatch's
+    input rows (``row_keys``). Equal samples thus get equal masks, so that a sample
+    weight of 2 is exactly a duplicated sample, and the masks never depend on the
+    thread count or on a row's place in the minibatch. Without keys (a forward
+    outside a network) the rows' masks are drawn from the RandomState directly.
 
     Parameters
     ----------
@@ -877,6 +886,8 @@ class Dropout(Layer):
         self.spatial = spatial
         self._random_state = None
         self._mask = None
+        # Set by the network before each training forward: one key per row.
+        self.row_keys = None
 
     def compute_output_shape(self, input_shape):
         if not 0 <= self.rate < 1:
@@ -896,7 +907,17 @@ class Dropout(Layer):
             self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
             return x
         shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape
-        keep = self._random_state.random_sample(shape) >= self.rate
+        keys, self.row_keys = getattr(self, "row_keys", None), None
+        if keys is None:
+            uniform = self._random_state.random_sample(shape)
+        else:
+            if keys.shape != x.shape[:1]:
+                raise ValueError(f"{self!r}: row_keys must have shape ({x.shape[0]},), "
+                                 f"got shape {keys.shape}")
+            per_row = int(np.prod(shape[1:], dtype=np.int64))
+            uniform = keyed_uniform(keys, draw_key(self._random_state),
+                                    per_row).reshape(shape)
+        keep = uniform >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
         return x * self._mask
 

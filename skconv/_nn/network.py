@@ -26,6 +26,7 @@ from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
+from .keyed_random import content_keys
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
                      Layer, Pool)
 
@@ -255,6 +256,11 @@ class Network:
         self._steps = self._plan_steps()
         return shape
 
+    @property
+    def draws_in_training(self):
+        """Whether a training forward draws random numbers (a dropout layer)."""
+        return any(isinstance(layer, Dropout) and layer.rate for layer in self.layers)
+
     def use_random_state(self, random_state):
         """Draw the dropout masks from ``random_state`` from now on.
 
@@ -317,7 +323,7 @@ class Network:
             raise RuntimeError("the network is not initialized; call initialize()")
 
     # -- computation ---------------------------------------------------------------------
-    def forward(self, x, n_jobs, training=False, rows=None):
+    def forward(self, x, n_jobs, training=False, rows=None, sample_weight=None):
         """Logits for a minibatch.
 
         BLAS thread limits are the caller's: the ops limit BLAS to one thread around
@@ -336,6 +342,10 @@ class Network:
             Run the minibatch ``x[rows]`` instead of ``x``, gathered on the threads
             (each copies the samples its first layer computes on, so they start in
             its own cache). The same results as ``forward(x[rows])``.
+        sample_weight : ndarray of shape (N,), default=None
+            The minibatch rows' weights (aligned with ``rows`` when given), for the
+            layers whose training forward weighs the rows (batch statistics); None
+            weighs every row 1. Ignored at inference.
 
         Returns
         -------
@@ -351,9 +361,24 @@ class Network:
         x = x.astype(self.dtype, copy=False)
         if rows is not None:
             x = self._gather(x, rows, n_jobs, training)
+        if training:
+            self._set_row_context(x, sample_weight)
         for step in steps:
             x = step.forward(x, n_jobs, training)
         return x
+
+    def _set_row_context(self, x, sample_weight):
+        """Give the layers that draw per row (dropout) the rows' content keys, and
+        those that weigh rows (batch norm) the weights, before a training forward."""
+        keys = None
+        for layer in self.layers:
+            if isinstance(layer, Dropout) and layer.rate:
+                if keys is None:
+                    keys = content_keys(x)
+                layer.row_keys = keys
+            elif isinstance(layer, BatchNorm):
+                layer.row_weights = (None if sample_weight is None
+                                     else np.asarray(sample_weight, dtype=np.float64))
 
     def _gather(self, x, rows, n_jobs, training):
         """``x[rows]``, copied on the threads (see :meth:`forward`)."""

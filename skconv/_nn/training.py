@@ -135,7 +135,7 @@ def _train_minibatch(network, optimizer, X, targets, idx, sw_batch, batch_weight
     if batch_weight < _SMALLEST_NORMAL:
         raise VanishingBatchWeight(f"minibatch {n_batch + 1} of", batch_weight)
     # The network gathers X[idx] on its threads.
-    logits = network.forward(X, n_threads, training=True, rows=idx)
+    logits = network.forward(X, n_threads, training=True, rows=idx, sample_weight=sw_batch)
     value, grad = loss(logits, targets[idx], sw_batch)
     value += l2_penalty(network, alpha, batch_weight, n_threads)
     if not math.isfinite(value):
