@@ -37,6 +37,9 @@ def _splitmix64(z):
 def content_keys(x):
     """One uint64 key per row of ``x``, a hash of the row's bytes.
 
+    The rows are hashed in float32, so that a float64 network and a float32 one
+    fitted on the same data draw the same masks.
+
     Parameters
     ----------
     x : ndarray of shape (N, ...), float32 or float64
@@ -44,9 +47,9 @@ def content_keys(x):
     Returns
     -------
     keys : ndarray of uint64 of shape (N,)
-        Equal for rows with equal bytes.
+        Equal for rows equal in float32.
     """
-    rows = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    rows = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[0], -1)
     words = rows.view(np.uint32)
     n_words = words.shape[1]
     multipliers = _MULTIPLIERS

@@ -55,6 +55,7 @@ __all__ = [
     "Layer",
     "Pool",
     "POOL_MODES",
+    "RandomShift",
     "WEIGHT_INITS",
     "init_weights",
 ]
@@ -932,3 +933,129 @@ class Dropout(Layer):
 
     def __repr__(self):
         return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"
+
+
+class RandomShift(Layer):
+    """Training-time augmentation: each sample moved by a random whole number of cells
+    along every spatial axis (zeros enter at the edge), and optionally mirrored along
+    its last spatial axis; inference passes the input through unchanged.
+
+    A shift is a crop of the zero-padded sample (the standard "pad and random crop"
+    augmentation of images), and for signals a random delay. The draws are keyed by
+    the samples' content as dropout's are (:mod:`skconv._nn.keyed_random`): equal
+    samples move alike, so a sample weight of 2 is a duplicated sample, and the draws
+    never depend on the thread count.
+
+    Parameters
+    ----------
+    shift : float, default=0.1
+        Largest move, as a fraction of each spatial axis, in [0, 0.5): an axis of
+        ``n`` cells moves by an integer drawn uniformly from ``[-m, m]``,
+        ``m = round(shift * n)`` (8x8 digits with 0.1: up to 1 pixel; 28x28: 3).
+    flip : bool, default=False
+        Also mirror half of the samples along the last spatial axis (left-right for
+        images). Off by default: it changes what a digit or a signal means.
+
+    Attributes
+    ----------
+    max_shifts : tuple of int
+        ``m`` per spatial axis, set by :meth:`initialize`.
+    """
+
+    _cache_attributes = ("_moves",)
+    # Inference returns its input: a following in-place activation must not
+    # overwrite it.
+    fresh_output = False
+
+    def __init__(self, shift=0.1, flip=False):
+        super().__init__()
+        self.shift = shift
+        self.flip = flip
+        self.max_shifts = None
+        self._random_state = None
+        self._moves = None
+        # Set by the network before each training forward: one key per row.
+        self.row_keys = None
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"{self!r} needs an input of shape (C, *spatial), got "
+                             f"input shape {shape}")
+        if not 0 <= self.shift < 0.5:
+            raise ValueError(f"{self!r}: shift must be in [0, 0.5), got {self.shift!r}")
+        return shape
+
+    def _settle(self, input_shape):
+        # round() halves to even; floor(x + 0.5) rounds 0.5 up as users expect.
+        self.max_shifts = tuple(int(math.floor(self.shift * n + 0.5))
+                                for n in input_shape[1:])
+
+    def _init_params(self, random_state):
+        self.params, self.param_is_weight = [], ()
+        self._random_state = random_state
+
+    @property
+    def draws(self):
+        """Whether a training forward moves anything (and so draws numbers)."""
+        return any(self.max_shifts or ()) or bool(self.flip)
+
+    def forward(self, x, n_jobs, training):
+        keys, self.row_keys = getattr(self, "row_keys", None), None
+        if not training or not self.draws:
+            self._moves = None if not training else np.zeros((x.shape[0], 0), np.intp)
+            return x
+        n_axes = x.ndim - 2
+        n_draws = n_axes + 1
+        if keys is None:
+            uniform = self._random_state.random_sample((x.shape[0], n_draws))
+        else:
+            if keys.shape != x.shape[:1]:
+                raise ValueError(f"{self!r}: row_keys must have shape ({x.shape[0]},), "
+                                 f"got shape {keys.shape}")
+            uniform = keyed_uniform(keys, draw_key(self._random_state), n_draws)
+        spans = np.array([2 * m + 1 for m in self.max_shifts])
+        moves = np.empty((x.shape[0], n_draws), dtype=np.intp)
+        moves[:, :n_axes] = (np.floor(uniform[:, :n_axes] * spans).astype(np.intp)
+                             - np.array(self.max_shifts))
+        moves[:, n_axes] = (uniform[:, n_axes] < 0.5) if self.flip else 0
+        self._moves = moves
+        return self._move(x, moves, inverse=False)
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        moves = self._take_cache("_moves")
+        if not need_input_grad:
+            return None
+        if moves.shape[1] == 0:
+            return grad_y
+        return self._move(grad_y, moves, inverse=True)
+
+    @staticmethod
+    def _move(x, moves, inverse):
+        """Each row of ``x`` flipped where its last move is 1, then shifted by its
+        other moves; with ``inverse``, the adjoint of that map (shift back, then
+        flip), which is its gradient."""
+        out = np.empty_like(x)
+        groups, which = np.unique(moves, axis=0, return_inverse=True)
+        which = which.reshape(-1)
+        for g, move in enumerate(groups):
+            rows = np.flatnonzero(which == g)
+            shifts, flip = move[:-1], bool(move[-1])
+            sample = x[rows]
+            if flip and not inverse:
+                sample = sample[..., ::-1]
+            moved = np.zeros_like(sample)
+            dst, src = [slice(None)] * 2, [slice(None)] * 2
+            for d in (-shifts if inverse else shifts):
+                # Cell i of the result is cell i - d of the sample.
+                dst.append(slice(d, None) if d >= 0 else slice(None, d))
+                src.append(slice(None, -d) if d > 0 else slice(-d, None))
+            moved[tuple(dst)] = sample[tuple(src)]
+            out[rows] = moved[..., ::-1] if flip and inverse else moved
+        return out
+
+    def describe(self):
+        return "random shift" + (" and flip" if self.flip else "")
+
+    def __repr__(self):
+        return f"RandomShift(shift={self.shift!r}, flip={self.flip!r})"
