@@ -2,6 +2,8 @@
 and ``augment_flip``): the moves against an obvious per-sample twin, the backward as
 the exact adjoint, the keyed draws, and the estimators' wiring."""
 
+import pickle
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -145,3 +147,16 @@ def test_estimator_validates_augment_shift(value):
     X = np.random.RandomState(0).rand(8, 1, 6, 6)
     with pytest.raises(ValueError, match="augment_shift"):
         ConvNetClassifier(augment_shift=value, max_iter=1).fit(X, np.arange(8) % 2)
+
+
+def test_pickled_model_continues_with_the_same_draws():
+    X = np.random.RandomState(0).rand(40, 1, 12)
+    y = np.arange(40) % 2
+    params = dict(filters=(3,), hidden_layer_sizes=(8,), max_iter=2, random_state=0,
+                  augment_shift=0.2, dropout=0.3, warm_start=True)
+    model = ConvNetClassifier(**params).fit(X, y)
+    twin = pickle.loads(pickle.dumps(model))
+    for est in (model, twin):
+        est.partial_fit(X, y)
+    for a, b in zip(model.coefs_, twin.coefs_):
+        assert_array_equal(a, b)

@@ -853,7 +853,46 @@ class BatchNorm(Layer):
         return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r})"
 
 
-class Dropout(Layer):
+class _RandomLayer(Layer):
+    """A parameter-free layer that draws random numbers per row in training and is
+    the identity at inference (dropout, augmentation).
+
+    Each training forward takes one number from the layer's RandomState (the
+    estimator's, given to :meth:`initialize` or by :meth:`Network.use_random_state`)
+    and mixes it with the row keys the network sets before the forward
+    (``row_keys``, a hash of each input row: :mod:`skconv._nn.keyed_random`), so
+    equal samples draw alike, whatever their place in the minibatch or the thread
+    count. Without keys (a forward outside a network) the rows draw from the
+    RandomState directly.
+    """
+
+    # Inference returns its input: a following in-place activation must not
+    # overwrite it.
+    fresh_output = False
+
+    def __init__(self):
+        super().__init__()
+        self._random_state = None
+        # Set by the network before each training forward: one key per row.
+        self.row_keys = None
+
+    def _init_params(self, random_state):
+        self.params, self.param_is_weight = [], ()
+        self._random_state = random_state
+
+    def _row_uniforms(self, n_rows, per_row):
+        """``(n_rows, per_row)`` uniform numbers in [0, 1) for this forward's rows;
+        consumes the row keys."""
+        keys, self.row_keys = getattr(self, "row_keys", None), None
+        if keys is None:
+            return self._random_state.random_sample((n_rows, per_row))
+        if keys.shape != (n_rows,):
+            raise ValueError(f"{self!r}: row_keys must have shape ({n_rows},), got "
+                             f"shape {keys.shape}")
+        return keyed_uniform(keys, draw_key(self._random_state), per_row)
+
+
+class Dropout(_RandomLayer):
     """Dropout: in training, each value (or, with ``spatial``, each channel of each
     sample) is zeroed with probability ``rate`` and the rest scaled by
     ``1 / (1 - rate)``; inference passes the input through unchanged.
@@ -877,18 +916,12 @@ class Dropout(Layer):
     """
 
     _cache_attributes = ("_mask",)
-    # Inference returns its input: a following in-place activation must not
-    # overwrite it.
-    fresh_output = False
 
     def __init__(self, rate=0.5, spatial=False):
         super().__init__()
         self.rate = rate
         self.spatial = spatial
-        self._random_state = None
         self._mask = None
-        # Set by the network before each training forward: one key per row.
-        self.row_keys = None
 
     def compute_output_shape(self, input_shape):
         if not 0 <= self.rate < 1:
@@ -899,26 +932,13 @@ class Dropout(Layer):
                              f"*spatial), got input shape {shape}")
         return shape
 
-    def _init_params(self, random_state):
-        self.params, self.param_is_weight = [], ()
-        self._random_state = random_state
-
     def forward(self, x, n_jobs, training):
         if not training or self.rate == 0:
             self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
             return x
         shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape
-        keys, self.row_keys = getattr(self, "row_keys", None), None
-        if keys is None:
-            uniform = self._random_state.random_sample(shape)
-        else:
-            if keys.shape != x.shape[:1]:
-                raise ValueError(f"{self!r}: row_keys must have shape ({x.shape[0]},), "
-                                 f"got shape {keys.shape}")
-            per_row = int(np.prod(shape[1:], dtype=np.int64))
-            uniform = keyed_uniform(keys, draw_key(self._random_state),
-                                    per_row).reshape(shape)
-        keep = uniform >= self.rate
+        per_row = int(np.prod(shape[1:], dtype=np.int64))
+        keep = self._row_uniforms(x.shape[0], per_row).reshape(shape) >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
         return x * self._mask
 
@@ -935,7 +955,7 @@ class Dropout(Layer):
         return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"
 
 
-class RandomShift(Layer):
+class RandomShift(_RandomLayer):
     """Training-time augmentation: each sample moved by a random whole number of cells
     along every spatial axis (zeros enter at the edge), and optionally mirrored along
     its last spatial axis; inference passes the input through unchanged.
@@ -963,19 +983,13 @@ class RandomShift(Layer):
     """
 
     _cache_attributes = ("_moves",)
-    # Inference returns its input: a following in-place activation must not
-    # overwrite it.
-    fresh_output = False
 
     def __init__(self, shift=0.1, flip=False):
         super().__init__()
         self.shift = shift
         self.flip = flip
         self.max_shifts = None
-        self._random_state = None
         self._moves = None
-        # Set by the network before each training forward: one key per row.
-        self.row_keys = None
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -991,31 +1005,20 @@ class RandomShift(Layer):
         self.max_shifts = tuple(int(math.floor(self.shift * n + 0.5))
                                 for n in input_shape[1:])
 
-    def _init_params(self, random_state):
-        self.params, self.param_is_weight = [], ()
-        self._random_state = random_state
-
     @property
     def draws(self):
         """Whether a training forward moves anything (and so draws numbers)."""
         return any(self.max_shifts or ()) or bool(self.flip)
 
     def forward(self, x, n_jobs, training):
-        keys, self.row_keys = getattr(self, "row_keys", None), None
         if not training or not self.draws:
+            self.row_keys = None
             self._moves = None if not training else np.zeros((x.shape[0], 0), np.intp)
             return x
         n_axes = x.ndim - 2
-        n_draws = n_axes + 1
-        if keys is None:
-            uniform = self._random_state.random_sample((x.shape[0], n_draws))
-        else:
-            if keys.shape != x.shape[:1]:
-                raise ValueError(f"{self!r}: row_keys must have shape ({x.shape[0]},), "
-                                 f"got shape {keys.shape}")
-            uniform = keyed_uniform(keys, draw_key(self._random_state), n_draws)
+        uniform = self._row_uniforms(x.shape[0], n_axes + 1)
         spans = np.array([2 * m + 1 for m in self.max_shifts])
-        moves = np.empty((x.shape[0], n_draws), dtype=np.intp)
+        moves = np.empty((x.shape[0], n_axes + 1), dtype=np.intp)
         moves[:, :n_axes] = (np.floor(uniform[:, :n_axes] * spans).astype(np.intp)
                              - np.array(self.max_shifts))
         moves[:, n_axes] = (uniform[:, n_axes] < 0.5) if self.flip else 0

@@ -282,7 +282,7 @@ class Network:
         random_state : numpy.random.RandomState
         """
         for layer in self.layers:
-            if isinstance(layer, (Dropout, RandomShift)):
+            if isinstance(layer, (Dropout, RandomShift)):  # the random layers
                 layer._random_state = random_state
 
     # -- the plan ------------------------------------------------------------------------
