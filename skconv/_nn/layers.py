@@ -28,6 +28,7 @@ import numpy as np
 from .._ops.blocks import ConvSpec, PoolSpec
 from .._ops.conv import conv, conv_backward, conv_output_shape
 from .._ops.dense import dense, dense_backward
+from .._ops.keyed import draw_key, keyed_uniform
 from .._ops.norm import batch_norm_backward, batch_norm_inference, batch_norm_train
 from .._ops.pool import (
     POOL_MODES,
@@ -42,7 +43,6 @@ from .._ops.pool import (
 from .._ops.threads import effective_n_threads
 from .._ops.validation import MAX_SPATIAL_DIMS, is_int, normalize_padding, per_axis
 from .activations import get_activation
-from .keyed_random import draw_key, keyed_uniform
 
 __all__ = [
     "Activation",
@@ -860,7 +860,7 @@ class _RandomLayer(Layer):
     Each training forward takes one number from the layer's RandomState (the
     estimator's, given to :meth:`initialize` or by :meth:`Network.use_random_state`)
     and mixes it with the row keys the network sets before the forward
-    (``row_keys``, a hash of each input row: :mod:`skconv._nn.keyed_random`), so
+    (``row_keys``, a hash of each input row: :mod:`skconv._ops.keyed`), so
     equal samples draw alike, whatever their place in the minibatch or the thread
     count. Without keys (a forward outside a network) the rows draw from the
     RandomState directly.
@@ -889,7 +889,7 @@ class _RandomLayer(Layer):
         if keys.shape != (n_rows,):
             raise ValueError(f"{self!r}: row_keys must have shape ({n_rows},), got "
                              f"shape {keys.shape}")
-        return keyed_uniform(keys, draw_key(self._random_state), per_row)
+        return keyed_uniform(keys, draw_key(self._random_state), per_row, n_jobs=1)
 
 
 class Dropout(_RandomLayer):
@@ -897,7 +897,7 @@ class Dropout(_RandomLayer):
     sample) is zeroed with probability ``rate`` and the rest scaled by
     ``1 / (1 - rate)``; inference passes the input through unchanged.
 
-    The masks are keyed by the samples' content (:mod:`skconv._nn.keyed_random`):
+    The masks are keyed by the samples' content (:mod:`skconv._ops.keyed`):
     each training forward takes one number from the RandomState given to
     :meth:`initialize` (the estimator's ``random_state``, in network order) and mixes
     it with each row's key, which :meth:`Network.forward` sets from the minibatch's
@@ -962,7 +962,7 @@ class RandomShift(_RandomLayer):
 
     A shift is a crop of the zero-padded sample (the standard "pad and random crop"
     augmentation of images), and for signals a random delay. The draws are keyed by
-    the samples' content as dropout's are (:mod:`skconv._nn.keyed_random`): equal
+    the samples' content as dropout's are (:mod:`skconv._ops.keyed`): equal
     samples move alike, so a sample weight of 2 is a duplicated sample, and the draws
     never depend on the thread count.
 

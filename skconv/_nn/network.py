@@ -21,12 +21,12 @@ by one, which ``Network(fuse=False)`` runs (the reference in the tests).
 import numpy as np
 
 from .._ops.blocks import prepare_conv_block
+from .._ops.keyed import row_keys
 from .._ops.norm import batch_norm_affine
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
-from .keyed_random import content_keys
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
                      Layer, Pool, RandomShift)
 
@@ -372,12 +372,12 @@ class Network:
         if rows is not None:
             x = self._gather(x, rows, n_jobs, training)
         if training:
-            self._set_row_context(x, sample_weight)
+            self._set_row_context(x, sample_weight, n_jobs)
         for step in steps:
             x = step.forward(x, n_jobs, training)
         return x
 
-    def _set_row_context(self, x, sample_weight):
+    def _set_row_context(self, x, sample_weight, n_jobs):
         """Give the layers that draw per row (dropout, augmentation) the rows'
         content keys, and those that weigh rows (batch norm) the weights, before a
         training forward."""
@@ -385,7 +385,7 @@ class Network:
         for layer in self.layers:
             if _draws(layer):
                 if keys is None:
-                    keys = content_keys(x)
+                    keys = row_keys(x, n_jobs)
                 layer.row_keys = keys
             elif isinstance(layer, BatchNorm):
                 layer.row_weights = (None if sample_weight is None
