@@ -1033,29 +1033,30 @@ class RandomShift(_RandomLayer):
             return grad_y
         return self._move(grad_y, moves, inverse=True)
 
-    @staticmethod
-    def _move(x, moves, inverse):
-        """Each row of ``x`` flipped where its last move is 1, then shifted by its
-        other moves; with ``inverse``, the adjoint of that map (shift back, then
-        flip), which is its gradient."""
-        out = np.empty_like(x)
-        groups, which = np.unique(moves, axis=0, return_inverse=True)
-        which = which.reshape(-1)
-        for g, move in enumerate(groups):
-            rows = np.flatnonzero(which == g)
-            shifts, flip = move[:-1], bool(move[-1])
-            sample = x[rows]
-            if flip and not inverse:
-                sample = sample[..., ::-1]
-            moved = np.zeros_like(sample)
-            dst, src = [slice(None)] * 2, [slice(None)] * 2
-            for d in (-shifts if inverse else shifts):
-                # Cell i of the result is cell i - d of the sample.
-                dst.append(slice(d, None) if d >= 0 else slice(None, d))
-                src.append(slice(None, -d) if d > 0 else slice(-d, None))
-            moved[tuple(dst)] = sample[tuple(src)]
-            out[rows] = moved[..., ::-1] if flip and inverse else moved
-        return out
+    def _move(self, x, moves, inverse):
+        """Each row of ``x`` flipped along its last axis where its last move is 1,
+        then shifted by its other moves (cell ``i`` of the result is cell ``i - d``,
+        zeros beyond the edge); with ``inverse``, the adjoint of that map, its
+        gradient. One gather from a zero-padded copy, whatever the moves."""
+        n, spatial = x.shape[0], x.shape[2:]
+        pads = self.max_shifts
+        padded = np.pad(x, [(0, 0), (0, 0)] + [(m, m) for m in pads])
+        flip = moves[:, -1].astype(bool)
+        index = [np.arange(n).reshape((n,) + (1,) * (x.ndim - 1)),
+                 np.arange(x.shape[1]).reshape((1, -1) + (1,) * len(spatial))]
+        for axis, (size, m) in enumerate(zip(spatial, pads)):
+            shape = [1] * x.ndim
+            shape[2 + axis] = size
+            cells = np.arange(size).reshape(shape)
+            d = moves[:, axis].reshape((n,) + (1,) * (x.ndim - 1))
+            source = cells + d if inverse else cells - d
+            if axis == len(spatial) - 1 and flip.any():
+                # Flipping then shifting reads cell size - 1 - (i - d): a reflection,
+                # its own adjoint, so the inverse reads the same cell.
+                rows = flip.reshape(d.shape)
+                source = np.where(rows, size - 1 - (cells - d), source)
+            index.append(source + m)
+        return padded[tuple(index)]
 
     def describe(self):
         return "random shift" + (" and flip" if self.flip else "")
