@@ -422,7 +422,7 @@ def test_options_are_parameters_with_defaults_off(cls):
     assert {name: params[name] for name in (
         "batch_norm", "dropout", "spatial_dropout", "head", "augment_shift",
         "augment_flip", "learning_rate", "power_t", "min_updates")} == dict(
-            batch_norm=False, dropout=0.1 if cls is ConvNetRegressor else 0.0,
+            batch_norm=False, dropout=0.2 if cls is ConvNetRegressor else 0.0,
             spatial_dropout=0.0, head="flatten", augment_shift=0.0, augment_flip=False,
             learning_rate="constant", power_t=0.5, min_updates=0)
 

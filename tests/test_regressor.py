@@ -155,7 +155,7 @@ def test_learns_a_block_sum_of_volumes():
     X, y = _window_sums(400, (1, 6, 6, 6), window)
     X_test, y_test = _window_sums(300, (1, 6, 6, 6), window, seed=1)
     # No dropout: the target is noiseless and the hidden layer has 16 units, where
-    # the default dropout of 0.1 slows learning (it regularises larger dense layers
+    # the default dropout of 0.2 slows learning (it regularises larger dense layers
     # on noisy data; the README's regression section has both measurements).
     reg = quiet_fit(ConvNetRegressor(filters=(4,), kernel_size=3, hidden_layer_sizes=(16,),
                                      learning_rate_init=0.003, max_iter=60,
