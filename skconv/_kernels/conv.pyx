@@ -40,8 +40,9 @@ Two paths, chosen per call:
 
 The shifted path also serves a convolution fused with the max/min pooling (and
 relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): 2x2 on images (any
-convolution stride), any window and stride on signals. Each sample's result is pooled in cache, keeping the
-winning cell of each window as a code (its place in the window), and the backward
+convolution stride), any window and stride on signals. Each sample's result is
+pooled in cache, keeping the winning cell of each window as a code (its place in the
+window), and the backward
 rebuilds each sample's convolution gradient in cache from the pooled one, so the
 convolution's output and its gradient are never stored for the batch. Images pool
 the wide result; signals compute the convolution one window cell at a time from a
@@ -343,7 +344,8 @@ cdef Path _path(const Geometry *g):
 
 
 # --------------------------------------------------------------------------------
-# Stride-1 path: zero-padded copies and shifted-row micro-kernels
+# Shifted path: zero-padded (stride 1) or polyphase (strided) copies and shifted-row
+# micro-kernels
 # --------------------------------------------------------------------------------
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept nogil:
@@ -399,7 +401,7 @@ cdef void _copy_x(const floating *x_n,     # IN  (C, X0, X1, X2) one sample
                 q1 = i1 + g.pad[1]
                 _phase_copy(x_n + ((c * g.size[0] + i0) * g.size[1] + i1) * g.size[2], 1,
                             g.size[2], g.pad[2], s2, sh.xp_plane,
-                            dst + (((c * h0 + q0 % s0) * h1 + q1 % s1) * h2) * sh.xp_plane
+                            dst + ((c * h0 + q0 % s0) * h1 + q1 % s1) * h2 * sh.xp_plane
                             + ((q0 // s0) * sh.xp[1] + q1 // s1) * sh.xp[2])
 
 
@@ -433,7 +435,7 @@ cdef void _compact(const floating *wide,         # IN  (n_planes, wide_plane) wi
 cdef struct Shifted:
     # Strided convolutions (not signals) take this path on a polyphase copy of the
     # input: with stride s per axis, padded cell q goes to phase q % s at q // s, each
-    # phase its own plane (see "Strided convolutions of images and volumes" below).
+    # phase its own plane (see the module's docstring).
     # Stride 1 is the case of one phase per channel, a plain zero-padded copy.
     # Phases held per axis: the stride, or fewer when the padded length is shorter
     # (phase q % s of a cell q < length is below the length).
@@ -623,7 +625,8 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
                 tap_bwd = (((g.pad[0] + a0) * sh.gp[1] + g.pad[1] + a1)
                            * sh.gp[2] + g.pad[2] + a2)
                 for c in range(g.channels):
-                    forward[c * n_taps + t] = (c * sh.n_phases + phase) * sh.xp_plane + tap_fwd
+                    forward[c * n_taps + t] = ((c * sh.n_phases + phase) * sh.xp_plane
+                                               + tap_fwd)
                 if unit:
                     for c in range(n_filters):
                         backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
@@ -640,8 +643,8 @@ cdef tuple _phase_taps(const Geometry *g, const Shifted *sh):
     """The strided input gradient's taps and rows, phase after phase.
 
     Phase ``(r0, r1, r2)`` (number ``(r0*h1 + r1)*h2 + r2``, h the phases held) of
-    the padded input
-    gathers the kernel taps whose ``k_a*dil_a % s_a`` is ``r_a`` on every axis:
+    the padded input gathers the kernel taps whose ``k_a*dil_a % s_a`` is ``r_a`` on
+    every axis:
     ``taps[phase_start[p]:phase_start[p + 1]]`` (flat tap numbers, in order). Row
     ``(d, tap)`` of its GEMM reads grad_y padded by ``gp_lo`` in front, from
     ``d*plane + sum_a (gp_lo_a - k_a*dil_a // s_a)*stride_a`` on.
@@ -1463,8 +1466,8 @@ cdef void _sample_input_grad_phases(const floating *gy_n, const Geometry *g,
                                     const Py_ssize_t *phase_start,
                                     const Py_ssize_t *offsets_bwd,  # IN  _phase_taps
                                     const Py_ssize_t *vec_at, Py_ssize_t n_vec,
-                                    floating *gyp,      # scratch: grad_y on the padded grid
-                                    floating *gx_wide,  # scratch: one phase's wide grad_x
+                                    floating *gyp,      # scratch: padded grad_y
+                                    floating *gx_wide,  # scratch: a phase's wide grad_x
                                     floating *grad_x_n  # OUT (C, X0, X1, X2)
                                     ) noexcept nogil:
     """One sample's input gradient when strided: per phase of the padded input, one

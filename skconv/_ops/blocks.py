@@ -346,11 +346,12 @@ def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None
                          mode="max", stride=1, padding=0, dilation=1):
     """Whether :func:`_conv_pool` can fuse this convolution with this pooling.
 
-    On images ``(C, H, W)``, a convolution of any stride then a 2x2/stride-2 max or
-    min pooling of an output of at least 2x2; on signals ``(C, W)``, a convolution of any
-    stride then a max or min pooling of any window of at most ``_MAX_WINDOW_CELLS``
-    cells and any stride, or an average one of at most ``_MAX_AVG_CELLS`` cells, every
-    window inside the convolution's output. ``x_shape`` is one sample's shape.
+    On images ``(C, H, W)``, a convolution of any stride (whose polyphase copy fits,
+    see ``_kernel.uses_blas``) then a 2x2/stride-2 max or min pooling of an output of
+    at least 2x2; on signals ``(C, W)``, a convolution of any stride then a max or min
+    pooling of any window of at most ``_MAX_WINDOW_CELLS`` cells and any stride, or an
+    average one of at most ``_MAX_AVG_CELLS`` cells, every window inside the
+    convolution's output. ``x_shape`` is one sample's shape.
     """
     try:
         geometry = _cached_conv_pool_geometry.__wrapped__(
@@ -604,8 +605,9 @@ def _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out, wind
                                 n_jobs, compute_grad_x, out):
     """:func:`_conv_pool_backward` through the convolution's gradient for the whole
     batch, then ``conv_backward``: the way of an average pooling, of a strided
-    convolution of signals, and of max or min when the fused kernel declined (an inf or a NaN in
-    x, w or grad_y, which its shifted path cannot take; rare: a diverged network).
+    convolution of signals, and of max or min when the fused kernel declined (an inf
+    or a NaN in x, w or grad_y, which its shifted path cannot take; rare: a diverged
+    network).
     The convolution's gradient is the plain ops' (the same sums). ``conv_out``,
     ``window`` and ``pool_stride`` as the kernel takes them; ``out`` as in
     :func:`conv_backward`."""
