@@ -129,6 +129,8 @@ WORKLOADS = [
     Workload("stride2-28-k3", "stride2", (1, 28, 28), dict(kernel_size=3, stride=2),
              scale=2.0),
     Workload("stride2-32-k7", "stride2", (1, 32, 32), dict(kernel_size=7, stride=2)),
+    Workload("stride2-rgb-32-k3", "stride2", (3, 32, 32),
+             dict(filters=(16, 32), kernel_size=3, stride=2), scale=0.5),
     Workload("avg-28", "avg", (1, 28, 28), dict(pooling="avg"), scale=0.5),
     Workload("avg-28-k3-w3s2", "avg", (1, 28, 28),
              dict(kernel_size=3, pooling="avg", pool_size=3, pool_stride=2), scale=0.5),

@@ -240,6 +240,16 @@ def _fused_case(rng):
                 n_jobs=int(rng.choice([1, 2])), seed=int(rng.randint(2**31)))
 
 
+def _fused_strided_case(rng):
+    # Images with a strided convolution: the polyphase copy, phases of either axis
+    # (strides 2 and 3, one axis strided only), kernels smaller and larger than the
+    # stride.
+    case = _fused_case(rng)
+    case["stride"] = ((2, 2), (3, 3), (2, 3), (1, 2), (2, 1))[rng.randint(5)]
+    case["in_shape"] = (int(rng.randint(4, 24)), int(rng.randint(4, 48)))
+    return case
+
+
 def _fused1d_case(rng):
     # Signals: any convolution stride, pooling window and stride (overlaps and gaps),
     # max, min or average, long enough rows for several blocks of windows and the
@@ -268,6 +278,8 @@ def _fused_supported(case):
 FUSED_CASES = ([case for case in _cases(_fused_case, 4 * N_FUSED, 2)
                 if _fused_supported(case)][:N_FUSED]
                + [case for case in _cases(_fused1d_case, 4 * N_FUSED, 5)
+                  if _fused_supported(case)][:N_FUSED]
+               + [case for case in _cases(_fused_strided_case, 4 * N_FUSED, 7)
                   if _fused_supported(case)][:N_FUSED])
 
 
@@ -448,7 +460,7 @@ def test_the_fuzz_covers_the_kernel_paths():
     assert {c["kw"]["stride"] == (1,) * len(c["kernel"]) for c in CONV_CASES} == {
         True, False}
     assert {len(c["kernel"]) for c in CONV_CASES} == {1, 2, 3}
-    # Strided signals take the polyphase forward, other strided maps im2col.
+    # Strided signals take the polyphase rows, other strided maps the polyphase copy.
     assert {len(c["kernel"]) for c in CONV_CASES if c["kw"]["stride"] != (1,) * len(
         c["kernel"])} == {1, 2, 3}
     assert {len(c["shape"]) - 2 for c in POOL_CASES} == {1, 2, 3}
@@ -457,9 +469,13 @@ def test_the_fuzz_covers_the_kernel_paths():
     assert {c["mode"] for c in POOL_CASES} == {"max", "avg", "min"}
     assert {c["dtype"] for c in CONV_CASES + POOL_CASES} == {"float32", "float64"}
     assert {c["n_jobs"] for c in CONV_CASES} == {1, 2}
-    assert len(FUSED_CASES) == 2 * N_FUSED
+    assert len(FUSED_CASES) == 3 * N_FUSED
     signals = [c for c in FUSED_CASES if len(c["in_shape"]) == 1]
     assert len(signals) == N_FUSED
+    strided_images = [c for c in FUSED_CASES if len(c["in_shape"]) == 2
+                      and c.get("stride", 1) != 1]
+    assert len(strided_images) == N_FUSED
+    assert {c["stride"][0] for c in strided_images} >= {1, 2, 3}
     # Overlapping windows, gaps between windows, several blocks of windows (128),
     # strided convolutions, every mode.
     assert {c["mode"] for c in signals} == {"max", "min", "avg"}

@@ -24,15 +24,25 @@ Two paths, chosen per call:
   positions (grad_y laid on the padded input grid, per-lane sums reduced at the end
   of a chunk); see ``_wgrad_layout``. The bias gradient rides along as one more tap
   whose input is all ones.
-- any stride > 1: im2col into a per-thread buffer, then one GEMM per sample through
-  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im. The
-  forward of a strided convolution of signals (1-D) takes the polyphase path of the
-  pooled signals below instead (windows of one cell), with no im2col and no BLAS.
+- any stride > 1 on images and volumes: the same kernels on a polyphase copy of each
+  sample instead of the zero-padded one. With stride s on an axis, padded cell q goes
+  to phase q % s at q // s, each phase (per channel) a plane of its own; tap k then
+  reads phase (k*dil) % s shifted by (k*dil) // s, so the strided convolution is a
+  stride-1 shifted GEMM over the phase planes (the same rows r = (c, k0, k1, k2) in
+  the same order), its weight gradient the same wgrad micro-kernels. The input
+  gradient is one shifted GEMM per phase, of the taps that reach it, over grad_y
+  padded in front, laid back every s-th cell (``_sample_input_grad_phases``).
+  Signals (1-D) take the polyphase path of the pooled signals below (windows of one
+  cell). No im2col and no BLAS either way.
+- inputs holding an inf or a NaN in the backward (see ``conv_backward``): im2col
+  into a per-thread buffer, then one GEMM per sample through
+  ``scipy.linalg.cython_blas``; the input gradient goes back through col2im.
 
-The stride-1 path also serves a convolution fused with the max/min pooling (and
-relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): 2x2 on images, any
-window and stride on signals. Each sample's result is pooled in cache, keeping the
-winning cell of each window as a code (its place in the window), and the backward
+The shifted path also serves a convolution fused with the max/min pooling (and
+relu) after it (``conv_pool_forward`` / ``conv_pool_backward``): 2x2 on images (any
+convolution stride), any window and stride on signals. Each sample's result is
+pooled in cache, keeping the winning cell of each window as a code (its place in the
+window), and the backward
 rebuilds each sample's convolution gradient in cache from the pooled one, so the
 convolution's output and its gradient are never stored for the batch. Images pool
 the wide result; signals compute the convolution one window cell at a time from a
@@ -290,8 +300,52 @@ cdef bint _is_signal(const Geometry *g) noexcept nogil:
     return True
 
 
+# Paths of a convolution with finite inputs (see the module's docstring).
+cdef enum Path:
+    SHIFTED   # stride 1, or strided images and volumes on the polyphase copy
+    ROWS      # strided signals: the polyphase rows
+    IM2COL    # strided, when the polyphase copy would dwarf the data (see _phases_fit)
+
+
+# A channel's polyphase copy plus a filter's padded grad_y, in cells, at most this
+# many times the cells of a channel, a filter's output and a channel's im2col rows.
+cdef Py_ssize_t _PHASE_CELLS_RATIO = 4
+
+
+cdef bint _phases_fit(const Geometry *g):
+    """Whether a strided convolution's polyphase scratch is of the data's order.
+
+    The copy spans the padded input and grad_y is padded by the kernel's reach over
+    the stride: a huge padding or dilation around a small input would make them
+    (and their C size arithmetic) far larger than the im2col matrix, which holds the
+    taps that land on the input only. Per channel and per filter, so that the spatial
+    geometry alone decides (the fused blocks ask before they know the filters), and
+    on Python integers, which cannot overflow."""
+    cdef int a
+    copy = gyp = x_cells = y_cells = taps = 1
+    for a in range(3):
+        s, reach = g.stride[a], g.dil[a] * (g.ksize[a] - 1)
+        padded = max((g.out[a] - 1) * s + reach + 1, g.pad[a] + g.size[a])
+        copy *= min(s, padded) * ((padded + s - 1) // s)
+        gyp *= reach // s + max(g.out[a], (g.pad[a] + g.size[a] - 1) // s + 1)
+        x_cells *= g.size[a]
+        y_cells *= g.out[a]
+        taps *= g.ksize[a]
+    return copy + gyp <= min(
+        _PHASE_CELLS_RATIO * (x_cells + y_cells + taps * y_cells), 2**44)
+
+
+cdef Path _path(const Geometry *g):
+    if _unit_stride(g):
+        return SHIFTED
+    if _is_signal(g):
+        return ROWS
+    return SHIFTED if _phases_fit(g) else IM2COL
+
+
 # --------------------------------------------------------------------------------
-# Stride-1 path: zero-padded copies and shifted-row micro-kernels
+# Shifted path: zero-padded (stride 1) or polyphase (strided) copies and shifted-row
+# micro-kernels
 # --------------------------------------------------------------------------------
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t n) noexcept nogil:
@@ -326,6 +380,31 @@ cdef void _pad_copy(const floating *src,         # IN  (n_planes, S0, S1, S2)
                 memcpy(d, s, size[2] * sizeof(floating))
 
 
+cdef void _copy_x(const floating *x_n,     # IN  (C, X0, X1, X2) one sample
+                  const Geometry *g, const Shifted *sh,
+                  floating *dst) noexcept nogil:  # OUT sh.n_planes planes of xp_plane
+    """One sample laid on the grid the shifted GEMMs read: zero-padded at stride 1,
+    split into its phases when strided (padded cell ``q`` of channel c to the plane of
+    phase ``q % s`` at ``q // s`` per axis, the phases of the last axis in consecutive
+    planes). Only the sample's cells are written, as in ``_pad_copy``."""
+    cdef:
+        Py_ssize_t c, i0, i1, q0, q1
+        Py_ssize_t s0 = g.stride[0], s1 = g.stride[1], s2 = g.stride[2]
+        Py_ssize_t h0 = sh.phases[0], h1 = sh.phases[1], h2 = sh.phases[2]
+    if sh.n_phases == 1:
+        _pad_copy(x_n, g.channels, g.size, dst, sh.xp, sh.xp_plane, g.pad)
+        return
+    for c in range(g.channels):
+        for i0 in range(g.size[0]):
+            q0 = i0 + g.pad[0]
+            for i1 in range(g.size[1]):
+                q1 = i1 + g.pad[1]
+                _phase_copy(x_n + ((c * g.size[0] + i0) * g.size[1] + i1) * g.size[2], 1,
+                            g.size[2], g.pad[2], s2, sh.xp_plane,
+                            dst + ((c * h0 + q0 % s0) * h1 + q1 % s1) * h2 * sh.xp_plane
+                            + ((q0 // s0) * sh.xp[1] + q1 // s1) * sh.xp[2])
+
+
 cdef inline void _zero_grid(floating *dst, Py_ssize_t n_planes,
                             Py_ssize_t dst_plane) noexcept nogil:
     """Zero a grid of ``_pad_copy`` and the slack after it."""
@@ -354,8 +433,20 @@ cdef void _compact(const floating *wide,         # IN  (n_planes, wide_plane) wi
 
 
 cdef struct Shifted:
-    Py_ssize_t xp[3]        # zero-padded input sizes: O + dil * (K - 1) per axis
+    # Strided convolutions (not signals) take this path on a polyphase copy of the
+    # input: with stride s per axis, padded cell q goes to phase q % s at q // s, each
+    # phase its own plane (see the module's docstring).
+    # Stride 1 is the case of one phase per channel, a plain zero-padded copy.
+    # Phases held per axis: the stride, or fewer when the padded length is shorter
+    # (phase q % s of a cell q < length is below the length).
+    Py_ssize_t phases[3]
+    Py_ssize_t n_phases     # phases[0] * phases[1] * phases[2]
+    Py_ssize_t n_planes     # channels * n_phases: planes of the copy of x
+    Py_ssize_t xp[3]        # sizes of a plane: O + dil * (K - 1) per axis at stride 1
     Py_ssize_t xp_plane     # xp[0] * xp[1] * xp[2]
+    # Strided: phase cells of the input gradient per axis (up to the input's last
+    # cell, padding included); the input's own sizes at stride 1.
+    Py_ssize_t gx_cells[3]
     Py_ssize_t x_wide       # wide output positions spanned on the padded input grid
     Py_ssize_t gp[3]        # zero-padded grad_y sizes for the input-gradient pass
     Py_ssize_t gp_lo[3]     # where grad_y starts in it: dil * (K - 1)
@@ -373,18 +464,37 @@ cdef struct Shifted:
 cdef Shifted _shifted(const Geometry *g) noexcept nogil:
     cdef Shifted sh
     cdef int a
-    cdef Py_ssize_t reach, hi
+    cdef Py_ssize_t reach, hi, s, padded
+    cdef bint unit = _unit_stride(g)
     for a in range(3):
         reach = g.dil[a] * (g.ksize[a] - 1)
-        sh.xp[a] = g.out[a] + reach
-        hi = sh.xp[a] - g.size[a] - g.pad[a]
-        sh.gp_lo[a] = reach
-        # grad_x[i] reads grad_y_padded[i + lo + k' * dil] for k' < K.
-        sh.gp[a] = reach + g.out[a] + max(0, reach - hi)
+        s = g.stride[a]
+        sh.phases[a] = 1
+        if unit:
+            sh.xp[a] = g.out[a] + reach
+            hi = sh.xp[a] - g.size[a] - g.pad[a]
+            sh.gp_lo[a] = reach
+            # grad_x[i] reads grad_y_padded[i + lo + k' * dil] for k' < K.
+            sh.gp[a] = reach + g.out[a] + max(0, reach - hi)
+            sh.gx_cells[a] = g.size[a]
+        else:
+            # The padded length the outputs reach, and every input cell (which a
+            # strided convolution may not reach), in phases of s cells.
+            padded = max((g.out[a] - 1) * s + reach + 1, g.pad[a] + g.size[a])
+            sh.phases[a] = min(s, padded)
+            sh.xp[a] = (padded + s - 1) // s
+            # Phase cell m of the input gradient gathers grad_y at m - (k*dil) // s:
+            # grad_y padded by the largest shift in front.
+            sh.gp_lo[a] = reach // s
+            sh.gx_cells[a] = (g.pad[a] + g.size[a] - 1) // s + 1
+            sh.gp[a] = sh.gp_lo[a] + max(g.out[a], sh.gx_cells[a])
+    sh.n_phases = sh.phases[0] * sh.phases[1] * sh.phases[2]
+    sh.n_planes = g.channels * sh.n_phases
     sh.xp_plane = sh.xp[0] * sh.xp[1] * sh.xp[2]
     sh.x_wide = ((g.out[0] - 1) * sh.xp[1] + g.out[1] - 1) * sh.xp[2] + g.out[2]
     sh.gp_plane = sh.gp[0] * sh.gp[1] * sh.gp[2]
-    sh.g_wide = ((g.size[0] - 1) * sh.gp[1] + g.size[1] - 1) * sh.gp[2] + g.size[2]
+    sh.g_wide = (((sh.gx_cells[0] - 1) * sh.gp[1] + sh.gx_cells[1] - 1) * sh.gp[2]
+                 + sh.gx_cells[2])
     sh.dv = _round_up(g.n_filters)
     sh.x_wide_ld = _round_up(sh.x_wide)
     sh.y_wide_ld = _round_up(sh.x_wide + SKC_SLACK)
@@ -479,19 +589,28 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
     Returns
     -------
     forward : ndarray of intp, shape (C*K0*K1*K2 + ones_tap,)
-        Row ``(c, k0, k1, k2)`` starts at ``c*plane + sum_a k_a*dil_a*stride_a`` in the
-        zero-padded input. With ``ones_tap``, one more row: the ones that follow the
-        padded input (and its slack) in ``_backward_shifted``'s scratch, whose
+        Row ``(c, k0, k1, k2)`` starts where the tap's cells lie in the copy of x: at
+        stride 1 ``c*plane + sum_a k_a*dil_a*stride_a`` in the zero-padded input;
+        strided, in the plane of phase ``k_a*dil_a % s_a`` of channel c, shifted by
+        ``k_a*dil_a // s_a`` per axis. With ``ones_tap``, one more row: the ones that
+        follow the copy (and its slack) in ``_backward_shifted``'s scratch, whose
         "weight gradient" is the bias gradient.
     backward : ndarray of intp, shape (D*K0*K1*K2,)
-        Row ``(d, k0', k1', k2')`` of the flipped kernel starts at
+        At stride 1, row ``(d, k0', k1', k2')`` of the flipped kernel starts at
         ``d*plane + sum_a (lo_a + k_a'*dil_a)*stride_a`` in the padded grad_y.
+        Strided, the input gradient's rows phase after phase (see
+        ``_phase_taps``).
+    phase_start, taps : ndarray of intp
+        From ``_phase_taps`` (strided); ``[0, K0*K1*K2]`` and every tap at stride 1.
     """
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
         Py_ssize_t n_filters = g.n_filters
-        Py_ssize_t c, t, k0, k1, k2, tap_fwd, tap_bwd
+        Py_ssize_t c, t, k0, k1, k2, tap_fwd, tap_bwd, a0, a1, a2, phase
+        Py_ssize_t s0 = g.stride[0], s1 = g.stride[1], s2 = g.stride[2]
+        Py_ssize_t h1 = sh.phases[1], h2 = sh.phases[2]
+        bint unit = _unit_stride(g)
         Py_ssize_t[::1] forward = np.empty(g.channels * n_taps + ones_tap, dtype=np.intp)
         Py_ssize_t[::1] backward = np.empty(n_filters * n_taps, dtype=np.intp)
     # Plain loops: numpy on these tiny arrays cost more than the kernel on a sample.
@@ -499,17 +618,74 @@ cdef tuple _shifted_offsets(const Geometry *g, bint ones_tap):
     for k0 in range(g.ksize[0]):
         for k1 in range(g.ksize[1]):
             for k2 in range(g.ksize[2]):
-                tap_fwd = (k0 * g.dil[0] * sh.xp[1] + k1 * g.dil[1]) * sh.xp[2] + k2 * g.dil[2]
-                tap_bwd = (((g.pad[0] + k0 * g.dil[0]) * sh.gp[1] + g.pad[1] + k1 * g.dil[1])
-                           * sh.gp[2] + g.pad[2] + k2 * g.dil[2])
+                a0, a1, a2 = k0 * g.dil[0], k1 * g.dil[1], k2 * g.dil[2]
+                # At stride 1: phase 0, the shifts the taps themselves.
+                phase = ((a0 % s0) * h1 + a1 % s1) * h2 + a2 % s2
+                tap_fwd = ((a0 // s0) * sh.xp[1] + a1 // s1) * sh.xp[2] + a2 // s2
+                tap_bwd = (((g.pad[0] + a0) * sh.gp[1] + g.pad[1] + a1)
+                           * sh.gp[2] + g.pad[2] + a2)
                 for c in range(g.channels):
-                    forward[c * n_taps + t] = c * sh.xp_plane + tap_fwd
-                for c in range(n_filters):
-                    backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
+                    forward[c * n_taps + t] = ((c * sh.n_phases + phase) * sh.xp_plane
+                                               + tap_fwd)
+                if unit:
+                    for c in range(n_filters):
+                        backward[c * n_taps + t] = c * sh.gp_plane + tap_bwd
                 t += 1
     if ones_tap:
-        forward[g.channels * n_taps] = g.channels * sh.xp_plane + SKC_SLACK
-    return forward.base, backward.base
+        forward[g.channels * n_taps] = sh.n_planes * sh.xp_plane + SKC_SLACK
+    if unit:
+        return (forward.base, backward.base, np.array([0, n_taps], dtype=np.intp),
+                np.arange(n_taps, dtype=np.intp))
+    return (forward.base,) + _phase_taps(g, &sh)
+
+
+cdef tuple _phase_taps(const Geometry *g, const Shifted *sh):
+    """The strided input gradient's taps and rows, phase after phase.
+
+    Phase ``(r0, r1, r2)`` (number ``(r0*h1 + r1)*h2 + r2``, h the phases held) of
+    the padded input gathers the kernel taps whose ``k_a*dil_a % s_a`` is ``r_a`` on
+    every axis:
+    ``taps[phase_start[p]:phase_start[p + 1]]`` (flat tap numbers, in order). Row
+    ``(d, tap)`` of its GEMM reads grad_y padded by ``gp_lo`` in front, from
+    ``d*plane + sum_a (gp_lo_a - k_a*dil_a // s_a)*stride_a`` on.
+
+    Returns
+    -------
+    offsets_bwd, phase_start, taps : ndarray of intp
+        ``offsets_bwd[D*phase_start[p] + d*n_p + j]`` for tap j of phase p.
+    """
+    cdef:
+        Py_ssize_t n_taps = g.ksize[0] * g.ksize[1] * g.ksize[2]
+        Py_ssize_t n_filters = g.n_filters
+        Py_ssize_t s0 = g.stride[0], s1 = g.stride[1], s2 = g.stride[2]
+        Py_ssize_t h1 = sh.phases[1], h2 = sh.phases[2]
+        Py_ssize_t p, t, k0, k1, k2, a0, a1, a2, d, j, at = 0, n_p
+        Py_ssize_t[::1] phase_start = np.empty(sh.n_phases + 1, dtype=np.intp)
+        Py_ssize_t[::1] taps = np.empty(n_taps, dtype=np.intp)
+        Py_ssize_t[::1] shift = np.empty(n_taps, dtype=np.intp)
+        Py_ssize_t[::1] backward = np.empty(n_filters * n_taps, dtype=np.intp)
+    for p in range(sh.n_phases):
+        phase_start[p] = at
+        t = 0
+        for k0 in range(g.ksize[0]):
+            for k1 in range(g.ksize[1]):
+                for k2 in range(g.ksize[2]):
+                    a0, a1, a2 = k0 * g.dil[0], k1 * g.dil[1], k2 * g.dil[2]
+                    if ((a0 % s0) * h1 + a1 % s1) * h2 + a2 % s2 == p:
+                        taps[at] = t
+                        shift[at] = (((sh.gp_lo[0] - a0 // s0) * sh.gp[1]
+                                      + sh.gp_lo[1] - a1 // s1) * sh.gp[2]
+                                     + sh.gp_lo[2] - a2 // s2)
+                        at += 1
+                    t += 1
+    phase_start[sh.n_phases] = at
+    for p in range(sh.n_phases):
+        n_p = phase_start[p + 1] - phase_start[p]
+        for d in range(n_filters):
+            for j in range(n_p):
+                backward[n_filters * phase_start[p] + d * n_p + j] = (
+                    d * sh.gp_plane + shift[phase_start[p] + j])
+    return backward.base, phase_start.base, taps.base
 
 
 # Offsets, positions and vector starts of the stride-1 path depend on the geometry
@@ -532,20 +708,23 @@ cdef tuple _cache_tables(tuple key, tuple tables):
 
 cdef tuple _shifted_tables(const Geometry *g, bint backward, Py_ssize_t lanes):
     """``(offsets, vec_at)`` of the forward, or ``(offsets_fwd, offsets_bwd,
-    positions, vec_at)`` of the backward, for this geometry (cached)."""
+    positions, vec_at, phase_start, taps)`` of the backward (see
+    ``_shifted_offsets``), for this geometry (cached)."""
     cdef Shifted sh
     cdef tuple key = (backward, lanes, g.channels, g.n_filters,
                       g.size[0], g.size[1], g.size[2], g.ksize[0], g.ksize[1], g.ksize[2],
                       g.out[0], g.out[1], g.out[2], g.pad[0], g.pad[1], g.pad[2],
-                      g.dil[0], g.dil[1], g.dil[2])
+                      g.dil[0], g.dil[1], g.dil[2], g.stride[0], g.stride[1],
+                      g.stride[2])
     tables = _TABLES.get(key)
     if tables is not None:
         return tables
     sh = _shifted(g)
     if backward:
-        offsets_fwd, offsets_bwd = _shifted_offsets(g, True)
+        offsets_fwd, offsets_bwd, phase_start, taps = _shifted_offsets(g, True)
         tables = (offsets_fwd, offsets_bwd, _output_positions(g),
-                  _vector_starts(g.size, sh.gp, sh.g_wide, lanes))
+                  _vector_starts(sh.gx_cells, sh.gp, sh.g_wide, lanes), phase_start,
+                  taps)
     else:
         tables = (_shifted_offsets(g, False)[0],
                   _vector_starts(g.out, sh.xp, sh.x_wide, lanes))
@@ -575,12 +754,12 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
         uint8_t *row_code = NULL
     with parallel(num_threads=n_threads):
         xp = &scratch[threadid(), 0]
-        wide = xp + g.channels * sh.xp_plane + SKC_SLACK
+        wide = xp + sh.n_planes * sh.xp_plane + SKC_SLACK
         row_y = wide + n_filters * sh.y_wide_ld
         row_code = <uint8_t *> (row_y + pool_vectors * SKC_POOL_LANES)
-        _zero_grid(xp, g.channels, sh.xp_plane)
+        _zero_grid(xp, sh.n_planes, sh.xp_plane)
         for n in prange(n_samples, schedule="static"):
-            _pad_copy(&x[n, 0, 0, 0, 0], g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
+            _copy_x(&x[n, 0, 0, 0, 0], g, &sh, xp)
             rowgemm(n_filters, vec_at.shape[0], &vec_at[0], g.n_rows, &w_packed[0], xp,
                      &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
@@ -759,7 +938,7 @@ cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_g
         size = g.n_rows * g.n_cols
     else:
         sh = _shifted(g)
-        size = g.channels * sh.xp_plane + SKC_SLACK          # padded input
+        size = sh.n_planes * sh.xp_plane + SKC_SLACK         # padded (phased) input
         if not backward:
             size += g.n_filters * sh.y_wide_ld                # wide output
             if pooled:
@@ -799,12 +978,15 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
         const floating *bias = &b[0] if b is not None else NULL
         floating[:, ::1] scratch
         uint8_t[:, :, :, :, ::1] no_codes = None
+        Path path
     if x.shape[0] == 0:
         return
     n_threads = max(1, min(n_threads, x.shape[0]))
-    if _unit_stride(&g):
+    path = _path(&g)
+    if path == SHIFTED:
+        # Strided images and volumes too, on the polyphase copy.
         _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
-    elif _is_signal(&g):
+    elif path == ROWS:
         # A strided convolution of signals is the pooled path's with windows of one
         # cell (no im2col, no BLAS).
         _run_forward_pool_rows(x, w, b, y, no_codes, &g, 1, 1, n_threads, False, False)
@@ -828,7 +1010,7 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
     storing the convolution.
 
     Two poolings: on images, max or min with ``pool_window = pool_stride = (2, 2)``
-    of a stride-1 convolution (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
+    of a convolution of any stride (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
     ``stride``, windows ``(1, p)`` every ``(1, q)`` cells of the convolution's output
     (any p of at most ``MAX_WINDOW_CELLS`` and q; windows may overlap or leave gaps),
     all inside it: ``P2 = (O2 - p) // q + 1``; and there also the average of windows
@@ -853,7 +1035,8 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
                                stride, pad_lo, dilation)
         bint images = (pool_window == (2, 2) and pool_stride == (2, 2) and not average
-                       and _unit_stride(&g) and g.out[0] == 1 and g.out[1] >= 2)
+                       and g.stride[0] == 1 and g.out[0] == 1 and g.out[1] >= 2
+                       and _path(&g) == SHIFTED)
         bint signals = (_is_signal(&g) and pool_window[0] == 1 and pool_stride[0] == 1
                         and 1 <= pool_window[1] <= min(g.out[2], MAX_WINDOW_CELLS)
                         and pool_stride[1] >= 1
@@ -1149,17 +1332,26 @@ def all_finite(const floating[::1] values):
     return bool(_all_finite(&values[0], values.shape[0]))
 
 
-def uses_blas(tuple stride, bint inputs_finite=True, bint signal=False):
-    """Whether a call goes through BLAS (the im2col path): any stride > 1, except on
-    signals (one spatial axis), and any call whose inputs are not finite (only the
-    backward checks them; the forward never needs BLAS on signals).
+def uses_blas(tuple x_shape, tuple w_shape, tuple y_shape, tuple stride, tuple pad_lo,
+              tuple dilation, bint inputs_finite=True):
+    """Whether a call goes through BLAS (the im2col path): a backward whose inputs are
+    not finite (only the backward checks them), or a strided convolution of images or
+    volumes whose polyphase copy would dwarf the data (a huge padding or dilation
+    around a small input). The shapes are the 5-D views' (``conv_forward``'s).
 
     The caller limits BLAS to one thread around such calls, since the kernels call it
     from inside their own parallel region.
     """
-    if not inputs_finite:
-        return True
-    return not signal and any(s != 1 for s in stride)
+    cdef Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+    return not inputs_finite or _path(&g) == IM2COL
+
+
+def strided_images_fused(tuple x_shape, tuple w_shape, tuple y_shape, tuple stride,
+                         tuple pad_lo, tuple dilation):
+    """Whether ``conv_pool_forward`` pools this strided convolution of images (its
+    polyphase copy fits, see ``uses_blas``); shapes as there."""
+    cdef Geometry g = _geometry(x_shape, w_shape, y_shape, stride, pad_lo, dilation)
+    return _path(&g) == SHIFTED
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t chunk, Py_ssize_t n_chunks,
@@ -1237,7 +1429,7 @@ cdef void _add_sample_wgrad(const floating *x_n, const floating *gy_n, bint tran
     """Add one sample's weight (and bias) gradient to the chunk's accumulator."""
     cdef Py_ssize_t zeros_lo[3]
     zeros_lo[0] = zeros_lo[1] = zeros_lo[2] = 0
-    _pad_copy(x_n, g.channels, g.size, xp, sh.xp, sh.xp_plane, g.pad)
+    _copy_x(x_n, g, sh, xp)
     if lay.wide:
         # grad_y on the padded input grid, zeros between its rows, so that both
         # operands are contiguous runs of the same wide positions.
@@ -1268,12 +1460,71 @@ cdef void _sample_input_grad(const floating *gy_n, const Geometry *g, const Shif
     _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, grad_x_n)
 
 
+cdef void _sample_input_grad_phases(const floating *gy_n, const Geometry *g,
+                                    const Shifted *sh,
+                                    const floating *w_phases,  # IN  _pack_phase_taps
+                                    const Py_ssize_t *phase_start,
+                                    const Py_ssize_t *offsets_bwd,  # IN  _phase_taps
+                                    const Py_ssize_t *vec_at, Py_ssize_t n_vec,
+                                    floating *gyp,      # scratch: padded grad_y
+                                    floating *gx_wide,  # scratch: a phase's wide grad_x
+                                    floating *grad_x_n  # OUT (C, X0, X1, X2)
+                                    ) noexcept nogil:
+    """One sample's input gradient when strided: per phase of the padded input, one
+    shifted-row GEMM of its taps over the padded grad_y (see ``_phase_taps``), whose
+    cells are then laid back every s-th on each axis (a phase no tap reaches gets
+    zeros)."""
+    cdef:
+        Py_ssize_t n_filters = g.n_filters, channels = g.channels
+        Py_ssize_t s0 = g.stride[0], s1 = g.stride[1], s2 = g.stride[2]
+        Py_ssize_t h1 = sh.phases[1], h2 = sh.phases[2]
+        Py_ssize_t p, a, n_p, c, t0, t1, t2, i0, i1, m0, m1
+        Py_ssize_t first[3]
+        Py_ssize_t count[3]
+        Py_ssize_t phase[3]
+        const floating *src
+        floating *dst
+    _pad_copy(gy_n, n_filters, g.out, gyp, sh.gp, sh.gp_plane, sh.gp_lo)
+    for p in range(sh.n_phases):
+        phase[0], phase[1], phase[2] = p // (h1 * h2), (p // h2) % h1, p % h2
+        # The input cells i of phase r on an axis: i = first, first + s, ...
+        for a in range(3):
+            first[a] = (phase[a] - g.pad[a] % g.stride[a] + g.stride[a]) % g.stride[a]
+            count[a] = (g.size[a] - first[a] + g.stride[a] - 1) // g.stride[a]
+        if count[0] <= 0 or count[1] <= 0 or count[2] <= 0:
+            continue
+        n_p = phase_start[p + 1] - phase_start[p]
+        if n_p > 0:
+            rowgemm(channels, n_vec, vec_at, n_filters * n_p,
+                    w_phases + channels * n_filters * phase_start[p], gyp,
+                    offsets_bwd + n_filters * phase_start[p], gx_wide, sh.gx_wide_ld,
+                    False)
+        for c in range(channels):
+            for t0 in range(count[0]):
+                i0 = first[0] + t0 * s0
+                m0 = (i0 + g.pad[0]) // s0
+                for t1 in range(count[1]):
+                    i1 = first[1] + t1 * s1
+                    m1 = (i1 + g.pad[1]) // s1
+                    dst = (grad_x_n + ((c * g.size[0] + i0) * g.size[1] + i1) * g.size[2]
+                           + first[2])
+                    src = (gx_wide + c * sh.gx_wide_ld + (m0 * sh.gp[1] + m1) * sh.gp[2]
+                           + (first[2] + g.pad[2]) // s2)
+                    if n_p == 0:
+                        for t2 in range(count[2]):
+                            dst[t2 * s2] = 0
+                    else:
+                        for t2 in range(count[2]):
+                            dst[t2 * s2] = src[t2]
+
+
 cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None if pooled
                             const floating[:, :, :, :, ::1] grad_pooled,  # or None
                             const uint8_t[:, :, :, :, ::1] codes,  # with grad_pooled
                             const floating[:, :, :, :, ::1] relu_out,  # or None
                             const floating[:, :, :, :, ::1] x,
-                            const floating[::1] w_flipped,  # _pack_flipped of w, or None
+                            # _pack_flipped of w (stride 1) or _pack_phase_taps, or None
+                            const floating[::1] w_flipped,
                             floating[:, :, :, :, ::1] grad_x,           # or None
                             floating[:, ::1] grad_w_chunks,
                             floating[:, ::1] grad_b_chunks,
@@ -1281,6 +1532,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                             const Py_ssize_t[::1] offsets_bwd,
                             const Py_ssize_t[::1] positions,  # IN (O0*O1*O2,) on padded grid
                             const Py_ssize_t[::1] vec_at,  # IN  _vector_starts of grad_x
+                            const Py_ssize_t[::1] phase_start,  # IN  see _phase_taps
                             floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                             const Geometry *g, const WgradLayout *lay,
                             const PoolCells *pc,  # IN  the pooling's windows, if pooled
@@ -1317,6 +1569,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         floating *masked = NULL
         const floating *gy_n
         bint pooled = grad_pooled is not None
+        bint unit = _unit_stride(g)
         Py_ssize_t x_sample = g.channels * g.size[0] * g.size[1] * g.size[2]
         Py_ssize_t gy_sample = n_filters * g.n_cols
         Py_ssize_t block
@@ -1327,7 +1580,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
     with parallel(num_threads=n_threads):
         # This thread's scratch, carved from its row (sizes from _scratch).
         xp = &scratch[threadid(), 0]
-        ones = xp + g.channels * sh.xp_plane + SKC_SLACK
+        ones = xp + sh.n_planes * sh.xp_plane + SKC_SLACK
         gy_in = ones + sh.xp_plane + SKC_SLACK
         gw_acc = gy_in + lay.n_in
         gyp = gw_acc + lay.n_acc
@@ -1342,7 +1595,7 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
         # the last entry of offsets_fwd), so the same kernel sums it.
         for i in range(sh.xp_plane + SKC_SLACK):
             ones[i] = 1
-        _zero_grid(xp, g.channels, sh.xp_plane)
+        _zero_grid(xp, sh.n_planes, sh.xp_plane)
         if lay.wide:
             _zero_grid(gy_in, n_filters, lay.g_plane)
         else:
@@ -1373,10 +1626,15 @@ cdef void _backward_shifted(const floating[:, :, :, :, ::1] grad_y,  # or None i
                     gy_n = &grad_y[n, 0, 0, 0, 0]
                 _add_sample_wgrad(&x[n, 0, 0, 0, 0], gy_n, pooled, g, &sh, lay,
                                   &offsets_fwd[0], &positions[0], xp, gy_in, gw_acc)
-                if want_grad_x:
+                if want_grad_x and unit:
                     _sample_input_grad(gy_n, g, &sh, &w_flipped[0], &offsets_bwd[0],
                                        &vec_at[0], vec_at.shape[0], gyp, gx_wide,
                                        &grad_x[n, 0, 0, 0, 0])
+                elif want_grad_x:
+                    _sample_input_grad_phases(gy_n, g, &sh, &w_flipped[0],
+                                              &phase_start[0], &offsets_bwd[0],
+                                              &vec_at[0], vec_at.shape[0], gyp, gx_wide,
+                                              &grad_x[n, 0, 0, 0, 0])
             _store_chunk_sums(gw_acc, lay, n_filters, g.n_rows,
                               &grad_w_chunks[chunk, 0], &grad_b_chunks[chunk, 0])
         if grad_w_out != NULL:
@@ -1521,6 +1779,7 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         const floating[:, :, :, :, ::1] no_grad_pooled = None
         const uint8_t[:, :, :, :, ::1] no_codes = None
         Py_ssize_t n_chunks
+        Path path
     if x.shape[0] == 0:
         grad_w[...] = 0
         grad_b[...] = 0
@@ -1529,13 +1788,14 @@ def conv_backward(const floating[:, :, :, :, ::1] grad_y,  # IN  (N, D, O0, O1, 
         &g, x.shape[0], np.float32 if floating is float else np.float64)
     n_chunks = grad_w_chunks.shape[0]
     n_threads = max(1, min(n_threads, n_chunks))
-    if _unit_stride(&g) and inputs_finite:
+    path = _path(&g) if inputs_finite else IM2COL
+    if path == SHIFTED:
         # The chunk sums are added on the threads, in the kernel's parallel region.
         _run_backward_shifted(grad_y, no_grad_pooled, no_codes, no_grad_pooled, x, w,
                               grad_x, grad_w_chunks, grad_b_chunks, &g, n_threads, NULL,
                               &grad_w[0, 0, 0, 0, 0], &grad_b[0])
         return
-    if _is_signal(&g) and inputs_finite:
+    if path == ROWS:
         _run_backward_rows(grad_y, x, w, grad_x, grad_w_chunks, grad_b_chunks, &g,
                            n_threads)
     else:
@@ -1668,12 +1928,15 @@ cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
                              const Py_ssize_t[::1] phase_start,
                              const Py_ssize_t[::1] taps):
     """The input gradient's weights of each phase packed for ``_rowgemm``: phase r's
-    (C, D * n_r) matrix ``w[d, c, taps[...]]``, columns (d, tap) in the order of
-    ``offsets_bwd``, the phases one after another."""
+    (C, D * n_r) matrix ``w[d, c, taps[...]]`` (flat tap numbers over the kernel's
+    axes), columns (d, tap) in the order of ``offsets_bwd``, the phases one after
+    another."""
     cdef Py_ssize_t n_filters = w.shape[0], channels = w.shape[1]
+    cdef Py_ssize_t n_taps = w.shape[2] * w.shape[3] * w.shape[4]
     cdef Py_ssize_t r, c, d, k, n_r, at
+    cdef const floating *w_flat = &w[0, 0, 0, 0, 0]
     cdef floating[::1] packed = np.empty(
-        w.shape[0] * w.shape[1] * w.shape[4],
+        n_filters * channels * n_taps,
         dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] matrix
     for r in range(phase_start.shape[0] - 1):
@@ -1686,7 +1949,7 @@ cdef object _pack_phase_taps(const floating[:, :, :, :, ::1] w,
         for c in range(channels):
             for d in range(n_filters):
                 for k in range(phase_start[r], phase_start[r + 1]):
-                    matrix[at] = w[d, c, 0, 0, taps[k]]
+                    matrix[at] = w_flat[(d * channels + c) * n_taps + taps[k]]
                     at += 1
         rowgemm_pack(channels, n_filters * n_r, &matrix[0], n_filters * n_r, 1,
                      &packed[channels * n_filters * phase_start[r]])
@@ -1829,7 +2092,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
                        floating[:, :, :, :, ::1] grad_w,            # OUT as w
                        floating[::1] grad_b,                        # OUT (D,)
                        tuple conv_out,                              # IN  (1, O1, O2)
-                       tuple pad_lo, tuple dilation,
+                       tuple stride, tuple pad_lo, tuple dilation,
                        tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
                        int n_threads):
     """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
@@ -1859,7 +2122,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
         tuple x_shape = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4])
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
-                               (1, 1, 1), pad_lo, dilation)
+                               stride, pad_lo, dilation)
         const floating[:, :, :, :, ::1] no_grad_y = None
         Py_ssize_t n_samples = x.shape[0], n, n_chunks
         floating[:, ::1] grad_w_chunks
@@ -1908,19 +2171,23 @@ cdef _run_backward_shifted(const floating[:, :, :, :, ::1] grad_y,
         const Py_ssize_t[::1] offsets_bwd = tables[1]
         const Py_ssize_t[::1] positions = tables[2]
         const Py_ssize_t[::1] vec_at = tables[3]
+        const Py_ssize_t[::1] phase_start = tables[4]
+        const Py_ssize_t[::1] taps = tables[5]
         const floating[::1] w_flipped
         floating[:, ::1] scratch = _scratch(
             g, True, True, grad_x is not None, n_threads,
             np.float32 if floating is float else np.float64, lay.lanes,
             grad_pooled is not None)
     # (C, D, K0, K1, K2) with every spatial axis reversed: the input gradient is a
-    # "full" correlation of grad_y with the flipped kernel. Only the input gradient
-    # reads it (a first layer has none).
+    # "full" correlation of grad_y with the flipped kernel; strided, one per phase of
+    # the taps that reach it. Only the input gradient reads it (a first layer has
+    # none).
     w_flipped = None
     if grad_x is not None:
-        w_flipped = _pack_flipped(w)
+        w_flipped = (_pack_flipped(w) if _unit_stride(g)
+                     else _pack_phase_taps(w, phase_start, taps))
     with nogil:
         _backward_shifted(grad_y, grad_pooled, codes, relu_out, x, w_flipped, grad_x,
                           grad_w_chunks, grad_b_chunks, offsets_fwd, offsets_bwd,
-                          positions, vec_at, scratch, g, &lay, pc, n_threads, nonfinite,
-                          grad_w_out, grad_b_out)
+                          positions, vec_at, phase_start, scratch, g, &lay, pc,
+                          n_threads, nonfinite, grad_w_out, grad_b_out)

@@ -15,8 +15,8 @@ the ops layer's interface for such blocks:
 Implementations are classes listed in ``_IMPLEMENTATIONS``, each with a ``prepare``
 class method that returns an instance or None; a new fused kernel (other dimensions,
 windows, strides or modes, normalisation) is one more class there, and no caller
-changes. Today: :class:`ConvPool2x2Block`, a stride-1 2-D convolution followed by a
-2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), and
+changes. Today: :class:`ConvPool2x2Block`, a 2-D convolution of any stride followed
+by a 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), and
 :class:`ConvPool1dBlock`, for signals: a convolution of any stride, then max or min
 pooling of any window and stride (then relu), or relu then average pooling.
 """
@@ -122,8 +122,8 @@ def prepare_conv_block(input_shape, filters, conv, following=(), dtype=np.float3
 
 
 class ConvPool2x2Block:
-    """A stride-1 2-D convolution, a 2x2/stride-2 max or min pooling and optionally a
-    relu, as one kernel call per pass.
+    """A 2-D convolution (any stride), a 2x2/stride-2 max or min pooling and
+    optionally a relu, as one kernel call per pass.
 
     Built by :func:`prepare_conv_block`. The convolution's output is never stored
     for the batch: each sample's is pooled in cache, and the backward rebuilds each
@@ -346,11 +346,12 @@ def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None
                          mode="max", stride=1, padding=0, dilation=1):
     """Whether :func:`_conv_pool` can fuse this convolution with this pooling.
 
-    On images ``(C, H, W)``, a stride-1 convolution then a 2x2/stride-2 max or min
-    pooling of an output of at least 2x2; on signals ``(C, W)``, a convolution of any
-    stride then a max or min pooling of any window of at most ``_MAX_WINDOW_CELLS``
-    cells and any stride, or an average one of at most ``_MAX_AVG_CELLS`` cells, every
-    window inside the convolution's output. ``x_shape`` is one sample's shape.
+    On images ``(C, H, W)``, a convolution of any stride (whose polyphase copy fits,
+    see ``_kernel.uses_blas``) then a 2x2/stride-2 max or min pooling of an output of
+    at least 2x2; on signals ``(C, W)``, a convolution of any stride then a max or min
+    pooling of any window of at most ``_MAX_WINDOW_CELLS`` cells and any stride, or an
+    average one of at most ``_MAX_AVG_CELLS`` cells, every window inside the
+    convolution's output. ``x_shape`` is one sample's shape.
     """
     try:
         geometry = _cached_conv_pool_geometry.__wrapped__(
@@ -387,7 +388,7 @@ def _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride,
         geometry = _cached_conv_pool_geometry.__wrapped__(*map(_hashable, args))
     if geometry is None or not _mode_fits(mode, geometry):
         raise ValueError(
-            f"the fused convolution and pooling needs either 2-D maps, stride 1 and a "
+            f"the fused convolution and pooling needs either 2-D maps and a "
             f"2x2/stride-2 max or min pooling of a convolution output of at least "
             f"2x2, or 1-D maps with max or min windows of at most {_MAX_WINDOW_CELLS} "
             f"cells (average: {_MAX_AVG_CELLS}) inside the convolution output: x has "
@@ -416,18 +417,24 @@ def _cached_conv_pool_geometry(x_shape, kernel_shape, pool_size, pool_stride, st
                                                           stride, padding, dilation)
     except (TypeError, ValueError):
         return None
+    pad_lo, stride_3d = to_3d([lo for lo, _ in pads], 0), to_3d(stride, 1)
     if n_axes == 2:
-        if (window != (2, 2) or pool_stride != (2, 2) or min(conv_out) < 2
-                or any(s != 1 for s in stride)):
+        if window != (2, 2) or pool_stride != (2, 2) or min(conv_out) < 2:
+            return None
+        # A strided convolution whose polyphase copy would dwarf the data takes
+        # im2col (see _kernel.uses_blas), which no fused kernel pools.
+        if any(s != 1 for s in stride) and not _kernel.strided_images_fused(
+                (1, x_shape[0], 1) + tuple(x_shape[1:]),
+                (1, x_shape[0], 1) + tuple(kernel_shape), (1, 1, 1) + tuple(conv_out),
+                stride_3d, pad_lo, to_3d(dilation, 1)):
             return None
         pooled = tuple(size // 2 for size in conv_out)
     else:
         if not 1 <= window[0] <= min(conv_out[0], _MAX_WINDOW_CELLS):
             return None
         pooled = ((conv_out[0] - window[0]) // pool_stride[0] + 1,)
-    return (to_3d(conv_out, 1), pooled, to_3d([lo for lo, _ in pads], 0),
-            to_3d(dilation, 1), to_3d(window, 1)[1:], to_3d(pool_stride, 1)[1:],
-            to_3d(stride, 1))
+    return (to_3d(conv_out, 1), pooled, pad_lo, to_3d(dilation, 1),
+            to_3d(window, 1)[1:], to_3d(pool_stride, 1)[1:], stride_3d)
 
 
 def _conv_pool(x, w, b=None, *, stride=1, padding=0, dilation=1, pool_size=2,
@@ -436,8 +443,8 @@ def _conv_pool(x, w, b=None, *, stride=1, padding=0, dilation=1, pool_size=2,
     """A convolution followed by max, min or average pooling (and relu), fused.
 
     The kernel call of :class:`ConvPool2x2Block` and :class:`ConvPool1dBlock`, also
-    usable alone: images with a stride-1 convolution and a 2x2/stride-2 max or min
-    pooling, or signals with any stride, window and pooling stride (see
+    usable alone: images with a convolution of any stride and a 2x2/stride-2 max or
+    min pooling, or signals with any stride, window and pooling stride (see
     :func:`_conv_pool_supported`). Max and min: the result equals
     ``pool_with_indices(conv(x, w, b, ...), pool_size, stride=pool_stride,
     mode=mode)`` (then ``np.maximum(y, 0)``) bit for bit; instead of flat indices it
@@ -508,9 +515,10 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
     Equal to the unfused backward bit for bit: max and min, ``conv_backward`` of
     ``pool_backward_indices`` of ``grad_y`` (through the relu's backward first, with
     ``relu_output``); average, ``conv_backward`` of the relu's backward (with
-    ``relu``) of ``pool_backward``. For max and min after a stride-1 convolution the
-    convolution's gradient is made per sample, in cache, never stored for the batch;
-    the other cases make it for the batch in one pass, then call ``conv_backward``.
+    ``relu``) of ``pool_backward``. For max and min after a 2-D convolution or a
+    stride-1 one of signals the convolution's gradient is made per sample, in cache,
+    never stored for the batch; the other cases make it for the batch in one pass,
+    then call ``conv_backward``.
 
     Parameters
     ----------
@@ -565,7 +573,7 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
     grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
                                                    out)
     unfused = (grad_x, grad_w, grad_b)
-    if mode == "avg" or any(s != 1 for s in stride_3d):
+    if not _fused_backward(mode, stride_3d, x.ndim):
         return _conv_pool_backward_unfused(grad_y, codes, relu_output if relu else None,
                                            x, w, conv_out, window, pool_stride_2d, mode,
                                            relu, stride, padding, dilation, n_jobs,
@@ -576,7 +584,7 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
         view_3d(grad_y), view_3d(codes),
         None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
         None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
-        pad_lo, dilation_3d, window, pool_stride_2d, n_threads,
+        stride_3d, pad_lo, dilation_3d, window, pool_stride_2d, n_threads,
     ):
         return grad_x, grad_w, grad_b
     return _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out,
@@ -584,13 +592,22 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
                                        padding, dilation, n_jobs, compute_grad_x, unfused)
 
 
+def _fused_backward(mode, stride_3d, ndim):
+    """Whether the backward of a fused block has a fused kernel: max or min after a
+    2-D convolution of any stride, or after a stride-1 one of signals (a strided
+    signal's convolution backward is the polyphase rows', which the fused kernel
+    does not share)."""
+    return mode != "avg" and (ndim == 4 or all(s == 1 for s in stride_3d))
+
+
 def _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out, window,
                                 pool_stride, mode, relu, stride, padding, dilation,
                                 n_jobs, compute_grad_x, out):
     """:func:`_conv_pool_backward` through the convolution's gradient for the whole
     batch, then ``conv_backward``: the way of an average pooling, of a strided
-    convolution, and of max or min when the fused kernel declined (an inf or a NaN in
-    x, w or grad_y, which its shifted path cannot take; rare: a diverged network).
+    convolution of signals, and of max or min when the fused kernel declined (an inf
+    or a NaN in x, w or grad_y, which its shifted path cannot take; rare: a diverged
+    network).
     The convolution's gradient is the plain ops' (the same sums). ``conv_out``,
     ``window`` and ``pool_stride`` as the kernel takes them; ``out`` as in
     :func:`conv_backward`."""
@@ -653,8 +670,7 @@ class _PreparedBatch:
         self.y_shape = x.shape[:1] + w.shape[:1] + pooled
         self.stride_arg, self.padding, self.dilation_arg = stride, padding, dilation
         self.mode, self._relu = mode, bool(relu)
-        # Max or min after a stride-1 convolution: the backward's fused kernel.
-        self._fused_backward = mode != "avg" and all(s == 1 for s in self._stride)
+        self._fused_backward = _fused_backward(mode, self._stride, x.ndim)
         self.y = np.empty(self.y_shape, dtype=self.dtype)
         self.codes = np.empty(self.y_shape, dtype=np.uint8)
         self.grad_x = np.empty(self.x_shape, dtype=self.dtype)
@@ -737,7 +753,7 @@ class _PreparedBatch:
             grad_y.reshape(self._y5.shape), self._codes5,
             self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
             self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
-            self._conv_out, self._pad_lo, self._dilation, self._window,
+            self._conv_out, self._stride, self._pad_lo, self._dilation, self._window,
             self._pool_stride, threads_for_work(n_threads, self._backward_work),
         ):
             return grad_x

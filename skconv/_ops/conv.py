@@ -201,20 +201,27 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     # High padding needs no work in the kernel: it only lengthens the output, and
     # the kernel treats every index outside the input as a zero.
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    with _blas_guard(stride, signal=x.ndim == 3):
-        _kernel.conv_forward(
-            view_3d(x), view_3d(w), b, view_3d(y), stride, pad_lo, dilation, n_threads
-        )
+    views = (view_3d(x), view_3d(w), view_3d(y))
+    with _blas_guard(views, stride, pad_lo, dilation):
+        _kernel.conv_forward(views[0], views[1], b, views[2], stride, pad_lo, dilation,
+                             n_threads)
     return y
 
 
-def _blas_guard(stride_3d, inputs_finite=True, signal=False):
+def _uses_blas(views, stride_3d, pad_lo, dilation_3d, inputs_finite=True):
+    """Whether the kernel call on these 5-D views (x, w, y or grad_y) takes im2col and
+    BLAS: only strided calls may, or any whose inputs are not finite."""
+    return not inputs_finite or (any(s != 1 for s in stride_3d) and _kernel.uses_blas(
+        *(view.shape for view in views), stride_3d, pad_lo, dilation_3d))
+
+
+def _blas_guard(views, stride_3d, pad_lo, dilation_3d, inputs_finite=True):
     """Single-threaded BLAS around kernel calls that use it, a no-op otherwise.
 
     Limiting costs tens of microseconds per call (threadpoolctl), so it is paid only
-    on the im2col path. ``signal``: the data have one spatial axis.
+    on the im2col path (see ``_kernel.uses_blas``).
     """
-    if _kernel.uses_blas(stride_3d, inputs_finite, signal):
+    if _uses_blas(views, stride_3d, pad_lo, dilation_3d, inputs_finite):
         return single_threaded_blas()
     return contextlib.nullcontext()
 
@@ -274,13 +281,14 @@ def conv_backward(
     grad_x, grad_w, grad_b = _conv_backward_arrays(x, w, grad_y, dtype, compute_grad_x,
                                                    out)
     stride, pad_lo, dilation = to_3d(stride, 1), to_3d([lo for lo, _ in pads], 0), to_3d(dilation, 1)
-    # Only the stride-1 and signal paths need finite inputs (see
-    # _kernel.conv_backward); other strided calls take im2col anyway.
-    signal = x.ndim == 3
-    inputs_finite = _kernel.uses_blas(stride, True, signal) or _all_finite(x, w, grad_y)
-    with _blas_guard(stride, inputs_finite, signal):
+    views = (view_3d(x), view_3d(w), view_3d(grad_y))
+    # Only the shifted and polyphase paths need finite inputs (see
+    # _kernel.conv_backward); a call that takes im2col anyway skips the check.
+    inputs_finite = (_uses_blas(views, stride, pad_lo, dilation)
+                     or _all_finite(x, w, grad_y))
+    with _blas_guard(views, stride, pad_lo, dilation, inputs_finite):
         _kernel.conv_backward(
-            view_3d(grad_y), view_3d(x), view_3d(w),
+            views[2], views[0], views[1],
             None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b,
             stride, pad_lo, dilation, n_threads, inputs_finite,
         )
