@@ -3,17 +3,16 @@ with the learning options switched on.
 
 No tags that lower the bar (no ``poor_score``, no ``non_deterministic``): every check
 scikit-learn yields for a classifier (multilabel included), a multi-output regressor and
-a transformer must pass. With the defaults and with the options that keep training
-per-sample (a global-pooling head, the cosine schedule, an update budget) there are no
-expected failures at all.
+a transformer must pass, with no expected failures: with the defaults, with the
+options that keep training per-sample (a global-pooling head, the cosine schedule, an
+update budget), with dropout and with batch normalisation.
 
-One check cannot pass with batch normalisation, and is expected to fail (strictly: it
-must fail, so that the mark goes once the engine changes):
-``check_sample_weight_equivalence_on_dense_data``, which asks that a weight of 2 train
-the model a duplicated sample trains, to 1e-7. A batch normalisation's statistics are
-means over the minibatch's rows, whatever their weights, so a duplicated row counts
-twice in them and a weighted one once. Dropout passes it: its masks are keyed by the
-samples' content, so both copies of a sample draw the weighted sample's mask.
+``check_sample_weight_equivalence_on_dense_data`` asks that a weight of 2 train the
+model a duplicated sample trains, and a weight of 0 the model without the sample, to
+1e-7. Batch normalisation passes it because its statistics are weighted by the
+samples' weights (frequency weights, running variance included:
+:func:`skconv._ops.norm.batch_norm_count`), and dropout because its masks are keyed by
+the samples' content, so both copies of a sample draw the weighted sample's mask.
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -35,17 +34,6 @@ PER_SAMPLE_OPTIONS = dict(head="avg", learning_rate="cosine", min_updates=150)
 #: Dropout alone: masks keyed by content keep a weight of 2 a duplicated sample.
 DROPOUT_OPTIONS = dict(dropout=0.2, spatial_dropout=0.1)
 
-WEIGHTED_STATISTICS = (
-    "batch normalisation averages over the minibatch's rows whatever the sample "
-    "weights: a weight of 2 is not a duplicated sample")
-
-
-def _expected_failures(estimator):
-    params = estimator.get_params()
-    if params["batch_norm"]:
-        return {"check_sample_weight_equivalence_on_dense_data": WEIGHTED_STATISTICS}
-    return {}
-
 
 @parametrize_with_checks(
     [ConvNetClassifier(), ConvNetRegressor(), ConvNetTransformer(),
@@ -53,7 +41,6 @@ def _expected_failures(estimator):
      ConvNetClassifier(**DROPOUT_OPTIONS), ConvNetRegressor(dropout=0.2),
      ConvNetTransformer(**DROPOUT_OPTIONS),
      ConvNetClassifier(**LEARNING_OPTIONS), ConvNetRegressor(**OPTIONS),
-     ConvNetTransformer(**LEARNING_OPTIONS)],
-    expected_failed_checks=_expected_failures, xfail_strict=True)
+     ConvNetTransformer(**LEARNING_OPTIONS)])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

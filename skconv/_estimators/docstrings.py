@@ -112,17 +112,18 @@ batch_norm : bool, default=False
     ``alpha`` does not penalise. It makes training less sensitive to the
     scale of ``X`` and of the initialisation. The running averages are part
     of the fitted model (early stopping restores them with the best epoch's
-    weights). The statistics are plain means over the minibatch's samples,
-    not weighted by ``sample_weight``, so with batch normalisation a weight
-    of 2 no longer trains exactly what a duplicated sample trains.
+    weights). The statistics are weighted by ``sample_weight`` (each sample's
+    cells weigh its weight; the running variance's unbiased correction counts
+    the weights), so a weight of 2 trains what a duplicated sample trains and
+    a weight of 0 what the sample's absence trains.
 
 dropout : float, default=0.0
     Rate, in [0, 1), of the dropout after every hidden dense layer: in
     training each unit is zeroed with this probability and the others are
     scaled by ``1 / (1 - dropout)``; prediction uses every unit. 0: no
     dropout. The masks are drawn from ``random_state``, so they do not depend
-    on ``n_jobs``; one mask per sample, so that a weight of 2 is not exactly
-    a duplicated sample (whose two copies get two masks).
+    on ``n_jobs``, and keyed by each sample's content, so that the two copies
+    of a duplicated sample draw the mask of the sample with a weight of 2.
 
 spatial_dropout : float, default=0.0
     Rate, in [0, 1), of the channel-wise dropout at the end of every conv
