@@ -73,16 +73,22 @@ def test_gradients_match_central_differences(shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_results_are_bitwise_the_same_for_any_thread_count(dtype, monkeypatch):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_results_are_bitwise_the_same_for_any_thread_count(dtype, weighted, monkeypatch):
     # n_jobs is capped at the usable cores: pretend to have more, so that 3 threads
     # run on a two-core machine too.
     monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
     x, gamma, beta = _problem((9, 7, 6, 5), dtype, seed=3)
     grad = np.random.default_rng(4).standard_normal(x.shape).astype(dtype)
+    w = np.random.default_rng(14).choice([0.0, 0.5, 1.0, 2.0, 3.3], 9) if weighted else (
+        None)
     results = []
     for n_jobs in (1, 2, 3):
-        y, x_hat, mean, var, inv_std = batch_norm_train(x, gamma, beta, n_jobs=n_jobs)
-        grads = batch_norm_backward(grad, x_hat, gamma, inv_std, n_jobs=n_jobs)
+        y, x_hat, mean, var, inv_std = batch_norm_train(x, gamma, beta, sample_weight=w,
+                                                        n_jobs=n_jobs)
+        grads = batch_norm_backward(grad, x_hat, gamma, inv_std, sample_weight=w,
+                                    n_jobs=n_jobs)
+        assert y.dtype == dtype and grads[0].dtype == dtype
         infer = batch_norm_inference(x, gamma, beta, mean, var, n_jobs=n_jobs)
         results.append((y, x_hat, mean, var, inv_std, *grads, infer))
     for other in results[1:]:
@@ -164,7 +170,8 @@ def _reference_weighted_backward(grad_y, x, gamma, eps, w):
     grad_var = (grad_hat * centred).sum(axis=axes).reshape(shape) * -0.5 / std ** 3
     grad_mean = (-grad_hat / std).sum(axis=axes).reshape(shape) + grad_var * (
         -2 * (cells * centred).sum(axis=axes).reshape(shape) / count)
-    grad_x = grad_hat / std + grad_var * 2 * cells * centred / count + grad_mean * cells / count
+    grad_x = (grad_hat / std + grad_var * 2 * cells * centred / count
+              + grad_mean * cells / count)
     return grad_x, (grad_y * x_hat).sum(axis=axes), grad_y.sum(axis=axes)
 
 
@@ -238,25 +245,6 @@ def test_weight_two_is_the_row_twice_and_weight_zero_no_row(shape, dtype):
     np.testing.assert_array_equal(grads[0][w == 0], 0)
     for got, want in zip(grads[1:], dup_grads[1:]):
         np.testing.assert_allclose(got, want, **tol)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_weighted_results_are_bitwise_the_same_for_any_thread_count(dtype, monkeypatch):
-    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
-    x, gamma, beta = _problem((9, 7, 6, 5), dtype, seed=13)
-    w = np.random.default_rng(14).choice([0.0, 0.5, 1.0, 2.0, 3.3], 9)
-    grad = np.random.default_rng(15).standard_normal(x.shape).astype(dtype)
-    results = []
-    for n_jobs in (1, 2, 3):
-        y, x_hat, mean, var, inv_std = batch_norm_train(x, gamma, beta, sample_weight=w,
-                                                        n_jobs=n_jobs)
-        grads = batch_norm_backward(grad, x_hat, gamma, inv_std, sample_weight=w,
-                                    n_jobs=n_jobs)
-        results.append((y, x_hat, mean, var, inv_std, *grads))
-    assert results[0][0].dtype == dtype and results[0][5].dtype == dtype
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
