@@ -5,7 +5,8 @@ No tags that lower the bar (no ``poor_score``, no ``non_deterministic``): every 
 scikit-learn yields for a classifier (multilabel included), a multi-output regressor and
 a transformer must pass, with no expected failures: with the defaults, with the
 options that keep training per-sample (a global-pooling head, the cosine schedule, an
-update budget), with dropout and with batch normalisation.
+update budget), with dropout and with batch normalisation (after every layer, and
+after the conv layers only).
 
 ``check_sample_weight_equivalence_on_dense_data`` asks that a weight of 2 train the
 model a duplicated sample trains, and a weight of 0 the model without the sample, to
@@ -41,6 +42,6 @@ DROPOUT_OPTIONS = dict(dropout=0.2, spatial_dropout=0.1)
      ConvNetClassifier(**DROPOUT_OPTIONS), ConvNetRegressor(dropout=0.2),
      ConvNetTransformer(**DROPOUT_OPTIONS),
      ConvNetClassifier(**LEARNING_OPTIONS), ConvNetRegressor(**OPTIONS),
-     ConvNetTransformer(**LEARNING_OPTIONS)])
+     ConvNetTransformer(**LEARNING_OPTIONS), ConvNetClassifier(batch_norm="conv")])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -145,8 +145,9 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=Non
                           [("out[0] (y)", y)])
     mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
     _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps), weights,
-                          float(count), _as_channels(y, "y"), _as_channels(x_hat, "x_hat"),
-                          mean, var, inv_std, _threads(n_jobs, x, n_channels))
+                          float(count), _as_channels(y, "y"),
+                          _as_channels(x_hat, "x_hat"), mean, var, inv_std,
+                          _threads(n_jobs, x, n_channels))
     return y, x_hat, mean, var, inv_std
 
 
