@@ -187,7 +187,7 @@ def _layer(g, x, layer):
         shift = g.constant("bn_shift", np.reshape(layer["shift"], per_channel))
         scaled = g.node("Mul", [x, scale], "bn_scaled")
         return g.node("Add", [scaled, shift], "batch_norm")
-    if kind == "dropout":
+    if kind in ("dropout", "random_shift"):
         return x  # the identity at inference
     if kind == "flatten":
         return g.node("Flatten", [x], "flatten", axis=1)

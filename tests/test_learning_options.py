@@ -76,8 +76,11 @@ def _cosine(lr0, k, n_updates):
 def test_defaults_build_lenet_without_the_options(cls):
     X, y = ramps(n=40, length=16)
     kinds = layer_kinds(_fit(cls, X, y, **{**SMALL, "max_iter": 1}))
-    assert "batch_norm" not in kinds and "dropout" not in kinds
+    assert "batch_norm" not in kinds and "random_shift" not in kinds
     assert "global_pool" not in kinds and kinds.count("flatten") == 1
+    # Only the regressor's default has dropout: one after each hidden dense layer.
+    expected = len(SMALL["hidden_layer_sizes"]) if cls is ConvNetRegressor else 0
+    assert kinds.count("dropout") == expected
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
@@ -428,12 +431,14 @@ def test_invalid_options_are_refused(param, value):
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_options_are_parameters_with_defaults_off(cls):
+    # Off, except the regressor's dropout (its measured default).
     params = cls().get_params()
     assert {name: params[name] for name in (
-        "batch_norm", "dropout", "spatial_dropout", "head", "learning_rate", "power_t",
-        "min_updates")} == dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0,
-                                head="flatten", learning_rate="constant", power_t=0.5,
-                                min_updates=0)
+        "batch_norm", "dropout", "spatial_dropout", "head", "augment_shift",
+        "augment_flip", "learning_rate", "power_t", "min_updates")} == dict(
+            batch_norm=False, dropout=0.1 if cls is ConvNetRegressor else 0.0,
+            spatial_dropout=0.0, head="flatten", augment_shift=0.0, augment_flip=False,
+            learning_rate="constant", power_t=0.5, min_updates=0)
 
 
 def test_grid_search_over_the_options():

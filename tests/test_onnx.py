@@ -362,14 +362,15 @@ def test_pipelines_with_the_regressor_and_the_transformer():
 
 
 # -------------------------------------------------------------------------------------
-# Batch normalisation and dropout
+# Batch normalisation, dropout and augmentation
 # -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make, target, head", [
     (ConvNetClassifier, "labels", "flatten"), (ConvNetClassifier, "indicator", "min"),
     (ConvNetRegressor, "values2", "avg"), (ConvNetTransformer, "labels", "max")])
 def test_batch_norm_and_dropout(make, target, head):
     # Set through the estimators' parameters, as a user sets them.
-    options = dict(batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head)
+    options = dict(batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head,
+                   augment_shift=0.2, augment_flip=True)
     for n_axes, shape in ((1, (2, 17)), (2, (1, 9, 8)), (3, (1, 6, 5, 6))):
         X, y = _data(shape, seed=n_axes, target=target)
         model = _fit(make(filters=(3, 4), kernel_size=2, activation="tanh", **options,
@@ -377,6 +378,7 @@ def test_batch_norm_and_dropout(make, target, head):
         described = network_of(model).describe()
         kinds = [d["kind"] for d in described]
         assert kinds.count("batch_norm") == 4 and kinds.count("dropout") == 4
+        assert kinds[0] == "random_shift"  # the identity in the graph, as in predict
         assert kinds[kinds.index("dense") - 1] == (
             "flatten" if head == "flatten" else "global_pool")
         # Trained: statistics and scales away from their starting values.

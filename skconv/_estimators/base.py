@@ -172,6 +172,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "spatial_dropout": [Interval(Real, 0, 1, closed="left")],
         "head": [StrOptions(set(HEADS))],
+        "augment_shift": [Interval(Real, 0, 0.5, closed="left")],
+        "augment_flip": ["boolean"],
         "solver": [StrOptions({"adam", "sgd"})],
         "learning_rate": [StrOptions(set(LR_SCHEDULES))],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
@@ -411,6 +413,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             spatial_dropout=self.spatial_dropout,
             dropout=self.dropout,
             head=self.head,
+            augment_shift=self.augment_shift,
+            augment_flip=self.augment_flip,
         )
         network.initialize(self.image_shape_, self._random_state, self._dtype)
         self._network = network
@@ -479,7 +483,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     #: with (the options off; 'auto' trained in X's dtype then, as on up to
     #: AUTO_FLOAT32_SAMPLES samples now).
     _LATER_PARAMETERS = dict(batch_norm=False, dropout=0.0, spatial_dropout=0.0,
-                             head="flatten", learning_rate="constant", power_t=0.5,
+                             head="flatten", augment_shift=0.0, augment_flip=False,
+                             learning_rate="constant", power_t=0.5,
                              min_updates=0, compute_dtype="auto")
 
     def __setstate__(self, state):

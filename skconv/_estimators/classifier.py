@@ -316,6 +316,8 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         dropout=0.0,
         spatial_dropout=0.0,
         head="flatten",
+        augment_shift=0.0,
+        augment_flip=False,
         solver="adam",
         learning_rate="constant",
         learning_rate_init=1e-3,
@@ -356,6 +358,8 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         self.dropout = dropout
         self.spatial_dropout = spatial_dropout
         self.head = head
+        self.augment_shift = augment_shift
+        self.augment_flip = augment_flip
         self.solver = solver
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init

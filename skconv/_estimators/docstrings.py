@@ -6,6 +6,8 @@ each class docstring is filled in by :func:`fill` (``{name}`` placeholders on li
 their own, so that the braces of numpydoc option sets need no escaping).
 """
 
+import textwrap
+
 __all__ = ["fill"]
 
 INPUT = """\
@@ -126,7 +128,8 @@ dropout : float, default=0.0
     scaled by ``1 / (1 - dropout)``; prediction uses every unit. 0: no
     dropout. The masks are drawn from ``random_state``, so they do not depend
     on ``n_jobs``, and keyed by each sample's content, so that the two copies
-    of a duplicated sample draw the mask of the sample with a weight of 2.
+    of a duplicated sample get the same mask and a weight of 2 trains exactly
+    what a duplicated sample trains.
 
 spatial_dropout : float, default=0.0
     Rate, in [0, 1), of the channel-wise dropout at the end of every conv
@@ -141,6 +144,22 @@ head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
     spatial axes, one value per channel (``filters[-1]`` features), which
     keeps whether a pattern occurs and drops where; global average pooling is
     the usual head of convolutional networks for time series.
+
+augment_shift : float, default=0.0
+    Training-time augmentation: each sample of each minibatch is moved by a
+    random whole number of cells along every spatial axis, up to this fraction
+    of the axis (``round(augment_shift * n)`` cells of an axis of ``n``; 8x8
+    digits with 0.1: one pixel, 28x28 images: three), zeros filling the edge:
+    the "pad and random crop" of images, a random delay of signals. In [0,
+    0.5); 0: none. Prediction sees the samples as given. The moves are drawn
+    from ``random_state`` and keyed by each sample's content, like the
+    dropout masks, so they do not depend on ``n_jobs`` and a weight of 2 is a
+    duplicated sample.
+
+augment_flip : bool, default=False
+    Also mirror a random half of the samples of each minibatch along the last
+    spatial axis (left-right for images, time reversed for signals). Off by
+    default: a mirrored digit or letter is another symbol.
 
 solver : {'adam', 'sgd'}, default='adam'
     'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
@@ -357,16 +376,50 @@ PIECES = {
 }
 
 
-def fill(doc):
+def fill(doc, defaults=None):
     """``doc`` with each line ``{name}`` replaced by the shared piece ``name``,
-    indented like the placeholder."""
+    indented like the placeholder.
+
+    Parameters
+    ----------
+    doc : str
+    defaults : dict, default=None
+        ``{parameter: (default, why)}`` for an estimator whose default differs from
+        the shared entry's: the entry's ``default=...`` becomes ``default``, and
+        ``why`` (a sentence) ends the entry.
+    """
+    defaults = dict(defaults or {})
     lines = []
     for line in doc.split("\n"):
         stripped = line.strip()
         if stripped.startswith("{") and stripped.endswith("}") and stripped[1:-1] in PIECES:
             indent = line[: len(line) - len(line.lstrip())]
-            piece = PIECES[stripped[1:-1]].rstrip("\n")
+            piece = _with_defaults(PIECES[stripped[1:-1]].rstrip("\n"), defaults)
             lines.extend(indent + p if p else "" for p in piece.split("\n"))
         else:
             lines.append(line)
+    if defaults:
+        raise ValueError(f"no shared entry with a default for {sorted(defaults)}")
+    return "\n".join(lines)
+
+
+def _with_defaults(piece, defaults):
+    """``piece`` with the entries it has of ``defaults`` given their own default and
+    note; those entries are removed from ``defaults``."""
+    lines = piece.split("\n")
+    for name in list(defaults):
+        header = next((i for i, line in enumerate(lines)
+                       if line.startswith(f"{name} : ") and ", default=" in line), None)
+        if header is None:
+            continue
+        default, why = defaults.pop(name)
+        lines[header] = lines[header].rsplit(", default=", 1)[0] + f", default={default}"
+        end = header + 1
+        while end < len(lines) and (lines[end].startswith(" ") or (
+                not lines[end] and end + 1 < len(lines)
+                and lines[end + 1].startswith(" "))):
+            end += 1
+        note = textwrap.wrap(why, width=76, initial_indent="    ",
+                             subsequent_indent="    ")
+        lines[end:end] = [""] + note
     return "\n".join(lines)

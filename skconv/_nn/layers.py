@@ -28,6 +28,7 @@ import numpy as np
 from .._ops.blocks import ConvSpec, PoolSpec
 from .._ops.conv import conv, conv_backward, conv_output_shape
 from .._ops.dense import dense, dense_backward
+from .._ops.keyed import draw_key, keyed_uniform
 from .._ops.norm import (batch_norm_backward, batch_norm_count, batch_norm_inference,
                          batch_norm_train)
 from .._ops.pool import (
@@ -43,7 +44,6 @@ from .._ops.pool import (
 from .._ops.threads import effective_n_threads
 from .._ops.validation import MAX_SPATIAL_DIMS, is_int, normalize_padding, per_axis
 from .activations import get_activation
-from .keyed_random import draw_key, keyed_uniform
 
 __all__ = [
     "Activation",
@@ -56,6 +56,7 @@ __all__ = [
     "Layer",
     "Pool",
     "POOL_MODES",
+    "RandomShift",
     "WEIGHT_INITS",
     "init_weights",
 ]
@@ -867,12 +868,51 @@ class BatchNorm(Layer):
         return f"BatchNorm(momentum={self.momentum!r}, eps={self.eps!r})"
 
 
-class Dropout(Layer):
+class _RandomLayer(Layer):
+    """A parameter-free layer that draws random numbers per row in training and is
+    the identity at inference (dropout, augmentation).
+
+    Each training forward takes one number from the layer's RandomState (the
+    estimator's, given to :meth:`initialize` or by :meth:`Network.use_random_state`)
+    and mixes it with the row keys the network sets before the forward
+    (``row_keys``, a hash of each input row: :mod:`skconv._ops.keyed`), so
+    equal samples draw alike, whatever their place in the minibatch or the thread
+    count. Without keys (a forward outside a network) the rows draw from the
+    RandomState directly.
+    """
+
+    # Inference returns its input: a following in-place activation must not
+    # overwrite it.
+    fresh_output = False
+
+    def __init__(self):
+        super().__init__()
+        self._random_state = None
+        # Set by the network before each training forward: one key per row.
+        self.row_keys = None
+
+    def _init_params(self, random_state):
+        self.params, self.param_is_weight = [], ()
+        self._random_state = random_state
+
+    def _row_uniforms(self, n_rows, per_row):
+        """``(n_rows, per_row)`` uniform numbers in [0, 1) for this forward's rows;
+        consumes the row keys."""
+        keys, self.row_keys = getattr(self, "row_keys", None), None
+        if keys is None:
+            return self._random_state.random_sample((n_rows, per_row))
+        if keys.shape != (n_rows,):
+            raise ValueError(f"{self!r}: row_keys must have shape ({n_rows},), got "
+                             f"shape {keys.shape}")
+        return keyed_uniform(keys, draw_key(self._random_state), per_row, n_jobs=1)
+
+
+class Dropout(_RandomLayer):
     """Dropout: in training, each value (or, with ``spatial``, each channel of each
     sample) is zeroed with probability ``rate`` and the rest scaled by
     ``1 / (1 - rate)``; inference passes the input through unchanged.
 
-    The masks are keyed by the samples' content (:mod:`skconv._nn.keyed_random`):
+    The masks are keyed by the samples' content (:mod:`skconv._ops.keyed`):
     each training forward takes one number from the RandomState given to
     :meth:`initialize` (the estimator's ``random_state``, in network order) and mixes
     it with each row's key, which :meth:`Network.forward` sets from the minibatch's
@@ -891,18 +931,12 @@ class Dropout(Layer):
     """
 
     _cache_attributes = ("_mask",)
-    # Inference returns its input: a following in-place activation must not
-    # overwrite it.
-    fresh_output = False
 
     def __init__(self, rate=0.5, spatial=False):
         super().__init__()
         self.rate = rate
         self.spatial = spatial
-        self._random_state = None
         self._mask = None
-        # Set by the network before each training forward: one key per row.
-        self.row_keys = None
 
     def compute_output_shape(self, input_shape):
         if not 0 <= self.rate < 1:
@@ -913,26 +947,13 @@ class Dropout(Layer):
                              f"*spatial), got input shape {shape}")
         return shape
 
-    def _init_params(self, random_state):
-        self.params, self.param_is_weight = [], ()
-        self._random_state = random_state
-
     def forward(self, x, n_jobs, training):
         if not training or self.rate == 0:
             self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
             return x
         shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape
-        keys, self.row_keys = getattr(self, "row_keys", None), None
-        if keys is None:
-            uniform = self._random_state.random_sample(shape)
-        else:
-            if keys.shape != x.shape[:1]:
-                raise ValueError(f"{self!r}: row_keys must have shape ({x.shape[0]},), "
-                                 f"got shape {keys.shape}")
-            per_row = int(np.prod(shape[1:], dtype=np.int64))
-            uniform = keyed_uniform(keys, draw_key(self._random_state),
-                                    per_row).reshape(shape)
-        keep = uniform >= self.rate
+        per_row = int(np.prod(shape[1:], dtype=np.int64))
+        keep = self._row_uniforms(x.shape[0], per_row).reshape(shape) >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
         return x * self._mask
 
@@ -947,3 +968,113 @@ class Dropout(Layer):
 
     def __repr__(self):
         return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"
+
+
+class RandomShift(_RandomLayer):
+    """Training-time augmentation: each sample moved by a random whole number of cells
+    along every spatial axis (zeros enter at the edge), and optionally mirrored along
+    its last spatial axis; inference passes the input through unchanged.
+
+    A shift is a crop of the zero-padded sample (the standard "pad and random crop"
+    augmentation of images), and for signals a random delay. The draws are keyed by
+    the samples' content as dropout's are (:mod:`skconv._ops.keyed`): equal
+    samples move alike, so a sample weight of 2 is a duplicated sample, and the draws
+    never depend on the thread count.
+
+    Parameters
+    ----------
+    shift : float, default=0.1
+        Largest move, as a fraction of each spatial axis, in [0, 0.5): an axis of
+        ``n`` cells moves by an integer drawn uniformly from ``[-m, m]``,
+        ``m = round(shift * n)`` (8x8 digits with 0.1: up to 1 pixel; 28x28: 3).
+    flip : bool, default=False
+        Also mirror half of the samples along the last spatial axis (left-right for
+        images). Off by default: it changes what a digit or a signal means.
+
+    Attributes
+    ----------
+    max_shifts : tuple of int
+        ``m`` per spatial axis, set by :meth:`initialize`.
+    """
+
+    _cache_attributes = ("_moves",)
+
+    def __init__(self, shift=0.1, flip=False):
+        super().__init__()
+        self.shift = shift
+        self.flip = flip
+        self.max_shifts = None
+        self._moves = None
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"{self!r} needs an input of shape (C, *spatial), got "
+                             f"input shape {shape}")
+        if not 0 <= self.shift < 0.5:
+            raise ValueError(f"{self!r}: shift must be in [0, 0.5), got {self.shift!r}")
+        return shape
+
+    def _settle(self, input_shape):
+        # round() halves to even; floor(x + 0.5) rounds 0.5 up as users expect.
+        self.max_shifts = tuple(int(math.floor(self.shift * n + 0.5))
+                                for n in input_shape[1:])
+
+    @property
+    def draws(self):
+        """Whether a training forward moves anything (and so draws numbers)."""
+        return any(self.max_shifts or ()) or bool(self.flip)
+
+    def forward(self, x, n_jobs, training):
+        if not training or not self.draws:
+            self.row_keys = None
+            self._moves = None if not training else np.zeros((x.shape[0], 0), np.intp)
+            return x
+        n_axes = x.ndim - 2
+        uniform = self._row_uniforms(x.shape[0], n_axes + 1)
+        spans = np.array([2 * m + 1 for m in self.max_shifts])
+        moves = np.empty((x.shape[0], n_axes + 1), dtype=np.intp)
+        moves[:, :n_axes] = (np.floor(uniform[:, :n_axes] * spans).astype(np.intp)
+                             - np.array(self.max_shifts))
+        moves[:, n_axes] = (uniform[:, n_axes] < 0.5) if self.flip else 0
+        self._moves = moves
+        return self._move(x, moves, inverse=False)
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        moves = self._take_cache("_moves")
+        if not need_input_grad:
+            return None
+        if moves.shape[1] == 0:
+            return grad_y
+        return self._move(grad_y, moves, inverse=True)
+
+    def _move(self, x, moves, inverse):
+        """Each row of ``x`` flipped along its last axis where its last move is 1,
+        then shifted by its other moves (cell ``i`` of the result is cell ``i - d``,
+        zeros beyond the edge); with ``inverse``, the adjoint of that map, its
+        gradient. One gather from a zero-padded copy, whatever the moves."""
+        n, spatial = x.shape[0], x.shape[2:]
+        pads = self.max_shifts
+        padded = np.pad(x, [(0, 0), (0, 0)] + [(m, m) for m in pads])
+        flip = moves[:, -1].astype(bool)
+        index = [np.arange(n).reshape((n,) + (1,) * (x.ndim - 1)),
+                 np.arange(x.shape[1]).reshape((1, -1) + (1,) * len(spatial))]
+        for axis, (size, m) in enumerate(zip(spatial, pads)):
+            shape = [1] * x.ndim
+            shape[2 + axis] = size
+            cells = np.arange(size).reshape(shape)
+            d = moves[:, axis].reshape((n,) + (1,) * (x.ndim - 1))
+            source = cells + d if inverse else cells - d
+            if axis == len(spatial) - 1 and flip.any():
+                # Flipping then shifting reads cell size - 1 - (i - d): a reflection,
+                # its own adjoint, so the inverse reads the same cell.
+                rows = flip.reshape(d.shape)
+                source = np.where(rows, size - 1 - (cells - d), source)
+            index.append(source + m)
+        return padded[tuple(index)]
+
+    def describe(self):
+        return "random shift" + (" and flip" if self.flip else "")
+
+    def __repr__(self):
+        return f"RandomShift(shift={self.shift!r}, flip={self.flip!r})"

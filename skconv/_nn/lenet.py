@@ -11,7 +11,8 @@ import numpy as np
 from .._ops.pool import POOL_MODES
 from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
-from .layers import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool
+from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool,
+                     RandomShift)
 from .network import Network
 
 __all__ = ["BATCH_NORM_PLACES", "HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
@@ -115,6 +116,8 @@ def build_lenet5(
     spatial_dropout=0.0,
     dropout=0.0,
     head="flatten",
+    augment_shift=0.0,
+    augment_flip=False,
 ):
     """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
     [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
@@ -126,7 +129,8 @@ def build_lenet5(
     :class:`Dropout`, ``dropout`` every hidden dense layer with an element-wise one;
     ``head`` replaces the flatten after the last conv block by a global pooling
     (``'avg'``, ``'max'`` or ``'min'``), which makes the dense part independent of the
-    input's size.
+    input's size; ``augment_shift`` and ``augment_flip`` start the network with a
+    :class:`RandomShift` (training-time augmentation, the identity at inference).
 
     With max or min pooling and a relu or identity activation, a block is built as
     conv -> pool -> activation instead: the same function and the same gradients (see
@@ -173,6 +177,10 @@ def build_lenet5(
         True and ``'all'`` are the same.
     spatial_dropout, dropout : float, default=0.0
         Drop rates in [0, 1) (0: no Dropout layer).
+    augment_shift : float, default=0.0
+        :class:`RandomShift`'s ``shift``, in [0, 0.5).
+    augment_flip : bool, default=False
+        :class:`RandomShift`'s ``flip``. No RandomShift layer when both are off.
     head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
 
     Returns
@@ -243,10 +251,15 @@ def build_lenet5(
         if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
             raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
 
+    if not (isinstance(augment_shift, (int, float)) and 0 <= augment_shift < 0.5):
+        raise ValueError(f"augment_shift must be a float in [0, 0.5), got "
+                         f"{augment_shift!r}")
+
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
     conv_norm, dense_norm = _batch_norm_places(batch_norm)
-    layers = []
+    layers = [RandomShift(augment_shift, bool(augment_flip))] if (
+        augment_shift or augment_flip) else []
     for i in range(n_conv):
         conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
                     init=hidden_init)

@@ -21,14 +21,14 @@ by one, which ``Network(fuse=False)`` runs (the reference in the tests).
 import numpy as np
 
 from .._ops.blocks import prepare_conv_block
+from .._ops.keyed import row_keys
 from .._ops.norm import batch_norm_affine
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
-from .keyed_random import content_keys
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     Layer, Pool)
+                     Layer, Pool, RandomShift)
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]
@@ -90,9 +90,19 @@ def _layer_settings(layer):
                         running_mean=mean, running_var=var, scale=scale, shift=shift)
     elif isinstance(layer, Dropout):
         settings.update(kind="dropout", rate=layer.rate, spatial=layer.spatial)
+    elif isinstance(layer, RandomShift):
+        settings.update(kind="random_shift", shift=layer.shift, flip=layer.flip,
+                        max_shifts=layer.max_shifts)
     else:
         settings.update(kind=type(layer).__name__.lower())
     return settings
+
+
+def _draws(layer):
+    """Whether ``layer``'s training forward draws random numbers per row."""
+    if isinstance(layer, Dropout):
+        return bool(layer.rate)
+    return isinstance(layer, RandomShift) and layer.draws
 
 
 class LayerStep:
@@ -258,11 +268,11 @@ class Network:
 
     @property
     def draws_in_training(self):
-        """Whether a training forward draws random numbers (a dropout layer)."""
-        return any(isinstance(layer, Dropout) and layer.rate for layer in self.layers)
+        """Whether a training forward draws random numbers (dropout, augmentation)."""
+        return any(_draws(layer) for layer in self.layers)
 
     def use_random_state(self, random_state):
-        """Draw the dropout masks from ``random_state`` from now on.
+        """Draw the dropout masks and augmentations from ``random_state`` from now on.
 
         :meth:`initialize` gives the dropout layers its RandomState; an owner that
         re-seeds (a new fit of a trained network) points them at the new one.
@@ -272,7 +282,7 @@ class Network:
         random_state : numpy.random.RandomState
         """
         for layer in self.layers:
-            if isinstance(layer, Dropout):
+            if isinstance(layer, (Dropout, RandomShift)):  # the random layers
                 layer._random_state = random_state
 
     # -- the plan ------------------------------------------------------------------------
@@ -362,19 +372,20 @@ class Network:
         if rows is not None:
             x = self._gather(x, rows, n_jobs, training)
         if training:
-            self._set_row_context(x, sample_weight)
+            self._set_row_context(x, sample_weight, n_jobs)
         for step in steps:
             x = step.forward(x, n_jobs, training)
         return x
 
-    def _set_row_context(self, x, sample_weight):
-        """Give the layers that draw per row (dropout) the rows' content keys, and
-        those that weigh rows (batch norm) the weights, before a training forward."""
+    def _set_row_context(self, x, sample_weight, n_jobs):
+        """Give the layers that draw per row (dropout, augmentation) the rows'
+        content keys, and those that weigh rows (batch norm) the weights, before a
+        training forward."""
         keys = None
         for layer in self.layers:
-            if isinstance(layer, Dropout) and layer.rate:
+            if _draws(layer):
                 if keys is None:
-                    keys = content_keys(x)
+                    keys = row_keys(x, n_jobs)
                 layer.row_keys = keys
             elif isinstance(layer, BatchNorm):
                 layer.row_weights = (None if sample_weight is None
@@ -424,8 +435,16 @@ class Network:
                 f"grad_logits must have shape (N, *{self.output_shape}), got shape "
                 f"{grad.shape}"
             )
+        # A step needs its input's gradient only when a step before it has
+        # parameters (an augmentation first does not make the first conv pay).
+        trained_below = [need_input_grad]
+        for step in steps[:-1]:
+            trained_below.append(trained_below[-1] or any(
+                layer.params for layer in step.layers))
         for k in range(len(steps) - 1, -1, -1):
-            grad = steps[k].backward(grad, n_jobs, k > 0 or need_input_grad)
+            grad = steps[k].backward(grad, n_jobs, trained_below[k])
+            if grad is None:
+                break
         return grad
 
     def predict(self, X, n_jobs, batch_size=512, *, upto=None, dtype=np.float64):

@@ -1,0 +1,162 @@
+"""The training-time augmentation (``RandomShift``, the estimators' ``augment_shift``
+and ``augment_flip``): the moves against an obvious per-sample twin, the backward as
+the exact adjoint, the keyed draws, and the estimators' wiring."""
+
+import pickle
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skconv import ConvNetClassifier, ConvNetRegressor
+from skconv._estimators.inspection import network_of
+from skconv._nn.layers import Dense, Flatten, RandomShift
+from skconv._nn.network import Network
+
+
+def _moved_twin(sample, shifts, flip):
+    """One sample (C, *spatial) flipped along its last axis if ``flip``, then moved
+    by ``shifts`` cells: out[c, i] = sample[c, i - d] where that is inside, else 0."""
+    if flip:
+        sample = sample[..., ::-1]
+    out = np.zeros_like(sample)
+    for index in np.ndindex(*sample.shape[1:]):
+        source = tuple(i - d for i, d in zip(index, shifts))
+        if all(0 <= s < n for s, n in zip(source, sample.shape[1:])):
+            out[(slice(None),) + index] = sample[(slice(None),) + source]
+    return out
+
+
+@pytest.mark.parametrize("spatial", [(11,), (6, 7), (3, 4, 5)])
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_moves_match_the_twin_and_backward_is_the_adjoint(spatial, flip, dtype):
+    rng = np.random.RandomState(len(spatial) + 7 * flip)
+    layer = RandomShift(0.4, flip)
+    layer.initialize((2,) + spatial, np.random.RandomState(3), dtype)
+    assert layer.max_shifts == tuple(int(np.floor(0.4 * n + 0.5)) for n in spatial)
+    x = rng.standard_normal((40, 2) + spatial).astype(dtype)
+    y = layer.forward(x, 1, training=True)
+    moves = layer._moves.copy()
+    assert y.dtype == dtype
+    # Every move in range, and (40 samples) both signs and no move at all occur.
+    assert (np.abs(moves[:, :-1]) <= np.array(layer.max_shifts)).all()
+    assert (moves[:, :-1] > 0).any() and (moves[:, :-1] < 0).any()
+    assert set(np.unique(moves[:, -1])) == ({0, 1} if flip else {0})
+    for i in range(len(x)):
+        assert_array_equal(y[i], _moved_twin(x[i], moves[i, :-1], moves[i, -1]))
+    # The backward is the transpose: <y, g> == <x, backward(g)> for any g.
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_x = layer.backward(grad_y, 1, need_input_grad=True)
+    assert_allclose(np.vdot(y.astype(np.float64), grad_y),
+                    np.vdot(x.astype(np.float64), grad_x), rtol=1e-5)
+
+
+def test_inference_and_no_shift_pass_the_input_through():
+    layer = RandomShift(0.3)
+    layer.initialize((1, 10), np.random.RandomState(0), np.float64)
+    x = np.random.RandomState(1).rand(5, 1, 10)
+    assert layer.forward(x, 1, training=False) is x
+    still = RandomShift(0.0)
+    still.initialize((1, 4), np.random.RandomState(0), np.float64)
+    assert still.max_shifts == (0,) and not still.draws
+    assert still.forward(x[..., :4], 1, training=True) is not None
+    assert_array_equal(still.backward(x[..., :4], 1, True), x[..., :4])
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(shift=0.5), "shift must be in"), (dict(shift=-0.1), "shift must be in")])
+def test_bad_shift_is_refused(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RandomShift(**kwargs).initialize((1, 8), np.random.RandomState(0), np.float64)
+    with pytest.raises(ValueError, match=r"needs an input of shape \(C, \*spatial\)"):
+        RandomShift().initialize((8,), np.random.RandomState(0), np.float64)
+
+
+def test_moves_are_keyed_by_the_rows_content():
+    """In a network, equal rows move alike wherever they are; moves change from one
+    forward to the next."""
+    network = Network([RandomShift(0.3, flip=True), Flatten(), Dense(3)])
+    network.initialize((1, 9, 9), np.random.RandomState(0), np.float64)
+    network.use_random_state(np.random.RandomState(5))
+    x = np.random.RandomState(1).rand(30, 1, 9, 9)
+    x[7] = x[2]
+    network.forward(x, 1, training=True)
+    shift = network.layers[0]
+    first = shift._moves.copy()
+    network.backward(np.ones((30, 3)), 1)
+    assert_array_equal(first[7], first[2])
+    network.use_random_state(np.random.RandomState(5))
+    order = np.random.RandomState(2).permutation(30)
+    network.forward(x[order], 1, training=True)
+    assert_array_equal(shift._moves, first[order])
+    network.backward(np.ones((30, 3)), 1)
+    network.forward(x, 1, training=True)
+    assert not np.array_equal(shift._moves, first)
+
+
+def test_the_first_conv_skips_its_input_gradient_behind_an_augmentation():
+    """The augmentation has no parameters: the conv after it must not compute an
+    input gradient nobody uses, and the network's backward returns None as before."""
+    net = ConvNetClassifier(filters=(2,), hidden_layer_sizes=(), augment_shift=0.2,
+                            max_iter=1, random_state=0)
+    X = np.random.RandomState(0).rand(12, 1, 6, 6)
+    net.fit(X, np.arange(12) % 2)
+    network = network_of(net)
+    asked = []
+    conv_step = network.steps[1]
+    backward = conv_step.backward
+
+    def spy(grad, n_jobs, need_input_grad):
+        asked.append(need_input_grad)
+        return backward(grad, n_jobs, need_input_grad)
+
+    conv_step.backward = spy
+    network.forward(X, 1, training=True)
+    assert network.backward(np.ones((12, 2)), 1) is None
+    assert asked == [False]
+    network.forward(X, 1, training=True)
+    assert network.backward(np.ones((12, 2)), 1, need_input_grad=True).shape == X.shape
+    assert asked == [False, True]
+
+
+@pytest.mark.parametrize("Estimator", [ConvNetClassifier, ConvNetRegressor])
+def test_estimators_build_the_layer_and_stay_deterministic(Estimator):
+    rng = np.random.RandomState(0)
+    X = rng.rand(48, 1, 8, 8).astype(np.float32)
+    y = (X[:, 0, :4].sum(axis=(1, 2)) > X[:, 0, 4:].sum(axis=(1, 2))).astype(int)
+    params = dict(filters=(3,), hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                  augment_shift=0.15, augment_flip=True)
+    one = Estimator(n_jobs=1, **params).fit(X, y)
+    two = Estimator(n_jobs=2, **params).fit(X, y)
+    plain = Estimator(n_jobs=1, **{**params, "augment_shift": 0.0,
+                                   "augment_flip": False}).fit(X, y)
+    first = network_of(one).layers[0]
+    assert isinstance(first, RandomShift) and first.max_shifts == (1, 1)
+    assert not isinstance(network_of(plain).layers[0], RandomShift)
+    for a, b in zip(one.coefs_, two.coefs_):
+        assert_array_equal(a, b)
+    assert not np.array_equal(one.coefs_[0], plain.coefs_[0])
+    # Prediction does not augment: the same output on every call.
+    out = one.predict_proba if Estimator is ConvNetClassifier else one.predict
+    assert_array_equal(out(X), out(X))
+
+
+@pytest.mark.parametrize("value", [0.5, -0.01, "0.1"])
+def test_estimator_validates_augment_shift(value):
+    X = np.random.RandomState(0).rand(8, 1, 6, 6)
+    with pytest.raises(ValueError, match="augment_shift"):
+        ConvNetClassifier(augment_shift=value, max_iter=1).fit(X, np.arange(8) % 2)
+
+
+def test_pickled_model_continues_with_the_same_draws():
+    X = np.random.RandomState(0).rand(40, 1, 12)
+    y = np.arange(40) % 2
+    params = dict(filters=(3,), hidden_layer_sizes=(8,), max_iter=2, random_state=0,
+                  augment_shift=0.2, dropout=0.3, warm_start=True)
+    model = ConvNetClassifier(**params).fit(X, y)
+    twin = pickle.loads(pickle.dumps(model))
+    for est in (model, twin):
+        est.partial_fit(X, y)
+    for a, b in zip(model.coefs_, twin.coefs_):
+        assert_array_equal(a, b)
