@@ -431,12 +431,12 @@ def test_keyboard_interrupt_keeps_the_last_finished_epoch(digits_small, monkeypa
     calls = {"n": 0}
     original_forward = Network.forward
 
-    def forward(self, x, n_jobs, training=False, rows=None):
+    def forward(self, x, n_jobs, training=False, **kwargs):
         if training:
             calls["n"] += 1
             if calls["n"] == 5 * 2 + 3:  # third minibatch of epoch 3
                 raise KeyboardInterrupt
-        return original_forward(self, x, n_jobs, training, rows)
+        return original_forward(self, x, n_jobs, training, **kwargs)
 
     monkeypatch.setattr(Network, "forward", forward)
     clf = ConvNetClassifier(**{**SMALL, "max_iter": 10})

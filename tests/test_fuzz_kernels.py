@@ -400,22 +400,32 @@ NORM_CASES = _cases(_norm_case, N_NORM, 4)
 @pytest.mark.parametrize("case", NORM_CASES, ids=[f"norm{i}" for i in range(N_NORM)])
 def test_batch_norm_matches_the_formulas(case):
     # Training forward, backward and inference against the textbook formulas in
-    # float64, every output between guard zones.
+    # float64, every output between guard zones; the cases of odd seeds weigh their
+    # rows (zero weights included).
     rng = np.random.RandomState(case["seed"])
     dtype, shape, eps = np.dtype(case["dtype"]), case["shape"], case["eps"]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     c = shape[1]
     gamma, beta = rng.uniform(0.5, 2, c).astype(dtype), rng.standard_normal(c).astype(dtype)
     axes, per_channel = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    weights = None
+    cell_weights = np.ones(shape)
+    if case["seed"] % 2:
+        weights = np.random.RandomState(case["seed"] + 1).choice([0, 0.5, 1, 2], shape[0])
+        weights[0] = 1.5
+        cell_weights = cell_weights * weights.reshape((-1,) + (1,) * (x.ndim - 1))
+    count = cell_weights.sum(axis=axes)
     x64 = x.astype(np.float64)
-    mean, var = x64.mean(axis=axes), x64.var(axis=axes)
+    mean = (cell_weights * x64).sum(axis=axes) / count
+    var = (cell_weights * (x64 - mean.reshape(per_channel)) ** 2).sum(axis=axes) / count
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = (x64 - mean.reshape(per_channel)) * inv_std.reshape(per_channel)
-    what = _id(case)
+    what = _id(case) + ("" if weights is None else " weighted")
 
     outs = [_guarded(shape, dtype), _guarded(shape, dtype)]
     y, got_x_hat, got_mean, got_var, _ = batch_norm_train(
-        x, gamma, beta, eps=eps, n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs))
+        x, gamma, beta, eps=eps, sample_weight=weights, n_jobs=case["n_jobs"],
+        out=tuple(o[0] for o in outs))
     for name, guarded in zip(("y", "x_hat"), outs):
         _check_guards(guarded, f"{name} of {what}")
     ones = np.ones(shape)
@@ -423,22 +433,23 @@ def test_batch_norm_matches_the_formulas(case):
     exact_y = gamma.reshape(per_channel) * x_hat + beta.reshape(per_channel)
     _assert_close(y, exact_y, np.abs(exact_y) + np.abs(gamma.reshape(per_channel)) * ones,
                   f"y of {what}")
-    _assert_close(got_mean, mean, np.abs(x64).mean(axis=axes), f"mean of {what}")
+    _assert_close(got_mean, mean, (cell_weights * np.abs(x64)).sum(axis=axes) / count,
+                  f"mean of {what}")
 
     grad_y = rng.standard_normal(shape).astype(dtype)
     g64 = grad_y.astype(np.float64)
-    m = x.size // c
+    share = cell_weights / count.reshape(per_channel)  # d mean / d x
     sum_g, sum_gx = g64.sum(axis=axes), (g64 * x_hat).sum(axis=axes)
-    exact_gx = (gamma.astype(np.float64) * inv_std / m).reshape(per_channel) * (
-        m * g64 - sum_g.reshape(per_channel) - x_hat * sum_gx.reshape(per_channel))
+    exact_gx = (gamma.astype(np.float64) * inv_std).reshape(per_channel) * (
+        g64 - share * (sum_g.reshape(per_channel) + x_hat * sum_gx.reshape(per_channel)))
     outs = [_guarded(shape, dtype), _guarded((c,), dtype), _guarded((c,), dtype)]
-    batch_norm_backward(grad_y, got_x_hat, gamma, inv_std, n_jobs=case["n_jobs"],
-                        out=tuple(o[0] for o in outs))
+    batch_norm_backward(grad_y, got_x_hat, gamma, inv_std, sample_weight=weights,
+                        n_jobs=case["n_jobs"], out=tuple(o[0] for o in outs))
     scale_g = np.abs(g64).sum(axis=axes)
     for name, guarded, exact, scale in (
             ("grad_x", outs[0], exact_gx,
              (np.abs(gamma) * inv_std * 3).reshape(per_channel) * (
-                 np.abs(g64) + (scale_g / m).reshape(per_channel) * (1 + np.abs(x_hat)))),
+                 np.abs(g64) + share * scale_g.reshape(per_channel) * (1 + np.abs(x_hat)))),
             ("grad_gamma", outs[1], sum_gx, np.abs(g64 * x_hat).sum(axis=axes)),
             ("grad_beta", outs[2], sum_g, scale_g)):
         _check_guards(guarded, f"{name} of {what}")

@@ -109,6 +109,16 @@ def test_options_build_their_layers(cls, head):
             len(X), SMALL["filters"][-1])
 
 
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_batch_norm_conv_normalises_the_conv_layers_only(cls):
+    X, y = ramps(n=40, length=16)
+    kinds = layer_kinds(_fit(cls, X, y, **{**SMALL, "max_iter": 1}, batch_norm="conv"))
+    assert kinds.count("batch_norm") == len(SMALL["filters"])
+    assert [kinds[i - 1] for i, kind in enumerate(kinds) if kind == "batch_norm"] == (
+        ["conv"] * len(SMALL["filters"]))
+    assert "batch_norm" not in kinds[kinds.index("dense"):]
+
+
 def test_global_pooling_head_takes_the_channel_statistic():
     # The dense part's input is the pooled last conv block, channel by channel.
     X, y = ramps(n=30, length=16)
@@ -125,6 +135,7 @@ def test_global_pooling_head_takes_the_channel_statistic():
 # ------------------------------------------------------------------------------------
 OPTIONS = {
     "batch_norm": dict(batch_norm=True),
+    "batch_norm_conv": dict(batch_norm="conv"),
     "dropout": dict(dropout=0.3),
     "spatial_dropout": dict(spatial_dropout=0.3),
     "head_avg": dict(head="avg"),
@@ -169,10 +180,12 @@ def test_batch_norm_learns_raw_unscaled_digits(digits_small):
 # ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_norm_and_dropout_do_not_depend_on_n_jobs(cls, dtype):
+@pytest.mark.parametrize("batch_norm", [True, "conv"])
+def test_batch_norm_and_dropout_do_not_depend_on_n_jobs(cls, dtype, batch_norm):
     X, y = ramps(n=70, length=24, channels=2)
     X = X.astype(dtype)
-    params = {**SMALL, "max_iter": 4, "batch_size": 16, **LEARNING_OPTIONS}
+    params = {**SMALL, "max_iter": 4, "batch_size": 16, **LEARNING_OPTIONS,
+              "batch_norm": batch_norm}
     one = _fit(cls, X, y, n_jobs=1, **params)
     two = _fit(cls, X, y, n_jobs=2, **params)
     again = _fit(cls, X, y, n_jobs=2, **params)
@@ -406,7 +419,8 @@ def test_partial_fit_runs_one_epoch_whatever_min_updates():
 # Parameters: validation and grid search
 # ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("param, value", [
-    ("batch_norm", "yes"), ("dropout", 1.0), ("dropout", -0.1),
+    ("batch_norm", "yes"), ("batch_norm", "dense"), ("batch_norm", 1),
+    ("dropout", 1.0), ("dropout", -0.1),
     ("spatial_dropout", 1.5), ("head", "sum"), ("learning_rate", "step"),
     ("power_t", -1.0), ("min_updates", -1), ("min_updates", 2.5)])
 def test_invalid_options_are_refused(param, value):
@@ -445,3 +459,23 @@ def test_grid_search_over_the_options():
     assert ("global_pool" in kinds) == (best.get("head", "flatten") == "avg")
     assert ("dropout" in kinds) == (bool(best.get("dropout"))
                                     or bool(best.get("spatial_dropout")))
+
+
+def test_grid_search_over_where_batch_norm_goes():
+    X, y = ramps(n=60, length=16)
+    values = [False, True, "conv", "all"]
+    search = GridSearchCV(ConvNetClassifier(**{**SMALL, "max_iter": 2}),
+                          {"batch_norm": values}, cv=2, error_score="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert [p["batch_norm"] for p in search.cv_results_["params"]] == values
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # True and its spelling 'all' are one model.
+    scores = dict(zip(map(str, values), search.cv_results_["mean_test_score"]))
+    assert scores["True"] == scores["all"]
+    best = search.best_params_["batch_norm"]
+    n_norms = layer_kinds(search.best_estimator_).count("batch_norm")
+    n_layers = len(SMALL["filters"]) + len(SMALL["hidden_layer_sizes"])
+    assert n_norms == {False: 0, True: n_layers, "all": n_layers,
+                       "conv": len(SMALL["filters"])}[best]

@@ -1129,7 +1129,28 @@ def test_builder_options_batch_norm_dropout_and_pooling_head(head):
     assert sum(isinstance(layer, BatchNorm) for layer in net.layers) == 3
 
 
+@pytest.mark.parametrize("batch_norm, conv_norm, dense_norm", [
+    (False, False, False), (True, True, True), ("all", True, True),
+    ("conv", True, False), (np.bool_(True), True, True)])
+def test_builder_puts_batch_norm_where_asked(batch_norm, conv_norm, dense_norm):
+    from skconv._nn.layers import BatchNorm
+
+    net = build_lenet5((1, 12, 10), 3, filters=(4, 5), kernel_size=3,
+                       hidden_layer_sizes=(7, 6), batch_norm=batch_norm)
+    layers = net.layers
+    after = [type(layers[i - 1]).__name__ for i, layer in enumerate(layers)
+             if isinstance(layer, BatchNorm)]
+    assert after == ["Conv"] * (2 * conv_norm) + ["Dense"] * (2 * dense_norm)
+    _init(net, 0, shape=(1, 12, 10))
+    x = np.random.default_rng(1).standard_normal((5, 1, 12, 10))
+    assert net.forward(x, 1, training=True).shape == (5, 3)
+
+
 def test_builder_rejects_bad_options():
+    with pytest.raises(ValueError, match="batch_norm must be a bool or one of"):
+        build_lenet5((1, 8, 8), 2, batch_norm="dense")
+    with pytest.raises(ValueError, match="batch_norm must be a bool or one of"):
+        build_lenet5((1, 8, 8), 2, batch_norm=1)
     with pytest.raises(ValueError, match="head must be one of"):
         build_lenet5((1, 8, 8), 2, head="mean")
     with pytest.raises(ValueError, match=r"dropout must be a float in \[0, 1\)"):

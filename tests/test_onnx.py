@@ -393,3 +393,22 @@ def test_batch_norm_and_dropout(make, target, head):
             _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.predict(flat))
         else:
             _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.transform(flat))
+
+
+@pytest.mark.parametrize("make, target", [
+    (ConvNetClassifier, "labels"), (ConvNetRegressor, "values"),
+    (ConvNetTransformer, "labels")])
+def test_batch_norm_after_the_conv_layers_only(make, target):
+    X, y = _data((1, 9, 8), seed=4, target=target)
+    model = _fit(make(filters=(3, 4), kernel_size=2, batch_norm="conv",
+                      **{**SMALL, "hidden_layer_sizes": (6, 5), "max_iter": 3}), X, y)
+    kinds = [d["kind"] for d in network_of(model).describe()]
+    assert kinds.count("batch_norm") == 2 and "batch_norm" not in kinds[kinds.index(
+        "dense"):]
+    flat = X.reshape(len(X), -1)
+    if make is ConvNetClassifier:
+        label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
+        _check_outputs(label, proba, model, flat)
+    else:
+        values = (model.predict if make is ConvNetRegressor else model.transform)(flat)
+        _check_values(_run(to_onnx(model, flat[:1]), flat)[0], values)

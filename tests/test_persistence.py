@@ -98,13 +98,15 @@ def test_fitted_round_trip_predicts_and_trains_on_identically(tmp_path, estimato
 
 
 @pytest.mark.parametrize("estimator_class", ESTIMATORS)
-def test_learning_options_round_trip(tmp_path, estimator_class):
+@pytest.mark.parametrize("batch_norm", [True, "conv"])
+def test_learning_options_round_trip(tmp_path, estimator_class, batch_norm):
     # Batch norm (its running statistics are buffers, not parameters), dropout (its
     # masks come from the estimator's RandomState) and the cosine schedule (its
     # position is the optimizer's): a file and a pickle keep all three, so training
     # goes on bit for bit as it would have.
     X, y = _data(estimator_class, SHAPES["1d"], np.float32)
-    model = _quiet(estimator_class(**{**SMALL, **LEARNING_OPTIONS}).fit, X, y)
+    model = _quiet(estimator_class(**{**SMALL, **LEARNING_OPTIONS,
+                                      "batch_norm": batch_norm}).fit, X, y)
     stats = [d for d in network_of(model).describe() if d["kind"] == "batch_norm"]
     assert stats and all(np.abs(d["running_mean"]).max() > 0 for d in stats)
     loaded, _ = _round_trip(model, tmp_path)

@@ -38,7 +38,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._nn.activations import ACTIVATIONS
-from .._nn.lenet import HEADS, build_lenet5
+from .._nn.lenet import BATCH_NORM_PLACES, HEADS, build_lenet5
 from .._nn.optimizers import LR_SCHEDULES, SGD, Adam
 from .._nn.training import NonFiniteTraining, VanishingBatchWeight, run_epoch
 from .._ops.pool import POOL_MODES
@@ -168,7 +168,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "pool_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "pool_stride": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), tuple, list],
-        "batch_norm": ["boolean"],
+        "batch_norm": ["boolean", StrOptions(set(BATCH_NORM_PLACES))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "spatial_dropout": [Interval(Real, 0, 1, closed="left")],
         "head": [StrOptions(set(HEADS))],

@@ -105,8 +105,10 @@ hidden_layer_sizes : tuple of int, default=(120, 84)
     Units of the dense layers between the last pool and the output layer. The
     size feeding the first one is computed at fit time from ``image_shape_``.
 
-batch_norm : bool, default=False
-    Batch normalisation after every conv and hidden dense layer, before its
+batch_norm : bool or {'all', 'conv'}, default=False
+    Batch normalisation after every conv and hidden dense layer (True, or
+    its explicit spelling ``'all'``) or after every conv layer only
+    (``'conv'``; the dense layers then train without it), before the
     activation: each channel (each unit of a dense layer) is normalised with
     its mean and variance over the minibatch (and the spatial axes) in
     training, with running averages of them (momentum 0.1, PyTorch's rule)
@@ -114,9 +116,11 @@ batch_norm : bool, default=False
     ``alpha`` does not penalise. It makes training less sensitive to the
     scale of ``X`` and of the initialisation. The running averages are part
     of the fitted model (early stopping restores them with the best epoch's
-    weights). The statistics are plain means over the minibatch's samples,
-    not weighted by ``sample_weight``, so with batch normalisation a weight
-    of 2 no longer trains exactly what a duplicated sample trains.
+    weights). The statistics are weighted by the samples' weights
+    (``sample_weight``, times ``class_weight`` in a classifier; each sample's
+    cells weigh its weight, and the running variance's unbiased correction
+    counts the weights), so a weight of 2 trains what a duplicated sample
+    trains and a weight of 0 what the sample's absence trains.
 
 dropout : float, default=0.0
     Rate, in [0, 1), of the dropout after every hidden dense layer: in

@@ -4,6 +4,12 @@ Layout ``(N, C, S)``: ``S`` is the product of the spatial axes (1 after a dense 
 Every channel is reduced by one thread, its values added in one fixed order (sample
 by sample, cell by cell) into float64 accumulators, so the results are bitwise the
 same for any thread count. Shapes are trusted: ``skconv._ops.norm`` checks them.
+
+With row weights ``w`` (one per sample; each of a sample's ``S`` cells weighs ``w[n]``)
+the statistics are weighted: ``mean = sum(w x) / W`` and ``var = sum(w (x - mean)^2) /
+W`` with the effective count ``W = sum(w) * S``, a row of weight 0 being skipped in the
+sums (it is still normalised). Without weights (None) the unweighted loops run, so
+their results are exactly those of the kernels before weights existed.
 """
 
 from cython cimport floating
@@ -15,32 +21,55 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
                   const floating[::1] gamma,        # IN  (C,)
                   const floating[::1] beta,         # IN  (C,)
                   double eps,
+                  const double[::1] weights,        # IN  (N,) row weights, or None
+                  double count,                     # IN  sum(weights) * S (if weights)
                   floating[:, :, ::1] y,            # OUT (N, C, S)
                   floating[:, :, ::1] x_hat,        # OUT (N, C, S) normalised x
                   double[::1] mean,                 # OUT (C,)
                   double[::1] var,                  # OUT (C,) biased variance
                   double[::1] inv_std,              # OUT (C,) 1 / sqrt(var + eps)
                   int n_threads):
-    """Normalise with the batch's statistics: ``x_hat = (x - mean) * inv_std`` and
-    ``y = gamma * x_hat + beta`` per channel (two passes: the mean, then the squared
-    deviations, so the variance never cancels)."""
+    """Normalise with the batch's (weighted) statistics: ``x_hat = (x - mean) *
+    inv_std`` and ``y = gamma * x_hat + beta`` per channel (two passes: the mean, then
+    the squared deviations, so the variance never cancels). With weights, each row's
+    cells are summed first, then the row's sum is weighted."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_channels = x.shape[1], n_cells = x.shape[2]
         Py_ssize_t c, n, s
-        double total, deviation, count = <double> (n_samples * n_cells)
+        double total, row_total, deviation
         double m, scale
         floating g, b, h
+        bint weighted = weights is not None
+    if not weighted:
+        count = <double> (n_samples * n_cells)
     for c in prange(n_channels, nogil=True, schedule="static", num_threads=n_threads):
         total = 0
-        for n in range(n_samples):
-            for s in range(n_cells):
-                total = total + x[n, c, s]
+        if weighted:
+            for n in range(n_samples):
+                if weights[n] != 0:
+                    row_total = 0
+                    for s in range(n_cells):
+                        row_total = row_total + x[n, c, s]
+                    total = total + weights[n] * row_total
+        else:
+            for n in range(n_samples):
+                for s in range(n_cells):
+                    total = total + x[n, c, s]
         m = total / count
         total = 0
-        for n in range(n_samples):
-            for s in range(n_cells):
-                deviation = x[n, c, s] - m
-                total = total + deviation * deviation
+        if weighted:
+            for n in range(n_samples):
+                if weights[n] != 0:
+                    row_total = 0
+                    for s in range(n_cells):
+                        deviation = x[n, c, s] - m
+                        row_total = row_total + deviation * deviation
+                    total = total + weights[n] * row_total
+        else:
+            for n in range(n_samples):
+                for s in range(n_cells):
+                    deviation = x[n, c, s] - m
+                    total = total + deviation * deviation
         mean[c] = m
         var[c] = total / count
         scale = 1.0 / sqrt(total / count + eps)
@@ -58,19 +87,27 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
              const floating[:, :, ::1] x_hat,    # IN  (N, C, S) from forward_train
              const floating[::1] gamma,          # IN  (C,)
              const double[::1] inv_std,          # IN  (C,) from forward_train
+             const double[::1] weights,          # IN  (N,) forward_train's, or None
+             double count,                       # IN  forward_train's (if weights)
              floating[:, :, ::1] grad_x,         # OUT (N, C, S) or None
              floating[::1] grad_gamma,           # OUT (C,)
              floating[::1] grad_beta,            # OUT (C,)
              int n_threads):
     """Gradients of ``forward_train``: ``grad_beta = sum(grad_y)``, ``grad_gamma =
     sum(grad_y * x_hat)`` per channel, and ``grad_x = gamma * inv_std / M * (M *
-    grad_y - grad_beta - x_hat * grad_gamma)`` with ``M = N * S``."""
+    grad_y - grad_beta - x_hat * grad_gamma)`` with ``M = N * S``; with weights
+    (the mean and the variance then depend on a row in proportion to its weight)
+    ``grad_x[n] = gamma * inv_std * (grad_y[n] - w[n] / W * (grad_beta + x_hat[n] *
+    grad_gamma))``."""
     cdef:
         Py_ssize_t n_samples = grad_y.shape[0], n_channels = grad_y.shape[1]
         Py_ssize_t n_cells = grad_y.shape[2]
         Py_ssize_t c, n, s
-        double sum_gy, sum_gy_xhat, count = <double> (n_samples * n_cells), k
+        double sum_gy, sum_gy_xhat, k, share
         bint want_grad_x = grad_x is not None
+        bint weighted = weights is not None
+    if not weighted:
+        count = <double> (n_samples * n_cells)
     for c in prange(n_channels, nogil=True, schedule="static", num_threads=n_threads):
         sum_gy = 0
         sum_gy_xhat = 0
@@ -80,7 +117,15 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
                 sum_gy_xhat = sum_gy_xhat + grad_y[n, c, s] * x_hat[n, c, s]
         grad_beta[c] = <floating> sum_gy
         grad_gamma[c] = <floating> sum_gy_xhat
-        if want_grad_x:
+        if want_grad_x and weighted:
+            k = gamma[c] * inv_std[c]
+            for n in range(n_samples):
+                share = weights[n] / count
+                for s in range(n_cells):
+                    grad_x[n, c, s] = <floating> (
+                        k * (grad_y[n, c, s]
+                             - share * (sum_gy + x_hat[n, c, s] * sum_gy_xhat)))
+        elif want_grad_x:
             k = gamma[c] * inv_std[c] / count
             for n in range(n_samples):
                 for s in range(n_cells):

@@ -29,7 +29,8 @@ from .._ops.blocks import ConvSpec, PoolSpec
 from .._ops.conv import conv, conv_backward, conv_output_shape
 from .._ops.dense import dense, dense_backward
 from .._ops.keyed import draw_key, keyed_uniform
-from .._ops.norm import batch_norm_backward, batch_norm_inference, batch_norm_train
+from .._ops.norm import (batch_norm_backward, batch_norm_count, batch_norm_inference,
+                         batch_norm_train)
 from .._ops.pool import (
     POOL_MODES,
     global_pool,
@@ -773,6 +774,15 @@ class BatchNorm(Layer):
     * batch``, with the unbiased variance. After a convolution the channels are the
     filters; after a dense layer, the units.
 
+    The statistics weigh the rows by ``row_weights``, which the network sets from
+    the minibatch's sample weights before each training forward (and the forward
+    takes): each cell of a row weighs the row's weight, so that a sample of weight 2
+    trains as the sample twice and one of weight 0 as no sample (it is still
+    normalised). The unbiased variance of the running average then uses the
+    effective count ``W = sum(row_weights) * cells`` as a frequency count: ``var *
+    W / (W - 1)`` (the biased variance when ``W <= 1``, as for a single cell without
+    weights); see :func:`skconv._ops.norm.batch_norm_count`.
+
     Parameters
     ----------
     momentum : float, default=0.1
@@ -787,7 +797,7 @@ class BatchNorm(Layer):
     buffers : [running_mean of shape (C,), running_var of shape (C,)]
     """
 
-    _cache_attributes = ("_x_hat", "_inv_std")
+    _cache_attributes = ("_x_hat", "_inv_std", "_row_weights")
 
     def __init__(self, momentum=0.1, eps=1e-5):
         super().__init__()
@@ -795,8 +805,9 @@ class BatchNorm(Layer):
         self.eps = eps
         self._x_hat = None
         self._inv_std = None
+        self._row_weights = None
         # Set by the network before each training forward: the rows' sample
-        # weights, or None (every row weighs 1).
+        # weights, or None (every row weighs 1); the forward takes them.
         self.row_weights = None
 
     def compute_output_shape(self, input_shape):
@@ -826,9 +837,11 @@ class BatchNorm(Layer):
                                         n_jobs=n_jobs)
         out = (self._workspace("y", x.shape, x.dtype),
                self._workspace("x_hat", x.shape, x.dtype))
+        weights, self.row_weights = getattr(self, "row_weights", None), None
         y, self._x_hat, mean, var, self._inv_std = batch_norm_train(
-            x, gamma, beta, eps=self.eps, n_jobs=n_jobs, out=out)
-        count = x.size // x.shape[1]
+            x, gamma, beta, eps=self.eps, sample_weight=weights, n_jobs=n_jobs, out=out)
+        self._row_weights = weights
+        count = batch_norm_count(x.shape, weights)
         unbiased = var * (count / (count - 1)) if count > 1 else var
         running_mean, running_var = self.buffers
         running_mean *= 1 - self.momentum
@@ -840,9 +853,11 @@ class BatchNorm(Layer):
     def backward(self, grad_y, n_jobs, need_input_grad):
         x_hat = self._take_cache("_x_hat")
         inv_std = self._take_cache("_inv_std")
+        # None (every row weighs 1) is a valid cache here: no _take_cache.
+        weights, self._row_weights = getattr(self, "_row_weights", None), None
         grad_x = self._workspace("grad_x", x_hat.shape, x_hat.dtype) if need_input_grad else None
         grad_x, _, _ = batch_norm_backward(
-            grad_y, x_hat, self.params[0], inv_std, n_jobs=n_jobs,
+            grad_y, x_hat, self.params[0], inv_std, sample_weight=weights, n_jobs=n_jobs,
             compute_grad_x=need_input_grad, out=(grad_x, self.grads[0], self.grads[1]))
         return grad_x
 

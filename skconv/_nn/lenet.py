@@ -6,6 +6,8 @@ layers; the rule by which a parameter applies to every conv layer, to each layer
 to each spatial axis lives here, once.
 """
 
+import numpy as np
+
 from .._ops.pool import POOL_MODES
 from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
@@ -13,10 +15,24 @@ from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Globa
                      RandomShift)
 from .network import Network
 
-__all__ = ["HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
+__all__ = ["BATCH_NORM_PLACES", "HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
 
 #: What follows the last conv block: a flatten (LeNet-5) or a global pooling.
 HEADS = ("flatten", "avg", "max", "min")
+
+#: Where ``batch_norm`` may put batch normalisation besides True (``'all'``) and
+#: False: after every conv and hidden dense layer, or after the conv layers only.
+BATCH_NORM_PLACES = ("all", "conv")
+
+
+def _batch_norm_places(batch_norm):
+    """``(after the conv layers, after the hidden dense layers)`` for ``batch_norm``."""
+    if isinstance(batch_norm, str) and batch_norm in BATCH_NORM_PLACES:
+        return True, batch_norm == "all"
+    if isinstance(batch_norm, (bool, np.bool_)):
+        return bool(batch_norm), bool(batch_norm)
+    raise ValueError(f"batch_norm must be a bool or one of {BATCH_NORM_PLACES}, got "
+                     f"{batch_norm!r}")
 
 
 def _is_axis_tuple(value, n_axes):
@@ -107,8 +123,9 @@ def build_lenet5(
     [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
 
     Options beyond LeNet-5 (all off by default): ``batch_norm`` puts a
-    :class:`BatchNorm` after every conv and hidden dense layer (before its
-    activation); ``spatial_dropout`` ends every conv block with a channel-wise
+    :class:`BatchNorm` after every conv and hidden dense layer (True or ``'all'``)
+    or after every conv layer only (``'conv'``), before the activation;
+    ``spatial_dropout`` ends every conv block with a channel-wise
     :class:`Dropout`, ``dropout`` every hidden dense layer with an element-wise one;
     ``head`` replaces the flatten after the last conv block by a global pooling
     (``'avg'``, ``'max'`` or ``'min'``), which makes the dense part independent of the
@@ -156,7 +173,8 @@ def build_lenet5(
         None means the window. Windows larger than a (small) map are clipped, see
         :class:`skconv._nn.layers.Pool`.
     hidden_layer_sizes : tuple of int, default=(120, 84)
-    batch_norm : bool, default=False
+    batch_norm : bool or {'all', 'conv'}, default=False
+        True and ``'all'`` are the same.
     spatial_dropout, dropout : float, default=0.0
         Drop rates in [0, 1) (0: no Dropout layer).
     augment_shift : float, default=0.0
@@ -239,7 +257,7 @@ def build_lenet5(
 
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
-    norm = [BatchNorm()] if batch_norm else []
+    conv_norm, dense_norm = _batch_norm_places(batch_norm)
     layers = [RandomShift(augment_shift, bool(augment_flip))] if (
         augment_shift or augment_flip) else []
     for i in range(n_conv):
@@ -248,7 +266,7 @@ def build_lenet5(
         pool = Pool(pool_sizes[i], pool_strides[i], mode=modes[i])
         # A batch normalisation is per-channel affine with a scale of either sign, so
         # it stays next to the convolution, before the pooling.
-        layers += [conv] + [BatchNorm() for _ in norm]
+        layers += [conv, BatchNorm()] if conv_norm else [conv]
         if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
             # Same values and gradients, with the activation on the pooled map only.
             layers += [pool, Activation(activation)]
@@ -258,7 +276,9 @@ def build_lenet5(
             layers.append(Dropout(spatial_dropout, spatial=True))
     layers.append(Flatten() if head == "flatten" else GlobalPool(head))
     for units in hidden_layer_sizes:
-        layers += [Dense(int(units), init=hidden_init)] + [BatchNorm() for _ in norm]
+        layers.append(Dense(int(units), init=hidden_init))
+        if dense_norm:
+            layers.append(BatchNorm())
         layers.append(Activation(activation))
         if dropout:
             layers.append(Dropout(dropout))

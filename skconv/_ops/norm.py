@@ -7,6 +7,15 @@ layer); every channel ``c`` is normalised with the mean and the biased variance 
 ``beta[c]``. The statistics are reduced per channel in one fixed order in float64
 (``skconv._kernels.norm``), so results are bitwise the same for any ``n_jobs``;
 float32 stays float32.
+
+Training takes optional row weights (``sample_weight``, one per sample): then each cell
+of sample ``n`` weighs ``w[n]`` in the mean and the biased variance, whose count is the
+effective count ``W = sum(w) * S`` (:func:`batch_norm_count`; ``S`` the product of the
+spatial axes), and the backward is the gradient of that weighted normalisation. The
+weights are frequency weights: a row of weight 2 gives the statistics and gradients of
+the row twice, a row of weight 0 those of the batch without it (it is still
+normalised, and its input gradient is ``gamma * inv_std * grad_y``). Without weights
+the results are exactly the unweighted ones.
 """
 
 import math
@@ -17,8 +26,8 @@ from .._kernels import norm as _kernel
 from .threads import effective_n_threads, threads_for_cells
 from .validation import as_float_array, check_out, common_float_dtype, contiguous
 
-__all__ = ["batch_norm_affine", "batch_norm_backward", "batch_norm_inference",
-           "batch_norm_train"]
+__all__ = ["batch_norm_affine", "batch_norm_backward", "batch_norm_count",
+           "batch_norm_inference", "batch_norm_train"]
 
 
 def _as_channels(x, name):
@@ -37,12 +46,57 @@ def _check_channel_vector(value, n_channels, name, dtype):
     return contiguous(value, dtype)
 
 
+def _check_row_weights(sample_weight, shape):
+    """``sample_weight`` as a float64 (N,) array for a batch of ``shape``, or None."""
+    if sample_weight is None:
+        return None
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"sample_weight must be an array of numbers, got "
+                         f"{type(sample_weight).__name__}") from None
+    if weights.shape != tuple(shape[:1]):
+        raise ValueError(f"sample_weight must have shape ({shape[0]},) (one weight per "
+                         f"sample), got shape {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not weights.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum (a batch whose "
+                         "weights are all zero has no statistics)")
+    return np.ascontiguousarray(weights)
+
+
+def batch_norm_count(shape, sample_weight=None):
+    """The count the statistics of a batch of ``shape`` divide by: ``N * S`` (an
+    int) without weights, the effective count ``math.fsum(sample_weight) * S`` with
+    them (``S`` the product of the spatial axes ``shape[2:]``). A network's
+    unbiased running variance is ``var * count / (count - 1)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(N, C, *spatial)`` or ``(N, C)``.
+    sample_weight : array-like of shape (N,), default=None
+        Checked as :func:`batch_norm_train` checks it.
+
+    Returns
+    -------
+    count : int or float
+    """
+    n_cells = math.prod(shape[2:])
+    weights = _check_row_weights(sample_weight, shape)
+    if weights is None:
+        return shape[0] * n_cells
+    return math.fsum(weights) * n_cells
+
+
 def _threads(n_jobs, x, n_tasks):
     return max(1, min(threads_for_cells(effective_n_threads(n_jobs), x.size), n_tasks))
 
 
-def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
-    """Normalise ``x`` with its own batch statistics.
+def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=None,
+                     out=None):
+    """Normalise ``x`` with its own (weighted) batch statistics.
 
     Parameters
     ----------
@@ -52,6 +106,9 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
         Scale and shift per channel.
     eps : float, default=1e-5
         Added to the variance before the square root.
+    sample_weight : array-like of shape (N,), default=None
+        Row weights (finite, non-negative, positive sum) of the statistics; None
+        weighs every row 1. Pass the same to :func:`batch_norm_backward`.
     n_jobs : int, default=None
         Threads (channels are shared out; the result does not depend on it).
     out : tuple of 2 ndarray, default=None
@@ -64,7 +121,8 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
     x_hat : ndarray, shape of ``x``
         The normalised input, kept for :func:`batch_norm_backward`.
     mean, var, inv_std : ndarray of shape (C,), float64
-        The batch's mean and biased variance per channel, and ``1 / sqrt(var + eps)``.
+        The batch's (weighted) mean and biased variance per channel, and ``1 /
+        sqrt(var + eps)``.
     """
     x = as_float_array(x, "x")
     if x.ndim < 2 or x.shape[0] == 0:
@@ -77,6 +135,8 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
     beta = _check_channel_vector(beta, n_channels, "beta", dtype)
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    weights = _check_row_weights(sample_weight, x.shape)
+    count = batch_norm_count(x.shape, weights)
     if out is None:
         y, x_hat = np.empty_like(x), np.empty_like(x)
     else:
@@ -84,14 +144,15 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, n_jobs=None, out=None):
         x_hat = check_out(out[1], x.shape, dtype, "out[1] (x_hat)", (x, gamma, beta),
                           [("out[0] (y)", y)])
     mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
-    _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps),
-                          _as_channels(y, "y"), _as_channels(x_hat, "x_hat"), mean, var,
-                          inv_std, _threads(n_jobs, x, n_channels))
+    _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps), weights,
+                          float(count), _as_channels(y, "y"),
+                          _as_channels(x_hat, "x_hat"), mean, var, inv_std,
+                          _threads(n_jobs, x, n_channels))
     return y, x_hat, mean, var, inv_std
 
 
-def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
-                        compute_grad_x=True, out=None):
+def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, sample_weight=None,
+                        n_jobs=None, compute_grad_x=True, out=None):
     """Gradients of :func:`batch_norm_train` with respect to x, gamma and beta.
 
     Parameters
@@ -102,6 +163,10 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
     gamma : array-like of shape (C,)
     inv_std : array-like of shape (C,)
         From :func:`batch_norm_train`.
+    sample_weight : array-like of shape (N,), default=None
+        The row weights given to :func:`batch_norm_train`. ``grad_y`` is the
+        gradient of the loss as it is (a weighted loss already weighs its rows);
+        the weights enter through the mean and the variance.
     n_jobs : int, default=None
     compute_grad_x : bool, default=True
         False skips the input gradient (returns None for it).
@@ -124,6 +189,7 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
     n_channels = _as_channels(x_hat, "x_hat").shape[1]
     gamma = _check_channel_vector(gamma, n_channels, "gamma", dtype)
     inv_std = _check_channel_vector(inv_std, n_channels, "inv_std", np.float64)
+    weights = _check_row_weights(sample_weight, x_hat.shape)
     inputs = (grad_y, x_hat, gamma)
     if out is None:
         grad_x = np.empty_like(x_hat) if compute_grad_x else None
@@ -138,7 +204,8 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, n_jobs=None,
                                [("out[1] (grad_gamma)", grad_gamma),
                                 ("out[2] (grad_beta)", grad_beta)])
     _kernel.backward(_as_channels(grad_y, "grad_y"), _as_channels(x_hat, "x_hat"), gamma,
-                     inv_std, None if grad_x is None else _as_channels(grad_x, "grad_x"),
+                     inv_std, weights, float(batch_norm_count(x_hat.shape, weights)),
+                     None if grad_x is None else _as_channels(grad_x, "grad_x"),
                      grad_gamma, grad_beta, _threads(n_jobs, x_hat, n_channels))
     return grad_x, grad_gamma, grad_beta
 
