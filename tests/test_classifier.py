@@ -556,13 +556,13 @@ def test_predict_runs_in_bounded_batches(digits, monkeypatch):
     expected = np.vstack([clf.predict_proba(X[i:i + 100])
                           for i in range(0, len(X), 100)])
     sizes = []
-    original_forward = Network.forward
+    original_infer = Network._infer
 
-    def forward(self, x, n_jobs, training=False):
+    def infer(self, x, n_jobs, buffers):
         sizes.append(len(x))
-        return original_forward(self, x, n_jobs, training)
+        return original_infer(self, x, n_jobs, buffers)
 
-    monkeypatch.setattr(Network, "forward", forward)
+    monkeypatch.setattr(Network, "_infer", infer)
     proba = clf.predict_proba(X)  # 1797 samples
     assert max(sizes) == 512 and sum(sizes) == len(X)
     assert_allclose(proba, expected, rtol=1e-12, atol=1e-15)

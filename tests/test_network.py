@@ -1221,3 +1221,19 @@ def test_dtypes_are_pickled_by_name():
     restored = pickle.loads(pickle.dumps(net))
     assert restored.dtype == np.float64 and isinstance(restored.dtype, np.dtype)
     assert all(isinstance(layer.dtype, np.dtype) for layer in restored.layers)
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((1, 40), dict(filters=(3, 4), kernel_size=5)),
+    ((2, 9, 8), dict(filters=(3,), kernel_size=3, stride=2)),
+    ((1, 6, 5, 6), dict(filters=(2,), kernel_size=3, pooling="avg"))])
+def test_predict_reusing_its_buffers_is_bitwise_the_forward(shape, kwargs):
+    """predict writes the steps' outputs into arrays reused from batch to batch (and
+    resized for a smaller last batch): each batch's result is the plain forward's."""
+    network = build_lenet5(shape, 3, hidden_layer_sizes=(7, 5), **kwargs)
+    network.initialize(shape, np.random.RandomState(0), np.float64)
+    X = np.random.RandomState(1).standard_normal((23,) + shape)
+    out = network.predict(X, 1, batch_size=10)
+    np.testing.assert_array_equal(out, np.vstack([network.forward(X[i:i + 10], 1)
+                                       for i in range(0, 23, 10)]))
+    np.testing.assert_array_equal(out, network.forward(X, 1))

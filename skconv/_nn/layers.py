@@ -673,14 +673,20 @@ class Dense(Layer):
         the two layers."""
         return self._forward(x, n_jobs, training, relu=True)
 
-    def _forward(self, x, n_jobs, training, relu):
+    def forward_into(self, x, n_jobs, out, relu=False):
+        """The inference output (then relu with ``relu``) written into ``out``, of
+        shape ``(N, *output_shape)`` and the layer's dtype; returns ``out``."""
+        return self._forward(x, n_jobs, False, relu=relu, out=out)
+
+    def _forward(self, x, n_jobs, training, relu, out=None):
         w, b = self.params
         # The kernel takes C-contiguous arrays of the layer's dtype (a first layer may
         # get a strided view).
         x = np.ascontiguousarray(x, dtype=self.dtype)
         shape = (x.shape[0],) + self.output_shape
         # Inference goes through the same kernel, so its values are the training ones.
-        out = self._workspace("y", shape, x.dtype) if training else None
+        if training:
+            out = self._workspace("y", shape, x.dtype)
         y = dense(x, w, b, relu=relu, n_threads=effective_n_threads(n_jobs), out=out)
         self._x = x if training else None
         self._y = y if training and relu else None

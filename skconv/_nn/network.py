@@ -125,6 +125,17 @@ class LayerStep:
         """The gradient of the step's input (see :meth:`Layer.backward`)."""
         return self.layers[0].backward(grad, n_jobs, need_input_grad)
 
+    def infer(self, x, n_jobs, buffer):
+        """The inference output, written where the step can into
+        ``buffer(shape, dtype)``, an array that the next batch of the same
+        :meth:`Network.predict` call overwrites (the same values as
+        ``forward(x, n_jobs, training=False)``)."""
+        layer = self.layers[0]
+        if isinstance(layer, Dense):
+            return layer.forward_into(x, n_jobs, buffer((len(x),) + layer.output_shape,
+                                                        layer.dtype))
+        return layer.forward(x, n_jobs, False)
+
 
 class DenseReluStep(LayerStep):
     """A :class:`Dense` layer and the relu after it, in one kernel call per pass."""
@@ -137,6 +148,11 @@ class DenseReluStep(LayerStep):
 
     def backward(self, grad, n_jobs, need_input_grad):
         return self.layers[0].backward_relu(grad, n_jobs, need_input_grad)
+
+    def infer(self, x, n_jobs, buffer):
+        dense = self.layers[0]
+        return dense.forward_into(x, n_jobs, buffer((len(x),) + dense.output_shape,
+                                                    dense.dtype), relu=True)
 
 
 class ConvBlockStep(LayerStep):
@@ -164,6 +180,11 @@ class ConvBlockStep(LayerStep):
         y = self.block.forward(x, w, b, effective_n_threads(n_jobs), training)
         self._x = x if training else None
         return y
+
+    def infer(self, x, n_jobs, buffer):
+        w, b = self.layers[0].params
+        out = buffer((len(x),) + self.layers[-1].output_shape, w.dtype)
+        return self.block.forward(x, w, b, effective_n_threads(n_jobs), False, out=out)
 
     def backward(self, grad, n_jobs, need_input_grad):
         x, self._x = self._x, None
@@ -363,12 +384,7 @@ class Network:
         ``rows``), the network's dtype
         """
         steps = self.steps
-        x = np.asarray(x)
-        if x.shape[1:] != self.input_shape:
-            raise ValueError(
-                f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
-            )
-        x = x.astype(self.dtype, copy=False)
+        x = self._check_input(x)
         if rows is not None:
             x = self._gather(x, rows, n_jobs, training)
         if training:
@@ -376,6 +392,15 @@ class Network:
         for step in steps:
             x = step.forward(x, n_jobs, training)
         return x
+
+    def _check_input(self, x):
+        """``x`` in the network's dtype, after checking the shape of its samples."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, *{self.input_shape}), got shape {x.shape}"
+            )
+        return x.astype(self.dtype, copy=False)
 
     def _set_row_context(self, x, sample_weight, n_jobs):
         """Give the layers that draw per row (dropout, augmentation) the rows'
@@ -483,14 +508,31 @@ class Network:
             upto = self._check_layer_index(upto)
             shape = self.layers[upto].output_shape
         out = np.empty((X.shape[0],) + tuple(shape), dtype=dtype)
+        # The steps' outputs, reused by the batches: a fresh array per batch and step
+        # costs its page faults every time (on 1-D signals a third of the inference,
+        # and more on two threads, which fault in the same address space).
+        buffers = {}
         with single_threaded_blas():
             for start in range(0, X.shape[0], batch_size):
                 stop = min(start + batch_size, X.shape[0])
                 if upto is None:
-                    out[start:stop] = self.forward(X[start:stop], n_jobs, training=False)
+                    out[start:stop] = self._infer(X[start:stop], n_jobs, buffers)
                 else:
                     out[start:stop] = self._forward_upto(X[start:stop], n_jobs, upto)
         return out
+
+    def _infer(self, x, n_jobs, buffers):
+        """:meth:`forward` at inference, each step writing into its array of
+        ``buffers`` (kept by the caller across batches) where it can."""
+        x = self._check_input(x)
+        for k, step in enumerate(self.steps):
+            def buffer(shape, dtype, k=k):
+                array = buffers.get(k)
+                if array is None or array.shape != shape or array.dtype != dtype:
+                    array = buffers[k] = np.empty(shape, dtype=dtype)
+                return array
+            x = step.infer(x, n_jobs, buffer)
+        return x
 
     def _check_layer_index(self, index):
         n = len(self.layers)

@@ -219,7 +219,7 @@ class ConvPool2x2Block:
                     dilation=self.conv.dilation, pool_size=self.pool_size,
                     pool_stride=self.pool_stride, mode=self.mode, relu=self.relu)
 
-    def forward(self, x, w, b, n_threads, training):
+    def forward(self, x, w, b, n_threads, training, out=None):
         """The block's output for a batch.
 
         Parameters
@@ -232,16 +232,21 @@ class ConvPool2x2Block:
         training : bool
             Keep what :meth:`backward` needs. The output is then the block's own
             array, overwritten by the next training forward of the same batch size;
-            an inference output is a fresh array.
+            an inference output is a fresh array, or ``out``.
+        out : ndarray of shape (N, *output_shape), default=None
+            Inference only: where to write the output (C-contiguous, ``w``'s dtype).
 
         Returns
         -------
         y : ndarray of shape (N, *output_shape)
         """
         if not training:
-            y, _ = _conv_pool(x, w, b, n_jobs=n_threads, want_codes=False,
+            y, _ = _conv_pool(x, w, b, n_jobs=n_threads, want_codes=False, out=out,
                               **self._pool_kwargs())
             return y
+        if out is not None:
+            raise ValueError("out is for inference: a training forward writes into the "
+                             "block's own arrays")
         batch = self._batch(np.shape(x), np.shape(w))
         y, _ = batch.forward(x, w, b, n_threads)
         self._last = batch
