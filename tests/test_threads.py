@@ -180,3 +180,28 @@ def test_blas_is_single_threaded_in_any_python_thread(outer_limit):
     assert seen == [[1] * len(_blas_libraries())] * 2
     for a, b in zip(here, there):
         assert_array_equal(a, b)
+
+
+def test_thread_scratch_is_kept_per_thread_and_name():
+    import threading
+
+    from skconv._ops.threads import MAX_KEPT_SCRATCH_BYTES, thread_scratch
+
+    first = thread_scratch("test-a", 100, np.float32)
+    assert first.dtype == np.float32 and first.shape[0] >= 100
+    assert thread_scratch("test-a", 50, np.float32) is first  # reused, big enough
+    assert thread_scratch("test-a", 100, np.float64) is not first  # per dtype
+    assert thread_scratch("test-b", 100, np.float32) is not first  # per name
+    grown = thread_scratch("test-a", 1000, np.float32)
+    assert grown.shape[0] >= 1000 and thread_scratch("test-a", 10, np.float32) is grown
+    # Another Python thread gets its own array: two kernel calls never share one.
+    other = []
+    thread = threading.Thread(target=lambda: other.append(
+        thread_scratch("test-a", 10, np.float32)))
+    thread.start()
+    thread.join()
+    assert other[0] is not grown
+    # Beyond the limit, a fresh array each time (nothing kept).
+    huge = MAX_KEPT_SCRATCH_BYTES // 4 + 1
+    assert thread_scratch("test-c", huge, np.float32) is not thread_scratch(
+        "test-c", huge, np.float32)

@@ -197,7 +197,8 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
                           const floating[:, ::1] w,     # IN  (F, U)
                           const floating[::1] b,        # IN  (U,)
                           floating[:, ::1] y,           # OUT (N, U)
-                          int n_threads, bint relu=False):
+                          int n_threads, bint relu=False,
+                          floating[::1] packed=None):   # SCRATCH (>= N * F,) or None
     """y = x @ w + b (then relu if asked, as ``numpy.maximum(y, 0)``), on up to
     ``n_threads`` threads; each row of y a function of the same row of x alone.
 
@@ -214,7 +215,6 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
         floating *c_at
         floating *tail_at = NULL
         object dtype = np.float32 if floating is float else np.float64
-        floating[::1] packed
         floating[:, ::1] padded_w
         floating[:, ::1] padded_c
         floating[:, ::1] c_tail
@@ -222,7 +222,8 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
         Py_ssize_t[::1] w_off
     if n_rows == 0 or n_units == 0:
         return
-    packed = np.empty(n_rows * n_features, dtype=dtype)
+    if packed is None or packed.shape[0] < n_rows * n_features:
+        packed = np.empty(n_rows * n_features, dtype=dtype)
     if n_units >= lanes:
         # Whole vectors of units, side by side, straight into y; the units past the
         # last whole vector through one more vector ending at the last unit, into a

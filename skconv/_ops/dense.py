@@ -14,7 +14,7 @@ one thread around its calls.
 import numpy as np
 
 from .._kernels import dense as _kernel
-from .threads import single_threaded_blas, threads_for_work
+from .threads import single_threaded_blas, thread_scratch, threads_for_work
 
 __all__ = ["dense", "dense_backward", "backward_chunking"]
 
@@ -76,7 +76,8 @@ def dense(x, w, b, *, relu=False, n_threads=1, out=None):
         if relu:
             np.maximum(out, 0, out=out)
     else:
-        _kernel.dense_forward(x, w, b, out, n_threads, relu)
+        _kernel.dense_forward(x, w, b, out, n_threads, relu,
+                              thread_scratch("dense_packed_rows", x.size, w.dtype))
     return out
 
 

@@ -11,6 +11,8 @@ import os
 import threading
 import warnings
 
+import numpy as np
+
 from .._kernels.build_config import OPENMP
 from .._kernels.openmp_helpers import openmp_max_threads
 
@@ -229,3 +231,29 @@ def threads_for_cells(n_threads, cells):
     """Cap ``n_threads`` so that each thread visits at least ``MIN_CELLS_PER_THREAD``
     cells (memory-bound passes: pooling, optimizer steps, sums)."""
     return max(1, min(n_threads, int(cells) // MIN_CELLS_PER_THREAD))
+
+
+# Scratch arrays kept per Python thread: a kernel call runs on one Python thread at a
+# time, so a thread's scratch is never shared between two calls in flight.
+_SCRATCH = threading.local()
+# Bigger scratch is allocated fresh for each call (and freed) rather than kept.
+MAX_KEPT_SCRATCH_BYTES = 64 << 20
+
+
+def thread_scratch(name, size, dtype):
+    """A 1-D array of at least ``size`` elements of ``dtype``, kept for the calling
+    Python thread under ``name`` and reused by its next calls.
+
+    A fresh array per kernel call pays its page faults every time (glibc hands large
+    blocks back to the system when they are freed): the packed rows of a dense
+    layer's input cost a third of a signal network's inference that way. The content
+    is garbage; the caller overwrites what it reads.
+    """
+    dtype = np.dtype(dtype)
+    if size * dtype.itemsize > MAX_KEPT_SCRATCH_BYTES:
+        return np.empty(size, dtype=dtype)
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    array = arrays.get((name, dtype))
+    if array is None or array.shape[0] < size:
+        array = arrays[(name, dtype)] = np.empty(size, dtype=dtype)
+    return array
