@@ -901,6 +901,11 @@ class _RandomLayer(Layer):
         self.params, self.param_is_weight = [], ()
         self._random_state = random_state
 
+    @property
+    def draws(self):
+        """Whether a training forward draws numbers (the layer is not a no-op)."""
+        raise NotImplementedError
+
     def _row_uniforms(self, n_rows, per_row):
         """``(n_rows, per_row)`` uniform numbers in [0, 1) for this forward's rows;
         consumes the row keys."""
@@ -953,8 +958,12 @@ class Dropout(_RandomLayer):
                              f"*spatial), got input shape {shape}")
         return shape
 
+    @property
+    def draws(self):
+        return bool(self.rate)
+
     def forward(self, x, n_jobs, training):
-        if not training or self.rate == 0:
+        if not training or not self.draws:
             self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
             return x
         shape = x.shape[:2] + (1,) * (x.ndim - 2) if self.spatial else x.shape

@@ -28,7 +28,7 @@ from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     Layer, Pool, RandomShift)
+                     Layer, Pool, RandomShift, _RandomLayer)
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]
@@ -100,9 +100,7 @@ def _layer_settings(layer):
 
 def _draws(layer):
     """Whether ``layer``'s training forward draws random numbers per row."""
-    if isinstance(layer, Dropout):
-        return bool(layer.rate)
-    return isinstance(layer, RandomShift) and layer.draws
+    return isinstance(layer, _RandomLayer) and layer.draws
 
 
 class LayerStep:
@@ -303,7 +301,7 @@ class Network:
         random_state : numpy.random.RandomState
         """
         for layer in self.layers:
-            if isinstance(layer, (Dropout, RandomShift)):  # the random layers
+            if isinstance(layer, _RandomLayer):
                 layer._random_state = random_state
 
     # -- the plan ------------------------------------------------------------------------
@@ -407,14 +405,15 @@ class Network:
         content keys, and those that weigh rows (batch norm) the weights, before a
         training forward."""
         keys = None
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
         for layer in self.layers:
             if _draws(layer):
                 if keys is None:
                     keys = row_keys(x, n_jobs)
                 layer.row_keys = keys
             elif isinstance(layer, BatchNorm):
-                layer.row_weights = (None if sample_weight is None
-                                     else np.asarray(sample_weight, dtype=np.float64))
+                layer.row_weights = sample_weight
 
     def _gather(self, x, rows, n_jobs, training):
         """``x[rows]``, copied on the threads (see :meth:`forward`)."""
