@@ -1226,14 +1226,48 @@ def test_dtypes_are_pickled_by_name():
 @pytest.mark.parametrize("shape, kwargs", [
     ((1, 40), dict(filters=(3, 4), kernel_size=5)),
     ((2, 9, 8), dict(filters=(3,), kernel_size=3, stride=2)),
-    ((1, 6, 5, 6), dict(filters=(2,), kernel_size=3, pooling="avg"))])
+    ((1, 6, 5, 6), dict(filters=(2,), kernel_size=3, pooling="avg")),
+    ((1, 6, 5, 6), dict(filters=(2, 3), kernel_size=3, batch_norm=True,
+                        activation="tanh", dropout=0.3)),
+    ((3, 8, 9), dict(filters=(4,), kernel_size=3, batch_norm="conv", pooling="min",
+                     pool_size=3, pool_stride=2, activation="leaky_relu"))])
 def test_predict_reusing_its_buffers_is_bitwise_the_forward(shape, kwargs):
     """predict writes the steps' outputs into arrays reused from batch to batch (and
     resized for a smaller last batch): each batch's result is the plain forward's."""
     network = build_lenet5(shape, 3, hidden_layer_sizes=(7, 5), **kwargs)
     network.initialize(shape, np.random.RandomState(0), np.float64)
+    for layer in network.layers:  # batch norm with statistics other than (0, 1)
+        for buffer in getattr(layer, "buffers", ()):
+            buffer += np.random.RandomState(2).uniform(0.1, 1, buffer.shape)
     X = np.random.RandomState(1).standard_normal((23,) + shape)
     out = network.predict(X, 1, batch_size=10)
     np.testing.assert_array_equal(out, np.vstack([network.forward(X[i:i + 10], 1)
                                        for i in range(0, 23, 10)]))
     np.testing.assert_array_equal(out, network.forward(X, 1))
+    assert not np.shares_memory(out, X)
+
+
+def test_predict_batches_fit_the_inference_byte_budget(monkeypatch):
+    """Large samples get fewer rows per inference batch (their step outputs stay
+    within INFERENCE_BATCH_BYTES), with the same outputs."""
+    from skconv._nn import network as network_module
+
+    shape = (1, 6, 8, 8)
+    network = build_lenet5(shape, 3, filters=(4,), kernel_size=3, hidden_layer_sizes=(5,))
+    network.initialize(shape, np.random.RandomState(0), np.float64)
+    X = np.random.RandomState(1).standard_normal((30,) + shape)
+    expected = network.forward(X, 1)
+    # The largest step output per sample: the 3-D conv's 4 x 6 x 8 x 8 float64 values.
+    per_sample = 4 * 6 * 8 * 8 * 8
+    assert network._inference_rows(512) == 512
+    monkeypatch.setattr(network_module, "INFERENCE_BATCH_BYTES", 7 * per_sample + 1)
+    assert network._inference_rows(512) == 7
+    assert network._inference_rows(5) == 5
+    batches = []
+    forward_conv = network.steps[0].infer
+    monkeypatch.setattr(network.steps[0], "infer",
+                        lambda x, *args: batches.append(len(x)) or forward_conv(x, *args))
+    np.testing.assert_array_equal(network.predict(X, 1), expected)
+    assert batches == [7, 7, 7, 7, 2]
+    monkeypatch.setattr(network_module, "INFERENCE_BATCH_BYTES", 1)
+    assert network._inference_rows(512) == 1

@@ -223,6 +223,31 @@ class Layer:
         """
         raise NotImplementedError
 
+    def infer(self, x, n_jobs, buffer):
+        """Inference forward: the values of ``forward(x, n_jobs, training=False)``.
+
+        Layers whose op takes an output array write into ``buffer(shape, dtype)``,
+        an array the caller owns and overwrites with its next batch: a fresh output
+        per batch costs its page faults every time, and more so on two threads. The
+        others return what :meth:`forward` returns.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+        n_jobs : int or None
+        buffer : callable
+            ``buffer(shape, dtype) -> ndarray`` of that shape and dtype.
+
+        Returns
+        -------
+        y : ndarray of shape (N, *output_shape)
+        """
+        return self.forward(x, n_jobs, False)
+
+    def _output_buffer(self, x, buffer):
+        """``buffer`` for this layer's output on the batch ``x``."""
+        return buffer((x.shape[0],) + self.output_shape, x.dtype)
+
     def backward(self, grad_y, n_jobs, need_input_grad):
         """Backward pass for the last training forward; fills :attr:`grads`.
 
@@ -387,6 +412,13 @@ class Conv(Layer):
         self._x = x if training else None
         return y
 
+    def infer(self, x, n_jobs, buffer):
+        w, b = self.params
+        self._x = None
+        return conv(x, w, b, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, n_jobs=n_jobs,
+                    out=self._output_buffer(x, buffer))
+
     def backward(self, grad_y, n_jobs, need_input_grad):
         x = self._take_cache("_x")
         # The first layer skips the input gradient: a third of its backward work.
@@ -534,6 +566,11 @@ class Pool(Layer):
                 self._x = x
         return y
 
+    def infer(self, x, n_jobs, buffer):
+        self._clear_cache()
+        return pool(x, self.effective_pool_size, out=self._output_buffer(x, buffer),
+                    **self._pool_kwargs(n_jobs))
+
     def backward(self, grad_y, n_jobs, need_input_grad):
         if self.mode in ("max", "min"):
             indices = self._take_cache("_indices")
@@ -673,9 +710,9 @@ class Dense(Layer):
         the two layers."""
         return self._forward(x, n_jobs, training, relu=True)
 
-    def forward_into(self, x, n_jobs, out, relu=False):
-        """The inference output (then relu with ``relu``) written into ``out``, of
-        shape ``(N, *output_shape)`` and the layer's dtype; returns ``out``."""
+    def infer(self, x, n_jobs, buffer, relu=False):
+        """See :meth:`Layer.infer`; then relu with ``relu`` (as :meth:`forward_relu`)."""
+        out = buffer((x.shape[0],) + self.output_shape, self.dtype)
         return self._forward(x, n_jobs, False, relu=relu, out=out)
 
     def _forward(self, x, n_jobs, training, relu, out=None):
@@ -755,6 +792,10 @@ class Activation(Layer):
         y = get_activation(self.name).forward(x, out=out)
         self._y = y if training else None
         return y
+
+    def infer(self, x, n_jobs, buffer):
+        self._y = None
+        return get_activation(self.name).forward(x, out=self._output_buffer(x, buffer))
 
     def backward(self, grad_y, n_jobs, need_input_grad):
         y = self._take_cache("_y")
@@ -838,9 +879,7 @@ class BatchNorm(Layer):
     def forward(self, x, n_jobs, training):
         gamma, beta = self.params
         if not training:
-            self._clear_cache()
-            return batch_norm_inference(x, gamma, beta, *self.buffers, eps=self.eps,
-                                        n_jobs=n_jobs)
+            return self._normalize(x, n_jobs, out=None)
         out = (self._workspace("y", x.shape, x.dtype),
                self._workspace("x_hat", x.shape, x.dtype))
         weights, self.row_weights = getattr(self, "row_weights", None), None
@@ -855,6 +894,16 @@ class BatchNorm(Layer):
         running_var *= 1 - self.momentum
         running_var += self.momentum * unbiased
         return y
+
+    def infer(self, x, n_jobs, buffer):
+        return self._normalize(x, n_jobs, out=self._output_buffer(x, buffer))
+
+    def _normalize(self, x, n_jobs, out):
+        """Inference: ``x`` normalised with the running statistics."""
+        self._clear_cache()
+        gamma, beta = self.params
+        return batch_norm_inference(x, gamma, beta, *self.buffers, eps=self.eps,
+                                    n_jobs=n_jobs, out=out)
 
     def backward(self, grad_y, n_jobs, need_input_grad):
         x_hat = self._take_cache("_x_hat")

@@ -18,6 +18,8 @@ decides; the network only asks), and a dense layer with a relu after it is one
 by one, which ``Network(fuse=False)`` runs (the reference in the tests).
 """
 
+import math
+
 import numpy as np
 
 from .._ops.blocks import prepare_conv_block
@@ -27,6 +29,12 @@ from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
+# Bytes of the largest step output of one inference batch: a batch whose activations
+# stay in the caches runs faster, and its buffers come back from the allocator's heap
+# instead of fresh (zeroed, faulted) pages. Large samples (volumes, long multichannel
+# signals) get fewer rows per batch; LeNet-sized ones keep the caller's batch size.
+INFERENCE_BATCH_BYTES = 16 << 20
+
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
                      Layer, Pool, RandomShift, _RandomLayer)
 
@@ -128,11 +136,7 @@ class LayerStep:
         ``buffer(shape, dtype)``, an array that the next batch of the same
         :meth:`Network.predict` call overwrites (the same values as
         ``forward(x, n_jobs, training=False)``)."""
-        layer = self.layers[0]
-        if isinstance(layer, Dense):
-            return layer.forward_into(x, n_jobs, buffer((len(x),) + layer.output_shape,
-                                                        layer.dtype))
-        return layer.forward(x, n_jobs, False)
+        return self.layers[0].infer(x, n_jobs, buffer)
 
 
 class DenseReluStep(LayerStep):
@@ -148,9 +152,7 @@ class DenseReluStep(LayerStep):
         return self.layers[0].backward_relu(grad, n_jobs, need_input_grad)
 
     def infer(self, x, n_jobs, buffer):
-        dense = self.layers[0]
-        return dense.forward_into(x, n_jobs, buffer((len(x),) + dense.output_shape,
-                                                    dense.dtype), relu=True)
+        return self.layers[0].infer(x, n_jobs, buffer, relu=True)
 
 
 class ConvBlockStep(LayerStep):
@@ -511,6 +513,7 @@ class Network:
         # costs its page faults every time (on 1-D signals a third of the inference,
         # and more on two threads, which fault in the same address space).
         buffers = {}
+        batch_size = self._inference_rows(batch_size)
         with single_threaded_blas():
             for start in range(0, X.shape[0], batch_size):
                 stop = min(start + batch_size, X.shape[0])
@@ -519,6 +522,14 @@ class Network:
                 else:
                     out[start:stop] = self._forward_upto(X[start:stop], n_jobs, upto)
         return out
+
+    def _inference_rows(self, batch_size):
+        """``batch_size``, fewer where a step's output for that many samples would
+        exceed :data:`INFERENCE_BATCH_BYTES`."""
+        sizes = [math.prod(self.input_shape)] + [
+            math.prod(step.layers[-1].output_shape) for step in self.steps]
+        per_sample = max(sizes) * np.dtype(self.dtype).itemsize
+        return max(1, min(batch_size, INFERENCE_BATCH_BYTES // per_sample))
 
     def _infer(self, x, n_jobs, buffers):
         """:meth:`forward` at inference, each step writing into its array of
