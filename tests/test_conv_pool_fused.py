@@ -29,8 +29,18 @@ DTYPES = [np.float32, np.float64]
 
 
 def unfused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
-    """Reference: the separate ops, as the network runs them without fusion."""
+    """Reference: the separate ops, as the network runs them without fusion (relu
+    after a max or min pooling, before an average one). Returns the output, the flat
+    indices of a max or min pooling (relu's output before the pooling for avg) and
+    the gradients."""
     y = ops.conv(x, w, b, n_jobs=n_jobs, **kw)
+    if mode == "avg":
+        r = relu_forward(y) if relu else y
+        out = ops.pool(r, 2, mode="avg", n_jobs=n_jobs)
+        grad_y = ops.pool_backward(grad_out, r, 2, mode="avg", n_jobs=n_jobs)
+        if relu:
+            grad_y = relu_backward(r, grad_y)
+        return out, r, ops.conv_backward(grad_y, x, w, n_jobs=n_jobs, **kw)
     out, indices = ops.pool_with_indices(y, 2, mode=mode, n_jobs=n_jobs)
     grad_pooled = grad_out
     if relu:
@@ -43,8 +53,9 @@ def unfused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
 
 def fused(x, w, b, grad_out, mode, n_jobs=1, relu=False, **kw):
     out, codes = blocks._conv_pool(x, w, b, mode=mode, relu=relu, n_jobs=n_jobs, **kw)
-    grads = blocks._conv_pool_backward(grad_out, codes, x, w, n_jobs=n_jobs,
-                                       relu_output=out if relu else None, **kw)
+    grads = blocks._conv_pool_backward(
+        grad_out, codes, x, w, mode=mode, n_jobs=n_jobs, relu=relu,
+        relu_output=out if relu and mode != "avg" else None, **kw)
     return out, codes, grads
 
 
@@ -56,12 +67,20 @@ def check_fused_equals_unfused(x, w, b, mode, seed=0, n_jobs=1, relu=False, **kw
                                              **kw)
     got_pooled, codes, got_grads = fused(x, w, b, grad_pooled, mode, n_jobs, relu, **kw)
     assert_bitwise_equal(got_pooled, ref_pooled, "pooled output")
-    # A code is the winning cell's place in its 2x2 window; decoded, it is the flat
-    # index that pool_with_indices returns.
-    assert codes.dtype == np.uint8 and codes.max(initial=0) <= 3
-    rows = 2 * np.arange(pooled_shape[2])[:, None] + codes // 2
-    cols = 2 * np.arange(pooled_shape[3])[None, :] + codes % 2
-    np.testing.assert_array_equal(rows * conv_out[1] + cols, indices)
+    assert codes.dtype == np.uint8
+    if mode == "avg":
+        # Bit k of a code: relu's output at cell k (row-major) of the window is > 0.
+        relu_out = indices[..., :2 * pooled_shape[2], :2 * pooled_shape[3]]
+        cells = [relu_out[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+        expected = sum((cell > 0).astype(np.uint8) << k for k, cell in enumerate(cells))
+        np.testing.assert_array_equal(codes, expected if relu else 0)
+    else:
+        # A code is the winning cell's place in its 2x2 window; decoded, it is the
+        # flat index that pool_with_indices returns.
+        assert codes.max(initial=0) <= 3
+        rows = 2 * np.arange(pooled_shape[2])[:, None] + codes // 2
+        cols = 2 * np.arange(pooled_shape[3])[None, :] + codes % 2
+        np.testing.assert_array_equal(rows * conv_out[1] + cols, indices)
     for name, got, exp in zip(("grad_x", "grad_w", "grad_b"), got_grads, ref_grads):
         assert_bitwise_equal(got, exp, name)
 
@@ -83,7 +102,7 @@ def fused_configs(draw):
         dilation=dilation,
         bias=draw(st.booleans()),
         integer_data=draw(st.booleans()),  # many ties in the pooling windows
-        mode=draw(st.sampled_from(["max", "min"])),
+        mode=draw(st.sampled_from(["max", "min", "avg"])),
         relu=draw(st.booleans()),
         dtype=draw(st.sampled_from(DTYPES)),
         n_jobs=draw(st.sampled_from([1, 2, 3])),
@@ -95,7 +114,8 @@ def fused_configs(draw):
 @given(cfg=fused_configs())
 def test_property_fused_equals_unfused(cfg):
     kw = dict(padding=cfg["padding"], dilation=cfg["dilation"])
-    assume(blocks._conv_pool_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"], **kw))
+    assume(blocks._conv_pool_supported((cfg["c"],) + cfg["in_shape"], cfg["kernel"],
+                                       mode=cfg["mode"], **kw))
     rng = np.random.default_rng(cfg["seed"])
     dtype = cfg["dtype"]
     x = rng.standard_normal((cfg["n"], cfg["c"]) + cfg["in_shape"])
@@ -111,7 +131,8 @@ def test_property_fused_equals_unfused(cfg):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode,relu", [("max", False), ("min", False), ("max", True)])
+@pytest.mark.parametrize("mode,relu", [("max", False), ("min", False), ("max", True),
+                                       ("avg", True), ("avg", False)])
 @pytest.mark.parametrize(
     "n,c,in_shape,d,kernel,kw",
     [
@@ -131,12 +152,12 @@ def test_lenet_and_edge_geometries(dtype, mode, relu, n, c, in_shape, d, kernel,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
 @pytest.mark.parametrize("relu", [False, True])
 def test_nan_and_infinities(dtype, mode, relu):
     # NaN wins its window in the pooling (the first NaN), infinities are ordinary
-    # extremes; relu keeps NaN; the backward has non-finite inputs, so it takes the
-    # numpy fallback.
+    # extremes (an average of +inf and -inf is NaN); relu keeps NaN; the backward has
+    # non-finite inputs, so it takes the numpy fallback.
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2, 12, 13)).astype(dtype)
     x[0, 0, 3, 4] = np.nan
@@ -228,9 +249,10 @@ def test_thread_count_gives_bitwise_equal_results(dtype, n, monkeypatch):
     w = rng.standard_normal((16, 6, 5, 5)).astype(dtype)
     b = rng.standard_normal(16).astype(dtype)
     grad_pooled = rng.standard_normal((n, 16, 7, 7)).astype(dtype)
-    results = [fused(x, w, b, grad_pooled, "max", n_jobs, padding="same")
-               for n_jobs in (1, 2, 3)]
-    assert_same_fused_results(results)
+    for mode in ("max", "avg"):
+        results = [fused(x, w, b, grad_pooled, mode, n_jobs, relu=True, padding="same")
+                   for n_jobs in (1, 2, 3)]
+        assert_same_fused_results(results)
 
 
 def test_inference_skips_codes_and_first_layer_skips_grad_x():
@@ -290,7 +312,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="mode must be 'max', 'min' or 'avg'"):
         blocks._conv_pool(x, w, mode="median")
     with pytest.raises(ValueError, match="fused convolution and pooling needs"):
-        blocks._conv_pool(x, w, mode="avg")  # signals only
+        blocks._conv_pool(x, w, mode="avg", pool_size=3)  # 2-D: 2x2 only
     with pytest.raises(ValueError, match=r"codes must have shape \(2, 3, 2, 2\)"):
         blocks._conv_pool_backward(pooled, codes[:, :, :1], x, w)
     with pytest.raises(ValueError, match=r"grad_y must have shape \(2, 3, 2, 2\)"):

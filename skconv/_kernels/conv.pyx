@@ -94,6 +94,10 @@ cdef extern from "pool/poolkernels.h" nogil:
     void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
                                  Py_ssize_t n_vectors, double bias, int want_min,
                                  int relu, double *y, uint8_t *code)
+    void skc_pool2x2_avg_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
+                               float bias, int relu, float *y, uint8_t *code)
+    void skc_pool2x2_avg_row_d(const double *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
+                               double bias, int relu, double *y, uint8_t *code)
     void skc_pool_taps_codes_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
                                    Py_ssize_t n_vectors, float bias, int want_min,
                                    int relu, float *y, uint8_t *code)
@@ -740,10 +744,11 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
                            const Geometry *g, int n_threads,
                            uint8_t[:, :, :, :, ::1] codes,  # OUT or None (conv_pool_forward)
-                           bint pooled, bint want_min, bint relu) noexcept nogil:
-    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling, then relu if
-    asked (see ``conv_pool_forward``), computed per sample from the wide result in
-    cache."""
+                           bint pooled, bint want_min, bint relu,
+                           bint average) noexcept nogil:
+    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling then relu if
+    asked, or relu then the average (see ``conv_pool_forward``), computed per sample
+    from the wide result in cache."""
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n
@@ -764,7 +769,8 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                      &offsets[0], wide, sh.y_wide_ld, False)
             if pooled:
                 _pool_wide(wide, n_filters, sh.y_wide_ld, sh.xp[2], y.shape[3], y.shape[4],
-                           bias, want_min, relu, row_y, row_code, &y[n, 0, 0, 0, 0],
+                           bias, want_min, relu, average, row_y, row_code,
+                           &y[n, 0, 0, 0, 0],
                            &codes[n, 0, 0, 0, 0] if codes is not None else NULL)
             else:
                 _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias,
@@ -781,12 +787,14 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
                      Py_ssize_t pitch,       # IN  row stride of the wide positions
                      Py_ssize_t p_rows, Py_ssize_t p_cols,  # IN  pooled sizes
                      const floating *bias,   # IN  (n_planes,) or NULL
-                     bint want_min, bint relu,
+                     bint want_min, bint relu, bint average,
                      floating *row_y,        # OUT scratch, a row of whole vectors
                      uint8_t *row_code,      # OUT scratch, as long
                      floating *y,            # OUT (n_planes, p_rows, p_cols)
                      uint8_t *codes) noexcept nogil:  # OUT as y, or NULL
-    """2x2/stride-2 max or min pooling of the wide result plus bias, then relu if asked.
+    """2x2/stride-2 max or min pooling of the wide result plus bias, then relu if asked;
+    with ``average``, relu first (if asked) then the average (see
+    ``conv_pool_forward``).
 
     Each cell is the same ``wide + bias`` that ``_compact`` would store, so the result
     equals pooling the stored convolution, bit for bit (and relu is numpy's
@@ -797,15 +805,25 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
     cdef:
         Py_ssize_t c, i, n_vectors = (p_cols + SKC_POOL_LANES - 1) // SKC_POOL_LANES
         floating bc
+        const floating *row
     for c in range(n_planes):
         bc = bias[c] if bias != NULL else 0
         for i in range(p_rows):
+            row = wide + c * wide_plane + 2 * i * pitch
             if floating is float:
-                skc_pool2x2_codes_row_f(wide + c * wide_plane + 2 * i * pitch, pitch,
-                                        n_vectors, bc, want_min, relu, row_y, row_code)
+                if average:
+                    skc_pool2x2_avg_row_f(row, pitch, n_vectors, bc, relu, row_y,
+                                          row_code)
+                else:
+                    skc_pool2x2_codes_row_f(row, pitch, n_vectors, bc, want_min, relu,
+                                            row_y, row_code)
             else:
-                skc_pool2x2_codes_row_d(wide + c * wide_plane + 2 * i * pitch, pitch,
-                                        n_vectors, bc, want_min, relu, row_y, row_code)
+                if average:
+                    skc_pool2x2_avg_row_d(row, pitch, n_vectors, bc, relu, row_y,
+                                          row_code)
+                else:
+                    skc_pool2x2_codes_row_d(row, pitch, n_vectors, bc, want_min, relu,
+                                            row_y, row_code)
             memcpy(y, row_y, p_cols * sizeof(floating))
             y += p_cols
             if codes != NULL:
@@ -823,14 +841,21 @@ cdef struct PoolCells:
     Py_ssize_t col_step
     Py_ssize_t n_cells   # cells of a window: 1 to MAX_WINDOW_CELLS
     bint overlap         # whether windows share cells
+    bint average         # an average pooling (else max or min, by the codes)
+    bint relu_bits       # average only: the codes are relu's bit masks
     Py_ssize_t cell_off[256]
 
 
 # Cells of a fused pooling's window at most: its codes are bytes.
 MAX_WINDOW_CELLS = 256
+# Cells of a fused average pooling's window at most: its codes are relu's bit masks.
+cdef enum:
+    _AVG_CELLS = 8
+MAX_AVG_CELLS = _AVG_CELLS
 
 
-cdef PoolCells _pool_cells(tuple window, tuple stride, Py_ssize_t cols):
+cdef PoolCells _pool_cells(tuple window, tuple stride, Py_ssize_t cols,
+                           bint average=False, bint relu_bits=False):
     """The :class:`PoolCells` of windows ``window`` (rows, cols) moved by ``stride``."""
     cdef PoolCells pc
     cdef Py_ssize_t k, width = window[1]
@@ -838,6 +863,11 @@ cdef PoolCells _pool_cells(tuple window, tuple stride, Py_ssize_t cols):
     pc.col_step = stride[1]
     pc.n_cells = window[0] * width
     pc.overlap = stride[0] < window[0] or stride[1] < width
+    pc.average = average
+    pc.relu_bits = average and relu_bits
+    if average and not 1 <= window[0] * width <= MAX_AVG_CELLS:
+        raise ValueError(f"a fused average pooling window holds 1 to {MAX_AVG_CELLS} "
+                         f"cells, got {window}")
     if not 1 <= pc.n_cells <= MAX_WINDOW_CELLS:
         raise ValueError(f"a fused pooling window holds 1 to {MAX_WINDOW_CELLS} cells, "
                          f"got {window}")
@@ -886,6 +916,72 @@ cdef void _unpool(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
                 else:
                     plane[cell] = g
                 at += 1
+
+
+cdef void _unpool_avg(const floating *grad_pooled,  # IN  (n_planes, p_rows, p_cols)
+                      const uint8_t *codes,          # IN  as grad_pooled, relu's bits
+                      Py_ssize_t n_planes, Py_ssize_t p_rows, Py_ssize_t p_cols,
+                      const PoolCells *pc,
+                      floating *grad_y,              # OUT as in _unpool
+                      Py_ssize_t plane_stride, Py_ssize_t cell_stride,
+                      Py_ssize_t size) noexcept nogil:  # IN  values of grad_y zeroed first
+    """An average pooling's gradient spread over its windows' cells, zeros elsewhere,
+    then (``pc.relu_bits``) through relu's backward: what ``pool_backward`` of the
+    average then ``relu_backward`` compute, bit for bit. Where windows overlap, each
+    window's share ``grad / cells`` is added window cell by window cell (along a row
+    of windows, all windows' first cells, then their second...), the plain kernel's
+    order; then each covered cell is multiplied by its relu bit (a cell in several
+    windows gets the same bit from each). Layout as in :func:`_unpool`."""
+    cdef:
+        Py_ssize_t c, i, j, k, cell, at
+        Py_ssize_t row_step = pc.row_step, col_step = pc.col_step
+        Py_ssize_t n = pc.n_cells
+        Py_ssize_t offsets[_AVG_CELLS]
+        floating *plane
+        floating *window
+        floating share
+        floating n_cells = <floating> pc.n_cells
+        floating bit_value[2]
+        uint8_t code
+    bit_value[0], bit_value[1] = 0, 1
+    for k in range(n):
+        offsets[k] = pc.cell_off[k] * cell_stride
+    memset(grad_y, 0, size * sizeof(floating))
+    for c in range(n_planes):
+        plane = grad_y + c * plane_stride
+        if not pc.overlap:
+            # Each cell in one window at most: its value is stored, not added. ``0 +
+            # share`` differs from ``share`` only for -0, a sign that every sum the
+            # gradient enters absorbs (it starts from +0): the same results, bit for
+            # bit, in one pass and one division per window. The relu bit multiplies
+            # from a table: no branch, no conversion.
+            at = c * p_rows * p_cols
+            for i in range(p_rows):
+                for j in range(p_cols):
+                    share = grad_pooled[at] / n_cells
+                    window = plane + (i * row_step + j * col_step) * cell_stride
+                    if pc.relu_bits:
+                        code = codes[at]
+                        for k in range(n):
+                            window[offsets[k]] = share * bit_value[(code >> k) & 1]
+                    else:
+                        for k in range(n):
+                            window[offsets[k]] = share
+                    at += 1
+            continue
+        for i in range(p_rows):
+            at = (c * p_rows + i) * p_cols
+            for k in range(pc.n_cells):
+                for j in range(p_cols):
+                    share = grad_pooled[at + j] / n_cells
+                    plane[(i * row_step + j * col_step + pc.cell_off[k]) * cell_stride] += share
+        if pc.relu_bits:
+            for i in range(p_rows):
+                at = (c * p_rows + i) * p_cols
+                for k in range(pc.n_cells):
+                    for j in range(p_cols):
+                        cell = (i * row_step + j * col_step + pc.cell_off[k]) * cell_stride
+                        plane[cell] = plane[cell] * <floating> ((codes[at + j] >> k) & 1)
 
 
 cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
@@ -1009,8 +1105,8 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
     """Max (or min, or average) pooling of a convolution plus bias, with relu, without
     storing the convolution.
 
-    Two poolings: on images, max or min with ``pool_window = pool_stride = (2, 2)``
-    of a convolution of any stride (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
+    Two poolings: on images, max, min or average with ``pool_window = pool_stride =
+    (2, 2)`` of a convolution of any stride (``O1 >= 2``); on signals (``X1 = K1 = O1 = 1``), any
     ``stride``, windows ``(1, p)`` every ``(1, q)`` cells of the convolution's output
     (any p of at most ``MAX_WINDOW_CELLS`` and q; windows may overlap or leave gaps),
     all inside it: ``P2 = (O2 - p) // q + 1``; and there also the average of windows
@@ -1034,7 +1130,7 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
         tuple w_shape = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4])
         Geometry g = _geometry(x_shape, w_shape, (x.shape[0], w.shape[0]) + conv_out,
                                stride, pad_lo, dilation)
-        bint images = (pool_window == (2, 2) and pool_stride == (2, 2) and not average
+        bint images = (pool_window == (2, 2) and pool_stride == (2, 2)
                        and g.stride[0] == 1 and g.out[0] == 1 and g.out[1] >= 2
                        and _path(&g) == SHIFTED)
         bint signals = (_is_signal(&g) and pool_window[0] == 1 and pool_stride[0] == 1
@@ -1053,39 +1149,33 @@ def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2
                                <Py_ssize_t> pool_stride[1], n_threads, want_min, relu,
                                average)
     else:
-        _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu)
+        _run_forward_shifted(x, w, b, y, codes, &g, n_threads, True, want_min, relu,
+                             average)
 
 
-def conv_pool_avg_backward(const floating[:, ::1] grad_pooled,  # IN  (P, J) planes
+def conv_pool_avg_backward(const floating[:, ::1] grad_pooled,  # IN  (P, P1 * P2) planes
                            const uint8_t[:, ::1] codes,  # IN  as grad_pooled, or None
-                           floating[:, ::1] grad_conv,    # OUT (P, O)
-                           Py_ssize_t window, Py_ssize_t stride, int n_threads):
+                           floating[:, ::1] grad_conv,    # OUT (P, O1 * O2)
+                           tuple window, tuple stride,    # IN  (rows, cols) each
+                           Py_ssize_t p_cols, Py_ssize_t conv_cols, int n_threads):
     """The convolution's gradient from an average pooling's (windows of ``window``
-    cells every ``stride``, all inside the O cells), through relu's backward when
+    cells every ``stride``, all inside the convolution's output, whose rows have
+    ``conv_cols`` cells; ``p_cols`` windows per row), through relu's backward when
     ``codes`` (the forward's) are given: what ``pool_backward`` of the average then
-    ``relu_backward`` compute, bit for bit. Each window's share ``grad / window`` is
-    added window cell by window cell (all windows' first cells, then their second...),
-    the order of the plain kernel, then each covered cell is multiplied by its relu
-    bit. ``grad_conv`` is overwritten; planes on up to ``n_threads`` threads."""
+    ``relu_backward`` compute, bit for bit (see :func:`_unpool_avg`). ``grad_conv``
+    is overwritten; planes on up to ``n_threads`` threads. Signals are rows of one:
+    ``window = (1, p)``."""
+    cdef PoolCells pc = _pool_cells(window, stride, conv_cols, True, codes is not None)
     cdef Py_ssize_t n_planes = grad_pooled.shape[0], n_out = grad_pooled.shape[1]
-    cdef Py_ssize_t p, t, j, cell
-    cdef floating *row
-    cdef bint masked = codes is not None
-    if n_planes == 0:
+    cdef Py_ssize_t p, p_rows = n_out // p_cols if p_cols else 0
+    cdef const uint8_t *code_row = NULL
+    if n_planes == 0 or n_out == 0:
+        grad_conv[...] = 0
         return
     n_threads = max(1, min(n_threads, n_planes))
     for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
-        row = &grad_conv[p, 0]
-        memset(row, 0, grad_conv.shape[1] * sizeof(floating))
-        for t in range(window):
-            for j in range(n_out):
-                row[j * stride + t] += grad_pooled[p, j] / <floating> window
-        if masked:
-            # A cell in several windows gets its bit from each: the same bit.
-            for t in range(window):
-                for j in range(n_out):
-                    cell = j * stride + t
-                    row[cell] = row[cell] * <floating> ((codes[p, j] >> t) & 1)
+        _unpool_avg(&grad_pooled[p, 0], &codes[p, 0] if pc.relu_bits else NULL, 1,
+                    p_rows, p_cols, &pc, &grad_conv[p, 0], 0, 1, grad_conv.shape[1])
 
 
 # --------------------------------------------------------------------------------
@@ -1308,7 +1398,7 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
                           floating[:, :, :, :, ::1] y,
                           uint8_t[:, :, :, :, ::1] codes,
                           const Geometry *g, int n_threads, bint pooled, bint want_min,
-                          bint relu):
+                          bint relu, bint average=False):
     """The stride-1 forward, plain or pooled: per-call tables, then the kernel."""
     cdef:
         const floating *bias = &b[0] if b is not None else NULL
@@ -1322,7 +1412,7 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
             np.float32 if floating is float else np.float64, 0, pooled)
     with nogil:
         _forward_shifted(x, w_packed, bias, y, offsets, vec_at, scratch, g, n_threads,
-                         codes, pooled, want_min, relu)
+                         codes, pooled, want_min, relu, average)
 
 
 def all_finite(const floating[::1] values):
@@ -1399,12 +1489,21 @@ cdef void _unpool_sample(const floating *gp_n, const uint8_t *codes_n,
     """One sample's convolution gradient from its pooled gradient, made in cache: what
     the pooling's backward would have stored. Straight into the transposed layout of
     the narrow weight-gradient kernel (skipping a transpose), and as planes where the
-    wide kernel or the input gradient need them.
+    wide kernel or the input gradient need them. An average pooling's
+    (``pc.average``) is :func:`_unpool_avg`'s, relu's backward included.
 
     With ``relu_n`` (the forward's relu'd output), through the relu's backward first:
     ``grad * (out > 0)`` as numpy computes it (so 0 * inf gives NaN there too), in a
     pass of its own (see include/pool/poolkernels_impl.h)."""
     cdef Py_ssize_t n = g.n_filters * p_rows * p_cols
+    if pc.average:
+        if not lay.wide:
+            _unpool_avg(gp_n, codes_n, g.n_filters, p_rows, p_cols, pc, gy_in, 1, sh.dv,
+                        lay.n_in)
+        if lay.wide or want_grad_x:
+            _unpool_avg(gp_n, codes_n, g.n_filters, p_rows, p_cols, pc, unpooled,
+                        g.n_cols, 1, g.n_filters * g.n_cols)
+        return
     if relu_n != NULL:
         if floating is float:
             skc_relu_backward_f(gp_n, relu_n, n, masked)
@@ -2094,7 +2193,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
                        tuple conv_out,                              # IN  (1, O1, O2)
                        tuple stride, tuple pad_lo, tuple dilation,
                        tuple pool_window, tuple pool_stride,  # IN  (rows, cols) each
-                       int n_threads):
+                       int n_threads, bint average=False, bint relu=False):
     """Gradients of ``conv_pool_forward`` with respect to x (if ``grad_x`` is given), w
     and b, from the pooled output's gradient and the forward's ``codes``.
 
@@ -2104,7 +2203,9 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
     every window lies inside the convolution's output.
 
     With ``relu_out`` (the forward's output when it applied relu), the relu's backward
-    comes first. Equals ``conv_backward`` of the pooling's backward bit for bit: each
+    comes first. With ``average`` (then ``relu_out`` is None), the pooling was an
+    average, after relu if ``relu``: the codes hold relu's bits. Equals
+    ``conv_backward`` of the pooling's backward bit for bit: each
     sample's convolution gradient is rebuilt in cache (zeros except at the winning
     cells), never stored for the whole batch, and the weight and bias gradients are
     summed per chunk of samples, the chunks then added in order, as ``conv_backward``
@@ -2128,7 +2229,7 @@ def conv_pool_backward(const floating[:, :, :, :, ::1] grad_pooled,  # IN  (N, D
         floating[:, ::1] grad_w_chunks
         floating[:, ::1] grad_b_chunks
         uint8_t[::1] nonfinite
-        PoolCells pc = _pool_cells(pool_window, pool_stride, conv_out[2])
+        PoolCells pc = _pool_cells(pool_window, pool_stride, conv_out[2], average, relu)
     if n_samples == 0:
         grad_w[...] = 0
         grad_b[...] = 0

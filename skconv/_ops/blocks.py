@@ -16,7 +16,8 @@ Implementations are classes listed in ``_IMPLEMENTATIONS``, each with a ``prepar
 class method that returns an instance or None; a new fused kernel (other dimensions,
 windows, strides or modes, normalisation) is one more class there, and no caller
 changes. Today: :class:`ConvPool2x2Block`, a 2-D convolution of any stride followed
-by a 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), and
+by a 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), or by
+optionally a relu then a 2x2/stride-2 average pooling, and
 :class:`ConvPool1dBlock`, for signals: a convolution of any stride, then max or min
 pooling of any window and stride (then relu), or relu then average pooling.
 """
@@ -123,12 +124,15 @@ def prepare_conv_block(input_shape, filters, conv, following=(), dtype=np.float3
 
 class ConvPool2x2Block:
     """A 2-D convolution (any stride), a 2x2/stride-2 max or min pooling and
-    optionally a relu, as one kernel call per pass.
+    optionally a relu (or optionally a relu, then a 2x2/stride-2 average pooling), as
+    one kernel call per pass.
 
     Built by :func:`prepare_conv_block`. The convolution's output is never stored
     for the batch: each sample's is pooled in cache, and the backward rebuilds each
-    sample's convolution gradient in cache. Results equal ``pool_with_indices`` of
-    ``conv`` (then relu) and their backward bit for bit.
+    sample's convolution gradient in cache (an average's backward makes it for the
+    batch in one pass, then runs ``conv_backward``). Results equal
+    ``pool_with_indices`` of ``conv`` (then relu), or ``pool`` of relu of ``conv``,
+    and their backward bit for bit.
 
     Parameters
     ----------
@@ -175,7 +179,7 @@ class ConvPool2x2Block:
     def prepare(cls, input_shape, filters, conv, following, dtype):
         """An instance for these settings (see :func:`prepare_conv_block`), or None
         when they are not this block's: a max or min :class:`PoolSpec`, optionally
-        followed by ``'relu'``, or (signals only) an average one, optionally after
+        followed by ``'relu'``, or an average one, optionally after
         ``'relu'``, that the fused kernel covers (:func:`_conv_pool_supported`) and
         that pads nothing before the start of an axis."""
         pools = [i for i, step in enumerate(following) if isinstance(step, PoolSpec)]
@@ -352,8 +356,8 @@ def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None
     """Whether :func:`_conv_pool` can fuse this convolution with this pooling.
 
     On images ``(C, H, W)``, a convolution of any stride (whose polyphase copy fits,
-    see ``_kernel.uses_blas``) then a 2x2/stride-2 max or min pooling of an output of
-    at least 2x2; on signals ``(C, W)``, a convolution of any stride then a max or min
+    see ``_kernel.uses_blas``) then a 2x2/stride-2 max, min or average pooling of an
+    output of at least 2x2; on signals ``(C, W)``, a convolution of any stride then a max or min
     pooling of any window of at most ``_MAX_WINDOW_CELLS`` cells and any stride, or an
     average one of at most ``_MAX_AVG_CELLS`` cells, every window inside the
     convolution's output. ``x_shape`` is one sample's shape.
@@ -369,7 +373,7 @@ def _conv_pool_supported(x_shape, kernel_shape, *, pool_size=2, pool_stride=None
 
 
 #: Cells of a fused average pooling's window at most: its codes are relu bit masks.
-_MAX_AVG_CELLS = 8
+_MAX_AVG_CELLS = _kernel.MAX_AVG_CELLS
 
 
 def _mode_fits(mode, geometry):
@@ -377,8 +381,8 @@ def _mode_fits(mode, geometry):
     :func:`_cached_conv_pool_geometry`) with ``mode``."""
     if mode in ("max", "min"):
         return True
-    # Signals only (pooled outputs of one axis), the codes are bit masks.
-    return mode == "avg" and len(geometry[1]) == 1 and geometry[4][1] <= _MAX_AVG_CELLS
+    # The codes of an average are relu's bit masks: a bit per cell of the window.
+    return mode == "avg" and math.prod(geometry[4]) <= _MAX_AVG_CELLS
 
 
 def _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride, mode):
@@ -394,7 +398,7 @@ def _conv_pool_geometry(x, w, stride, padding, dilation, pool_size, pool_stride,
     if geometry is None or not _mode_fits(mode, geometry):
         raise ValueError(
             f"the fused convolution and pooling needs either 2-D maps and a "
-            f"2x2/stride-2 max or min pooling of a convolution output of at least "
+            f"2x2/stride-2 max, min or avg pooling of a convolution output of at least "
             f"2x2, or 1-D maps with max or min windows of at most {_MAX_WINDOW_CELLS} "
             f"cells (average: {_MAX_AVG_CELLS}) inside the convolution output: x has "
             f"shape {x.shape}, w has shape {w.shape}, stride={stride!r}, "
@@ -587,9 +591,11 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
                                  2 * w.size * math.prod(conv_out) * x.shape[0])
     if _kernel.conv_pool_backward(
         view_3d(grad_y), view_3d(codes),
-        None if relu_output is None else view_3d(relu_output), view_3d(x), view_3d(w),
+        None if relu_output is None or mode == "avg" else view_3d(relu_output),
+        view_3d(x), view_3d(w),
         None if grad_x is None else view_3d(grad_x), view_3d(grad_w), grad_b, conv_out,
-        stride_3d, pad_lo, dilation_3d, window, pool_stride_2d, n_threads,
+        stride_3d, pad_lo, dilation_3d, window, pool_stride_2d, n_threads, mode == "avg",
+        relu,
     ):
         return grad_x, grad_w, grad_b
     return _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out,
@@ -598,11 +604,11 @@ def _conv_pool_backward(grad_y, codes, x, w, *, stride=1, padding=0, dilation=1,
 
 
 def _fused_backward(mode, stride_3d, ndim):
-    """Whether the backward of a fused block has a fused kernel: max or min after a
-    2-D convolution of any stride, or after a stride-1 one of signals (a strided
+    """Whether the backward of a fused block has a fused kernel: after a 2-D
+    convolution of any stride, or after a stride-1 one of signals (a strided
     signal's convolution backward is the polyphase rows', which the fused kernel
     does not share)."""
-    return mode != "avg" and (ndim == 4 or all(s == 1 for s in stride_3d))
+    return ndim == 4 or all(s == 1 for s in stride_3d)
 
 
 def _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out, window,
@@ -622,8 +628,8 @@ def _conv_pool_backward_unfused(grad_y, codes, relu_output, x, w, conv_out, wind
         n_planes = grad_y.shape[0] * grad_y.shape[1]
         _kernel.conv_pool_avg_backward(
             grad_y.reshape(n_planes, -1), codes.reshape(n_planes, -1) if relu else None,
-            grad_conv.reshape(n_planes, -1), window[1], pool_stride[1],
-            threads_for_cells(effective_n_threads(n_jobs), grad_conv.size))
+            grad_conv.reshape(n_planes, -1), window, pool_stride, grad_y.shape[-1],
+            spatial[-1], threads_for_cells(effective_n_threads(n_jobs), grad_conv.size))
     else:
         if relu_output is not None:
             with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as the kernel gives
@@ -756,10 +762,12 @@ class _PreparedBatch:
             raise ValueError("the inputs must not share memory with the step's grad_x")
         if self._fused_backward and _kernel.conv_pool_backward(
             grad_y.reshape(self._y5.shape), self._codes5,
-            self._y5 if self._relu else None, x.reshape(self._x5), w.reshape(self._w5),
-            self._grad_x5 if compute_grad_x else None, grad_w.reshape(self._w5), grad_b,
-            self._conv_out, self._stride, self._pad_lo, self._dilation, self._window,
-            self._pool_stride, threads_for_work(n_threads, self._backward_work),
+            self._y5 if self._relu and self.mode != "avg" else None, x.reshape(self._x5),
+            w.reshape(self._w5), self._grad_x5 if compute_grad_x else None,
+            grad_w.reshape(self._w5), grad_b, self._conv_out, self._stride, self._pad_lo,
+            self._dilation, self._window, self._pool_stride,
+            threads_for_work(n_threads, self._backward_work), self.mode == "avg",
+            self._relu,
         ):
             return grad_x
         grad_x, _, _ = _conv_pool_backward_unfused(

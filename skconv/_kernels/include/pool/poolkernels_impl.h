@@ -83,6 +83,25 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_store_pooled)(SKC_VT best, SKC_VI which, SKC
     *(skc_pool_code *)code = __builtin_convertvector(which, skc_pool_code);
 }
 
+/* The cells of the 8 windows of vector v of a row of 2x2 windows (r1 the row below
+ * r0), each plus bias, in window order: cell[k] holds cell k (row-major) of every
+ * window. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_window_cells)(const SKC_T *r0, const SKC_T *r1,
+                                                  ptrdiff_t v, SKC_T bias, SKC_VT cell[4])
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
+    SKC_VT a0 = *(const SKC_VT *)a + bias;
+    SKC_VT a1 = *(const SKC_VT *)(a + SKC_POOL_LANES) + bias;
+    SKC_VT b0 = *(const SKC_VT *)b + bias;
+    SKC_VT b1 = *(const SKC_VT *)(b + SKC_POOL_LANES) + bias;
+    cell[0] = __builtin_shuffle(a0, a1, even);
+    cell[1] = __builtin_shuffle(a0, a1, odd);
+    cell[2] = __builtin_shuffle(b0, b1, even);
+    cell[3] = __builtin_shuffle(b0, b1, odd);
+}
+
 /* One row of windows of a convolution's wide output, the bias added to every cell
  * first (exactly the sum the unfused convolution stores). code[o] receives the
  * winning cell's place in its window (row-major, 0 to 3) instead of a flat index.
@@ -91,18 +110,11 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_codes_mode)(
     const int want_min, const int relu, const SKC_T *r0, const SKC_T *r1,
     ptrdiff_t n_vectors, SKC_T bias, SKC_T *y, uint8_t *code)
 {
-    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
-    const SKC_VI odd = even + 1;
     ptrdiff_t v;
     int k;
     for (v = 0; v < n_vectors; v++) {
-        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
-        SKC_VT a0 = *(const SKC_VT *)a + bias;
-        SKC_VT a1 = *(const SKC_VT *)(a + SKC_POOL_LANES) + bias;
-        SKC_VT b0 = *(const SKC_VT *)b + bias;
-        SKC_VT b1 = *(const SKC_VT *)(b + SKC_POOL_LANES) + bias;
-        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
-                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        SKC_VT cell[4];
+        SKC_NAME(skc_window_cells)(r0, r1, v, bias, cell);
         SKC_VT best = cell[0];
         SKC_VI which = {0};
         for (k = 1; k < 4; k++)
@@ -245,4 +257,50 @@ static void SKC_NAME(skc_pool_taps_avg_row)(const SKC_T *rows, ptrdiff_t tap_str
     else
         SKC_NAME(skc_pool_taps_avg_mode)(0, rows, tap_stride, n_taps, n_vectors, bias, y,
                                          code);
+}
+
+/* One row of 2x2 average windows of a convolution's wide output (see
+ * pool2x2_avg_row); relu is a constant after inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_avg_mode)(
+    const int relu, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors, SKC_T bias,
+    SKC_T *y, uint8_t *code)
+{
+    ptrdiff_t v;
+    int k;
+    for (v = 0; v < n_vectors; v++) {
+        SKC_VT cell[4];
+        SKC_NAME(skc_window_cells)(r0, r1, v, bias, cell);
+        skc_pd acc = {0};
+        SKC_VI positive = {0};
+        for (k = 0; k < 4; k++) {
+            SKC_VT c = cell[k];
+            if (relu) {
+                c = SKC_NAME(skc_relu)(c);
+                positive |= (c > 0) & (1 << k);  /* bit k: relu's output is > 0 */
+            }
+            acc += __builtin_convertvector(c, skc_pd);
+        }
+        SKC_NAME(skc_store_pooled)(__builtin_convertvector(acc / 4.0, SKC_VT), positive,
+                                   y + SKC_POOL_LANES * v, code + SKC_POOL_LANES * v);
+    }
+}
+
+/*
+ * pool2x2_avg_row: the average counterpart of pool2x2_codes_row, relu FIRST: for
+ * o < 8 * n_vectors, window o's cells are r0[2o], r0[2o+1], r1[2o], r1[2o+1] (r1 =
+ * r0 + pitch), each plus bias (then relu if asked), and y[o] is their sum in double,
+ * added from 0 in that order, divided by 4 and rounded to SKC_T: what relu then the
+ * plain average pooling compute. code[o] has bit k set when relu's output for cell
+ * k is positive (the relu's backward), 0 without relu. Reads and writes as
+ * pool2x2_codes_row.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_avg_row)(const SKC_T *r0, ptrdiff_t pitch,
+                                          ptrdiff_t n_vectors, SKC_T bias, int relu,
+                                          SKC_T *y, uint8_t *code)
+{
+    if (relu)
+        SKC_NAME(skc_pool2x2_avg_mode)(1, r0, r0 + pitch, n_vectors, bias, y, code);
+    else
+        SKC_NAME(skc_pool2x2_avg_mode)(0, r0, r0 + pitch, n_vectors, bias, y, code);
 }
