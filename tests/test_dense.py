@@ -194,10 +194,12 @@ def test_each_row_depends_on_its_own_input_alone(dtype):
     # A row of the forward's output is the same bits whatever the batch it is in:
     # alone, in any subset, in any order, on any number of threads, with relu or
     # not. Units below, at and above a vector's lanes (16 float32, 8 float64) and
-    # between whole vectors (the last vector overlaps the one before it).
+    # between whole vectors; one pass of rows (W read in place) or several (W
+    # packed in tiles), several parts of rows, several panels of units.
     rng = np.random.default_rng(7)
     for n, f, u in [(70, 400, 120), (45, 120, 84), (33, 84, 10), (40, 1, 1),
-                    (37, 9, 16), (50, 31, 8), (66, 17, 23), (1, 300, 7)]:
+                    (37, 9, 16), (50, 31, 8), (66, 17, 23), (1, 300, 7),
+                    (600, 260, 130)]:
         x = rng.standard_normal((n, f)).astype(dtype)
         w = rng.standard_normal((f, u)).astype(dtype)
         b = rng.standard_normal(u).astype(dtype)

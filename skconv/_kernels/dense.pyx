@@ -5,8 +5,8 @@ order of x[i, f] * W[f, u]) + b[u]``, accumulated in the dtype of W by the
 convolutions' register-blocked micro-kernel (``include/conv/microkernels.h``), whose
 blocking never changes a sum. So a row of y is a function of the same row of x
 alone: a sample gets the same bits in a batch of any size, at any position in it, and
-on any number of threads (the rows are shared out in fixed tasks of
-``_ROWS_PER_TASK``). BLAS promises none of this (its kernels, blocking and threading
+on any number of threads (however the rows are cut into parts per thread and passes
+of ``_ROWS_PER_TASK``). BLAS promises none of this (its kernels, blocking and threading
 follow the matrix sizes: a float32 row differed by up to 3.8e-7 between batch sizes),
 and for the shapes of a LeNet-5 head the micro-kernel is as fast or faster
 (``benchmarks/profile_lenet5_layers.py``).
@@ -35,7 +35,8 @@ parallel region.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
 from .microkernels cimport rowgemm, rowgemm_pack
@@ -137,130 +138,226 @@ cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
         values[u] = 0 if values[u] <= 0 else values[u]
 
 
-# Rows of x per task of ``dense_forward``: a task packs its rows, multiplies
-# them and adds the bias while they are in cache. Any value gives the same results.
+# Rows of x per register pass of ``dense_forward``: packed for a block of features,
+# then multiplied by the block's tile of W. Any value gives the same results.
 cdef Py_ssize_t _ROWS_PER_TASK = 32
-# Features per block of a task's sums (float32; half as many float64): a block's
-# slice of W for two vectors of units (16 kB) and of the task's packed rows then stay
-# in L1 while every register block of rows uses them. Unblocked, each block of 4 rows
-# streamed a whole column panel of W from L2 (a 4000 x 120 W is 1.9 MB), and the
-# network's forward ran at half the kernel's speed. A sum goes on from one block to
-# the next in the same order, so the blocking changes no bit.
+# Rows per part at most: a part's sums (its rows by the padded units) stay in L2
+# from one block of features to the next, and each part reads W once. Smaller
+# batches are cut into one part per thread. Any cut gives the same results.
+cdef Py_ssize_t _PART_ROWS = 256
+# Features per block (float32; half as many float64): a block's tile of W for one
+# panel (32 kB) and the packed rows then stay in L1 while every register block of
+# rows uses them. A sum goes on from one block to the next in the same order, so the
+# blocking changes no bit.
 cdef Py_ssize_t _FEATURE_BLOCK = 128
+# Vectors of units per panel of a tile: rowgemm's widest register block.
+cdef Py_ssize_t _PANEL_VECTORS = 4
 
 
-cdef void _per_row_task(const floating *x, const floating *w, Py_ssize_t ldw,
-                        const floating *bias, floating *y, floating *packed,
-                        floating *c, Py_ssize_t ldc, floating *c_tail,
-                        const Py_ssize_t *vec_at, Py_ssize_t n_vec,
-                        const Py_ssize_t *w_off, Py_ssize_t n_rows,
-                        Py_ssize_t n_features, Py_ssize_t n_units, Py_ssize_t task,
-                        bint relu) noexcept nogil:
-    # Rows [lo, hi) of y, a block of features at a time: the block's rows of x packed,
-    # then the sums of units [0, n_vec * lanes) into c (y itself, or a padded buffer
-    # when y's rows are shorter than a vector) and, with ``c_tail``, of the last
-    # vector of units, [n_units - lanes, n_units), into c_tail (it overlaps the
-    # others, and a vector that accumulates must not). Then y = c + b and relu.
+cdef struct DenseLayout:
+    # How dense_forward cuts the product: the units padded with zeros to whole
+    # vectors (``u_pad``) and cut into panels of ``_PANEL_VECTORS`` vectors (the last
+    # one narrower); the features in blocks; the rows in parts.
+    Py_ssize_t lanes
+    Py_ssize_t block       # features per block
+    Py_ssize_t n_blocks
+    Py_ssize_t u_pad
+    Py_ssize_t panel       # units of a whole panel
+    Py_ssize_t n_panels
+    Py_ssize_t part_rows
+    Py_ssize_t n_parts
+
+
+cdef DenseLayout _dense_layout(Py_ssize_t n_rows, Py_ssize_t n_features,
+                               Py_ssize_t n_units, bint single,
+                               int n_threads) noexcept nogil:
+    cdef DenseLayout lay
+    lay.lanes = 16 if single else 8
+    lay.block = _FEATURE_BLOCK if single else _FEATURE_BLOCK // 2
+    lay.n_blocks = (n_features + lay.block - 1) // lay.block
+    lay.u_pad = (n_units + lay.lanes - 1) // lay.lanes * lay.lanes
+    lay.panel = _PANEL_VECTORS * lay.lanes
+    lay.n_panels = (lay.u_pad + lay.panel - 1) // lay.panel
+    n_threads = max(1, n_threads)
+    lay.part_rows = (n_rows + n_threads - 1) // n_threads
+    lay.part_rows = (lay.part_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK * _ROWS_PER_TASK
+    lay.part_rows = max(_ROWS_PER_TASK, min(_PART_ROWS, lay.part_rows))
+    lay.n_parts = (n_rows + lay.part_rows - 1) // lay.part_rows
+    return lay
+
+
+cdef void _pack_tile(const floating *w, Py_ssize_t n_features, Py_ssize_t n_units,
+                     const DenseLayout *lay, Py_ssize_t k0,
+                     floating *tile) noexcept nogil:
+    """The block of W (F, U) from feature ``k0``, per panel a row-major (features,
+    panel width) tile, the units past U zero. Contiguous tiles stream through the
+    cache; W's own rows, a power of two apart for 128 units, fell into the same few L1
+    sets and missed, and units that are not whole vectors needed a slower path."""
     cdef:
-        Py_ssize_t lanes = 16 if floating is float else 8
-        Py_ssize_t block = _FEATURE_BLOCK if floating is float else _FEATURE_BLOCK // 2
-        Py_ssize_t lo = task * _ROWS_PER_TASK
-        Py_ssize_t hi = min(lo + _ROWS_PER_TASK, n_rows), m = hi - lo
-        Py_ssize_t i, u, kb, k0, nk, n_main = min(n_vec * lanes, n_units)
-        Py_ssize_t tail_at = n_units - lanes
-        Py_ssize_t zero = 0
-        floating *a
+        Py_ssize_t nk = min(lay.block, n_features - k0)
+        Py_ssize_t p, k, p0, width, real
+    for p in range(lay.n_panels):
+        p0 = p * lay.panel
+        width = min(lay.panel, lay.u_pad - p0)
+        real = max(0, min(width, n_units - p0))
+        for k in range(nk):
+            memcpy(tile + k * width, w + (k0 + k) * n_units + p0, real * sizeof(floating))
+            memset(tile + k * width + real, 0, (width - real) * sizeof(floating))
+        tile += nk * width
+
+
+cdef void _pack_last_panel(const floating *w, Py_ssize_t n_features,
+                           Py_ssize_t n_units, const DenseLayout *lay, Py_ssize_t k0,
+                           floating *tile) noexcept nogil:
+    """The last panel of the block's tile alone (see :func:`_pack_tile`)."""
+    cdef:
+        Py_ssize_t nk = min(lay.block, n_features - k0), k
+        Py_ssize_t p0 = (lay.n_panels - 1) * lay.panel
+        Py_ssize_t width = lay.u_pad - p0, real = n_units - p0
+    for k in range(nk):
+        memcpy(tile + k * width, w + (k0 + k) * n_units + p0, real * sizeof(floating))
+        memset(tile + k * width + real, 0, (width - real) * sizeof(floating))
+
+
+cdef void _rows_part(const floating *x, const floating *w, const floating *bias,
+                     floating *y,
+                     floating *packed,  # scratch (_ROWS_PER_TASK * block,)
+                     floating *tile,    # scratch (block * u_pad,)
+                     floating *c,       # scratch (part_rows * u_pad,)
+                     const Py_ssize_t *vec_at, const Py_ssize_t *off_whole,
+                     const Py_ssize_t *off_last, const Py_ssize_t *off_w,
+                     const DenseLayout *lay,
+                     Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
+                     Py_ssize_t part, bint relu) noexcept nogil:
+    # Rows [lo, hi) of y, a block of features at a time: the block's tile of W, then
+    # for each pass of rows, the rows packed and each panel's sums added into c (rows
+    # of u_pad units). Then y = c + b and relu.
+    cdef:
+        Py_ssize_t lo = part * lay.part_rows, hi = min(lo + lay.part_rows, n_rows)
+        Py_ssize_t i, u, kb, k0, nk, p, p0, width, r0, m
+        const floating *panel
         floating *c_row
         floating *y_row
-    for kb in range((n_features + block - 1) // block):
-        k0 = kb * block
-        nk = min(block, n_features - k0)
-        a = packed + lo * n_features + k0 * m
-        rowgemm_pack(m, nk, x + lo * n_features + k0, n_features, 1, a)
-        rowgemm(m, n_vec, vec_at, nk, a, w + k0 * ldw, w_off, c + lo * ldc, ldc, k0 > 0)
-        if c_tail != NULL:
-            rowgemm(m, 1, &zero, nk, a, w + k0 * ldw + tail_at, w_off,
-                    c_tail + lo * lanes, lanes, k0 > 0)
+    cdef bint direct = hi - lo <= _ROWS_PER_TASK
+    for kb in range(lay.n_blocks):
+        k0 = kb * lay.block
+        nk = min(lay.block, n_features - k0)
+        if not direct:
+            _pack_tile(w, n_features, n_units, lay, k0, tile)
+        else:
+            _pack_last_panel(w, n_features, n_units, lay, k0, tile)
+        r0 = lo
+        while r0 < hi:
+            m = min(_ROWS_PER_TASK, hi - r0)
+            rowgemm_pack(m, nk, x + r0 * n_features + k0, n_features, 1, packed)
+            panel = tile
+            for p in range(lay.n_panels):
+                p0 = p * lay.panel
+                width = min(lay.panel, lay.u_pad - p0)
+                if direct and p < lay.n_panels - 1:
+                    rowgemm(m, width // lay.lanes, vec_at, nk, packed,
+                            w + k0 * n_units + p0, off_w, c + (r0 - lo) * lay.u_pad + p0,
+                            lay.u_pad, k0 > 0)
+                    continue
+                if direct:
+                    panel = tile
+                rowgemm(m, width // lay.lanes, vec_at, nk, packed, panel,
+                        off_whole if width == lay.panel else off_last,
+                        c + (r0 - lo) * lay.u_pad + p0, lay.u_pad, k0 > 0)
+                panel += nk * width
+            r0 += m
     for i in range(lo, hi):
-        c_row = c + i * ldc
+        c_row = c + (i - lo) * lay.u_pad
         y_row = y + i * n_units
-        for u in range(n_main):
+        for u in range(n_units):
             y_row[u] = c_row[u] + bias[u]
-        if c_tail != NULL:
-            for u in range(n_main, n_units):
-                y_row[u] = c_tail[i * lanes + u - tail_at] + bias[u]
         if relu:
             _relu_run(y_row, n_units)
 
 
 def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
-                          const floating[:, ::1] w,     # IN  (F, U)
-                          const floating[::1] b,        # IN  (U,)
-                          floating[:, ::1] y,           # OUT (N, U)
-                          int n_threads, bint relu=False,
-                          floating[::1] packed=None):   # SCRATCH (>= N * F,) or None
+                  const floating[:, ::1] w,     # IN  (F, U)
+                  const floating[::1] b,        # IN  (U,)
+                  floating[:, ::1] y,           # OUT (N, U)
+                  int n_threads, bint relu=False,
+                  floating[::1] scratch=None):  # SCRATCH (>= forward_scratch_size)
     """y = x @ w + b (then relu if asked, as ``numpy.maximum(y, 0)``), on up to
     ``n_threads`` threads; each row of y a function of the same row of x alone.
 
     Every ``y[i, u]`` is ``(sum over f in increasing order of x[i, f] * w[f, u]) +
     b[u]`` (see the module docstring). Shapes are trusted, with at least one feature
-    (``skconv._ops.dense.dense`` checks them). ``y`` is overwritten.
+    (``skconv._ops.dense.dense`` checks them). ``y`` is overwritten. ``scratch``
+    (``forward_scratch_size`` values, allocated when None or smaller) holds each
+    thread's packed rows, tile of W and sums.
     """
     cdef:
         Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
-        Py_ssize_t lanes = 16 if floating is float else 8
-        Py_ssize_t n_tasks = (n_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
-        Py_ssize_t n_vec, ldc, ldw, task
-        const floating *w_at
-        floating *c_at
-        floating *tail_at = NULL
+        DenseLayout lay = _dense_layout(n_rows, n_features, n_units, floating is float,
+                                        n_threads)
+        Py_ssize_t part, per_thread
         object dtype = np.float32 if floating is float else np.float64
-        floating[:, ::1] padded_w
-        floating[:, ::1] padded_c
-        floating[:, ::1] c_tail
         Py_ssize_t[::1] vec_at
-        Py_ssize_t[::1] w_off
+        Py_ssize_t[::1] off_whole
+        Py_ssize_t[::1] off_last
+        Py_ssize_t[::1] off_w
+        floating *mine = NULL
     if n_rows == 0 or n_units == 0:
         return
-    if packed is None or packed.shape[0] < n_rows * n_features:
-        packed = np.empty(n_rows * n_features, dtype=dtype)
-    if n_units >= lanes:
-        # Whole vectors of units, side by side, straight into y; the units past the
-        # last whole vector through one more vector ending at the last unit, into a
-        # buffer of its own.
-        n_vec = n_units // lanes
-        vec_at = np.arange(n_vec, dtype=np.intp) * lanes
-        ldc = ldw = n_units
-        w_at = &w[0, 0]
-        c_at = &y[0, 0]
-        if n_units % lanes:
-            c_tail = np.empty((n_rows, lanes), dtype=dtype)
-            tail_at = &c_tail[0, 0]
-    else:
-        # One vector: read from w padded with zeros to a whole vector, written to a
-        # buffer with rows of a whole vector.
-        n_vec = 1
-        vec_at = np.zeros(1, dtype=np.intp)
-        ldc = ldw = lanes
-        padded_w = np.zeros((n_features, lanes), dtype=dtype)
-        padded_w[:, :n_units] = w
-        padded_c = np.empty((n_rows, lanes), dtype=dtype)
-        w_at = &padded_w[0, 0]
-        c_at = &padded_c[0, 0]
-    # Rows of a block of w (or padded_w), from the block's first.
-    w_off = np.arange(_FEATURE_BLOCK, dtype=np.intp) * ldw
-    n_threads = max(1, min(n_threads, n_tasks))
+    n_threads = max(1, min(n_threads, lay.n_parts))
+    per_thread = _scratch_per_thread(&lay)
+    if scratch is None or scratch.shape[0] < n_threads * per_thread:
+        scratch = np.empty(n_threads * per_thread, dtype=dtype)
+    # Vector starts within a panel (of both a tile's rows and c's); a panel's rows
+    # from its first, for a whole panel and for the last one.
+    vec_at = np.arange(_PANEL_VECTORS, dtype=np.intp) * lay.lanes
+    off_whole = np.arange(lay.block, dtype=np.intp) * lay.panel
+    off_last = np.arange(lay.block, dtype=np.intp) * (
+        lay.u_pad - (lay.n_panels - 1) * lay.panel)
+    off_w = np.arange(lay.block, dtype=np.intp) * n_units
     with nogil:
         if n_threads == 1:
-            for task in range(n_tasks):
-                _per_row_task(&x[0, 0], w_at, ldw, &b[0], &y[0, 0], &packed[0], c_at,
-                              ldc, tail_at, &vec_at[0], n_vec, &w_off[0], n_rows,
-                              n_features, n_units, task, relu)
+            for part in range(lay.n_parts):
+                _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], &scratch[0], &vec_at[0],
+                          &off_whole[0], &off_last[0], &off_w[0], &lay, n_rows, n_features,
+                          n_units, part, relu)
         else:
-            for task in prange(n_tasks, schedule="static", num_threads=n_threads):
-                _per_row_task(&x[0, 0], w_at, ldw, &b[0], &y[0, 0], &packed[0], c_at,
-                              ldc, tail_at, &vec_at[0], n_vec, &w_off[0], n_rows,
-                              n_features, n_units, task, relu)
+            with parallel(num_threads=n_threads):
+                mine = &scratch[threadid() * per_thread]
+                for part in prange(lay.n_parts, schedule="static"):
+                    _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], mine, &vec_at[0],
+                              &off_whole[0], &off_last[0], &off_w[0], &lay, n_rows, n_features,
+                              n_units, part, relu)
+
+
+cdef inline Py_ssize_t _scratch_per_thread(const DenseLayout *lay) noexcept nogil:
+    """Values of one thread's scratch: packed rows, a tile of W, a part's sums,
+    each a few cache lines apart."""
+    return (_ROWS_PER_TASK * lay.block + lay.block * lay.u_pad
+            + lay.part_rows * lay.u_pad + 3 * 32)
+
+
+cdef inline void _run_part(const floating *x, const floating *w, const floating *bias,
+                           floating *y, floating *mine, const Py_ssize_t *vec_at,
+                           const Py_ssize_t *off_whole, const Py_ssize_t *off_last,
+                           const Py_ssize_t *off_w, const DenseLayout *lay,
+                           Py_ssize_t n_rows,
+                           Py_ssize_t n_features, Py_ssize_t n_units, Py_ssize_t part,
+                           bint relu) noexcept nogil:
+    """:func:`_rows_part` with its scratch carved from this thread's ``mine``."""
+    cdef floating *packed = mine
+    cdef floating *tile = packed + _ROWS_PER_TASK * lay.block + 32
+    cdef floating *c = tile + lay.block * lay.u_pad + 32
+    _rows_part(x, w, bias, y, packed, tile, c, vec_at, off_whole, off_last, off_w, lay,
+               n_rows, n_features, n_units, part, relu)
+
+
+def forward_scratch_size(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
+                         bint single, int n_threads):
+    """Values of ``dense_forward``'s ``scratch`` for these shapes (float32 if
+    ``single``) on up to ``n_threads`` threads."""
+    cdef DenseLayout lay = _dense_layout(n_rows, n_features, n_units, single,
+                                         n_threads)
+    return max(1, min(n_threads, lay.n_parts)) * _scratch_per_thread(&lay)
 
 
 def backward_chunking(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units):

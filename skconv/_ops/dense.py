@@ -76,8 +76,9 @@ def dense(x, w, b, *, relu=False, n_threads=1, out=None):
         if relu:
             np.maximum(out, 0, out=out)
     else:
-        _kernel.dense_forward(x, w, b, out, n_threads, relu,
-                              thread_scratch("dense_packed_rows", x.size, w.dtype))
+        _kernel.dense_forward(x, w, b, out, n_threads, relu, thread_scratch(
+            "dense_forward", _kernel.forward_scratch_size(
+                *x.shape, w.shape[1], w.dtype == np.float32, n_threads), w.dtype))
     return out
 
 
