@@ -205,3 +205,25 @@ def test_thread_scratch_is_kept_per_thread_and_name():
     huge = MAX_KEPT_SCRATCH_BYTES // 4 + 1
     assert thread_scratch("test-c", huge, np.float32) is not thread_scratch(
         "test-c", huge, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+def test_all_finite_finds_one_bad_value_anywhere_on_any_thread_count(dtype, n_jobs,
+                                                                      monkeypatch):
+    # The estimators' finiteness check of X: chunks shared out over the threads, so
+    # that a single inf or NaN in any chunk (the first, a middle one, the last and
+    # short one) is found whatever the thread count (3 on a two-core machine too).
+    from skconv._ops.validation import all_finite
+
+    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
+    values = np.random.default_rng(0).standard_normal(3 * (1 << 16) + 6).astype(dtype)
+    assert all_finite(values, n_jobs)
+    assert all_finite(values.reshape(-1, 6)[:, ::2], n_jobs)  # strided view: copied
+    assert all_finite(np.empty(0, dtype), n_jobs)
+    for where in (0, 1 << 16, 2 * (1 << 16) + 77, values.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = values.copy()
+            broken[where] = bad
+            assert not all_finite(broken, n_jobs), (where, bad)
+            assert not all_finite(broken.reshape(2, 3, -1), n_jobs), (where, bad)

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state, shuffle
+from sklearn.utils import assert_all_finite, check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -43,7 +43,7 @@ from .._nn.optimizers import LR_SCHEDULES, SGD, Adam
 from .._nn.training import NonFiniteTraining, VanishingBatchWeight, run_epoch
 from .._ops.pool import POOL_MODES
 from .._ops.threads import effective_n_threads
-from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, is_int
+from .._ops.validation import MAX_SPATIAL_DIMS, PADDING_MODES, all_finite, is_int
 from .callbacks import CallbackSupportMixin, FitReport
 
 __all__ = ["BaseConvNet"]
@@ -305,7 +305,12 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, sample_shape = _flatten_nd(X)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        # The finiteness check on our threads; scikit-learn's own only to word the
+        # error when something is not finite.
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False,
+                          ensure_all_finite=False)
+        if not all_finite(X, self.n_jobs):
+            assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
         self._check_sample_shape(sample_shape)
         X = np.ascontiguousarray(X)
         return X.reshape((X.shape[0],) + tuple(self.image_shape_))
