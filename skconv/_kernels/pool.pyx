@@ -47,6 +47,12 @@ cdef extern from "pool/poolkernels.h" nogil:
                            int64_t at, int want_min, float *y, int64_t *indices)
     void skc_pool2x2_row_d(const double *r0, Py_ssize_t n_vectors, Py_ssize_t width,
                            int64_t at, int want_min, double *y, int64_t *indices)
+    void skc_pool2x2x2_row_f(const float *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                             Py_ssize_t plane, int64_t at, int want_min, float *y,
+                             int64_t *indices)
+    void skc_pool2x2x2_row_d(const double *r0, Py_ssize_t n_vectors, Py_ssize_t width,
+                             Py_ssize_t plane, int64_t at, int want_min, double *y,
+                             int64_t *indices)
 
 
 cdef inline void _pool2x2_row(const floating *r0, Py_ssize_t n_vectors,
@@ -360,7 +366,7 @@ cdef inline void _take_if(floating v, Py_ssize_t at, bint want_min,
 
 cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X2)
                              floating[:, :, :, ::1] y,        # OUT (P, 1, O1, O2)
-                             int64_t[:, :, :, ::1] indices,   # OUT (P, 1, O1, O2)
+                             int64_t *plane_indices,          # OUT (O1, O2), plane p's
                              Py_ssize_t p, bint want_min) noexcept nogil:
     """Max/min pooling of one 2-D plane, window 2x2, stride 2, no padding, with indices.
 
@@ -385,7 +391,7 @@ cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X
         if (i1 * width + width + 2 * SKC_POOL_LANES * n_vectors <= plane_cells
                 and o1 * n_out2 + SKC_POOL_LANES * n_vectors <= n_out1 * n_out2):
             _pool2x2_row(&x[p, 0, i1, 0], n_vectors, width, i1 * width, want_min,
-                         &y[p, 0, o1, 0], &indices[p, 0, o1, 0])
+                         &y[p, 0, o1, 0], plane_indices + o1 * n_out2)
             continue
         for o2 in range(n_out2):
             i2 = 2 * o2
@@ -410,7 +416,64 @@ cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X
                 else:
                     best, best_at = d, at + width + 1
             y[p, 0, o1, o2] = best
-            indices[p, 0, o1, o2] = best_at
+            plane_indices[o1 * n_out2 + o2] = best_at
+
+
+cdef void _extreme_2x2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                               floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
+                               int64_t *plane_indices,          # OUT (O0, O1, O2), p's
+                               Py_ssize_t p, bint want_min) noexcept nogil:
+    """Max/min pooling of one 3-D plane, window 2x2x2, stride 2, no padding, with
+    indices: :func:`_extreme_2x2_plane` for volumes. Rows of windows go through the
+    vector kernel but for the last ones, whose reads would leave the plane: they take
+    the scalar loop. Same cells, same row-major order, same strict comparison and NaN
+    rule as the general kernel, so the same result."""
+    cdef:
+        Py_ssize_t o0, o1, o2, i0, i1, k, at, first_nan
+        Py_ssize_t width = x.shape[3], plane = x.shape[2] * x.shape[3]
+        Py_ssize_t n_out0 = y.shape[1], n_out1 = y.shape[2], n_out2 = y.shape[3]
+        Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        Py_ssize_t volume = x.shape[1] * plane, n_out = n_out0 * n_out1 * n_out2
+        Py_ssize_t offset[8]
+        const floating *x_p = &x[p, 0, 0, 0]
+        floating v, best
+        Py_ssize_t best_at
+    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
+    for k in range(4):
+        offset[4 + k] = plane + offset[k]
+    for o0 in range(n_out0):
+        i0 = 2 * o0
+        for o1 in range(n_out1):
+            i1 = 2 * o1
+            at = i0 * plane + i1 * width
+            # The vector kernel reads up to plane + width + 16 * n_vectors cells from
+            # the row's start and writes 8 * n_vectors outputs: both must stay in this
+            # plane (the junk then lands on later rows, which overwrite it).
+            if (at + plane + width + 2 * SKC_POOL_LANES * n_vectors <= volume
+                    and (o0 * n_out1 + o1) * n_out2 + SKC_POOL_LANES * n_vectors <= n_out):
+                if floating is float:
+                    skc_pool2x2x2_row_f(x_p + at, n_vectors, width, plane, at, want_min,
+                                        &y[p, o0, o1, 0],
+                                        plane_indices + (o0 * n_out1 + o1) * n_out2)
+                else:
+                    skc_pool2x2x2_row_d(x_p + at, n_vectors, width, plane, at, want_min,
+                                        &y[p, o0, o1, 0],
+                                        plane_indices + (o0 * n_out1 + o1) * n_out2)
+                continue
+            for o2 in range(n_out2):
+                best_at = at + 2 * o2
+                best = x_p[best_at]
+                first_nan = best_at if best != best else -1
+                for k in range(1, 8):
+                    v = x_p[at + 2 * o2 + offset[k]]
+                    _take_if(v, at + 2 * o2 + offset[k], want_min, &best, &best_at)
+                    if v != v and first_nan < 0:
+                        first_nan = at + 2 * o2 + offset[k]
+                if first_nan >= 0:
+                    # The first NaN of the window in row-major order wins.
+                    best, best_at = x_p[first_nan], first_nan
+                y[p, o0, o1, o2] = best
+                plane_indices[(o0 * n_out1 + o1) * n_out2 + o2] = best_at
 
 
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
@@ -434,17 +497,33 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         floating[:, ::1] best_rows
         Py_ssize_t[:, ::1] best_at_rows
         double[:, ::1] acc_rows
+        int64_t[:, ::1] scratch
+        int64_t *plane_indices = NULL
+        bint inside, images, volumes
         int t
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
-    if (store_indices and mode != _AVG and window == (1, 2, 2) and stride == (1, 2, 2)
-            and pad_lo == (0, 0, 0) and x.shape[1] == 1
-            and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]):
-        # 2-D planes whose windows all lie inside the input (no padding on any side).
-        with nogil:
-            for p in prange(n_planes, schedule="static", num_threads=n_threads):
-                _extreme_2x2_plane(x, y, indices, p, mode == _MIN)
+    # Max or min with windows 2x2 (2-D planes) or 2x2x2 (volumes), stride 2, all
+    # inside the input (no padding on any side): their own vector loops. Without
+    # indices to keep (inference), each thread's go to a plane of scratch.
+    inside = (pad_lo == (0, 0, 0) and 2 * y.shape[1] <= x.shape[1]
+              and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
+    images = (window == (1, 2, 2) and stride == (1, 2, 2) and x.shape[1] == 1)
+    volumes = window == (2, 2, 2) and stride == (2, 2, 2)
+    if mode != _AVG and inside and (images or volumes):
+        if not store_indices:
+            scratch = np.empty((n_threads, _padded_row(y.shape[1] * y.shape[2] * n_out2)),
+                               dtype=np.int64)
+        with nogil, parallel(num_threads=n_threads):
+            t = threadid()
+            for p in prange(n_planes, schedule="static"):
+                plane_indices = (&indices[p, 0, 0, 0] if store_indices
+                                 else &scratch[t, 0])
+                if volumes:
+                    _extreme_2x2x2_plane(x, y, plane_indices, p, mode == _MIN)
+                else:
+                    _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN)
         return
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.

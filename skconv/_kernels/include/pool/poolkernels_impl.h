@@ -4,15 +4,19 @@
  * No include guard on purpose.
  */
 
-/* One output row in vectors of 8 windows; want_min is a constant after inlining. */
+/* One output row in vectors of 8 windows of 2x2 cells (depth 1) or 2x2x2 cells
+ * (depth 2: rows r0, r1 of one plane and the same rows `plane` cells further);
+ * want_min and depth are constants after inlining. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
-    const int want_min, const SKC_T *r0, const SKC_T *r1, ptrdiff_t n_vectors,
-    ptrdiff_t width, int64_t at, SKC_T *y, int64_t *indices)
+    const int want_min, const int depth, const SKC_T *r0, const SKC_T *r1,
+    ptrdiff_t n_vectors, ptrdiff_t width, ptrdiff_t plane, int64_t at, SKC_T *y,
+    int64_t *indices)
 {
     const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
     const SKC_VI odd = even + 1;
     /* Offset of window cell k (row-major) from its first cell. */
-    const int64_t cell_offset[4] = {0, 1, width, width + 1};
+    const int64_t cell_offset[8] = {0, 1, width, width + 1, plane, plane + 1,
+                                    plane + width, plane + width + 1};
     const skc_pool_index lane = {0, 2, 4, 6, 8, 10, 12, 14};
     ptrdiff_t v;
     int k;
@@ -20,11 +24,21 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
         const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
         SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
         SKC_VT b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
-        SKC_VT cell[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+        SKC_VT cell[8] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
                           __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+        if (depth == 2) {
+            a += plane;
+            b += plane;
+            a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
+            b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
+            cell[4] = __builtin_shuffle(a0, a1, even);
+            cell[5] = __builtin_shuffle(a0, a1, odd);
+            cell[6] = __builtin_shuffle(b0, b1, even);
+            cell[7] = __builtin_shuffle(b0, b1, odd);
+        }
         SKC_VT best = cell[0];
         skc_pool_index offset = {0};
-        for (k = 1; k < 4; k++) {
+        for (k = 1; k < 4 * depth; k++) {
             SKC_VT c = cell[k];
             /* Strictly better, or the first NaN of the window. */
             SKC_VI take = (want_min ? (c < best) : (c > best)) | ((c != c) & (best == best));
@@ -50,11 +64,30 @@ static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
                                       SKC_T *y, int64_t *indices)
 {
     if (want_min)
-        SKC_NAME(skc_pool2x2_row_mode)(1, r0, r0 + width, n_vectors, width, at, y,
+        SKC_NAME(skc_pool2x2_row_mode)(1, 1, r0, r0 + width, n_vectors, width, 0, at, y,
                                        indices);
     else
-        SKC_NAME(skc_pool2x2_row_mode)(0, r0, r0 + width, n_vectors, width, at, y,
+        SKC_NAME(skc_pool2x2_row_mode)(0, 1, r0, r0 + width, n_vectors, width, 0, at, y,
                                        indices);
+}
+
+/*
+ * pool2x2x2_row: the volumes' counterpart of pool2x2_row: window o covers the 2x2
+ * cells of pool2x2_row in the plane of r0 and the same cells `plane` further (the
+ * next plane), in that (row-major) order. Reads r0[0 .. plane + width + 16
+ * n_vectors) and writes 8 n_vectors outputs and indices.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
+                                        ptrdiff_t width, ptrdiff_t plane, int64_t at,
+                                        int want_min, SKC_T *y, int64_t *indices)
+{
+    if (want_min)
+        SKC_NAME(skc_pool2x2_row_mode)(1, 2, r0, r0 + width, n_vectors, width, plane, at,
+                                       y, indices);
+    else
+        SKC_NAME(skc_pool2x2_row_mode)(0, 2, r0, r0 + width, n_vectors, width, plane, at,
+                                       y, indices);
 }
 
 /* A window's running extreme and its code after cell c (code k): strictly better,
