@@ -795,7 +795,9 @@ class Activation(Layer):
 
     def infer(self, x, n_jobs, buffer):
         self._y = None
-        return get_activation(self.name).forward(x, out=self._output_buffer(x, buffer))
+        # In place where the forward may (the previous layer's output is its own).
+        out = x if self.inplace_forward else self._output_buffer(x, buffer)
+        return get_activation(self.name).forward(x, out=out)
 
     def backward(self, grad_y, n_jobs, need_input_grad):
         y = self._take_cache("_y")
