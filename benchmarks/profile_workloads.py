@@ -42,7 +42,7 @@ import warnings
 
 import numpy as np
 
-from bench_workloads import CATEGORIES, select_workloads, synthetic_data
+from bench_workloads import CATEGORIES, LENET_OPTIONS, select_workloads, synthetic_data
 
 WARM_UP_STEPS = 5
 
@@ -95,7 +95,7 @@ def _fitted(workload, X, y, args, max_iter=1):
 
     from skconv import ConvNetClassifier
 
-    clf = ConvNetClassifier(**workload.params, batch_size=args.batch_size,
+    clf = ConvNetClassifier(**LENET_OPTIONS, **workload.params, batch_size=args.batch_size,
                             max_iter=max_iter, n_iter_no_change=10**9, tol=0.0,
                             random_state=0, n_jobs=args.threads)
     with warnings.catch_warnings():

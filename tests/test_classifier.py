@@ -190,10 +190,16 @@ def test_one_dimensional_signals():
     assert clf.image_shape_ == (1, 20)  # 20 is not a perfect square
     assert clf.conv_weights_[0].shape == (6, 1, 5)
     assert clf.score(X2d, y) > 0.95
-    # The N-d form of the same data gives the same model.
+    # The N-d form of the same data declares signals, whose 'auto' options are the
+    # time series' (auto_options_); with those given, the flat form gives the same
+    # model.
     clf_nd = _quiet_fit(ConvNetClassifier(max_iter=15, random_state=0), X, y)
     assert clf_nd.image_shape_ == (1, 20) and clf_nd.n_features_in_ == 20
-    assert_array_equal(clf_nd.predict_proba(X), clf.predict_proba(X2d))
+    assert clf_nd.auto_options_["head"] == "avg" and clf.auto_options_["head"] == "flatten"
+    assert clf_nd.score(X, y) > 0.95
+    flat = _quiet_fit(ConvNetClassifier(max_iter=15, random_state=0,
+                                        **clf_nd.auto_options_), X2d, y)
+    assert_array_equal(clf_nd.predict_proba(X), flat.predict_proba(X2d))
 
 
 def test_multichannel_signals():

@@ -22,6 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
+from skconv._estimators.base import AUTO_OTHER_OPTIONS, AUTO_SIGNAL_OPTIONS
 from skconv._estimators.inspection import network_of
 from skconv._nn.layers import Dense, Dropout, Flatten
 from skconv._nn.network import Network
@@ -44,8 +45,14 @@ def _targets(cls, y):
     return 2.0 * y - 1.0 if cls is ConvNetRegressor else y
 
 
+def _make(cls, **params):
+    """``cls(**params)`` with the learning options off unless given: on these
+    signals the classifier's 'auto' would turn them on (tested on its own below)."""
+    return cls(**{**AUTO_OTHER_OPTIONS, **params})
+
+
 def _fit(cls, X, y, **params):
-    return quiet_fit(cls(**params), X, _targets(cls, y))
+    return quiet_fit(_make(cls, **params), X, _targets(cls, y))
 
 
 def _state(est):
@@ -74,8 +81,10 @@ def _cosine(lr0, k, n_updates):
 # ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_defaults_build_lenet_without_the_options(cls):
+    # Flat X of 16 columns (a signal that is not declared as one): LeNet-5.
     X, y = ramps(n=40, length=16)
-    kinds = layer_kinds(_fit(cls, X, y, **{**SMALL, "max_iter": 1}))
+    est = quiet_fit(cls(**{**SMALL, "max_iter": 1}), X.reshape(40, -1), _targets(cls, y))
+    kinds = layer_kinds(est)
     assert "batch_norm" not in kinds and "random_shift" not in kinds
     assert "global_pool" not in kinds and kinds.count("flatten") == 1
     # Only the regressor's default has dropout: one after each hidden dense layer.
@@ -169,8 +178,8 @@ def test_batch_norm_learns_raw_unscaled_digits(digits_small):
     # which the same short training gets further with it.
     X, y = digits_small
     params = dict(filters=(4, 8), hidden_layer_sizes=(32,), max_iter=15, random_state=0)
-    plain = quiet_fit(ConvNetClassifier(**params), X * 16, y)
-    normed = quiet_fit(ConvNetClassifier(batch_norm=True, **params), X * 16, y)
+    plain = quiet_fit(_make(ConvNetClassifier, **params), X * 16, y)
+    normed = quiet_fit(_make(ConvNetClassifier, batch_norm=True, **params), X * 16, y)
     assert normed.score(X * 16, y) > plain.score(X * 16, y) + 0.1
     assert normed.loss_curve_[-1] < plain.loss_curve_[-1]
 
@@ -307,7 +316,7 @@ def test_cosine_across_partial_fit_calls_and_warm_starts(rates):
     X, y = ramps(n=40, length=16)  # batch 20: 2 minibatches per call
     params = dict(**{**SMALL, "max_iter": 3}, batch_size=20, learning_rate="cosine",
                   learning_rate_init=0.01)
-    est = ConvNetClassifier(**params)
+    est = _make(ConvNetClassifier, **params)
     for _ in range(7):
         est.partial_fit(X, y, classes=[0, 1])
     # Each call is an epoch of a 3-epoch cycle; the fourth starts a new cycle.
@@ -344,7 +353,7 @@ def test_adaptive_follows_scikit_learns_rule(rates, early_stopping):
     mlp = MLPClassifier(solver="sgd", batch_size="auto", **params).fit(flat, y)
     for solver in ("sgd", "adam"):
         del rates[:]
-        est = quiet_fit(ConvNetClassifier(solver=solver, filters=(2,),
+        est = quiet_fit(_make(ConvNetClassifier, solver=solver, filters=(2,),
                                           hidden_layer_sizes=(4,), **params), X, y)
         assert est.n_iter_ == mlp.n_iter_ == 19
         # One minibatch per epoch: the rate of each epoch.
@@ -360,7 +369,7 @@ def test_adaptive_follows_scikit_learns_rule(rates, early_stopping):
 # ------------------------------------------------------------------------------------
 def _budget_fit(n=20, **params):
     X, y = ramps(n=n, length=16)
-    est = ConvNetClassifier(**{**SMALL, "batch_size": 8, **params})
+    est = _make(ConvNetClassifier, **{**SMALL, "batch_size": 8, **params})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         est.fit(X, y)
@@ -411,7 +420,8 @@ def test_adaptive_lowers_the_rate_before_min_updates(rates):
 
 def test_partial_fit_runs_one_epoch_whatever_min_updates():
     X, y = ramps(n=20, length=16)
-    est = ConvNetClassifier(**SMALL, min_updates=1000).partial_fit(X, y, classes=[0, 1])
+    est = _make(ConvNetClassifier, **SMALL, min_updates=1000)
+    est.partial_fit(X, y, classes=[0, 1])
     assert est.n_iter_ == 1
 
 
@@ -431,14 +441,49 @@ def test_invalid_options_are_refused(param, value):
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_options_are_parameters_with_defaults_off(cls):
-    # Off, except the regressor's dropout (its measured default).
+    # Off, except the regressor's dropout (its measured default) and the classifier's
+    # 'auto' (off but for declared signals, see below).
     params = cls().get_params()
+    auto = cls is ConvNetClassifier
     assert {name: params[name] for name in (
         "batch_norm", "dropout", "spatial_dropout", "head", "augment_shift",
         "augment_flip", "learning_rate", "power_t", "min_updates")} == dict(
-            batch_norm=False, dropout=0.2 if cls is ConvNetRegressor else 0.0,
-            spatial_dropout=0.0, head="flatten", augment_shift=0.0, augment_flip=False,
-            learning_rate="constant", power_t=0.5, min_updates=0)
+            batch_norm="auto" if auto else False,
+            dropout=0.2 if cls is ConvNetRegressor else 0.0, spatial_dropout=0.0,
+            head="auto" if auto else "flatten", augment_shift="auto" if auto else 0.0,
+            augment_flip=False, learning_rate="auto" if auto else "constant",
+            power_t=0.5, min_updates="auto" if auto else 0)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
+    # 'auto' is the signals' recipe for samples declared with one spatial axis (N-d X
+    # (n, C, L), or image_shape=(L,)), LeNet-5's for the rest; the model is then
+    # bit for bit the one the resolved values give explicitly, and auto_options_
+    # lists what 'auto' stood for.
+    assert AUTO_SIGNAL_OPTIONS == dict(batch_norm=True, head="avg", learning_rate="cosine",
+                                       min_updates=2000, augment_shift=0.1)
+    # Fewer updates than the real 2,000, so that the test runs in a second.
+    monkeypatch.setitem(AUTO_SIGNAL_OPTIONS, "min_updates", 30)
+    X, y = ramps(n=40, length=16)
+    t = _targets(cls, y)
+    auto = dict.fromkeys(AUTO_SIGNAL_OPTIONS, "auto")
+    small = {**SMALL, "max_iter": 2, "random_state": 0}
+    cases = [(X, AUTO_SIGNAL_OPTIONS, {}),
+             (X.reshape(40, -1), AUTO_SIGNAL_OPTIONS, {"image_shape": (16,)}),
+             (X.reshape(40, -1), AUTO_OTHER_OPTIONS, {}),
+             (np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16), AUTO_OTHER_OPTIONS, {})]
+    for data, expected, extra in cases:
+        est = quiet_fit(cls(**small, **auto, **extra), data, t)
+        assert est.auto_options_ == expected
+        explicit = quiet_fit(cls(**small, **expected, **extra), data, t)
+        assert explicit.auto_options_ == {}
+        assert est.n_iter_ == explicit.n_iter_
+        for a, b in zip(_state(est), _state(explicit)):
+            assert_array_equal(a, b)
+    # Only the options left at 'auto' are resolved.
+    est = quiet_fit(cls(**small, **{**auto, "head": "max"}), X, t)
+    assert "head" not in est.auto_options_ and layer_kinds(est).count("global_pool") == 1
 
 
 def test_grid_search_over_the_options():
@@ -447,7 +492,8 @@ def test_grid_search_over_the_options():
              "learning_rate": ["constant", "cosine"], "dropout": [0.0, 0.3]},
             {"spatial_dropout": [0.2], "min_updates": [20],
              "learning_rate": ["invscaling"], "power_t": [0.25]}]
-    search = GridSearchCV(ConvNetClassifier(**{**SMALL, "max_iter": 3}), grid, cv=2,
+    search = GridSearchCV(_make(ConvNetClassifier, **{**SMALL, "max_iter": 3}), grid,
+                          cv=2,
                           error_score="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -464,7 +510,7 @@ def test_grid_search_over_the_options():
 def test_grid_search_over_where_batch_norm_goes():
     X, y = ramps(n=60, length=16)
     values = [False, True, "conv", "all"]
-    search = GridSearchCV(ConvNetClassifier(**{**SMALL, "max_iter": 2}),
+    search = GridSearchCV(_make(ConvNetClassifier, **{**SMALL, "max_iter": 2}),
                           {"batch_norm": values}, cv=2, error_score="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

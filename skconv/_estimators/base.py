@@ -52,11 +52,26 @@ __all__ = ["BaseConvNet"]
 #: whatever n_samples is.
 PREDICT_BATCH_SIZE = 512
 
+#: What 'auto' stands for in the learning options, by the kind of input. Signals are
+#: samples declared with one spatial axis, N-d ``X`` of shape (n, C, L) or
+#: ``image_shape=(L,)``: batch norm, a global average pooling head, a cosine
+#: schedule, at least 2,000 updates and random delays of up to a tenth of the length
+#: (the time-series study of the README, "Learning options"). Everything else -
+#: images, volumes, and flat ``X`` of tabular data - trains LeNet-5 as published.
+AUTO_SIGNAL_OPTIONS = dict(batch_norm=True, head="avg", learning_rate="cosine",
+                           min_updates=2000, augment_shift=0.1)
+AUTO_OTHER_OPTIONS = dict(batch_norm=False, head="flatten", learning_rate="constant",
+                          min_updates=0, augment_shift=0.0)
+
 #: compute_dtype='auto' trains in float32 on more samples than this, whatever X's
 #: dtype: float32 runs 2-3x faster, and on this much data its rounding is far below
 #: the noise of training; below it float64 keeps the precision that small-data users
 #: and scikit-learn's estimator checks (tolerances of 1e-7) expect.
 AUTO_FLOAT32_SAMPLES = 10_000
+
+
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"
 
 
 def _flatten_nd(X):
@@ -168,20 +183,20 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "pool_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "pool_stride": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), tuple, list],
-        "batch_norm": ["boolean", StrOptions(set(BATCH_NORM_PLACES))],
+        "batch_norm": ["boolean", StrOptions(set(BATCH_NORM_PLACES) | {"auto"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "spatial_dropout": [Interval(Real, 0, 1, closed="left")],
-        "head": [StrOptions(set(HEADS))],
-        "augment_shift": [Interval(Real, 0, 0.5, closed="left")],
+        "head": [StrOptions(set(HEADS) | {"auto"})],
+        "augment_shift": [Interval(Real, 0, 0.5, closed="left"), StrOptions({"auto"})],
         "augment_flip": ["boolean"],
         "solver": [StrOptions({"adam", "sgd"})],
-        "learning_rate": [StrOptions(set(LR_SCHEDULES))],
+        "learning_rate": [StrOptions(set(LR_SCHEDULES) | {"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "min_updates": [Interval(Integral, 0, None, closed="left")],
+        "min_updates": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [
             Interval(Integral, 1, None, closed="left"),
@@ -275,9 +290,33 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                 self.image_shape, X.shape[1], sample_shape)
             self._fit_sample_shape = sample_shape
             self._dtype = self._compute_dtype(X)
+            declared = sample_shape is not None or self.image_shape is not None
+            self._resolve_auto_options(declared and len(self.image_shape_) == 2)
         else:
             self._check_sample_shape(sample_shape)
         return self._as_images(X, self._dtype), y
+
+    def _resolve_auto_options(self, signal):
+        """Set ``auto_options_``: the value each learning option left at 'auto'
+        stands for (:data:`AUTO_SIGNAL_OPTIONS` for declared signals,
+        :data:`AUTO_OTHER_OPTIONS` otherwise)."""
+        table = AUTO_SIGNAL_OPTIONS if signal else AUTO_OTHER_OPTIONS
+        self.auto_options_ = {name: value for name, value in table.items()
+                              if _is_auto(getattr(self, name))}
+
+    def _option(self, name):
+        """The learning option ``name`` as this fit uses it ('auto' resolved)."""
+        value = getattr(self, name)
+        if not _is_auto(value):
+            return value
+        resolved = getattr(self, "auto_options_", {})
+        if name in resolved:
+            return resolved[name]
+        # A model pickled before 'auto' existed, or 'auto' set after the fit
+        # (warm start): the option as the data first fitted would resolve it.
+        signal = (getattr(self, "_fit_sample_shape", None) is not None
+                  or self.image_shape is not None) and len(self.image_shape_) == 2
+        return (AUTO_SIGNAL_OPTIONS if signal else AUTO_OTHER_OPTIONS)[name]
 
     def _check_sample_shape(self, sample_shape):
         if sample_shape is None:
@@ -414,11 +453,11 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             pool_size=self.pool_size,
             pool_stride=self.pool_stride,
             hidden_layer_sizes=self.hidden_layer_sizes,
-            batch_norm=self.batch_norm,
+            batch_norm=self._option("batch_norm"),
             spatial_dropout=self.spatial_dropout,
             dropout=self.dropout,
-            head=self.head,
-            augment_shift=self.augment_shift,
+            head=self._option("head"),
+            augment_shift=self._option("augment_shift"),
             augment_flip=self.augment_flip,
         )
         network.initialize(self.image_shape_, self._random_state, self._dtype)
@@ -507,7 +546,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     def _make_optimizer(self, n_epochs):
         """The solver's optimizer; ``n_epochs``: the cosine schedule's cycle."""
         params = self._network.params
-        schedule = dict(lr_schedule=self.learning_rate, power_t=self.power_t,
+        schedule = dict(lr_schedule=self._option("learning_rate"), power_t=self.power_t,
                         n_epochs=n_epochs)
         if self.solver == "sgd":
             return SGD(params, learning_rate=self.learning_rate_init,
@@ -545,7 +584,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         fit runs (the cosine schedule's cycle).
         """
         n_minibatches = math.ceil(n_train / min(self.batch_size, n_train))
-        min_epochs = math.ceil(self.min_updates / n_minibatches)
+        min_epochs = math.ceil(self._option("min_updates") / n_minibatches)
         return max(self.max_iter, min_epochs), min_epochs, n_minibatches
 
     def _snapshot(self):
@@ -705,7 +744,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                         break
                     if self.n_iter_ == n_epochs:
                         budget = ("" if n_epochs == self.max_iter else
-                                  f", the epochs that min_updates={self.min_updates} "
+                                  f", the epochs that min_updates={self._option('min_updates')} "
                                   f"takes at {n_minibatches} minibatches per epoch")
                         warnings.warn(
                             f"Stochastic Optimizer: Maximum iterations "

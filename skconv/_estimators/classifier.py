@@ -213,6 +213,12 @@ class BaseClassificationNet(BaseConvNet):
         return tags
 
 
+_AUTO_WHY = ("The classifier's default is 'auto' (see ``auto_options_``): on held-out "
+             "UCR/UEA time series the signals' options raise the mean test accuracy "
+             "from 0.667 to 0.812 (README, 'Learning options'), while on images none "
+             "of them helped LeNet-5 within its budget.")
+
+
 class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     __doc__ = docstrings.fill("""Convolutional network classifier: a configurable LeNet-5.
 
@@ -222,9 +228,13 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     With the defaults this is LeNet-5 (LeCun et al., 1998) with relu and max pooling:
     conv 6@5x5 -> pool 2 -> conv 16@5x5 -> pool 2 -> 120 -> 84 -> n_classes.
     Batch normalisation, dropout, a global-pooling head (``batch_norm``,
-    ``dropout``, ``spatial_dropout``, ``head``), learning-rate schedules
-    (``learning_rate``) and an update budget for small data (``min_updates``) are
-    options, all off by default.
+    ``dropout``, ``spatial_dropout``, ``head``), augmentation (``augment_shift``,
+    ``augment_flip``), learning-rate schedules (``learning_rate``) and an update
+    budget for small data (``min_updates``) are options. Their defaults keep this
+    LeNet-5 for images, volumes and flat tabular ``X``; signals declared as such
+    (N-d ``X`` of shape ``(n_samples, C, L)``) train with batch norm, a global
+    average pooling head, random delays, a cosine schedule and at least 2,000
+    updates, what convolutional networks for time series use (``auto_options_``).
 
     **Multilabel.** A 2-D binary indicator ``y`` of shape ``(n_samples, n_labels)``
     trains ``n_labels`` independent sigmoid outputs on the binary cross-entropy
@@ -297,7 +307,9 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     (1, 8, 8)
     >>> clf.score(X_test, y_test) > 0.98
     True
-    """)
+    """, defaults={"batch_norm": ("'auto'", _AUTO_WHY), **{
+        name: ("'auto'", "The classifier's default: see ``auto_options_``.")
+        for name in ("head", "augment_shift", "learning_rate", "min_updates")}})
 
     def __init__(
         self,
@@ -312,20 +324,20 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         pool_size=2,
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
-        batch_norm=False,
+        batch_norm="auto",
         dropout=0.0,
         spatial_dropout=0.0,
-        head="flatten",
-        augment_shift=0.0,
+        head="auto",
+        augment_shift="auto",
         augment_flip=False,
         solver="adam",
-        learning_rate="constant",
+        learning_rate="auto",
         learning_rate_init=1e-3,
         power_t=0.5,
         alpha=1e-4,
         batch_size=64,
         max_iter=100,
-        min_updates=0,
+        min_updates="auto",
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=False,

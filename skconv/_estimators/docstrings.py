@@ -105,7 +105,7 @@ hidden_layer_sizes : tuple of int, default=(120, 84)
     Units of the dense layers between the last pool and the output layer. The
     size feeding the first one is computed at fit time from ``image_shape_``.
 
-batch_norm : bool or {'all', 'conv'}, default=False
+batch_norm : bool or {'all', 'conv', 'auto'}, default=False
     Batch normalisation after every conv and hidden dense layer (True, or
     its explicit spelling ``'all'``) or after every conv layer only
     (``'conv'``; the dense layers then train without it), before the
@@ -120,7 +120,8 @@ batch_norm : bool or {'all', 'conv'}, default=False
     (``sample_weight``, times ``class_weight`` in a classifier; each sample's
     cells weigh its weight, and the running variance's unbiased correction
     counts the weights), so a weight of 2 trains what a duplicated sample
-    trains and a weight of 0 what the sample's absence trains.
+    trains and a weight of 0 what the sample's absence trains. 'auto': True
+    for signals, False otherwise (see ``auto_options_``).
 
 dropout : float, default=0.0
     Rate, in [0, 1), of the dropout after every hidden dense layer: in
@@ -137,15 +138,16 @@ spatial_dropout : float, default=0.0
     the dropout that suits convolutional maps, whose neighbouring cells are
     correlated. 0: none. Masks as for ``dropout``.
 
-head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
+head : {'flatten', 'avg', 'max', 'min', 'auto'}, default='flatten'
     What turns the maps of the last conv block into the input of the dense
     layers. 'flatten': every cell, as LeNet-5 does, so the dense part depends
     on the input's size. 'avg', 'max' or 'min': a global pooling over the
     spatial axes, one value per channel (``filters[-1]`` features), which
     keeps whether a pattern occurs and drops where; global average pooling is
-    the usual head of convolutional networks for time series.
+    the usual head of convolutional networks for time series. 'auto': 'avg'
+    for signals, 'flatten' otherwise.
 
-augment_shift : float, default=0.0
+augment_shift : float or 'auto', default=0.0
     Training-time augmentation: each sample of each minibatch is moved by a
     random whole number of cells along every spatial axis, up to this fraction
     of the axis (``round(augment_shift * n)`` cells of an axis of ``n``; 8x8
@@ -154,7 +156,7 @@ augment_shift : float, default=0.0
     0.5); 0: none. Prediction sees the samples as given. The moves are drawn
     from ``random_state`` and keyed by each sample's content, like the
     dropout masks, so they do not depend on ``n_jobs`` and a weight of 2 is a
-    duplicated sample.
+    duplicated sample. 'auto': 0.1 for signals, 0 otherwise.
 
 augment_flip : bool, default=False
     Also mirror a random half of the samples of each minibatch along the last
@@ -164,7 +166,7 @@ augment_flip : bool, default=False
 solver : {'adam', 'sgd'}, default='adam'
     'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
 
-learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine'}, \
+learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine', 'auto'}, \
         default='constant'
     Learning-rate schedule, for both solvers (``MLPClassifier`` uses its
     schedules for 'sgd' only; here they set Adam's step size too, to which
@@ -194,7 +196,7 @@ learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine'}, \
     call being one epoch of the plan that its first call's data gives (the
     cosine's ``n_epochs`` as ``fit`` would take them); after ``n_epochs``
     calls the cosine starts a new cycle (a warm restart) rather than staying
-    at 0.
+    at 0. 'auto': 'cosine' for signals, 'constant' otherwise.
 
 learning_rate_init : float, default=1e-3
     Initial step size (the schedule's start). 1e-3 is Adam's published
@@ -221,7 +223,7 @@ max_iter : int, default=100
     about 10 epochs, while small data sets need many epochs for enough updates
     (``load_digits``: about 90); ``min_updates`` raises it on small data.
 
-min_updates : int, default=0
+min_updates : int or 'auto', default=0
     Least number of updates (minibatches) of a ``fit``, for small data sets,
     on which ``max_iter`` epochs of a few minibatches each are too few updates
     to converge. A fit then runs at least ``ceil(min_updates /
@@ -233,7 +235,7 @@ min_updates : int, default=0
     usual. ``n_iter_`` and ``loss_curve_`` count the epochs run, and a fit
     that reaches the raised number gets the ``ConvergenceWarning`` of
     ``max_iter``, naming that number. 0: off. ``partial_fit`` runs one epoch
-    per call whatever it is.
+    per call whatever it is. 'auto': 2000 for signals, 0 otherwise.
 
 tol : float, default=1e-4
     Tolerance of the stopping rule above.
@@ -311,6 +313,17 @@ feature_names_in_ : ndarray of shape (n_features_in_,)
 
 image_shape_ : tuple of int
     Shape of one sample as the network sees it, ``(C, *spatial)``.
+
+auto_options_ : dict
+    The value each of ``batch_norm``, ``head``, ``augment_shift``,
+    ``learning_rate`` and ``min_updates`` left at 'auto' stands for, set by
+    the first fit. Signals - samples declared with one spatial axis, by N-d
+    ``X`` of shape ``(n_samples, C, L)`` or by ``image_shape=(L,)`` - get
+    ``batch_norm=True, head='avg', augment_shift=0.1,
+    learning_rate='cosine', min_updates=2000`` (the time-series study in the
+    README, "Learning options"); everything else - images, volumes, and flat
+    ``X`` without ``image_shape``, as tabular data comes - gets LeNet-5's
+    ``False, 'flatten', 0.0, 'constant', 0``.
 
 conv_weights_ : list of ndarray
     Kernels of the conv layers; entry i has shape
@@ -409,12 +422,17 @@ def _with_defaults(piece, defaults):
     lines = piece.split("\n")
     for name in list(defaults):
         header = next((i for i, line in enumerate(lines)
-                       if line.startswith(f"{name} : ") and ", default=" in line), None)
+                       if line.startswith(f"{name} : ")), None)
         if header is None:
             continue
+        # The default ends the header line, or the next one when the option set
+        # wraps (a line ending with a backslash).
+        at = header + 1 if lines[header].endswith("\\") else header
+        if "default=" not in lines[at]:
+            continue
         default, why = defaults.pop(name)
-        lines[header] = lines[header].rsplit(", default=", 1)[0] + f", default={default}"
-        end = header + 1
+        lines[at] = lines[at].rsplit("default=", 1)[0] + f"default={default}"
+        end = at + 1
         while end < len(lines) and (lines[end].startswith(" ") or (
                 not lines[end] and end + 1 < len(lines)
                 and lines[end + 1].startswith(" "))):
