@@ -684,14 +684,17 @@ def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["max", "min"])
 @pytest.mark.parametrize(
-    "spatial", [(8, 8), (7, 9), (2, 2), (5, 4), (28, 28), (14, 14), (15, 33), (3, 40)]
+    "spatial", [(8, 8), (7, 9), (2, 2), (5, 4), (28, 28), (14, 14), (15, 33), (3, 40),
+                (16, 16, 16), (8, 8, 8), (2, 2, 2), (5, 7, 9), (3, 4, 40), (9, 17, 33),
+                (2, 3, 2)]
 )
 def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
-    # Window 2, stride 2, no padding on 2-D planes has its own loop when indices are
-    # kept (the layers' path): values, winning cells and gradients must match the twin,
-    # with ties, NaN, infinities and -0.0/0.0 in the data. The sizes put rows through
-    # the vector kernel (8 windows at a time, the last vector overrunning the row)
-    # and through the scalar loop that takes the plane's last rows.
+    # Window 2, stride 2, no padding on 2-D planes (2x2x2 on volumes) has its own
+    # loop, with or without indices: values, winning cells and gradients must match
+    # the twin, with ties, NaN, infinities and -0.0/0.0 in the data. The sizes put
+    # rows through the vector kernel (8 windows at a time, over two planes for
+    # volumes, the last vector overrunning the row) and through the scalar loop that
+    # takes the plane's last rows.
     rng = np.random.default_rng(len(spatial) * 100 + spatial[0] * 10 + spatial[1])
     x = rng.integers(-2, 3, size=(3, 4) + spatial).astype(dtype)
     x[0, 0].flat[::5] = np.nan
@@ -699,32 +702,6 @@ def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
     x[2, 2].flat[rng.integers(0, x[2, 2].size, 7)] = np.nan
     x[2, 3].flat[::4] = np.inf
     x[2, 3].flat[1::7] = -np.inf
-    y, idx = ops.pool_with_indices(x, 2, mode=mode, n_jobs=2)
-    np.testing.assert_array_equal(y, ref.pool(x, 2, mode=mode))
-    np.testing.assert_array_equal(y, ops.pool(x, 2, mode=mode))
-    grad_y = rng.standard_normal(y.shape).astype(dtype)
-    expected = ref.pool_backward(grad_y, x, 2, mode=mode)
-    np.testing.assert_array_equal(ops.pool_backward_indices(grad_y, idx, x.shape), expected)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("mode", ["max", "min"])
-@pytest.mark.parametrize(
-    "spatial", [(16, 16, 16), (8, 8, 8), (2, 2, 2), (5, 7, 9), (3, 4, 40), (9, 17, 33),
-                (2, 3, 2)]
-)
-def test_volume_window_fast_path_matches_twin(dtype, mode, spatial):
-    # Window 2x2x2, stride 2, no padding on 3-D planes has its own loop when indices
-    # are kept: as the 2-D one above, rows of windows through the vector kernel (8
-    # windows at a time over two planes, the last vector overrunning the row) and the
-    # last rows, and odd sizes, through the scalar loop.
-    rng = np.random.default_rng(spatial[0] * 10000 + spatial[1] * 100 + spatial[2])
-    x = rng.integers(-2, 3, size=(2, 3) + spatial).astype(dtype)
-    x[0, 0].flat[::5] = np.nan
-    x[0, 1].flat[::3] = -0.0
-    x[1, 2].flat[rng.integers(0, x[1, 2].size, 7)] = np.nan
-    x[1, 1].flat[::4] = np.inf
-    x[1, 1].flat[1::7] = -np.inf
     y, idx = ops.pool_with_indices(x, 2, mode=mode, n_jobs=2)
     np.testing.assert_array_equal(y, ref.pool(x, 2, mode=mode))
     np.testing.assert_array_equal(y, ops.pool(x, 2, mode=mode))

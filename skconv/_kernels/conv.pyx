@@ -782,6 +782,24 @@ cdef inline Py_ssize_t _pool_vectors(const Geometry *g) noexcept nogil:
     return (g.out[2] // 2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
 
 
+cdef inline void _pool2x2_codes_row(const floating *row, Py_ssize_t pitch,
+                                    Py_ssize_t n_vectors, floating bias, bint want_min,
+                                    bint relu, floating *y, uint8_t *code) noexcept nogil:
+    if floating is float:
+        skc_pool2x2_codes_row_f(row, pitch, n_vectors, bias, want_min, relu, y, code)
+    else:
+        skc_pool2x2_codes_row_d(row, pitch, n_vectors, bias, want_min, relu, y, code)
+
+
+cdef inline void _pool2x2_avg_row(const floating *row, Py_ssize_t pitch,
+                                  Py_ssize_t n_vectors, floating bias, bint relu,
+                                  floating *y, uint8_t *code) noexcept nogil:
+    if floating is float:
+        skc_pool2x2_avg_row_f(row, pitch, n_vectors, bias, relu, y, code)
+    else:
+        skc_pool2x2_avg_row_d(row, pitch, n_vectors, bias, relu, y, code)
+
+
 cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide positions
                      Py_ssize_t n_planes, Py_ssize_t wide_plane,
                      Py_ssize_t pitch,       # IN  row stride of the wide positions
@@ -810,20 +828,11 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
         bc = bias[c] if bias != NULL else 0
         for i in range(p_rows):
             row = wide + c * wide_plane + 2 * i * pitch
-            if floating is float:
-                if average:
-                    skc_pool2x2_avg_row_f(row, pitch, n_vectors, bc, relu, row_y,
-                                          row_code)
-                else:
-                    skc_pool2x2_codes_row_f(row, pitch, n_vectors, bc, want_min, relu,
-                                            row_y, row_code)
+            if average:
+                _pool2x2_avg_row(row, pitch, n_vectors, bc, relu, row_y, row_code)
             else:
-                if average:
-                    skc_pool2x2_avg_row_d(row, pitch, n_vectors, bc, relu, row_y,
-                                          row_code)
-                else:
-                    skc_pool2x2_codes_row_d(row, pitch, n_vectors, bc, want_min, relu,
-                                            row_y, row_code)
+                _pool2x2_codes_row(row, pitch, n_vectors, bc, want_min, relu, row_y,
+                                   row_code)
             memcpy(y, row_y, p_cols * sizeof(floating))
             y += p_cols
             if codes != NULL:
