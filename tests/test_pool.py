@@ -682,7 +682,7 @@ def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
 @pytest.mark.parametrize(
     "spatial", [(8, 8), (7, 9), (2, 2), (5, 4), (28, 28), (14, 14), (15, 33), (3, 40),
                 (16, 16, 16), (8, 8, 8), (2, 2, 2), (5, 7, 9), (3, 4, 40), (9, 17, 33),
@@ -702,11 +702,21 @@ def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
     x[2, 2].flat[rng.integers(0, x[2, 2].size, 7)] = np.nan
     x[2, 3].flat[::4] = np.inf
     x[2, 3].flat[1::7] = -np.inf
-    y, idx = ops.pool_with_indices(x, 2, mode=mode, n_jobs=2)
-    np.testing.assert_array_equal(y, ref.pool(x, 2, mode=mode))
-    np.testing.assert_array_equal(y, ops.pool(x, 2, mode=mode))
+    with np.errstate(invalid="ignore"):  # inf - inf in an average
+        y = ops.pool(x, 2, mode=mode, n_jobs=2)
+        np.testing.assert_array_equal(y, ref.pool(x, 2, mode=mode))
     grad_y = rng.standard_normal(y.shape).astype(dtype)
     expected = ref.pool_backward(grad_y, x, 2, mode=mode)
+    if mode == "avg":
+        # Each cell's share, 0 + grad / cells (exact: a division by 4 or 8), signed
+        # zeros included.
+        got = ops.pool_backward(grad_y, x, 2, mode=mode, n_jobs=2)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+        return
+    y_idx, idx = ops.pool_with_indices(x, 2, mode=mode, n_jobs=2)
+    np.testing.assert_array_equal(y_idx, y)
     np.testing.assert_array_equal(ops.pool_backward_indices(grad_y, idx, x.shape), expected)
 
 

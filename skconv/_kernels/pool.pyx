@@ -47,6 +47,12 @@ cdef extern from "pool/poolkernels.h" nogil:
                            int64_t at, int want_min, float *y, int64_t *indices)
     void skc_pool2x2_row_d(const double *r0, Py_ssize_t n_vectors, Py_ssize_t width,
                            int64_t at, int want_min, double *y, int64_t *indices)
+    void skc_pool2x2_avg_plain_row_f(const float *r0, Py_ssize_t n_vectors,
+                                     Py_ssize_t width, Py_ssize_t plane, int depth,
+                                     float *y)
+    void skc_pool2x2_avg_plain_row_d(const double *r0, Py_ssize_t n_vectors,
+                                     Py_ssize_t width, Py_ssize_t plane, int depth,
+                                     double *y)
     void skc_pool2x2x2_row_f(const float *r0, Py_ssize_t n_vectors, Py_ssize_t width,
                              Py_ssize_t plane, int64_t at, int want_min, float *y,
                              int64_t *indices)
@@ -476,6 +482,76 @@ cdef void _extreme_2x2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1
                 plane_indices[(o0 * n_out1 + o1) * n_out2 + o2] = best_at
 
 
+cdef void _avg_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                         floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
+                         Py_ssize_t p, int depth) noexcept nogil:
+    """Average pooling of one plane, window 2x2 (``depth`` 1, ``X0 = 1``) or 2x2x2
+    (``depth`` 2), stride 2, no padding: rows of windows through the vector kernel
+    but the last ones, whose reads would leave the plane (the scalar loop). Sums in
+    double of the same cells in the same order as the general kernel, so the same
+    result."""
+    cdef:
+        Py_ssize_t o0, o1, o2, i1, k, at, cell
+        Py_ssize_t width = x.shape[3], plane = x.shape[2] * x.shape[3]
+        Py_ssize_t n_out0 = y.shape[1], n_out1 = y.shape[2], n_out2 = y.shape[3]
+        Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
+        Py_ssize_t volume = x.shape[1] * plane, n_out = n_out0 * n_out1 * n_out2
+        Py_ssize_t offset[8]
+        Py_ssize_t n_cells = 4 * depth
+        const floating *x_p = &x[p, 0, 0, 0]
+        double acc
+    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
+    for k in range(4):
+        offset[4 + k] = plane + offset[k]
+    for o0 in range(n_out0):
+        for o1 in range(n_out1):
+            i1 = 2 * o1
+            at = depth * o0 * plane + i1 * width
+            if (at + (depth - 1) * plane + width + 2 * SKC_POOL_LANES * n_vectors <= volume
+                    and (o0 * n_out1 + o1) * n_out2 + SKC_POOL_LANES * n_vectors <= n_out):
+                if floating is float:
+                    skc_pool2x2_avg_plain_row_f(x_p + at, n_vectors, width, plane, depth,
+                                                &y[p, o0, o1, 0])
+                else:
+                    skc_pool2x2_avg_plain_row_d(x_p + at, n_vectors, width, plane, depth,
+                                                &y[p, o0, o1, 0])
+                continue
+            for o2 in range(n_out2):
+                acc = 0
+                for k in range(n_cells):
+                    acc = acc + x_p[at + 2 * o2 + offset[k]]
+                y[p, o0, o1, o2] = <floating> (acc / <double> n_cells)
+
+
+cdef void _avg_2x2_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O...)
+                                  floating[:, ::1] grad_x,   # OUT (P, X0*X1*X2)
+                                  Py_ssize_t p, Py_ssize_t x_depth, Py_ssize_t x_rows,
+                                  Py_ssize_t width, int depth) noexcept nogil:
+    """The gradient of :func:`_avg_2x2_plane`: each window's share ``grad / cells``
+    added to its zeroed cells (``0 + share``, as the general kernel adds it), zeros
+    on the cells no window covers."""
+    cdef:
+        Py_ssize_t o0, o1, o2, k, at
+        Py_ssize_t plane = x_rows * width
+        Py_ssize_t n_out0 = grad_y.shape[1], n_out1 = grad_y.shape[2]
+        Py_ssize_t n_out2 = grad_y.shape[3]
+        Py_ssize_t offset[8]
+        floating share, zero = 0
+        floating n_cells = <floating> (4 * depth)
+        floating *g = &grad_x[p, 0]
+    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
+    for k in range(4):
+        offset[4 + k] = plane + offset[k]
+    memset(g, 0, x_depth * plane * sizeof(floating))
+    for o0 in range(n_out0):
+        for o1 in range(n_out1):
+            at = depth * o0 * plane + 2 * o1 * width
+            for o2 in range(n_out2):
+                share = zero + grad_y[p, o0, o1, o2] / n_cells
+                for k in range(4 * depth):
+                    g[at + 2 * o2 + offset[k]] = share
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
@@ -511,6 +587,11 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
               and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
     images = (window == (1, 2, 2) and stride == (1, 2, 2) and x.shape[1] == 1)
     volumes = window == (2, 2, 2) and stride == (2, 2, 2)
+    if mode == _AVG and inside and (images or volumes):
+        with nogil:
+            for p in prange(n_planes, schedule="static", num_threads=n_threads):
+                _avg_2x2_plane(x, y, p, 2 if volumes else 1)
+        return
     if mode != _AVG and inside and (images or volumes):
         if not store_indices:
             scratch = np.empty((n_threads, _padded_row(y.shape[1] * y.shape[2] * n_out2)),
@@ -562,10 +643,21 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
         Py_ssize_t p
         floating[:, ::1] best_rows
         Py_ssize_t[:, ::1] best_at_rows
-        int t
+        int t, depth
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
+    if (mode == _AVG and pad_lo == (0, 0, 0) and 2 * grad_y.shape[1] <= x.shape[1]
+            and 2 * grad_y.shape[2] <= x.shape[2] and 2 * grad_y.shape[3] <= x.shape[3]
+            and ((window == (1, 2, 2) and stride == (1, 2, 2) and x.shape[1] == 1)
+                 or (window == (2, 2, 2) and stride == (2, 2, 2)))):
+        # The forward's fast windows (see _avg_2x2_plane).
+        depth = 2 if window[0] == 2 else 1
+        with nogil:
+            for p in prange(n_planes, schedule="static", num_threads=n_threads):
+                _avg_2x2_backward_plane(grad_y, grad_x, p, x.shape[1], x.shape[2],
+                                        x.shape[3], depth)
+        return
     # Per-thread row buffers: see pool_forward.
     best_rows = np.empty((n_threads, _padded_row(n_out2)),
                          dtype=np.float32 if floating is float else np.float64)

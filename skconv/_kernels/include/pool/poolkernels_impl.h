@@ -4,6 +4,29 @@
  * No include guard on purpose.
  */
 
+/* The cells of vector v of a row of 2x2 windows (depth 1; rows r0, r1) or 2x2x2
+ * windows (depth 2: the same rows `plane` cells further too), in window order:
+ * cell[k] holds cell k (row-major) of 8 windows. depth is a constant after
+ * inlining. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_raw_cells)(const int depth, const SKC_T *r0,
+                                               const SKC_T *r1, ptrdiff_t v,
+                                               ptrdiff_t plane, SKC_VT cell[8])
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    int d;
+    for (d = 0; d < depth; d++) {
+        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v + d * plane;
+        const SKC_T *b = r1 + 2 * SKC_POOL_LANES * v + d * plane;
+        SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
+        SKC_VT b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
+        cell[4 * d] = __builtin_shuffle(a0, a1, even);
+        cell[4 * d + 1] = __builtin_shuffle(a0, a1, odd);
+        cell[4 * d + 2] = __builtin_shuffle(b0, b1, even);
+        cell[4 * d + 3] = __builtin_shuffle(b0, b1, odd);
+    }
+}
+
 /* One output row in vectors of 8 windows of 2x2 cells (depth 1) or 2x2x2 cells
  * (depth 2: rows r0, r1 of one plane and the same rows `plane` cells further);
  * want_min and depth are constants after inlining. */
@@ -12,8 +35,6 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
     ptrdiff_t n_vectors, ptrdiff_t width, ptrdiff_t plane, int64_t at, SKC_T *y,
     int64_t *indices)
 {
-    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
-    const SKC_VI odd = even + 1;
     /* Offset of window cell k (row-major) from its first cell. */
     const int64_t cell_offset[8] = {0, 1, width, width + 1, plane, plane + 1,
                                     plane + width, plane + width + 1};
@@ -21,21 +42,8 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2x2_row_mode)(
     ptrdiff_t v;
     int k;
     for (v = 0; v < n_vectors; v++) {
-        const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
-        SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
-        SKC_VT b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
-        SKC_VT cell[8] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
-                          __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
-        if (depth == 2) {
-            a += plane;
-            b += plane;
-            a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
-            b0 = *(const SKC_VT *)b, b1 = *(const SKC_VT *)(b + SKC_POOL_LANES);
-            cell[4] = __builtin_shuffle(a0, a1, even);
-            cell[5] = __builtin_shuffle(a0, a1, odd);
-            cell[6] = __builtin_shuffle(b0, b1, even);
-            cell[7] = __builtin_shuffle(b0, b1, odd);
-        }
+        SKC_VT cell[8];
+        SKC_NAME(skc_raw_cells)(depth, r0, r1, v, plane, cell);
         SKC_VT best = cell[0];
         skc_pool_index offset = {0};
         for (k = 1; k < 4 * depth; k++) {
@@ -69,6 +77,35 @@ static void SKC_NAME(skc_pool2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
     else
         SKC_NAME(skc_pool2x2_row_mode)(0, 1, r0, r0 + width, n_vectors, width, 0, at, y,
                                        indices);
+}
+
+/*
+ * pool2x2_avg_plain_row: average pooling of a row of 2x2 windows (depth 1) or 2x2x2
+ * windows (depth 2, the next plane `plane` cells further): for o < 8 * n_vectors,
+ * y[o] is the sum in double of window o's cells, added from 0 in row-major order,
+ * divided by 4 * depth and rounded to SKC_T, as the general kernel computes it.
+ * Reads and writes as pool2x2_row / pool2x2x2_row (no indices).
+ */
+SKC_CLONES
+static void SKC_NAME(skc_pool2x2_avg_plain_row)(const SKC_T *r0, ptrdiff_t n_vectors,
+                                                ptrdiff_t width, ptrdiff_t plane,
+                                                int depth, SKC_T *y)
+{
+    ptrdiff_t v;
+    int k;
+    const int n_cells = depth == 2 ? 8 : 4;
+    for (v = 0; v < n_vectors; v++) {
+        SKC_VT cell[8];
+        skc_pd acc = {0};
+        if (depth == 2)
+            SKC_NAME(skc_raw_cells)(2, r0, r0 + width, v, plane, cell);
+        else
+            SKC_NAME(skc_raw_cells)(1, r0, r0 + width, v, plane, cell);
+        for (k = 0; k < n_cells; k++)
+            acc += __builtin_convertvector(cell[k], skc_pd);
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) =
+            __builtin_convertvector(acc / (double)n_cells, SKC_VT);
+    }
 }
 
 /*
