@@ -290,33 +290,31 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                 self.image_shape, X.shape[1], sample_shape)
             self._fit_sample_shape = sample_shape
             self._dtype = self._compute_dtype(X)
-            declared = sample_shape is not None or self.image_shape is not None
-            self._resolve_auto_options(declared and len(self.image_shape_) == 2)
+            self.auto_options_ = {name: value for name, value in
+                                  self._auto_table().items()
+                                  if _is_auto(getattr(self, name))}
         else:
             self._check_sample_shape(sample_shape)
         return self._as_images(X, self._dtype), y
 
-    def _resolve_auto_options(self, signal):
-        """Set ``auto_options_``: the value each learning option left at 'auto'
-        stands for (:data:`AUTO_SIGNAL_OPTIONS` for declared signals,
-        :data:`AUTO_OTHER_OPTIONS` otherwise)."""
-        table = AUTO_SIGNAL_OPTIONS if signal else AUTO_OTHER_OPTIONS
-        self.auto_options_ = {name: value for name, value in table.items()
-                              if _is_auto(getattr(self, name))}
+    def _auto_table(self):
+        """What 'auto' stands for with the data of the first fit:
+        :data:`AUTO_SIGNAL_OPTIONS` for samples declared with one spatial axis (N-d
+        ``X``, or ``image_shape``), :data:`AUTO_OTHER_OPTIONS` otherwise."""
+        declared = (getattr(self, "_fit_sample_shape", None) is not None
+                    or self.image_shape is not None)
+        signal = declared and len(self.image_shape_) == 2
+        return AUTO_SIGNAL_OPTIONS if signal else AUTO_OTHER_OPTIONS
 
     def _option(self, name):
         """The learning option ``name`` as this fit uses it ('auto' resolved)."""
         value = getattr(self, name)
         if not _is_auto(value):
             return value
+        # What the first fit resolved; for 'auto' set later (a warm start) or a model
+        # pickled before 'auto' existed, the table of that fit's data.
         resolved = getattr(self, "auto_options_", {})
-        if name in resolved:
-            return resolved[name]
-        # A model pickled before 'auto' existed, or 'auto' set after the fit
-        # (warm start): the option as the data first fitted would resolve it.
-        signal = (getattr(self, "_fit_sample_shape", None) is not None
-                  or self.image_shape is not None) and len(self.image_shape_) == 2
-        return (AUTO_SIGNAL_OPTIONS if signal else AUTO_OTHER_OPTIONS)[name]
+        return resolved[name] if name in resolved else self._auto_table()[name]
 
     def _check_sample_shape(self, sample_shape):
         if sample_shape is None:
@@ -546,8 +544,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     def _make_optimizer(self, n_epochs):
         """The solver's optimizer; ``n_epochs``: the cosine schedule's cycle."""
         params = self._network.params
-        schedule = dict(lr_schedule=self._option("learning_rate"), power_t=self.power_t,
-                        n_epochs=n_epochs)
+        schedule = dict(lr_schedule=self._option("learning_rate"),
+                        power_t=self.power_t, n_epochs=n_epochs)
         if self.solver == "sgd":
             return SGD(params, learning_rate=self.learning_rate_init,
                        momentum=self.momentum, nesterov=self.nesterovs_momentum,
@@ -743,8 +741,9 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
                     if incremental:
                         break
                     if self.n_iter_ == n_epochs:
+                        min_updates = self._option("min_updates")
                         budget = ("" if n_epochs == self.max_iter else
-                                  f", the epochs that min_updates={self._option('min_updates')} "
+                                  f", the epochs that min_updates={min_updates} "
                                   f"takes at {n_minibatches} minibatches per epoch")
                         warnings.warn(
                             f"Stochastic Optimizer: Maximum iterations "

@@ -1177,7 +1177,6 @@ def conv_pool_avg_backward(const floating[:, ::1] grad_pooled,  # IN  (P, P1 * P
     cdef PoolCells pc = _pool_cells(window, stride, conv_cols, True, codes is not None)
     cdef Py_ssize_t n_planes = grad_pooled.shape[0], n_out = grad_pooled.shape[1]
     cdef Py_ssize_t p, p_rows = n_out // p_cols if p_cols else 0
-    cdef const uint8_t *code_row = NULL
     if n_planes == 0 or n_out == 0:
         grad_conv[...] = 0
         return

@@ -187,16 +187,17 @@ cdef DenseLayout _dense_layout(Py_ssize_t n_rows, Py_ssize_t n_features,
 
 
 cdef void _pack_tile(const floating *w, Py_ssize_t n_features, Py_ssize_t n_units,
-                     const DenseLayout *lay, Py_ssize_t k0,
+                     const DenseLayout *lay, Py_ssize_t k0, Py_ssize_t first_panel,
                      floating *tile) noexcept nogil:
-    """The block of W (F, U) from feature ``k0``, per panel a row-major (features,
-    panel width) tile, the units past U zero. Contiguous tiles stream through the
-    cache; W's own rows, a power of two apart for 128 units, fell into the same few L1
-    sets and missed, and units that are not whole vectors needed a slower path."""
+    """The block of W (F, U) from feature ``k0``, panels ``first_panel`` on: per panel
+    a row-major (features, panel width) tile, the units past U zero, one after the
+    other from ``tile``. Contiguous tiles stream through the cache; W's own rows, a
+    power of two apart for 128 units, fell into the same few L1 sets and missed, and
+    units that are not whole vectors needed a slower path."""
     cdef:
         Py_ssize_t nk = min(lay.block, n_features - k0)
         Py_ssize_t p, k, p0, width, real
-    for p in range(lay.n_panels):
+    for p in range(first_panel, lay.n_panels):
         p0 = p * lay.panel
         width = min(lay.panel, lay.u_pad - p0)
         real = max(0, min(width, n_units - p0))
@@ -204,19 +205,6 @@ cdef void _pack_tile(const floating *w, Py_ssize_t n_features, Py_ssize_t n_unit
             memcpy(tile + k * width, w + (k0 + k) * n_units + p0, real * sizeof(floating))
             memset(tile + k * width + real, 0, (width - real) * sizeof(floating))
         tile += nk * width
-
-
-cdef void _pack_last_panel(const floating *w, Py_ssize_t n_features,
-                           Py_ssize_t n_units, const DenseLayout *lay, Py_ssize_t k0,
-                           floating *tile) noexcept nogil:
-    """The last panel of the block's tile alone (see :func:`_pack_tile`)."""
-    cdef:
-        Py_ssize_t nk = min(lay.block, n_features - k0), k
-        Py_ssize_t p0 = (lay.n_panels - 1) * lay.panel
-        Py_ssize_t width = lay.u_pad - p0, real = n_units - p0
-    for k in range(nk):
-        memcpy(tile + k * width, w + (k0 + k) * n_units + p0, real * sizeof(floating))
-        memset(tile + k * width + real, 0, (width - real) * sizeof(floating))
 
 
 cdef void _rows_part(const floating *x, const floating *w, const floating *bias,
@@ -236,35 +224,32 @@ cdef void _rows_part(const floating *x, const floating *w, const floating *bias,
         Py_ssize_t lo = part * lay.part_rows, hi = min(lo + lay.part_rows, n_rows)
         Py_ssize_t i, u, kb, k0, nk, p, p0, width, r0, m
         const floating *panel
+        const Py_ssize_t *panel_off
         floating *c_row
         floating *y_row
+    # A single pass of rows reads W's whole panels in place (a tile would be read
+    # once, after its copy) and packs only the last, partial one.
     cdef bint direct = hi - lo <= _ROWS_PER_TASK
+    cdef Py_ssize_t last = lay.n_panels - 1
     for kb in range(lay.n_blocks):
         k0 = kb * lay.block
         nk = min(lay.block, n_features - k0)
-        if not direct:
-            _pack_tile(w, n_features, n_units, lay, k0, tile)
-        else:
-            _pack_last_panel(w, n_features, n_units, lay, k0, tile)
+        _pack_tile(w, n_features, n_units, lay, k0, last if direct else 0, tile)
         r0 = lo
         while r0 < hi:
             m = min(_ROWS_PER_TASK, hi - r0)
             rowgemm_pack(m, nk, x + r0 * n_features + k0, n_features, 1, packed)
-            panel = tile
             for p in range(lay.n_panels):
                 p0 = p * lay.panel
                 width = min(lay.panel, lay.u_pad - p0)
-                if direct and p < lay.n_panels - 1:
-                    rowgemm(m, width // lay.lanes, vec_at, nk, packed,
-                            w + k0 * n_units + p0, off_w, c + (r0 - lo) * lay.u_pad + p0,
-                            lay.u_pad, k0 > 0)
-                    continue
-                if direct:
-                    panel = tile
-                rowgemm(m, width // lay.lanes, vec_at, nk, packed, panel,
-                        off_whole if width == lay.panel else off_last,
+                if direct and p < last:
+                    panel, panel_off = w + k0 * n_units + p0, off_w
+                else:
+                    # Whole panels before this one in the tile, unless only it is.
+                    panel = tile if direct else tile + nk * p0
+                    panel_off = off_whole if width == lay.panel else off_last
+                rowgemm(m, width // lay.lanes, vec_at, nk, packed, panel, panel_off,
                         c + (r0 - lo) * lay.u_pad + p0, lay.u_pad, k0 > 0)
-                panel += nk * width
             r0 += m
     for i in range(lo, hi):
         c_row = c + (i - lo) * lay.u_pad

@@ -370,72 +370,43 @@ cdef inline void _take_if(floating v, Py_ssize_t at, bint want_min,
     best[0] = v if take else best[0]
 
 
-cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, X1, X2)
-                             floating[:, :, :, ::1] y,        # OUT (P, 1, O1, O2)
-                             int64_t *plane_indices,          # OUT (O1, O2), plane p's
-                             Py_ssize_t p, bint want_min) noexcept nogil:
-    """Max/min pooling of one 2-D plane, window 2x2, stride 2, no padding, with indices.
+cdef inline void _window_offsets(Py_ssize_t width, Py_ssize_t plane,
+                                 Py_ssize_t *offset) noexcept nogil:
+    """Offsets of the 8 cells of a 2x2x2 window (row-major) from its first; the first
+    4 are a 2x2 window's."""
+    cdef Py_ssize_t k
+    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
+    for k in range(4):
+        offset[4 + k] = plane + offset[k]
 
-    LeNet-5's pooling, worth its own loop: rows go through the vector kernel of
-    ``include/pool/poolkernels.h`` (8 windows at a time, the last vector running past the row's
-    end), except the last rows, whose overrun would leave the plane: they take the
-    scalar loop. Same cells, same row-major order, same strict comparison and NaN
-    rule as the general kernel, so the same result.
+
+cdef inline bint _vector_row_fits(Py_ssize_t at, int depth, Py_ssize_t width,
+                                  Py_ssize_t plane, Py_ssize_t volume,
+                                  Py_ssize_t out_at, Py_ssize_t n_out,
+                                  Py_ssize_t n_vectors) noexcept nogil:
+    """Whether the vector kernels may run a row of windows starting at cell ``at``
+    (output ``out_at``): they read up to ``(depth - 1) * plane + width + 16 *
+    n_vectors`` cells from there and write ``8 * n_vectors`` outputs, and both must
+    stay in the plane (the junk then lands on later rows, which overwrite it)."""
+    return (at + (depth - 1) * plane + width + 2 * SKC_POOL_LANES * n_vectors <= volume
+            and out_at + SKC_POOL_LANES * n_vectors <= n_out)
+
+
+cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                             floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
+                             int64_t *plane_indices,          # OUT (O0, O1, O2), p's
+                             Py_ssize_t p, bint want_min, int depth) noexcept nogil:
+    """Max/min pooling of one plane with indices, window 2x2 (``depth`` 1, 2-D planes,
+    ``X0 = 1``) or 2x2x2 (``depth`` 2, volumes), stride 2, no padding.
+
+    LeNet-5's pooling, worth its own loop: rows of windows go through the vector
+    kernels of ``include/pool/poolkernels.h`` (8 windows at a time, the last vector
+    running past the row's end), except the last rows, whose reads would leave the
+    plane: they take the scalar loop. Same cells, same row-major order, same strict
+    comparison and NaN rule as the general kernel, so the same result.
     """
     cdef:
-        Py_ssize_t o1, o2, i1, i2, at
-        Py_ssize_t width = x.shape[3], n_out1 = y.shape[2], n_out2 = y.shape[3]
-        Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
-        Py_ssize_t plane_cells = x.shape[2] * width
-        floating a, b, c, d, best
-        Py_ssize_t best_at
-    for o1 in range(n_out1):
-        i1 = 2 * o1
-        # The vector kernel reads up to width + 16 * n_vectors cells from the row's
-        # start and writes 8 * n_vectors outputs: both must stay in this plane (the
-        # junk then lands on later rows, which overwrite it).
-        if (i1 * width + width + 2 * SKC_POOL_LANES * n_vectors <= plane_cells
-                and o1 * n_out2 + SKC_POOL_LANES * n_vectors <= n_out1 * n_out2):
-            _pool2x2_row(&x[p, 0, i1, 0], n_vectors, width, i1 * width, want_min,
-                         &y[p, 0, o1, 0], plane_indices + o1 * n_out2)
-            continue
-        for o2 in range(n_out2):
-            i2 = 2 * o2
-            a = x[p, 0, i1, i2]
-            b = x[p, 0, i1, i2 + 1]
-            c = x[p, 0, i1 + 1, i2]
-            d = x[p, 0, i1 + 1, i2 + 1]
-            at = i1 * width + i2
-            best = a
-            best_at = at
-            _take_if(b, at + 1, want_min, &best, &best_at)
-            _take_if(c, at + width, want_min, &best, &best_at)
-            _take_if(d, at + width + 1, want_min, &best, &best_at)
-            if a != a or b != b or c != c or d != d:
-                # The first NaN of the window in row-major order wins.
-                if a != a:
-                    best, best_at = a, at
-                elif b != b:
-                    best, best_at = b, at + 1
-                elif c != c:
-                    best, best_at = c, at + width
-                else:
-                    best, best_at = d, at + width + 1
-            y[p, 0, o1, o2] = best
-            plane_indices[o1 * n_out2 + o2] = best_at
-
-
-cdef void _extreme_2x2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
-                               floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
-                               int64_t *plane_indices,          # OUT (O0, O1, O2), p's
-                               Py_ssize_t p, bint want_min) noexcept nogil:
-    """Max/min pooling of one 3-D plane, window 2x2x2, stride 2, no padding, with
-    indices: :func:`_extreme_2x2_plane` for volumes. Rows of windows go through the
-    vector kernel but for the last ones, whose reads would leave the plane: they take
-    the scalar loop. Same cells, same row-major order, same strict comparison and NaN
-    rule as the general kernel, so the same result."""
-    cdef:
-        Py_ssize_t o0, o1, o2, i0, i1, k, at, first_nan
+        Py_ssize_t o0, o1, o2, k, at, cell, first_nan, out_at
         Py_ssize_t width = x.shape[3], plane = x.shape[2] * x.shape[3]
         Py_ssize_t n_out0 = y.shape[1], n_out1 = y.shape[2], n_out2 = y.shape[3]
         Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
@@ -444,42 +415,38 @@ cdef void _extreme_2x2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1
         const floating *x_p = &x[p, 0, 0, 0]
         floating v, best
         Py_ssize_t best_at
-    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
-    for k in range(4):
-        offset[4 + k] = plane + offset[k]
+    _window_offsets(width, plane, offset)
     for o0 in range(n_out0):
-        i0 = 2 * o0
         for o1 in range(n_out1):
-            i1 = 2 * o1
-            at = i0 * plane + i1 * width
-            # The vector kernel reads up to plane + width + 16 * n_vectors cells from
-            # the row's start and writes 8 * n_vectors outputs: both must stay in this
-            # plane (the junk then lands on later rows, which overwrite it).
-            if (at + plane + width + 2 * SKC_POOL_LANES * n_vectors <= volume
-                    and (o0 * n_out1 + o1) * n_out2 + SKC_POOL_LANES * n_vectors <= n_out):
-                if floating is float:
+            at = depth * o0 * plane + 2 * o1 * width
+            out_at = (o0 * n_out1 + o1) * n_out2
+            if _vector_row_fits(at, depth, width, plane, volume, out_at, n_out,
+                                n_vectors):
+                if depth == 1:
+                    _pool2x2_row(x_p + at, n_vectors, width, at, want_min,
+                                 &y[p, o0, o1, 0], plane_indices + out_at)
+                elif floating is float:
                     skc_pool2x2x2_row_f(x_p + at, n_vectors, width, plane, at, want_min,
-                                        &y[p, o0, o1, 0],
-                                        plane_indices + (o0 * n_out1 + o1) * n_out2)
+                                        &y[p, o0, o1, 0], plane_indices + out_at)
                 else:
                     skc_pool2x2x2_row_d(x_p + at, n_vectors, width, plane, at, want_min,
-                                        &y[p, o0, o1, 0],
-                                        plane_indices + (o0 * n_out1 + o1) * n_out2)
+                                        &y[p, o0, o1, 0], plane_indices + out_at)
                 continue
             for o2 in range(n_out2):
                 best_at = at + 2 * o2
                 best = x_p[best_at]
                 first_nan = best_at if best != best else -1
-                for k in range(1, 8):
-                    v = x_p[at + 2 * o2 + offset[k]]
-                    _take_if(v, at + 2 * o2 + offset[k], want_min, &best, &best_at)
+                for k in range(1, 4 * depth):
+                    cell = at + 2 * o2 + offset[k]
+                    v = x_p[cell]
+                    _take_if(v, cell, want_min, &best, &best_at)
                     if v != v and first_nan < 0:
-                        first_nan = at + 2 * o2 + offset[k]
+                        first_nan = cell
                 if first_nan >= 0:
                     # The first NaN of the window in row-major order wins.
                     best, best_at = x_p[first_nan], first_nan
                 y[p, o0, o1, o2] = best
-                plane_indices[(o0 * n_out1 + o1) * n_out2 + o2] = best_at
+                plane_indices[out_at + o2] = best_at
 
 
 cdef void _avg_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
@@ -491,7 +458,7 @@ cdef void _avg_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
     double of the same cells in the same order as the general kernel, so the same
     result."""
     cdef:
-        Py_ssize_t o0, o1, o2, i1, k, at, cell
+        Py_ssize_t o0, o1, o2, k, at
         Py_ssize_t width = x.shape[3], plane = x.shape[2] * x.shape[3]
         Py_ssize_t n_out0 = y.shape[1], n_out1 = y.shape[2], n_out2 = y.shape[3]
         Py_ssize_t n_vectors = (n_out2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
@@ -500,15 +467,12 @@ cdef void _avg_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
         Py_ssize_t n_cells = 4 * depth
         const floating *x_p = &x[p, 0, 0, 0]
         double acc
-    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
-    for k in range(4):
-        offset[4 + k] = plane + offset[k]
+    _window_offsets(width, plane, offset)
     for o0 in range(n_out0):
         for o1 in range(n_out1):
-            i1 = 2 * o1
-            at = depth * o0 * plane + i1 * width
-            if (at + (depth - 1) * plane + width + 2 * SKC_POOL_LANES * n_vectors <= volume
-                    and (o0 * n_out1 + o1) * n_out2 + SKC_POOL_LANES * n_vectors <= n_out):
+            at = depth * o0 * plane + 2 * o1 * width
+            if _vector_row_fits(at, depth, width, plane, volume,
+                                (o0 * n_out1 + o1) * n_out2, n_out, n_vectors):
                 if floating is float:
                     skc_pool2x2_avg_plain_row_f(x_p + at, n_vectors, width, plane, depth,
                                                 &y[p, o0, o1, 0])
@@ -539,9 +503,7 @@ cdef void _avg_2x2_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P
         floating share, zero = 0
         floating n_cells = <floating> (4 * depth)
         floating *g = &grad_x[p, 0]
-    offset[0], offset[1], offset[2], offset[3] = 0, 1, width, width + 1
-    for k in range(4):
-        offset[4 + k] = plane + offset[k]
+    _window_offsets(width, plane, offset)
     memset(g, 0, x_depth * plane * sizeof(floating))
     for o0 in range(n_out0):
         for o1 in range(n_out1):
@@ -601,10 +563,8 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
             for p in prange(n_planes, schedule="static"):
                 plane_indices = (&indices[p, 0, 0, 0] if store_indices
                                  else &scratch[t, 0])
-                if volumes:
-                    _extreme_2x2x2_plane(x, y, plane_indices, p, mode == _MIN)
-                else:
-                    _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN)
+                _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN,
+                                   2 if volumes else 1)
         return
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.

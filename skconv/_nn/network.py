@@ -29,14 +29,14 @@ from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
+from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
+                     Layer, Pool, RandomShift, _RandomLayer)
+
 # Bytes of the largest step output of one inference batch: a batch whose activations
 # stay in the caches runs faster, and its buffers come back from the allocator's heap
 # instead of fresh (zeroed, faulted) pages. Large samples (volumes, long multichannel
 # signals) get fewer rows per batch; LeNet-sized ones keep the caller's batch size.
 INFERENCE_BATCH_BYTES = 16 << 20
-
-from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     Layer, Pool, RandomShift, _RandomLayer)
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
            "l2_penalty"]

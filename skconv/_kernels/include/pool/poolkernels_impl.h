@@ -10,7 +10,7 @@
  * inlining. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_raw_cells)(const int depth, const SKC_T *r0,
                                                const SKC_T *r1, ptrdiff_t v,
-                                               ptrdiff_t plane, SKC_VT cell[8])
+                                               ptrdiff_t plane, SKC_VT *cell)
 {
     const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
     const SKC_VI odd = even + 1;
@@ -155,21 +155,14 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_store_pooled)(SKC_VT best, SKC_VI which, SKC
 
 /* The cells of the 8 windows of vector v of a row of 2x2 windows (r1 the row below
  * r0), each plus bias, in window order: cell[k] holds cell k (row-major) of every
- * window. */
+ * window. (The bias added after the shuffles: the same sums, lane for lane.) */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_window_cells)(const SKC_T *r0, const SKC_T *r1,
                                                   ptrdiff_t v, SKC_T bias, SKC_VT cell[4])
 {
-    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
-    const SKC_VI odd = even + 1;
-    const SKC_T *a = r0 + 2 * SKC_POOL_LANES * v, *b = r1 + 2 * SKC_POOL_LANES * v;
-    SKC_VT a0 = *(const SKC_VT *)a + bias;
-    SKC_VT a1 = *(const SKC_VT *)(a + SKC_POOL_LANES) + bias;
-    SKC_VT b0 = *(const SKC_VT *)b + bias;
-    SKC_VT b1 = *(const SKC_VT *)(b + SKC_POOL_LANES) + bias;
-    cell[0] = __builtin_shuffle(a0, a1, even);
-    cell[1] = __builtin_shuffle(a0, a1, odd);
-    cell[2] = __builtin_shuffle(b0, b1, even);
-    cell[3] = __builtin_shuffle(b0, b1, odd);
+    int k;
+    SKC_NAME(skc_raw_cells)(1, r0, r1, v, 0, cell);
+    for (k = 0; k < 4; k++)
+        cell[k] = cell[k] + bias;
 }
 
 /* One row of windows of a convolution's wide output, the bias added to every cell
