@@ -82,11 +82,12 @@ PREDICT_BATCH = 512
 ALPHA = 1e-4
 LEARNING_RATE = 1e-3
 OPTIONAL_PEERS = ("tensorflow", "onnxruntime", "openvino")
-#: The learning options of LeNet-5, given explicitly: on signals passed as N-d X the
-#: classifier's 'auto' defaults would add batch norm, a pooling head, augmentation,
-#: another schedule and an update budget, and the peers run LeNet-5.
-LENET_OPTIONS = dict(batch_norm=False, head="flatten", augment_shift=0.0,
-                     learning_rate="constant", min_updates=0)
+#: LeNet-5's filters, kernels and learning options, given explicitly: on signals passed
+#: as N-d X the classifier's 'auto' defaults would train wider conv blocks with batch
+#: norm, a pooling head, augmentation, another schedule and an update budget, and the
+#: peers run LeNet-5.
+LENET_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False, head="flatten",
+                     augment_shift=0.0, learning_rate="constant", min_updates=0)
 # What each optional peer needs importable in the worker (the inference-only peers
 # convert the PyTorch network).
 PEER_MODULES = {"torch": ("torch",), "tensorflow": ("tensorflow",),
@@ -213,7 +214,7 @@ def worker_skconv(workload, args, dtype=None):
     X, y = synthetic_data(workload.shape, n_train, seed=0)
     X = X.astype(dtype, copy=False)
     clf = ConvNetClassifier(
-        **LENET_OPTIONS, **workload.params, batch_size=args.batch_size,
+        **{**LENET_OPTIONS, **workload.params}, batch_size=args.batch_size,
         max_iter=args.epochs,
         n_iter_no_change=10**9, tol=0.0, random_state=0, n_jobs=args.threads,
     )
@@ -679,7 +680,7 @@ def check_networks(workloads, args):
 
     for w in workloads:
         X, y = synthetic_data(w.shape, 256, seed=0)
-        clf = ConvNetClassifier(**LENET_OPTIONS, **w.params, max_iter=1, random_state=0,
+        clf = ConvNetClassifier(**{**LENET_OPTIONS, **w.params}, max_iter=1, random_state=0,
                                 n_jobs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -6,9 +6,11 @@ Usage::
 
     python benchmarks/profile_workloads.py [--categories lenet signal1d ...]
         [--workloads NAME ...] [--quick] [--threads 1] [--batch-size 64]
-        [--infer-batch 512] [--steps 30] [--float64] [--torch]
+        [--infer-batch 512] [--steps 30] [--float64] [--defaults] [--torch]
 
-For each workload the network is the one ``ConvNetClassifier`` builds: the script
+For each workload the network is the one ``ConvNetClassifier`` builds with LeNet-5's
+options (``--defaults``: with the classifier's defaults, which on signals train the
+time-series network of its 'auto' options): the script
 fits the estimator for one epoch on a few synthetic samples and takes its network.
 It then runs ``--steps`` training passes on one random minibatch after a warm-up,
 timing each step of the network's plan forward and backward with
@@ -95,7 +97,11 @@ def _fitted(workload, X, y, args, max_iter=1):
 
     from skconv import ConvNetClassifier
 
-    clf = ConvNetClassifier(**LENET_OPTIONS, **workload.params, batch_size=args.batch_size,
+    # --defaults: the estimator's own network and options ('auto' resolved for this
+    # input), as a user gets them, but one epoch (no update budget) so that the fit
+    # figure stays per minibatch; otherwise LeNet-5, the network PyTorch runs.
+    options = dict(min_updates=0) if args.defaults else LENET_OPTIONS
+    clf = ConvNetClassifier(**{**options, **workload.params}, batch_size=args.batch_size,
                             max_iter=max_iter, n_iter_no_change=10**9, tol=0.0,
                             random_state=0, n_jobs=args.threads)
     with warnings.catch_warnings():
@@ -148,7 +154,9 @@ def profile_skconv(workload, args):
     predict = (clock() - start) / args.steps
 
     ms = 1e3 / args.steps
-    print(f"\n## {workload.name}: {workload.describe()}; skconv, {args.threads} "
+    network = (f"the classifier's defaults, 'auto' = {clf.auto_options_}" if args.defaults
+               else workload.describe())
+    print(f"\n## {workload.name}: {network}; skconv, {args.threads} "
           f"thread(s), {np.dtype(dtype).name}, mean of {args.steps} (ms, "
           f"{'CPU time' if args.clock == 'cpu' else 'wall time'})\n")
     print(f"| step | output shape | train fwd | train bwd | share of fwd+bwd | "
@@ -249,6 +257,10 @@ def main(argv=None):
                         help="float64 X (default: float32, or the workload's dtype)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="skconv's timer: wall time, or the process's CPU time")
+    parser.add_argument("--defaults", action="store_true",
+                        help="skconv with the classifier's defaults (on signals: the "
+                             "time-series network) instead of LeNet-5's options; not "
+                             "with --torch, whose network is LeNet-5")
     parser.add_argument("--torch", action="store_true",
                         help="also profile PyTorch on the same network")
     parser.add_argument("--top", type=int, default=8, help="PyTorch operators shown")
@@ -256,6 +268,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     workloads = select_workloads(args, parser)
+    if args.defaults and args.torch:
+        parser.error("--defaults profiles another network than PyTorch's: drop --torch")
 
     if args.torch_worker:
         for workload in workloads:
