@@ -83,9 +83,10 @@ ALPHA = 1e-4
 LEARNING_RATE = 1e-3
 OPTIONAL_PEERS = ("tensorflow", "onnxruntime", "openvino")
 #: LeNet-5's filters, kernels and learning options, given explicitly: on signals passed
-#: as N-d X the classifier's 'auto' defaults would train wider conv blocks with batch
-#: norm, a pooling head, augmentation, another schedule and an update budget, and the
-#: peers run LeNet-5.
+#: as N-d X the classifier's 'auto' defaults would add batch norm, a pooling head,
+#: augmentation, another schedule and an update budget, and the peers run LeNet-5.
+#: The filters and kernel size are named too, so the benchmarked network stays
+#: LeNet-5's whatever the classifier's defaults become.
 LENET_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False, head="flatten",
                      augment_shift=0.0, learning_rate="constant", min_updates=0)
 # What each optional peer needs importable in the worker (the inference-only peers
