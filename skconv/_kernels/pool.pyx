@@ -514,6 +514,25 @@ cdef void _avg_2x2_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P
                     g[at + 2 * o2 + offset[k]] = share
 
 
+cdef int _fast_2x2_depth(tuple window, tuple stride, tuple pad_lo,
+                         Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t x2,
+                         Py_ssize_t o0, Py_ssize_t o1, Py_ssize_t o2):
+    """The depth of the 2x2 fast loops for this pooling: 1 for windows 2x2 on 2-D
+    planes (``X0 = O0 = 1``), 2 for 2x2x2 on volumes, each with stride 2 and every
+    window inside the input (no padding on any side); 0 for any other pooling.
+
+    The singleton leading axis of a 2-D plane is checked as ``O0 = X0 = 1``, not as
+    ``2 * O0 <= X0``, which it never meets.
+    """
+    if pad_lo != (0, 0, 0) or 2 * o1 > x1 or 2 * o2 > x2:
+        return 0
+    if window == (1, 2, 2) and stride == (1, 2, 2) and x0 == 1 and o0 == 1:
+        return 1
+    if window == (2, 2, 2) and stride == (2, 2, 2) and 2 * o0 <= x0:
+        return 2
+    return 0
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
@@ -537,24 +556,19 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         double[:, ::1] acc_rows
         int64_t[:, ::1] scratch
         int64_t *plane_indices = NULL
-        bint inside, images, volumes
         int t
+        int depth = _fast_2x2_depth(window, stride, pad_lo, x.shape[1], x.shape[2],
+                                    x.shape[3], y.shape[1], y.shape[2], y.shape[3])
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
-    # Max or min with windows 2x2 (2-D planes) or 2x2x2 (volumes), stride 2, all
-    # inside the input (no padding on any side): their own vector loops. Without
-    # indices to keep (inference), each thread's go to a plane of scratch.
-    inside = (pad_lo == (0, 0, 0) and 2 * y.shape[1] <= x.shape[1]
-              and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3])
-    images = (window == (1, 2, 2) and stride == (1, 2, 2) and x.shape[1] == 1)
-    volumes = window == (2, 2, 2) and stride == (2, 2, 2)
-    if mode == _AVG and inside and (images or volumes):
+    if mode == _AVG and depth > 0:
         with nogil:
             for p in prange(n_planes, schedule="static", num_threads=n_threads):
-                _avg_2x2_plane(x, y, p, 2 if volumes else 1)
+                _avg_2x2_plane(x, y, p, depth)
         return
-    if mode != _AVG and inside and (images or volumes):
+    if depth > 0:
+        # Without indices to keep (inference), each thread's go to a plane of scratch.
         if not store_indices:
             scratch = np.empty((n_threads, _padded_row(y.shape[1] * y.shape[2] * n_out2)),
                                dtype=np.int64)
@@ -563,8 +577,7 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
             for p in prange(n_planes, schedule="static"):
                 plane_indices = (&indices[p, 0, 0, 0] if store_indices
                                  else &scratch[t, 0])
-                _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN,
-                                   2 if volumes else 1)
+                _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN, depth)
         return
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.
@@ -603,16 +616,15 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
         Py_ssize_t p
         floating[:, ::1] best_rows
         Py_ssize_t[:, ::1] best_at_rows
-        int t, depth
+        int t
+        int depth = _fast_2x2_depth(window, stride, pad_lo, x.shape[1], x.shape[2],
+                                    x.shape[3], grad_y.shape[1], grad_y.shape[2],
+                                    grad_y.shape[3])
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
-    if (mode == _AVG and pad_lo == (0, 0, 0) and 2 * grad_y.shape[1] <= x.shape[1]
-            and 2 * grad_y.shape[2] <= x.shape[2] and 2 * grad_y.shape[3] <= x.shape[3]
-            and ((window == (1, 2, 2) and stride == (1, 2, 2) and x.shape[1] == 1)
-                 or (window == (2, 2, 2) and stride == (2, 2, 2)))):
+    if mode == _AVG and depth > 0:
         # The forward's fast windows (see _avg_2x2_plane).
-        depth = 2 if window[0] == 2 else 1
         with nogil:
             for p in prange(n_planes, schedule="static", num_threads=n_threads):
                 _avg_2x2_backward_plane(grad_y, grad_x, p, x.shape[1], x.shape[2],
