@@ -1,9 +1,10 @@
 """Batch normalisation kernels: per-channel statistics over the batch and spatial axes.
 
 Layout ``(N, C, S)``: ``S`` is the product of the spatial axes (1 after a dense layer).
-Every channel is reduced by one thread, its values added in one fixed order (sample
-by sample, cell by cell) into float64 accumulators, so the results are bitwise the
-same for any thread count. Shapes are trusted: ``skconv._ops.norm`` checks them.
+Every channel is reduced by one thread in one fixed order: each sample's row of ``S``
+cells is summed in float64 lanes (``sums.pxd``), and the rows' sums are added sample by
+sample. So the results are bitwise the same for any thread count. Shapes are trusted:
+``skconv._ops.norm`` checks them.
 
 With row weights ``w`` (one per sample; each of a sample's ``S`` cells weighs ``w[n]``)
 the statistics are weighted: ``mean = sum(w x) / W`` and ``var = sum(w (x - mean)^2) /
@@ -15,6 +16,40 @@ their results are exactly those of the kernels before weights existed.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+
+from .sums cimport lane_sum, lane_sum_and_dot, lane_sum_squared_deviations
+
+
+# The elementwise passes, one row of a (sample, channel) plane each, on plain pointers:
+# written on the memoryviews, every store could alias their shape and stride fields,
+# which then reload at every cell and keep the loop from vectorising.
+cdef inline void _normalize_row(const floating *x, floating *x_hat, floating *y,
+                                Py_ssize_t n_cells, double center, double scale,
+                                floating g, floating b) noexcept nogil:
+    """``x_hat = (x - center) * scale`` (rounded to floating) and ``y = g * x_hat + b``."""
+    cdef Py_ssize_t s
+    cdef floating h
+    for s in range(n_cells):
+        h = <floating> ((x[s] - center) * scale)
+        x_hat[s] = h
+        y[s] = g * h + b
+
+
+cdef inline void _input_grad_row(const floating *grad_y, const floating *x_hat,
+                                 floating *grad_x, Py_ssize_t n_cells, double k,
+                                 double a, double b, double c) noexcept nogil:
+    """``grad_x = k * (a * grad_y - b - x_hat * c)``, in double, rounded once."""
+    cdef Py_ssize_t s
+    for s in range(n_cells):
+        grad_x[s] = <floating> (k * (a * grad_y[s] - b - x_hat[s] * c))
+
+
+cdef inline void _affine_row(const floating *x, floating *y, Py_ssize_t n_cells,
+                             floating a, floating b) noexcept nogil:
+    """``y = x * a + b``."""
+    cdef Py_ssize_t s
+    for s in range(n_cells):
+        y[s] = x[s] * a + b
 
 
 def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
@@ -35,41 +70,30 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
     cells are summed first, then the row's sum is weighted."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_channels = x.shape[1], n_cells = x.shape[2]
-        Py_ssize_t c, n, s
-        double total, row_total, deviation
+        Py_ssize_t c, n
+        double total
         double m, scale
-        floating g, b, h
+        floating g, b
         bint weighted = weights is not None
     if not weighted:
         count = <double> (n_samples * n_cells)
+    if n_cells == 0:  # no cells: each row's sums are 0 (and its address is out of range)
+        n_samples = 0
     for c in prange(n_channels, nogil=True, schedule="static", num_threads=n_threads):
         total = 0
-        if weighted:
-            for n in range(n_samples):
-                if weights[n] != 0:
-                    row_total = 0
-                    for s in range(n_cells):
-                        row_total = row_total + x[n, c, s]
-                    total = total + weights[n] * row_total
-        else:
-            for n in range(n_samples):
-                for s in range(n_cells):
-                    total = total + x[n, c, s]
+        for n in range(n_samples):
+            if not weighted:
+                total = total + lane_sum(&x[n, c, 0], n_cells)
+            elif weights[n] != 0:
+                total = total + weights[n] * lane_sum(&x[n, c, 0], n_cells)
         m = total / count
         total = 0
-        if weighted:
-            for n in range(n_samples):
-                if weights[n] != 0:
-                    row_total = 0
-                    for s in range(n_cells):
-                        deviation = x[n, c, s] - m
-                        row_total = row_total + deviation * deviation
-                    total = total + weights[n] * row_total
-        else:
-            for n in range(n_samples):
-                for s in range(n_cells):
-                    deviation = x[n, c, s] - m
-                    total = total + deviation * deviation
+        for n in range(n_samples):
+            if not weighted:
+                total = total + lane_sum_squared_deviations(&x[n, c, 0], n_cells, m)
+            elif weights[n] != 0:
+                total = total + weights[n] * lane_sum_squared_deviations(
+                    &x[n, c, 0], n_cells, m)
         mean[c] = m
         var[c] = total / count
         scale = 1.0 / sqrt(total / count + eps)
@@ -77,10 +101,8 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
         g = gamma[c]
         b = beta[c]
         for n in range(n_samples):
-            for s in range(n_cells):
-                h = <floating> ((x[n, c, s] - m) * scale)
-                x_hat[n, c, s] = h
-                y[n, c, s] = g * h + b
+            _normalize_row(&x[n, c, 0], &x_hat[n, c, 0], &y[n, c, 0], n_cells, m, scale,
+                           g, b)
 
 
 def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
@@ -102,8 +124,8 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
     cdef:
         Py_ssize_t n_samples = grad_y.shape[0], n_channels = grad_y.shape[1]
         Py_ssize_t n_cells = grad_y.shape[2]
-        Py_ssize_t c, n, s
-        double sum_gy, sum_gy_xhat, k, share
+        Py_ssize_t c, n
+        double sum_gy, sum_gy_xhat, row_gy, row_gy_xhat, k, share
         bint want_grad_x = grad_x is not None
         bint weighted = weights is not None
     if not weighted:
@@ -111,27 +133,24 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
     for c in prange(n_channels, nogil=True, schedule="static", num_threads=n_threads):
         sum_gy = 0
         sum_gy_xhat = 0
-        for n in range(n_samples):
-            for s in range(n_cells):
-                sum_gy = sum_gy + grad_y[n, c, s]
-                sum_gy_xhat = sum_gy_xhat + grad_y[n, c, s] * x_hat[n, c, s]
+        for n in range(n_samples if n_cells > 0 else 0):  # see forward_train
+            lane_sum_and_dot(&grad_y[n, c, 0], &x_hat[n, c, 0], n_cells, &row_gy,
+                             &row_gy_xhat)
+            sum_gy = sum_gy + row_gy
+            sum_gy_xhat = sum_gy_xhat + row_gy_xhat
         grad_beta[c] = <floating> sum_gy
         grad_gamma[c] = <floating> sum_gy_xhat
         if want_grad_x and weighted:
             k = gamma[c] * inv_std[c]
-            for n in range(n_samples):
+            for n in range(n_samples if n_cells > 0 else 0):
                 share = weights[n] / count
-                for s in range(n_cells):
-                    grad_x[n, c, s] = <floating> (
-                        k * (grad_y[n, c, s]
-                             - share * (sum_gy + x_hat[n, c, s] * sum_gy_xhat)))
+                _input_grad_row(&grad_y[n, c, 0], &x_hat[n, c, 0], &grad_x[n, c, 0],
+                                n_cells, k, 1.0, share * sum_gy, share * sum_gy_xhat)
         elif want_grad_x:
             k = gamma[c] * inv_std[c] / count
-            for n in range(n_samples):
-                for s in range(n_cells):
-                    grad_x[n, c, s] = <floating> (
-                        k * (count * grad_y[n, c, s] - sum_gy
-                             - x_hat[n, c, s] * sum_gy_xhat))
+            for n in range(n_samples if n_cells > 0 else 0):
+                _input_grad_row(&grad_y[n, c, 0], &x_hat[n, c, 0], &grad_x[n, c, 0],
+                                n_cells, k, count, sum_gy, sum_gy_xhat)
 
 
 def forward_infer(const floating[:, :, ::1] x,      # IN  (N, C, S)
@@ -143,13 +162,11 @@ def forward_infer(const floating[:, :, ::1] x,      # IN  (N, C, S)
     affine map per channel); each (sample, channel) plane is one task."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_channels = x.shape[1], n_cells = x.shape[2]
-        Py_ssize_t plane, n, c, s
-        floating a, b
+        Py_ssize_t plane, n, c
+    if n_cells == 0:  # nothing to write (and the rows' addresses are out of range)
+        return
     for plane in prange(n_samples * n_channels, nogil=True, schedule="static",
                         num_threads=n_threads):
         n = plane // n_channels
         c = plane % n_channels
-        a = scale[c]
-        b = shift[c]
-        for s in range(n_cells):
-            y[n, c, s] = x[n, c, s] * a + b
+        _affine_row(&x[n, c, 0], &y[n, c, 0], n_cells, scale[c], shift[c])

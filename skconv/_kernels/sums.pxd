@@ -1,5 +1,6 @@
-# Shared by the kernels (conv.pyx, dense.pyx): the fixed-order sum of a matrix's
-# rows behind their thread-count-independent reductions.
+# Shared by the kernels (conv.pyx, dense.pyx, norm.pyx): fixed-order sums behind
+# their thread-count-independent reductions: the rows of a matrix in order, and runs
+# of cells in lanes.
 
 from cython cimport floating
 
@@ -17,3 +18,69 @@ cdef inline void sum_rows_in_order(const floating *rows,  # IN  (n_rows, n_cols)
     for i in range(1, n_rows):
         for j in range(n_cols):
             total[j] = total[j] + rows[i * row_stride + j]
+
+
+# Sums of one contiguous run of cells in double, as SUM_LANES interleaved partial sums
+# (cell i into sum i % SUM_LANES) added pairwise at the end. The order is fixed, so
+# the bits do not depend on the thread count; the partial sums are independent
+# chains, so the adds run side by side instead of each waiting on the one before
+# (a single running sum costs one add latency per cell).
+cdef enum:
+    SUM_LANES = 8
+
+
+cdef inline double _add_lanes(const double *acc) noexcept nogil:
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double lane_sum(const floating *x, Py_ssize_t n) noexcept nogil:
+    """sum(x[0:n]) in double, in lanes (see above)."""
+    cdef double acc[SUM_LANES]
+    cdef Py_ssize_t i, j, n_main = n - n % SUM_LANES
+    for j in range(SUM_LANES):
+        acc[j] = 0
+    for i in range(n_main // SUM_LANES):
+        for j in range(SUM_LANES):
+            acc[j] = acc[j] + x[i * SUM_LANES + j]
+    for i in range(n_main, n):
+        acc[i - n_main] = acc[i - n_main] + x[i]
+    return _add_lanes(acc)
+
+
+cdef inline double lane_sum_squared_deviations(const floating *x, Py_ssize_t n,
+                                               double center) noexcept nogil:
+    """sum((x[0:n] - center) ** 2) in double, in lanes."""
+    cdef double acc[SUM_LANES]
+    cdef double deviation
+    cdef Py_ssize_t i, j, n_main = n - n % SUM_LANES
+    for j in range(SUM_LANES):
+        acc[j] = 0
+    for i in range(n_main // SUM_LANES):
+        for j in range(SUM_LANES):
+            deviation = x[i * SUM_LANES + j] - center
+            acc[j] = acc[j] + deviation * deviation
+    for i in range(n_main, n):
+        deviation = x[i] - center
+        acc[i - n_main] = acc[i - n_main] + deviation * deviation
+    return _add_lanes(acc)
+
+
+cdef inline void lane_sum_and_dot(const floating *a, const floating *b, Py_ssize_t n,
+                                  double *sum_a, double *dot) noexcept nogil:
+    """``sum_a = sum(a[0:n])`` and ``dot = sum(a[0:n] * b[0:n])`` in double, in
+    lanes, in one pass."""
+    cdef double acc[SUM_LANES]
+    cdef double prod[SUM_LANES]
+    cdef Py_ssize_t i, j, n_main = n - n % SUM_LANES
+    for j in range(SUM_LANES):
+        acc[j] = 0
+        prod[j] = 0
+    for i in range(n_main // SUM_LANES):
+        for j in range(SUM_LANES):
+            acc[j] = acc[j] + a[i * SUM_LANES + j]
+            prod[j] = prod[j] + <double> a[i * SUM_LANES + j] * b[i * SUM_LANES + j]
+    for i in range(n_main, n):
+        acc[i - n_main] = acc[i - n_main] + a[i]
+        prod[i - n_main] = prod[i - n_main] + <double> a[i] * b[i]
+    sum_a[0] = _add_lanes(acc)
+    dot[0] = _add_lanes(prod)
