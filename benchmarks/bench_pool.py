@@ -9,12 +9,12 @@ of the forward pass, of the backward pass (gradient with respect to x) and of a 
 training step (forward then backward), and when PyTorch is installed its times and the
 speed-up torch_time / skconv_time (> 1 means skconv is faster), as in bench_conv.py.
 
-PyTorch runs ``max_pool2d`` / ``avg_pool2d`` (forward under ``no_grad``; backward is
-``autograd`` on a graph built outside the timed region; the step is forward with
-autograd plus backward). skconv's ``max`` backward is :func:`skconv.ops.pool_backward`,
-which scans the windows of x again; the ``max-idx`` rows time the layer path instead:
-:func:`~skconv.ops.pool_with_indices` then :func:`~skconv.ops.pool_backward_indices`,
-which is what PyTorch does. Runs alternate between the two libraries in rounds so that
+PyTorch runs ``max_pool2d`` / ``avg_pool2d`` (``*_pool1d`` on signals; forward
+under ``no_grad``; backward is ``autograd`` on a graph built outside the timed region;
+the step is forward with autograd plus backward). skconv's ``max`` backward is
+:func:`skconv.ops.pool_backward`, which scans the windows of x again; the ``max-idx``
+rows time the layer path instead: :func:`~skconv.ops.pool_with_indices` then
+:func:`~skconv.ops.pool_backward_indices`, which is what PyTorch does. Runs alternate between the two libraries in rounds so that
 drifts in machine load hit both.
 """
 
@@ -29,10 +29,12 @@ from _timing import median_of_inner, median_time, optional_torch
 from skconv import ops
 
 SHAPES = [
-    # name, (N, C, H, W)
+    # name, (N, C, H, W) or, for signals, (N, C, L)
     ("lenet5-pool1", (64, 6, 28, 28)),
     ("lenet5-pool2", (64, 16, 14, 14)),
     ("large", (64, 64, 32, 32)),
+    # The first pooling of the classifier's default network on signals of 1,000 steps.
+    ("signal-1000", (64, 16, 1000)),
 ]
 MODES = ["max", "max-idx", "avg"]
 WINDOW = 2
@@ -71,12 +73,11 @@ def _skconv_functions(x, grad_y, mode, threads):
 def _torch_functions(torch, x, grad_y, mode):
     """(forward, backward, step) closures for PyTorch; backward times itself."""
     F = torch.nn.functional
-    if mode == "avg":
-        def op(t):
-            return F.avg_pool2d(t, WINDOW)
-    else:
-        def op(t):
-            return F.max_pool2d(t, WINDOW)
+    n_axes = x.ndim - 2
+    pool = getattr(F, f"{'avg' if mode == 'avg' else 'max'}_pool{n_axes}d")
+
+    def op(t):
+        return pool(t, WINDOW)
     xt = torch.from_numpy(x).requires_grad_(True)
     gt = torch.from_numpy(grad_y)
 

@@ -686,16 +686,17 @@ def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
 @pytest.mark.parametrize(
     "spatial", [(8, 8), (7, 9), (2, 2), (5, 4), (28, 28), (14, 14), (15, 33), (3, 40),
                 (16, 16, 16), (8, 8, 8), (2, 2, 2), (5, 7, 9), (3, 4, 40), (9, 17, 33),
-                (2, 3, 2)]
+                (2, 3, 2), (2,), (3,), (15,), (16,), (17,), (31,), (34,), (1000,)]
 )
 def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
-    # Window 2, stride 2, no padding on 2-D planes (2x2x2 on volumes) has its own
-    # loop, with or without indices: values, winning cells and gradients must match
-    # the twin, with ties, NaN, infinities and -0.0/0.0 in the data. The sizes put
-    # rows through the vector kernel (8 windows at a time, over two planes for
-    # volumes, the last vector overrunning the row) and through the scalar loop that
-    # takes the plane's last rows.
-    rng = np.random.default_rng(len(spatial) * 100 + spatial[0] * 10 + spatial[1])
+    # Window 2, stride 2, no padding on 2-D planes (2x2x2 on volumes, 2 on signals)
+    # has its own loop, with or without indices: values, winning cells and gradients
+    # must match the twin, with ties, NaN, infinities and -0.0/0.0 in the data. The
+    # sizes put rows through the vector kernel (8 windows at a time, over two planes
+    # for volumes, the last vector overrunning the row) and through the scalar loop
+    # that takes the plane's last rows (on signals: the windows after the last whole
+    # vector).
+    rng = np.random.default_rng(len(spatial) * 100 + spatial[0] * 10 + spatial[-1])
     x = rng.integers(-2, 3, size=(3, 4) + spatial).astype(dtype)
     x[0, 0].flat[::5] = np.nan
     x[1, 1].flat[::3] = -0.0
@@ -708,7 +709,7 @@ def test_lenet_window_fast_path_matches_twin(dtype, mode, spatial):
     grad_y = rng.standard_normal(y.shape).astype(dtype)
     expected = ref.pool_backward(grad_y, x, 2, mode=mode)
     if mode == "avg":
-        # Each cell's share, 0 + grad / cells (exact: a division by 4 or 8), signed
+        # Each cell's share, 0 + grad / cells (exact: a division by 2, 4 or 8), signed
         # zeros included.
         got = ops.pool_backward(grad_y, x, 2, mode=mode, n_jobs=2)
         assert got.dtype == dtype

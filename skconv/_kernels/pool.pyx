@@ -53,6 +53,10 @@ cdef extern from "pool/poolkernels.h" nogil:
     void skc_pool2x2_avg_plain_row_d(const double *r0, Py_ssize_t n_vectors,
                                      Py_ssize_t width, Py_ssize_t plane, int depth,
                                      double *y)
+    void skc_pool2_row_f(const float *r, Py_ssize_t n_vectors, int64_t at,
+                         int want_min, float *y, int64_t *indices)
+    void skc_pool2_row_d(const double *r, Py_ssize_t n_vectors, int64_t at,
+                         int want_min, double *y, int64_t *indices)
     void skc_pool2x2x2_row_f(const float *r0, Py_ssize_t n_vectors, Py_ssize_t width,
                              Py_ssize_t plane, int64_t at, int want_min, float *y,
                              int64_t *indices)
@@ -449,6 +453,37 @@ cdef void _extreme_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, 
                 plane_indices[out_at + o2] = best_at
 
 
+cdef void _extreme_pair_plane(const floating[:, :, :, ::1] x,  # IN  (P, 1, 1, X2)
+                              floating[:, :, :, ::1] y,        # OUT (P, 1, 1, O2)
+                              int64_t *plane_indices,          # OUT (O2,), p's
+                              Py_ssize_t p, bint want_min) noexcept nogil:
+    """Max/min pooling of one 1-D plane with indices, window 2, stride 2, no padding
+    (``2 * O2 <= X2``): the signals' pooling. Whole vectors of 8 windows through
+    ``pool2_row`` (include/pool/poolkernels.h), which read ``16 * n_vectors <= 2 * O2``
+    cells and write ``8 * n_vectors <= O2`` outputs, all in the plane; the last
+    windows one at a time. The same cells, comparison and NaN rule as the general
+    kernel, so the same result."""
+    cdef:
+        Py_ssize_t n_out = y.shape[3], n_vectors = n_out // SKC_POOL_LANES, o2
+        const floating *x_p = &x[p, 0, 0, 0]
+        floating first, second
+    if n_vectors > 0:
+        if floating is float:
+            skc_pool2_row_f(x_p, n_vectors, 0, want_min, &y[p, 0, 0, 0], plane_indices)
+        else:
+            skc_pool2_row_d(x_p, n_vectors, 0, want_min, &y[p, 0, 0, 0], plane_indices)
+    for o2 in range(n_vectors * SKC_POOL_LANES, n_out):
+        first = x[p, 0, 0, 2 * o2]
+        second = x[p, 0, 0, 2 * o2 + 1]
+        if ((second < first) if want_min else (second > first)) or (
+                second != second and first == first):
+            y[p, 0, 0, o2] = second
+            plane_indices[o2] = 2 * o2 + 1
+        else:
+            y[p, 0, 0, o2] = first
+            plane_indices[o2] = 2 * o2
+
+
 cdef void _avg_2x2_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
                          floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
                          Py_ssize_t p, int depth) noexcept nogil:
@@ -533,6 +568,14 @@ cdef int _fast_2x2_depth(tuple window, tuple stride, tuple pad_lo,
     return 0
 
 
+cdef bint _fast_pairs(tuple window, tuple stride, tuple pad_lo, Py_ssize_t x0,
+                      Py_ssize_t x1, Py_ssize_t x2, Py_ssize_t o2):
+    """Whether this is 1-D pooling with window 2, stride 2 and every window inside
+    the input, which :func:`_extreme_pair_plane` runs."""
+    return (window == (1, 1, 2) and stride == (1, 1, 2) and pad_lo == (0, 0, 0)
+            and x0 == 1 and x1 == 1 and 2 * o2 <= x2)
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
@@ -567,7 +610,8 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
             for p in prange(n_planes, schedule="static", num_threads=n_threads):
                 _avg_2x2_plane(x, y, p, depth)
         return
-    if depth > 0:
+    if depth > 0 or (mode != _AVG and _fast_pairs(window, stride, pad_lo, x.shape[1],
+                                                 x.shape[2], x.shape[3], y.shape[3])):
         # Without indices to keep (inference), each thread's go to a plane of scratch.
         if not store_indices:
             scratch = np.empty((n_threads, _padded_row(y.shape[1] * y.shape[2] * n_out2)),
@@ -577,7 +621,10 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
             for p in prange(n_planes, schedule="static"):
                 plane_indices = (&indices[p, 0, 0, 0] if store_indices
                                  else &scratch[t, 0])
-                _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN, depth)
+                if depth > 0:
+                    _extreme_2x2_plane(x, y, plane_indices, p, mode == _MIN, depth)
+                else:
+                    _extreme_pair_plane(x, y, plane_indices, p, mode == _MIN)
         return
     # Per-thread row buffers (row threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.

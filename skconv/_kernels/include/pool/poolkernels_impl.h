@@ -127,6 +127,46 @@ static void SKC_NAME(skc_pool2x2x2_row)(const SKC_T *r0, ptrdiff_t n_vectors,
                                        y, indices);
 }
 
+/*
+ * pool2_row: 1-D max or min pooling, window 2, stride 2, with indices: for o < 8 *
+ * n_vectors, window o covers r[2o], r[2o+1]; y[o] receives its max (want_min = 0) or
+ * min and indices[o] the index of the winning cell, r[0] having index `at`. The
+ * second cell wins only if strictly better, or if it is a NaN and the first is not.
+ * Reads r[0 .. 16 n_vectors) and writes 8 n_vectors outputs.
+ */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_pool2_row_mode)(const int want_min, const SKC_T *r,
+                                                    ptrdiff_t n_vectors, int64_t at,
+                                                    SKC_T *y, int64_t *indices)
+{
+    const SKC_VI even = {0, 2, 4, 6, 8, 10, 12, 14};
+    const SKC_VI odd = even + 1;
+    const skc_pool_index lane = {0, 2, 4, 6, 8, 10, 12, 14};
+    ptrdiff_t v;
+    for (v = 0; v < n_vectors; v++) {
+        const SKC_T *a = r + 2 * SKC_POOL_LANES * v;
+        SKC_VT a0 = *(const SKC_VT *)a, a1 = *(const SKC_VT *)(a + SKC_POOL_LANES);
+        SKC_VT first = __builtin_shuffle(a0, a1, even);
+        SKC_VT second = __builtin_shuffle(a0, a1, odd);
+        SKC_VI take = (want_min ? (second < first) : (second > first))
+                      | ((second != second) & (first == first));
+        SKC_VT best = (SKC_VT)(((SKC_VI)second & take) | ((SKC_VI)first & ~take));
+        skc_pool_index take64 = __builtin_convertvector(take, skc_pool_index);
+        *(SKC_VT *)(y + SKC_POOL_LANES * v) = best;
+        *(skc_pool_index *)(indices + SKC_POOL_LANES * v) =
+            at + 2 * SKC_POOL_LANES * v + lane + (take64 & 1);
+    }
+}
+
+SKC_CLONES
+static void SKC_NAME(skc_pool2_row)(const SKC_T *r, ptrdiff_t n_vectors, int64_t at,
+                                    int want_min, SKC_T *y, int64_t *indices)
+{
+    if (want_min)
+        SKC_NAME(skc_pool2_row_mode)(1, r, n_vectors, at, y, indices);
+    else
+        SKC_NAME(skc_pool2_row_mode)(0, r, n_vectors, at, y, indices);
+}
+
 /* A window's running extreme and its code after cell c (code k): strictly better,
  * or the first NaN of the window, as the general kernel decides. want_min is a
  * constant after inlining. */
