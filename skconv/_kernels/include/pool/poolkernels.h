@@ -9,6 +9,9 @@
  * lands on the next row's outputs (or cells), which the caller writes afterwards.
  * The caller guarantees those reads and writes stay inside the plane.
  *
+ * pool2_row is the signals' counterpart (1-D windows of 2, stride 2) on whole vectors
+ * only, the caller taking the last windows one at a time.
+ *
  * pool2x2_codes_row does the same on a convolution's output before it is stored (the
  * convolution fused with the pooling that follows it), recording which cell of its
  * window won rather than a flat index. pool_taps_codes_row is its 1-D counterpart for
