@@ -192,22 +192,24 @@ def test_one_dimensional_signals():
     assert clf.score(X2d, y) > 0.95
     # The N-d form of the same data declares signals, whose 'auto' options are the
     # time series' (auto_options_); with those given, the flat form gives the same
-    # model.
-    clf_nd = _quiet_fit(ConvNetClassifier(max_iter=15, random_state=0), X, y)
+    # model. (300 updates rather than the signals' 2,000 keep the test short.)
+    clf_nd = _quiet_fit(ConvNetClassifier(max_iter=15, min_updates=300, random_state=0),
+                        X, y)
     assert clf_nd.image_shape_ == (1, 20) and clf_nd.n_features_in_ == 20
     assert clf_nd.auto_options_["head"] == "avg" and clf.auto_options_["head"] == "flatten"
     assert clf_nd.score(X, y) > 0.95
-    flat = _quiet_fit(ConvNetClassifier(max_iter=15, random_state=0,
+    flat = _quiet_fit(ConvNetClassifier(max_iter=15, min_updates=300, random_state=0,
                                         **clf_nd.auto_options_), X2d, y)
     assert_array_equal(clf_nd.predict_proba(X), flat.predict_proba(X2d))
 
 
 def test_multichannel_signals():
     X, y = _signals(length=16, channels=2)
-    clf = _quiet_fit(ConvNetClassifier(max_iter=15, random_state=0), X, y)
+    clf = _quiet_fit(ConvNetClassifier(max_iter=15, min_updates=300, random_state=0), X, y)
     assert clf.image_shape_ == (2, 16)
     assert clf.n_features_in_ == 32
-    assert clf.conv_weights_[0].shape == (6, 2, 5)
+    # Signals' 'auto' conv blocks: 16, 32 and 64 kernels of 7 taps.
+    assert [w.shape for w in clf.conv_weights_] == [(16, 2, 7), (32, 16, 7), (64, 32, 7)]
     assert clf.score(X, y) > 0.95
 
 
@@ -260,7 +262,8 @@ def test_volumes():
 ])
 def test_image_shape_rule(digits_small, image_shape, expected):
     X, y = digits_small
-    clf = ConvNetClassifier(image_shape=image_shape, max_iter=1, **{
+    # min_updates=0: one epoch, also for the signals (whose 'auto' budget is 2,000).
+    clf = ConvNetClassifier(image_shape=image_shape, max_iter=1, min_updates=0, **{
         k: v for k, v in SMALL.items() if k != "max_iter"})
     _quiet_fit(clf, X[:50], y[:50])
     assert clf.image_shape_ == expected
@@ -272,7 +275,10 @@ def test_image_shape_rule(digits_small, image_shape, expected):
 def test_three_dimensional_X_with_image_shape_override(digits):
     X, y = digits
     images = X[:60].reshape(60, 8, 8)
-    default = _quiet_fit(ConvNetClassifier(max_iter=1, random_state=0), images, y[:60])
+    # min_updates=0: one epoch is enough to read the shapes (signals' 'auto' budget
+    # would train 2,000 updates).
+    default = _quiet_fit(ConvNetClassifier(max_iter=1, min_updates=0, random_state=0),
+                         images, y[:60])
     assert default.image_shape_ == (8, 8)  # (C, L): 8 channels of length 8
     gray = _quiet_fit(ConvNetClassifier(image_shape=(8, 8), max_iter=1,
                                         random_state=0), images, y[:60])

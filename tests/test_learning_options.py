@@ -461,14 +461,20 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # (n, C, L), or image_shape=(L,)), LeNet-5's for the rest; the model is then
     # bit for bit the one the resolved values give explicitly, and auto_options_
     # lists what 'auto' stood for.
-    assert AUTO_SIGNAL_OPTIONS == dict(batch_norm=True, head="avg", learning_rate="cosine",
+    assert AUTO_SIGNAL_OPTIONS == dict(filters=(16, 32, 64), kernel_size=7,
+                                       batch_norm=True, head="avg", learning_rate="cosine",
                                        min_updates=2000, augment_shift=0.1)
+    assert AUTO_OTHER_OPTIONS == dict(filters=(6, 16), kernel_size=5, batch_norm=False,
+                                      head="flatten", learning_rate="constant",
+                                      min_updates=0, augment_shift=0.0)
     # Fewer updates than the real 2,000, so that the test runs in a second.
     monkeypatch.setitem(AUTO_SIGNAL_OPTIONS, "min_updates", 30)
     X, y = ramps(n=40, length=16)
     t = _targets(cls, y)
     auto = dict.fromkeys(AUTO_SIGNAL_OPTIONS, "auto")
-    small = {**SMALL, "max_iter": 2, "random_state": 0}
+    # SMALL's own filters would hide what 'auto' gives them.
+    small = {name: value for name, value in SMALL.items() if name not in auto}
+    small.update(max_iter=2, random_state=0)
     cases = [(X, AUTO_SIGNAL_OPTIONS, {}),
              (X.reshape(40, -1), AUTO_SIGNAL_OPTIONS, {"image_shape": (16,)}),
              (X.reshape(40, -1), AUTO_OTHER_OPTIONS, {}),

@@ -68,10 +68,11 @@ def clf_early(digits):
 
 @pytest.fixture(scope="module")
 def clf1d(digits):
-    """Digits read as signals of 64 samples, kernels of 5 taps."""
+    """Digits read as signals of 64 samples, kernels of 5 taps, two epochs (no
+    minimum number of updates)."""
     X, y = digits
-    return _fit(ConvNetClassifier(image_shape=(64,), filters=(4, 8),
-                                  hidden_layer_sizes=(16,), max_iter=2,
+    return _fit(ConvNetClassifier(image_shape=(64,), filters=(4, 8), kernel_size=5,
+                                  hidden_layer_sizes=(16,), max_iter=2, min_updates=0,
                                   random_state=0), X, y)
 
 

@@ -54,14 +54,17 @@ PREDICT_BATCH_SIZE = 512
 
 #: What 'auto' stands for in the learning options, by the kind of input. Signals are
 #: samples declared with one spatial axis, N-d ``X`` of shape (n, C, L) or
-#: ``image_shape=(L,)``: batch norm, a global average pooling head, a cosine
-#: schedule, at least 2,000 updates and random delays of up to a tenth of the length
-#: (the time-series study of the README, "Learning options"). Everything else -
-#: images, volumes, and flat ``X`` of tabular data - trains LeNet-5 as published.
-AUTO_SIGNAL_OPTIONS = dict(batch_norm=True, head="avg", learning_rate="cosine",
-                           min_updates=2000, augment_shift=0.1)
-AUTO_OTHER_OPTIONS = dict(batch_norm=False, head="flatten", learning_rate="constant",
-                          min_updates=0, augment_shift=0.0)
+#: ``image_shape=(L,)``: wider conv blocks (16, 32, 64 kernels of 7 taps), batch
+#: norm, a global average pooling head, a cosine schedule, at least 2,000 updates
+#: and random delays of up to a tenth of the length (the time-series study of the
+#: README, "Learning options"). Everything else - images, volumes, and flat ``X`` of
+#: tabular data - trains LeNet-5 as published.
+AUTO_SIGNAL_OPTIONS = dict(filters=(16, 32, 64), kernel_size=7, batch_norm=True,
+                           head="avg", learning_rate="cosine", min_updates=2000,
+                           augment_shift=0.1)
+AUTO_OTHER_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False,
+                          head="flatten", learning_rate="constant", min_updates=0,
+                          augment_shift=0.0)
 
 #: compute_dtype='auto' trains in float32 on more samples than this, whatever X's
 #: dtype: float32 runs 2-3x faster, and on this much data its rounding is far below
@@ -168,8 +171,10 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "image_shape": [None, tuple, list],
-        "filters": [Interval(Integral, 1, None, closed="left"), tuple, list],
-        "kernel_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "filters": [Interval(Integral, 1, None, closed="left"), tuple, list,
+                    StrOptions({"auto"})],
+        "kernel_size": [Interval(Integral, 1, None, closed="left"), tuple, list,
+                        StrOptions({"auto"})],
         "stride": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "padding": [
             Interval(Integral, 0, None, closed="left"),
@@ -441,8 +446,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         network = build_lenet5(
             self.image_shape_,
             n_outputs,
-            filters=self.filters,
-            kernel_size=self.kernel_size,
+            filters=self._option("filters"),
+            kernel_size=self._option("kernel_size"),
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,

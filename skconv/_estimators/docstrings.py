@@ -54,12 +54,14 @@ image_shape : tuple of int, default=None
     (s >= 2) becomes the image ``(1, s, s)`` and anything else the 1-D signal
     ``(1, n_features)``.
 
-filters : int or tuple of int, default=(6, 16)
+filters : int, tuple of int or 'auto', default=(6, 16)
     Number of kernels (output channels) of each conv layer; its length is the
-    number of conv (and pool) layers.
+    number of conv (and pool) layers. 'auto': ``(16, 32, 64)`` for signals,
+    LeNet-5's ``(6, 16)`` otherwise (see ``auto_options_``).
 
-kernel_size : int or tuple, default=5
-    Kernel size of the conv layers. Rule for every conv/pool parameter
+kernel_size : int, tuple or 'auto', default=5
+    Kernel size of the conv layers; 'auto': 7 for signals, 5 otherwise (see
+    ``auto_options_``). Rule for every conv/pool parameter
     (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``pooling``,
     ``pool_size``, ``pool_stride``): a scalar applies to every layer and every
     spatial axis; a tuple with one entry per conv layer gives per-layer
@@ -315,15 +317,16 @@ image_shape_ : tuple of int
     Shape of one sample as the network sees it, ``(C, *spatial)``.
 
 auto_options_ : dict
-    The value each of ``batch_norm``, ``head``, ``augment_shift``,
-    ``learning_rate`` and ``min_updates`` left at 'auto' stands for, set by
-    the first fit. Signals - samples declared with one spatial axis, by N-d
-    ``X`` of shape ``(n_samples, C, L)`` or by ``image_shape=(L,)`` - get
-    ``batch_norm=True, head='avg', augment_shift=0.1,
-    learning_rate='cosine', min_updates=2000`` (the time-series study in the
-    README, "Learning options"); everything else - images, volumes, and flat
-    ``X`` without ``image_shape``, as tabular data comes - gets LeNet-5's
-    ``False, 'flatten', 0.0, 'constant', 0``.
+    The value each of ``filters``, ``kernel_size``, ``batch_norm``, ``head``,
+    ``augment_shift``, ``learning_rate`` and ``min_updates`` left at 'auto'
+    stands for, set by the first fit. Signals - samples declared with one
+    spatial axis, by N-d ``X`` of shape ``(n_samples, C, L)`` or by
+    ``image_shape=(L,)`` - get ``filters=(16, 32, 64), kernel_size=7,
+    batch_norm=True, head='avg', augment_shift=0.1, learning_rate='cosine',
+    min_updates=2000`` (the time-series study in the README, "Learning
+    options"); everything else - images, volumes, and flat ``X`` without
+    ``image_shape``, as tabular data comes - gets LeNet-5's ``(6, 16), 5,
+    False, 'flatten', 0.0, 'constant', 0``.
 
 conv_weights_ : list of ndarray
     Kernels of the conv layers; entry i has shape
