@@ -65,7 +65,8 @@ def _conv_padding(padding, spatial, kernel, stride):
 
 def plan_convnet(input_shape, n_classes=10, *, filters=(6, 16), kernel_size=5,
                  stride=1, padding="same", activation="relu", pooling="max",
-                 pool_size=2, pool_stride=None, hidden_layer_sizes=(120, 84)):
+                 pool_size=2, pool_stride=None, hidden_layer_sizes=(120, 84),
+                 batch_norm=False, head="flatten"):
     """The layers of ``ConvNetClassifier``'s network, every size resolved.
 
     Parameters
@@ -74,15 +75,17 @@ def plan_convnet(input_shape, n_classes=10, *, filters=(6, 16), kernel_size=5,
         ``(C, *spatial)`` with 1 to 3 spatial axes.
     n_classes : int, default=10
     filters, kernel_size, stride, padding, activation, pooling, pool_size, \
-pool_stride, hidden_layer_sizes
-        As in ``ConvNetClassifier`` (dilation 1, pooling without padding).
+pool_stride, hidden_layer_sizes, batch_norm, head
+        As in ``ConvNetClassifier`` (dilation 1, pooling without padding; no
+        'auto').
 
     Returns
     -------
     list of (str, dict)
         ``('conv', {in_channels, filters, kernel, stride, pads, init})``,
-        ``('pool', {mode, window, stride})``, ``('act', {name})``, ``('flatten', {})``
-        and ``('dense', {n_in, units, init})``, in order. ``pads`` is a list of
+        ``('norm', {channels})`` (batch normalisation), ``('pool', {mode, window,
+        stride})``, ``('act', {name})``, ``('flatten', {})`` or ``('global_pool',
+        {mode})`` and ``('dense', {n_in, units, init})``, in order. ``pads`` is a list of
         ``(low, high)`` per axis; ``window`` is already clipped to small maps; ``init``
         is 'he_uniform' or 'glorot_uniform' as skconv draws it.
     """
@@ -104,6 +107,12 @@ pool_stride, hidden_layer_sizes
     windows = _per_layer(pool_size, n_conv, n_axes, "pool_size")
     pool_strides = _per_layer(pool_stride, n_conv, n_axes, "pool_stride")
     hidden_init = "he_uniform" if activation == "relu" else "glorot_uniform"
+    if batch_norm not in (False, True, "all", "conv"):
+        raise ValueError(f"batch_norm must be False, True, 'all' or 'conv', got "
+                         f"{batch_norm!r}")
+    conv_norm, dense_norm = bool(batch_norm), batch_norm in (True, "all")
+    if head not in ("flatten", "avg", "max", "min"):
+        raise ValueError(f"head must be 'flatten', 'avg', 'max' or 'min', got {head!r}")
 
     plan = []
     for i in range(n_conv):
@@ -127,15 +136,23 @@ pool_stride, hidden_layer_sizes
                         for size, k, s in zip(spatial, window, window_stride))
         pool = ("pool", dict(mode=modes[i], window=window, stride=window_stride))
         act = ("act", dict(name=activation))
+        # skconv's order: the batch norm right after the convolution.
+        plan += [conv, ("norm", dict(channels=channels))] if conv_norm else [conv]
         if modes[i] in ("max", "min") and activation in POOL_FIRST_ACTIVATIONS:
-            plan += [conv, pool, act]
+            plan += [pool, act]
         else:
-            plan += [conv, act, pool]
-    plan.append(("flatten", {}))
-    n_in = channels * math.prod(spatial)
+            plan += [act, pool]
+    if head == "flatten":
+        plan.append(("flatten", {}))
+        n_in = channels * math.prod(spatial)
+    else:
+        plan.append(("global_pool", dict(mode=head)))
+        n_in = channels
     for units in hidden:
-        plan += [("dense", dict(n_in=n_in, units=int(units), init=hidden_init)),
-                 ("act", dict(name=activation))]
+        plan.append(("dense", dict(n_in=n_in, units=int(units), init=hidden_init)))
+        if dense_norm:
+            plan.append(("norm", dict(channels=int(units))))
+        plan.append(("act", dict(name=activation)))
         n_in = int(units)
     plan.append(("dense", dict(n_in=n_in, units=int(n_classes), init="glorot_uniform")))
     return plan
@@ -170,6 +187,8 @@ def torch_convnet(input_shape, n_classes=10, init="skconv", **params):
     avg_cls = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[n_axes - 1]
     activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid,
                    "identity": nn.Identity}
+    # skconv's batch norm: momentum 0.1 and eps 1e-5, PyTorch's defaults.
+    conv_norm_cls = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[n_axes - 1]
 
     class MinPool(nn.Module):
         """Min pooling, which PyTorch lacks: ``-maxpool(-x)``."""
@@ -180,6 +199,19 @@ def torch_convnet(input_shape, n_classes=10, init="skconv", **params):
 
         def forward(self, x):
             return -self.pool(-x)
+
+    class GlobalPool(nn.Module):
+        """Global average, max or min over the spatial axes: (N, C, ...) -> (N, C)."""
+
+        def __init__(self, mode):
+            super().__init__()
+            self.mode = mode
+
+        def forward(self, x):
+            flat = x.flatten(2)
+            if self.mode == "avg":
+                return flat.mean(dim=2)
+            return flat.amax(dim=2) if self.mode == "max" else flat.amin(dim=2)
 
     modules, inits = [], []
     for kind, spec in plan_convnet(input_shape, n_classes, **params):
@@ -201,6 +233,12 @@ def torch_convnet(input_shape, n_classes=10, init="skconv", **params):
             modules.append(activations[spec["name"]]())
         elif kind == "flatten":
             modules.append(nn.Flatten())
+        elif kind == "norm":
+            after_conv = not any(isinstance(m, (nn.Flatten, GlobalPool)) for m in modules)
+            modules.append((conv_norm_cls if after_conv else nn.BatchNorm1d)(
+                spec["channels"]))
+        elif kind == "global_pool":
+            modules.append(GlobalPool(spec["mode"]))
         else:
             modules.append(nn.Linear(spec["n_in"], spec["units"]))
             inits.append((modules[-1], spec["init"]))

@@ -122,6 +122,10 @@ class Workload:
         text += f" {p.get('pool_size', 2)}"
         if p.get("pool_stride") is not None:
             text += f"/{p['pool_stride']}"
+        if p.get("batch_norm"):
+            text += ", batch norm"
+        if p.get("head", "flatten") != "flatten":
+            text += f", global {p['head']} pool head"
         if self.dtype != "float32":
             text += f", {self.dtype} X"
         return text
@@ -154,6 +158,9 @@ WORKLOADS = [
              dict(kernel_size=9, pool_size=4), scale=0.5),
     Workload("signal-2000-k7-s2-avg3", "signal1d", (1, 2000),
              dict(kernel_size=7, stride=2, pooling="avg", pool_size=3)),
+    Workload("signal-1000-defaults", "signal1d", (1, 1000),
+             dict(filters=(16, 32, 64), kernel_size=7, batch_norm=True, head="avg"),
+             scale=0.25),
     Workload("ecg-12x1000", "multichannel1d", (12, 1000), scale=0.5),
     Workload("ecg-12x500-k7-32x32", "multichannel1d", (12, 500),
              dict(filters=(32, 32), kernel_size=7), scale=0.25),
@@ -246,8 +253,12 @@ def worker_torch(workload, args):
     n_train, n_infer = _counts(workload, args)
     X, y = synthetic_data(workload.shape, n_train, seed=0)
     net = torch_convnet(workload.shape, N_CLASSES, **workload.params)
-    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
+    # The L2 penalty on the conv and dense kernels only: skconv does not penalise the
+    # batch norms' scales and shifts (nor any bias).
+    weighted = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
+    weights = [m.weight for m in net.modules() if isinstance(m, weighted)]
+    penalised = {id(p) for p in weights}
+    biases = [p for p in net.parameters() if id(p) not in penalised]
     # scikit-learn's L2: loss += alpha / (2 * batch) * ||W||^2, i.e. grad += alpha/batch W.
     optimizer = torch.optim.Adam(
         [{"params": weights, "weight_decay": ALPHA / args.batch_size},
@@ -323,6 +334,8 @@ def _keras_convnet(workload):
             model.append(layers.Activation(names[spec["name"]]))
         elif kind == "flatten":
             model.append(layers.Flatten())
+        elif kind in ("norm", "global_pool"):
+            raise ValueError(f"{workload.name}: the Keras twin has no {kind!r} layer")
         else:
             model.append(layers.Dense(spec["units"], kernel_initializer=spec["init"]))
     return keras.Sequential(model)
@@ -669,8 +682,9 @@ def plot_ratios(workloads, results, args, path):
 def check_networks(workloads, args):
     """Copy each fitted skconv model into the PyTorch network and compare outputs.
 
-    Uses the public fitted attributes only (``conv_weights_``, ``conv_biases_``,
-    ``coefs_``, ``intercepts_``), so it proves the two sides compute the same function.
+    Uses the public fitted attributes (``conv_weights_``, ``conv_biases_``,
+    ``coefs_``, ``intercepts_``) and the batch norms' parameters and running
+    statistics, so it proves the two sides compute the same function.
     """
     import warnings
 
@@ -678,6 +692,8 @@ def check_networks(workloads, args):
     from sklearn.exceptions import ConvergenceWarning
 
     from skconv import ConvNetClassifier
+    from skconv._estimators.inspection import network_of
+    from skconv._nn.layers import BatchNorm
 
     for w in workloads:
         X, y = synthetic_data(w.shape, 256, seed=0)
@@ -696,6 +712,16 @@ def check_networks(workloads, args):
             for m, coef, intercept in zip(denses, clf.coefs_, clf.intercepts_):
                 m.weight.copy_(torch.from_numpy(np.asarray(coef, np.float32).T))
                 m.bias.copy_(torch.from_numpy(np.asarray(intercept, np.float32)))
+            norms = [m for m in net.modules()
+                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            fitted = [layer for layer in network_of(clf).layers
+                      if isinstance(layer, BatchNorm)]
+            for m, layer in zip(norms, fitted, strict=True):
+                for target, value in zip(
+                        (m.weight, m.bias, m.running_mean, m.running_var),
+                        (*layer.params, *layer.buffers)):
+                    target.copy_(torch.from_numpy(np.asarray(value, np.float32)))
+            net.eval()
             expected = torch.softmax(net(torch.from_numpy(X[:64])), dim=1).numpy()
         got = clf.predict_proba(X[:64].astype(w.dtype))
         error = float(np.abs(got - expected).max())
