@@ -292,6 +292,150 @@ def test_invalid_geometry_raises_exactly_when_twin_says_so(cfg):
 
 
 # --------------------------------------------------------------------------------
+# Average pooling of any window: the separable kernel
+# --------------------------------------------------------------------------------
+
+
+@st.composite
+def avg_configs(draw):
+    # Windows 1..5 and strides 1..4 per axis, so that windows overlap by several
+    # cells, tile the input or leave gaps; low and high padding up to window // 2;
+    # odd and even sizes, from a window that needs all its padding up.
+    n_axes = draw(st.integers(1, 3))
+    window = tuple(draw(st.integers(1, 5)) for _ in range(n_axes))
+    stride = tuple(draw(st.integers(1, 4)) for _ in range(n_axes))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in window)
+    # Volumes stay small: the twin visits every cell of every window in Python.
+    extra = 6 if n_axes < 3 else 3
+    spatial = tuple(draw(st.integers(max(1, k - 2 * p), k + extra))
+                    for k, p in zip(window, padding))
+    return dict(
+        shape=(draw(st.integers(1, 2)), draw(st.integers(1, 2))) + spatial,
+        pool_size=window, stride=stride, padding=padding,
+        dtype=draw(st.sampled_from(DTYPES)), seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def _check_avg_against_twin(shape, pool_size, stride, padding, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, mode="avg")
+    y = ops.pool(x, pool_size, **kwargs)
+    y_ref = ref.pool(x, pool_size, **kwargs)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_x = ops.pool_backward(grad_y, x, pool_size, **kwargs)
+    assert grad_x.dtype == dtype and grad_x.shape == x.shape
+    np.testing.assert_allclose(grad_x, ref.pool_backward(grad_y, x, pool_size, **kwargs),
+                               **TOL[dtype])
+
+
+@settings(max_examples=300, deadline=None)
+@given(cfg=avg_configs())
+def test_avg_any_window_matches_twin(cfg):
+    _check_avg_against_twin(**cfg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, pool_size, stride, padding", [
+    # Each axis-0 window of a volume sums 5 slices that up to 5 windows share (the
+    # ring of slices at its fullest), with high padding on the last axis.
+    ((2, 2, 9, 5, 6), (5, 2, 3), (1, 1, 2), (2, 0, 1)),
+    # Three windows per slice and row; stride above the window on the last axis.
+    ((1, 3, 7, 8, 9), (3, 3, 2), (1, 1, 3), (1, 1, 0)),
+    # Gaps between the windows of every axis: cells no window holds get 0.
+    ((2, 1, 9, 10, 11), (2, 2, 2), (4, 3, 4), 0),
+    # Window 1 on axes 0 and 1 of a volume; windows of axis 1 only; of axis 0 only.
+    ((1, 2, 5, 6, 13), (1, 1, 4), (2, 1, 3), (0, 0, 2)),
+    ((1, 2, 6, 11), (1, 4), (1, 1), (0, 2)),
+    ((1, 2, 11, 6), (4, 1), (2, 1), (1, 0)),
+    # Windows above 5 on the last axis (the loop without a literal window), 1-D too.
+    ((2, 2, 30), 7, 3, 3),
+    ((1, 2, 5, 17), (2, 9), (1, 2), (1, 4)),
+    ((1, 1, 4, 4, 12), (2, 2, 8), (2, 2, 1), (1, 0, 0)),
+    # The whole plane as one window, and 'same' padding with overlap.
+    ((2, 3, 5, 7), (5, 7), None, 0),
+    ((2, 2, 9, 8), 3, 1, "same"),
+    ((1, 2, 7, 6, 5), 3, 2, "same"),
+])
+def test_avg_separable_paths_match_twin(shape, pool_size, stride, padding, dtype):
+    _check_avg_against_twin(shape, pool_size, stride, padding, dtype, seed=11)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avg_nan_and_inf_spread_to_their_windows(dtype):
+    # Sums propagate NaN and infinities: exactly the windows that hold such a cell
+    # are NaN or infinite (+inf and -inf in one window make NaN), as in the twin.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 2, 6, 7, 8)).astype(dtype)
+    x[0, 0, 2, 3, 4] = np.nan
+    x[0, 1, 1, 1, 1] = np.inf
+    x[0, 1, 1, 2, 2] = -np.inf
+    x[1, 0, 5, 6, 7] = np.inf
+    kwargs = dict(stride=(1, 2, 2), padding=1, mode="avg")
+    with np.errstate(invalid="ignore"):
+        y = ops.pool(x, 3, **kwargs)
+        y_ref = ref.pool(x, 3, **kwargs)
+    assert np.isnan(y).any() and np.isinf(y).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(y_ref))
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])  # NaN == NaN here
+    # A NaN gradient reaches every cell of its window and no other.
+    grad_y = np.ones(y.shape, dtype=dtype)
+    grad_y[1, 1, 2, 1, 3] = np.nan
+    grad_x = ops.pool_backward(grad_y, x, 3, **kwargs)
+    expected = ref.pool_backward(grad_y, x, 3, **kwargs)
+    np.testing.assert_array_equal(np.isnan(grad_x), np.isnan(expected))
+    assert np.isnan(grad_x[1, 1]).sum() == 3 * 3 * 3
+    np.testing.assert_allclose(grad_x, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, pool_size, stride, padding", [
+    ((5, 3, 8, 9, 10), (4, 3, 3), (1, 2, 2), (1, 1, 1)),
+    ((7, 4, 23, 19), (3, 5), (2, 1), (1, 2)),
+    ((6, 5, 61), 5, 2, 2),
+])
+def test_avg_separable_bits_do_not_depend_on_threads_or_batch(
+        shape, pool_size, stride, padding, dtype, monkeypatch):
+    # Every plane is computed alone, in one order: the same bits for any thread count
+    # (three threads on two cores, forced on small inputs) and any batch split.
+    monkeypatch.setattr("skconv._ops.threads._usable_cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "MIN_CELLS_PER_THREAD", 1)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(shape).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, mode="avg")
+    y = ops.pool(x, pool_size, n_jobs=1, **kwargs)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_x = ops.pool_backward(grad_y, x, pool_size, n_jobs=1, **kwargs)
+    for n_jobs in [2, 3]:
+        np.testing.assert_array_equal(ops.pool(x, pool_size, n_jobs=n_jobs, **kwargs), y)
+        np.testing.assert_array_equal(
+            ops.pool_backward(grad_y, x, pool_size, n_jobs=n_jobs, **kwargs), grad_x)
+    for part in [slice(0, 1), slice(2, 5), slice(3, None)]:
+        np.testing.assert_array_equal(
+            ops.pool(x[part], pool_size, n_jobs=2, **kwargs), y[part])
+        np.testing.assert_array_equal(
+            ops.pool_backward(grad_y[part], x[part], pool_size, n_jobs=2, **kwargs),
+            grad_x[part])
+
+
+def test_avg_float32_backward_sums_rows_in_double():
+    # Window 5, stride 1 on a volume: 125 windows hold each inner cell, the rows and
+    # slices of their shares are added in double and rounded once, so the float32
+    # gradient is within a few roundings of the float64 one.
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 2, 9, 9, 9))
+    grad_y = rng.standard_normal(ops.pool_output_shape(x.shape[2:], 5, stride=1))
+    grad_y = grad_y[None, None].repeat(2, axis=1)
+    exact = ops.pool_backward(grad_y, x, 5, stride=1, mode="avg")
+    got = ops.pool_backward(grad_y.astype(np.float32), x.astype(np.float32), 5, stride=1,
+                            mode="avg")
+    np.testing.assert_allclose(got, exact, rtol=2e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------
 # Finite differences (float64)
 # --------------------------------------------------------------------------------
 
@@ -301,6 +445,16 @@ FD_CASES = [
     dict(shape=(2, 1, 5, 4), pool_size=(3, 2), stride=1, padding=(1, 0)),
     dict(shape=(1, 2, 5, 5), pool_size=3, stride=2, padding="same"),
     dict(shape=(1, 1, 3, 4, 5), pool_size=(2, 3, 2), stride=(1, 2, 2), padding=(1, 1, 0)),
+]
+# For the average's separable kernel: several windows per slice and per row (its ring
+# of slices, its sums of three or more rows), gaps between windows. The average is
+# linear, so the differences are exact up to rounding even where many windows
+# overlap (a max's loss there mixes many terms of r and loses digits).
+AVG_FD_CASES = [
+    dict(shape=(1, 1, 6, 4, 5), pool_size=(4, 3, 2), stride=(1, 2, 1), padding=(1, 1, 0)),
+    dict(shape=(1, 2, 7, 6), pool_size=(5, 3), stride=1, padding=(2, 1)),
+    dict(shape=(2, 1, 5, 9), pool_size=(2, 2), stride=(3, 4), padding=0),
+    dict(shape=(2, 2, 13), pool_size=4, stride=1, padding=2),
 ]
 
 
@@ -315,6 +469,17 @@ def test_pool_backward_finite_differences(case, mode):
     else:
         # Distinct values one apart: a step of 1e-6 never changes which cell wins.
         x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+    r = rng.standard_normal(ops.pool(x, case["pool_size"], **kwargs).shape)
+    grad = ops.pool_backward(r, x, case["pool_size"], **kwargs)
+    assert np.any(grad != 0)
+    _loss_grad_check(lambda v: ops.pool(v, case["pool_size"], **kwargs), grad, x, r)
+
+
+@pytest.mark.parametrize("case", AVG_FD_CASES, ids=lambda c: str(c["shape"]))
+def test_avg_pool_backward_finite_differences(case):
+    rng = np.random.default_rng(8)
+    kwargs = dict(stride=case["stride"], padding=case["padding"], mode="avg")
+    x = rng.standard_normal(case["shape"])
     r = rng.standard_normal(ops.pool(x, case["pool_size"], **kwargs).shape)
     grad = ops.pool_backward(r, x, case["pool_size"], **kwargs)
     assert np.any(grad != 0)

@@ -11,19 +11,27 @@ output row) -> per-plane loops -> ``prange`` over planes with an explicit ``n_th
 and per-thread row buffers -> the ``def`` wrappers below, called only by ``skconv.ops``
 which has checked every shape.
 
-Loop order: a row helper loops over the window taps outside and over the outputs of
-the row inside. Scanning one window at a time would chain every compare (or add) of a
-window to the previous one; taps outside give one independent chain per output, which
-the CPU overlaps, while each window still sees its cells in row-major order.
+Loop order: a max/min row helper loops over the window taps outside and over the
+outputs of the row inside. Scanning one window at a time would chain every compare of
+a window to the previous one; taps outside give one independent chain per output,
+which the CPU overlaps, while each window still sees its cells in row-major order.
+
+Averages are separable (``_avg_forward_plane`` / ``_avg_backward_plane``): window
+sums along the last axis of every input row, then sums of those over the rows of each
+axis-1 window, then over the slices of each axis-0 window, each partial sum computed
+once for all the windows that share it; the backward runs the same stages in reverse.
+The 2x2 (2x2x2) stride-2 windows keep their own vector loops.
 
 Determinism: each plane of the output (and of the input gradient) is written by
-exactly one thread, which visits the windows in row-major order, so overlapping
-windows accumulate in a fixed order and results are bitwise identical for any thread
-count. Scratch memory is one row of outputs per thread.
+exactly one thread, which visits the windows in a fixed order, so overlapping windows
+accumulate in a fixed order and results are bitwise identical for any thread count.
+Scratch memory is a row of outputs per thread, and for averages the partial sums of
+a few slices of the plane.
 
 Padding: each window is clipped to the input before it is scanned, so a padded cell
 never wins a max or a min and is not counted in an average (the divisor is the
-number of real cells). The ops layer guarantees every window keeps a real cell.
+number of real cells, the product of the per-axis counts). The ops layer guarantees
+every window keeps a real cell.
 
 Ties and NaN: max and min keep the first extreme cell of a window in row-major order
 (strict comparison), and that cell alone receives the gradient. A NaN in a window is
@@ -251,70 +259,375 @@ cdef inline bint _extreme_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1,
     return saw_nan
 
 
-cdef inline void _sum_row(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
-                          Py_ssize_t p, const PoolGeometry *g,
-                          Py_ssize_t lo0, Py_ssize_t hi0,
-                          Py_ssize_t lo1, Py_ssize_t hi1,
-                          double *acc) noexcept nogil:      # OUT (O2,)
-    """Sum of the real cells of every window of one output row, in double.
+# Average pooling, one axis at a time. A window's sum is the sum over its real cells
+# on axis 0 of the sums over its real cells on axis 1 of the sums over its real cells
+# on axis 2, so each stage sums the previous stage's results, each computed once
+# however many windows share it (stride below the window): about window0 + window1 +
+# window2 additions per output instead of their product. The divisor, the number of
+# real cells, is the product of the per-axis counts.
 
-    Double even for float32 input: global pooling sums whole planes. Each window's
-    cells are added in row-major order.
+
+cdef inline void _covering(const PoolGeometry *g, int axis, Py_ssize_t i,
+                           Py_ssize_t *first, Py_ssize_t *end) noexcept nogil:
+    """Windows [first, end) on ``axis`` that hold input cell ``i`` (none if first >= end):
+    those with ``o * stride - pad <= i < o * stride - pad + window``."""
+    cdef Py_ssize_t s = g.stride[axis], n = g.out[axis]
+    first[0] = first_valid(g.window[axis] - 1 - g.pad[axis] - i, s, n)
+    end[0] = end_valid(-(i + g.pad[axis]), s, 1, n)
+
+
+cdef inline void _full_windows(const PoolGeometry *g, Py_ssize_t *first,
+                               Py_ssize_t *end) noexcept nogil:
+    """Windows [first, end) of the last axis that lie inside the input (end >= first)."""
+    first[0] = first_valid(-g.pad[2], g.stride[2], g.out[2])
+    end[0] = end_valid(g.window[2] - 1 - g.pad[2], g.stride[2], g.size[2], g.out[2])
+    if end[0] < first[0]:
+        end[0] = first[0]
+
+
+cdef inline void _row_window_sums(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
+                                  Py_ssize_t p, Py_ssize_t i0, Py_ssize_t i1,
+                                  const PoolGeometry *g,
+                                  const Py_ssize_t[::1] lo2,       # IN  (O2,)
+                                  const Py_ssize_t[::1] hi2,       # IN  (O2,)
+                                  Py_ssize_t full_first, Py_ssize_t full_end,
+                                  Py_ssize_t window,  # g.window[2], a literal if possible
+                                  int t,
+                                  double[:, :, ::1] row_sums) noexcept nogil:  # OUT [t, i1]
+    """Sums in double of the real cells ``[lo2[o2], hi2[o2])`` of every window of input
+    row (i0, i1), each from 0 and from the left, as the window-at-a-time sum adds them.
+
+    The windows inside the input, ``[full_first, full_end)``, take a loop of
+    ``window`` steps: called with a literal window the compiler unrolls it.
     """
-    cdef Py_ssize_t o2, i0, i1, k2, off, s2 = g.stride[2]
+    cdef Py_ssize_t o2, i2, j, start, s2 = g.stride[2], pad2 = g.pad[2]
+    cdef double total
+    for o2 in range(full_first):
+        total = 0
+        for i2 in range(lo2[o2], hi2[o2]):
+            total = total + x[p, i0, i1, i2]
+        row_sums[t, i1, o2] = total
+    for o2 in range(full_first, full_end):
+        start = o2 * s2 - pad2
+        total = 0
+        for j in range(window):
+            total = total + x[p, i0, i1, start + j]
+        row_sums[t, i1, o2] = total
+    for o2 in range(full_end, g.out[2]):
+        total = 0
+        for i2 in range(lo2[o2], hi2[o2]):
+            total = total + x[p, i0, i1, i2]
+        row_sums[t, i1, o2] = total
+
+
+cdef void _avg_forward_plane(const floating[:, :, :, ::1] x,     # IN  (P, X0, X1, X2)
+                             floating[:, :, :, ::1] y,           # OUT (P, O0, O1, O2)
+                             Py_ssize_t p, const PoolGeometry *g,
+                             const Py_ssize_t[::1] lo2,          # IN  (O2,)
+                             const Py_ssize_t[::1] hi2,          # IN  (O2,)
+                             const double[::1] n_real2,          # IN  (O2,)
+                             int t,                              # this thread's scratch
+                             double[:, :, ::1] row_sums,         # scratch (T, X1, O2)
+                             double[:, :, :, ::1] slice_sums,    # scratch (T, S, O1, O2)
+                             double[:, ::1] acc) noexcept nogil:  # scratch (T, >= O2)
+    """Average pooling of plane ``p``, separably, in double.
+
+    Window o2 of the last axis holds the real cells ``[lo2[o2], hi2[o2])``, ``n_real2``
+    of them. For each input slice i0 that a window of axis 0 reads: the axis-2 window
+    sums of each of its rows (``row_sums[t, i1, :]``, see :func:`_row_window_sums`:
+    1-D pooling, where they are the whole sums, keeps the window-at-a-time kernel's
+    bits, which the fused 1-D convolution-pooling kernel reproduces); then their
+    sums over the rows of each axis-1 window, added in row order. With ``window0 ==
+    1`` (images and signals) a slice is one output slice, divided right away;
+    otherwise the slices go to a ring of ``S = min(window0, X0)`` slots (slot ``i0 %
+    S``): the windows of axis 0 move forward, so a slice summed for one window is
+    still there for the overlapping next ones and is overwritten only once no window
+    needs it; each axis-0 window then adds its slices in order. The divisor is the
+    product of the per-axis real counts, exact in double, and the one division per
+    output is ``sum / n_real``, rounded once to ``floating``.
+    """
+    cdef:
+        Py_ssize_t n_out0 = g.out[0], n_out1 = g.out[1], n_out2 = g.out[2]
+        Py_ssize_t n_slots = slice_sums.shape[1], window2 = g.window[2]
+        Py_ssize_t o0, o1, o2, i0, i1, lo0, hi0, lo1, hi1, first1, end1, unused
+        Py_ssize_t full_first, full_end, next0 = 0, slot
+        bint direct = g.window[0] == 1
+        double n01
+    _full_windows(g, &full_first, &full_end)
+    # Only the rows that some window of axis 1 reads.
+    _clip(g, 1, 0, &first1, &unused)
+    _clip(g, 1, n_out1 - 1, &unused, &end1)
+    for o0 in range(n_out0):
+        _clip(g, 0, o0, &lo0, &hi0)
+        # Slices below next0 are in the ring already (read by the previous window).
+        for i0 in range(lo0 if lo0 > next0 else next0, hi0):
+            for i1 in range(first1, end1):
+                # Literal windows for the usual sizes (see _row_window_sums).
+                if window2 == 2:
+                    _row_window_sums(x, p, i0, i1, g, lo2, hi2, full_first, full_end, 2,
+                                     t, row_sums)
+                elif window2 == 3:
+                    _row_window_sums(x, p, i0, i1, g, lo2, hi2, full_first, full_end, 3,
+                                     t, row_sums)
+                elif window2 == 4:
+                    _row_window_sums(x, p, i0, i1, g, lo2, hi2, full_first, full_end, 4,
+                                     t, row_sums)
+                elif window2 == 5:
+                    _row_window_sums(x, p, i0, i1, g, lo2, hi2, full_first, full_end, 5,
+                                     t, row_sums)
+                else:
+                    _row_window_sums(x, p, i0, i1, g, lo2, hi2, full_first, full_end,
+                                     window2, t, row_sums)
+            slot = i0 % n_slots
+            for o1 in range(n_out1):
+                _clip(g, 1, o1, &lo1, &hi1)
+                if direct and hi1 == lo1 + 1:
+                    n01 = 1
+                    for o2 in range(n_out2):
+                        y[p, o0, o1, o2] = <floating> (
+                            row_sums[t, lo1, o2] / (n01 * n_real2[o2]))
+                    continue
+                for o2 in range(n_out2):
+                    acc[t, o2] = row_sums[t, lo1, o2]
+                for i1 in range(lo1 + 1, hi1):
+                    for o2 in range(n_out2):
+                        acc[t, o2] = acc[t, o2] + row_sums[t, i1, o2]
+                if direct:
+                    n01 = <double> (hi1 - lo1)
+                    for o2 in range(n_out2):
+                        y[p, o0, o1, o2] = <floating> (acc[t, o2] / (n01 * n_real2[o2]))
+                else:
+                    for o2 in range(n_out2):
+                        slice_sums[t, slot, o1, o2] = acc[t, o2]
+        next0 = hi0 if hi0 > next0 else next0
+        if direct:
+            continue
+        for o1 in range(n_out1):
+            _clip(g, 1, o1, &lo1, &hi1)
+            n01 = <double> ((hi0 - lo0) * (hi1 - lo1))
+            slot = lo0 % n_slots
+            for o2 in range(n_out2):
+                acc[t, o2] = slice_sums[t, slot, o1, o2]
+            for i0 in range(lo0 + 1, hi0):
+                slot = i0 % n_slots
+                for o2 in range(n_out2):
+                    acc[t, o2] = acc[t, o2] + slice_sums[t, slot, o1, o2]
+            for o2 in range(n_out2):
+                y[p, o0, o1, o2] = <floating> (acc[t, o2] / (n01 * n_real2[o2]))
+
+
+cdef inline void _spread_row(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
+                             Py_ssize_t p, Py_ssize_t o0, Py_ssize_t o1, double n01,
+                             const PoolGeometry *g,
+                             const double[::1] n_real2,              # IN  (O2,)
+                             int t,
+                             floating[:, ::1] shares,               # scratch (T, >= O2)
+                             floating[:, ::1] dst,                  # OUT dst[d, at:at + X2]
+                             Py_ssize_t d, Py_ssize_t at) noexcept nogil:
+    """Output row (o0, o1)'s shares ``grad_y / n_real`` (``n01`` real cells on axes 0
+    and 1; divided in ``floating``) added to the cells of its windows along the last
+    axis, an input row, tap by tap in ``floating`` from 0: the window-at-a-time
+    kernel's order and precision, kept because the fused 1-D convolution-pooling
+    kernel reproduces it bit for bit."""
+    cdef Py_ssize_t o2, i2, k2, off, s2 = g.stride[2]
     for o2 in range(g.out[2]):
-        acc[o2] = 0
-    for i0 in range(lo0, hi0):
-        for i1 in range(lo1, hi1):
-            for k2 in range(g.window[2]):
-                off = k2 - g.pad[2]
-                for o2 in range(g.tap_first[k2], g.tap_end[k2]):
-                    acc[o2] = acc[o2] + x[p, i0, i1, o2 * s2 + off]
+        shares[t, o2] = grad_y[p, o0, o1, o2] / <floating> (n01 * n_real2[o2])
+    for i2 in range(g.size[2]):
+        dst[d, at + i2] = 0
+    for k2 in range(g.window[2]):
+        off = at + k2 - g.pad[2]
+        for o2 in range(g.tap_first[k2], g.tap_end[k2]):
+            dst[d, off + o2 * s2] = dst[d, off + o2 * s2] + shares[t, o2]
 
 
-cdef inline Py_ssize_t _n_real(const PoolGeometry *g, Py_ssize_t lo0, Py_ssize_t hi0,
-                               Py_ssize_t lo1, Py_ssize_t hi1,
-                               Py_ssize_t o2) noexcept nogil:
-    """Number of real cells of window o2 of the row spanning [lo0, hi0) x [lo1, hi1)."""
-    cdef Py_ssize_t lo2, hi2
-    _clip(g, 2, o2, &lo2, &hi2)
-    return (hi0 - lo0) * (hi1 - lo1) * (hi2 - lo2)
+cdef void _avg_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
+                              floating[:, ::1] grad_x,              # OUT (P, X0*X1*X2)
+                              Py_ssize_t p, const PoolGeometry *g,
+                              const double[::1] n_real2,            # IN  (O2,)
+                              const Py_ssize_t[::1] first1,         # IN  (X1,)
+                              const Py_ssize_t[::1] end1,           # IN  (X1,)
+                              int t,                                # this thread's scratch
+                              floating[:, ::1] shares,              # scratch (T, >= O2)
+                              floating[:, ::1] spread,              # scratch (T, O1*X2)
+                              double[:, :, :, ::1] slice_grads,     # scratch (T, S, X1, X2)
+                              double[:, ::1] acc) noexcept nogil:   # scratch (T, >= X2)
+    """Gradient of :func:`_avg_forward_plane` for plane ``p``, separably.
 
+    ``grad_x[i] = sum over the windows w holding i of grad_y[w] / n_real(w)``; input
+    row i1 is held by the axis-1 windows ``[first1[i1], end1[i1])``. For each axis-0
+    window o0 in order: its output rows spread along the last axis
+    (:func:`_spread_row`, into ``spread[t, o1 * X2:]``); then, for each input row i1,
+    the sum in double of the spread rows of the axis-1 windows holding it, in window
+    order. With ``window0 == 1`` (images and signals) that is input slice ``o0 *
+    stride0``'s gradient, rounded once into ``grad_x`` (a row held by one window is
+    its spread row; with ``window1 == 1`` too, the rows are spread into ``grad_x``
+    itself); otherwise the sums go to a ring of ``S = min(ceil(window0 / stride0),
+    O0)`` slots (slot ``o0 % S``; S windows at most hold one slice), and each input
+    slice adds, in double and in window order, the slices of the axis-0 windows
+    holding it, rounded once into ``grad_x``. Cells no window holds get 0. Sums of
+    one or two rows take one pass (the usual overlaps, window below twice the
+    stride), longer ones accumulate in ``acc``.
+    """
+    cdef:
+        Py_ssize_t x1 = g.size[1], x2 = g.size[2]
+        Py_ssize_t n_slots = slice_grads.shape[1]
+        Py_ssize_t o0, o1, i0, i1, i2, lo0, hi0, lo1, hi1, f1, n1, f0, n0
+        Py_ssize_t first0, end0, next0 = 0, slot, slot1, at, row
+        bint direct = g.window[0] == 1
+    for i0 in range(g.size[0]):
+        _covering(g, 0, i0, &first0, &end0)
+        at = i0 * x1 * x2
+        if first0 >= end0:  # a slice between windows (stride above the window)
+            for i2 in range(x1 * x2):
+                grad_x[p, at + i2] = 0
+            continue
+        if direct and g.window[1] == 1:
+            # Each input row in one window row at most (o0 = first0): spread there.
+            for i1 in range(x1):
+                if first1[i1] >= end1[i1]:
+                    for i2 in range(x2):
+                        grad_x[p, at + i1 * x2 + i2] = 0
+                else:
+                    _spread_row(grad_y, p, first0, first1[i1], 1, g, n_real2, t, shares,
+                                grad_x, p, at + i1 * x2)
+            continue
+        # Windows below next0 are in the ring already (they hold the previous slice).
+        for o0 in range(first0 if first0 > next0 else next0, end0):
+            _clip(g, 0, o0, &lo0, &hi0)
+            for o1 in range(g.out[1]):
+                _clip(g, 1, o1, &lo1, &hi1)
+                _spread_row(grad_y, p, o0, o1, <double> ((hi0 - lo0) * (hi1 - lo1)), g,
+                            n_real2, t, shares, spread, t, o1 * x2)
+            slot = o0 % n_slots
+            for i1 in range(x1):
+                f1, n1 = first1[i1] * x2, end1[i1] - first1[i1]
+                row = at + i1 * x2
+                if direct:  # o0 is the one window holding slice i0
+                    if n1 <= 0:
+                        for i2 in range(x2):
+                            grad_x[p, row + i2] = 0
+                    elif n1 == 1:  # its one window's row, unchanged
+                        for i2 in range(x2):
+                            grad_x[p, row + i2] = spread[t, f1 + i2]
+                    elif n1 == 2:
+                        for i2 in range(x2):
+                            grad_x[p, row + i2] = <floating> (
+                                <double> spread[t, f1 + i2] + spread[t, f1 + x2 + i2])
+                    else:
+                        for i2 in range(x2):
+                            acc[t, i2] = spread[t, f1 + i2]
+                        for o1 in range(1, n1):
+                            for i2 in range(x2):
+                                acc[t, i2] = acc[t, i2] + spread[t, f1 + o1 * x2 + i2]
+                        for i2 in range(x2):
+                            grad_x[p, row + i2] = <floating> acc[t, i2]
+                elif n1 <= 0:
+                    for i2 in range(x2):
+                        slice_grads[t, slot, i1, i2] = 0
+                elif n1 == 1:
+                    for i2 in range(x2):
+                        slice_grads[t, slot, i1, i2] = spread[t, f1 + i2]
+                else:
+                    for i2 in range(x2):
+                        slice_grads[t, slot, i1, i2] = (<double> spread[t, f1 + i2]
+                                                        + spread[t, f1 + x2 + i2])
+                    for o1 in range(2, n1):
+                        for i2 in range(x2):
+                            slice_grads[t, slot, i1, i2] = (slice_grads[t, slot, i1, i2]
+                                                            + spread[t, f1 + o1 * x2 + i2])
+        next0 = end0 if end0 > next0 else next0
+        if direct:
+            continue
+        n0 = end0 - first0
+        slot = first0 % n_slots
+        slot1 = (first0 + 1) % n_slots
+        for i1 in range(x1):
+            row = at + i1 * x2
+            if n0 == 1:
+                for i2 in range(x2):
+                    grad_x[p, row + i2] = <floating> slice_grads[t, slot, i1, i2]
+            elif n0 == 2:
+                for i2 in range(x2):
+                    grad_x[p, row + i2] = <floating> (slice_grads[t, slot, i1, i2]
+                                                      + slice_grads[t, slot1, i1, i2])
+            else:
+                for i2 in range(x2):
+                    acc[t, i2] = slice_grads[t, slot, i1, i2]
+                for o0 in range(first0 + 1, end0):
+                    f0 = o0 % n_slots
+                    for i2 in range(x2):
+                        acc[t, i2] = acc[t, i2] + slice_grads[t, f0, i1, i2]
+                for i2 in range(x2):
+                    grad_x[p, row + i2] = <floating> acc[t, i2]
+
+
+cdef tuple _covering_all(const PoolGeometry *g, int axis):
+    """``(first, end)``, intp arrays of shape (X_axis,): the windows ``[first[i],
+    end[i])`` on ``axis`` that hold input cell i (see :func:`_covering`)."""
+    cdef Py_ssize_t i, n = g.size[axis]
+    first = np.empty(n, dtype=np.intp)
+    end = np.empty(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] f = first, e = end
+    for i in range(n):
+        _covering(g, axis, i, &f[i], &e[i])
+    return first, end
+
+
+cdef tuple _real_cells_last(const PoolGeometry *g):
+    """``(lo2, hi2, n_real2)`` of shape (O2,): the real cells ``[lo2[o2], hi2[o2])`` of
+    each window of the last axis (intp) and their number (float64, exact). Computed
+    once per call: every row reuses them."""
+    cdef Py_ssize_t o2, start, n_out2 = g.out[2]
+    lo2 = np.empty(n_out2, dtype=np.intp)
+    hi2 = np.empty(n_out2, dtype=np.intp)
+    n_real2 = np.empty(n_out2, dtype=np.float64)
+    cdef Py_ssize_t[::1] lo = lo2, hi = hi2
+    cdef double[::1] n = n_real2
+    for o2 in range(n_out2):
+        _clip(g, 2, o2, &lo[o2], &hi[o2])
+        n[o2] = <double> (hi[o2] - lo[o2])
+    return lo2, hi2, n_real2
+
+
+cdef object _thread_scratch(Py_ssize_t n_threads, tuple shape, dtype):
+    """Uninitialised per-thread scratch ``(n_threads, *shape)``, thread ``t``'s block
+    ``[t]``; allocated with the GIL, so that running out of memory is a MemoryError.
+
+    C-contiguous as a whole (the kernels' typed memoryviews ask for it), so
+    neighbouring blocks may share one cache line; blocks hold whole rows of a plane,
+    so that line is touched a few times per plane, unlike a row buffer's
+    (:func:`_padded_row`), which is touched on every output row.
+    """
+    return np.empty((n_threads,) + shape, dtype=dtype)
 
 cdef void _forward_plane(const floating[:, :, :, ::1] x,  # IN  (P, X0, X1, X2)
                          floating[:, :, :, ::1] y,        # OUT (P, O0, O1, O2)
                          int64_t[:, :, :, ::1] indices,   # OUT (P, O0, O1, O2), if asked
                          Py_ssize_t p, const PoolGeometry *g, int mode,
                          bint store_indices,
-                         floating *best, Py_ssize_t *best_at,
-                         double *acc) noexcept nogil:     # scratch, (O2,) each
-    """Pool plane ``p``, one output row at a time."""
+                         floating *best,
+                         Py_ssize_t *best_at) noexcept nogil:  # scratch, (O2,) each
+    """Max or min pooling of plane ``p``, one output row at a time."""
     cdef Py_ssize_t o0, o1, o2, lo0, hi0, lo1, hi1
     for o0 in range(g.out[0]):
         _clip(g, 0, o0, &lo0, &hi0)
         for o1 in range(g.out[1]):
             _clip(g, 1, o1, &lo1, &hi1)
-            if mode == _AVG:
-                _sum_row(x, p, g, lo0, hi0, lo1, hi1, acc)
-                for o2 in range(g.out[2]):
-                    y[p, o0, o1, o2] = <floating> (
-                        acc[o2] / <double> _n_real(g, lo0, hi0, lo1, hi1, o2))
-            else:
-                # Literal flags, one call per case, so that each inlined copy is
-                # specialised.
-                if store_indices:
-                    if mode == _MIN:
-                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
-                    else:
-                        _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
-                    for o2 in range(g.out[2]):
-                        indices[p, o0, o1, o2] = best_at[o2]
-                elif mode == _MIN:
-                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, False, best, best_at)
+            # Literal flags, one call per case, so that each inlined copy is
+            # specialised.
+            if store_indices:
+                if mode == _MIN:
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
                 else:
-                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, False, best, best_at)
+                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
                 for o2 in range(g.out[2]):
-                    y[p, o0, o1, o2] = best[o2]
+                    indices[p, o0, o1, o2] = best_at[o2]
+            elif mode == _MIN:
+                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, False, best, best_at)
+            else:
+                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, False, best, best_at)
+            for o2 in range(g.out[2]):
+                y[p, o0, o1, o2] = best[o2]
 
 
 cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
@@ -322,10 +635,9 @@ cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1
                           floating[:, ::1] grad_x,              # OUT (P, X0*X1*X2)
                           Py_ssize_t p, const PoolGeometry *g, int mode,
                           floating *best, Py_ssize_t *best_at) noexcept nogil:  # scratch
-    """Gradient for plane ``p``; overlapping windows add up in a fixed order."""
-    cdef:
-        Py_ssize_t o0, o1, o2, lo0, hi0, lo1, hi1, i0, i1, k2, row, off
-        Py_ssize_t s2 = g.stride[2]
+    """Max or min gradient for plane ``p``; overlapping windows add up in a fixed
+    order."""
+    cdef Py_ssize_t o0, o1, o2, lo0, hi0, lo1, hi1
     # Zeroed here rather than by np.zeros so that the owning thread touches the pages
     # first.
     memset(&grad_x[p, 0], 0, grad_x.shape[1] * sizeof(floating))
@@ -333,27 +645,13 @@ cdef void _backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1
         _clip(g, 0, o0, &lo0, &hi0)
         for o1 in range(g.out[1]):
             _clip(g, 1, o1, &lo1, &hi1)
-            if mode == _AVG:
-                # Each window's gradient, spread evenly over its real cells (the
-                # ``best`` buffer holds the per-window shares here).
-                for o2 in range(g.out[2]):
-                    best[o2] = grad_y[p, o0, o1, o2] / <floating> _n_real(
-                        g, lo0, hi0, lo1, hi1, o2)
-                for i0 in range(lo0, hi0):
-                    for i1 in range(lo1, hi1):
-                        row = (i0 * g.size[1] + i1) * g.size[2]
-                        for k2 in range(g.window[2]):
-                            off = k2 - g.pad[2]
-                            for o2 in range(g.tap_first[k2], g.tap_end[k2]):
-                                grad_x[p, row + o2 * s2 + off] += best[o2]
+            # In window order, as pool_backward_indices does: same sums, same bits.
+            if mode == _MIN:
+                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
             else:
-                # In window order, as pool_backward_indices does: same sums, same bits.
-                if mode == _MIN:
-                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, True, True, best, best_at)
-                else:
-                    _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
-                for o2 in range(g.out[2]):
-                    grad_x[p, best_at[o2]] += grad_y[p, o0, o1, o2]
+                _extreme_row(x, p, g, lo0, hi0, lo1, hi1, False, True, best, best_at)
+            for o2 in range(g.out[2]):
+                grad_x[p, best_at[o2]] += grad_y[p, o0, o1, o2]
 
 
 cdef Py_ssize_t _padded_row(Py_ssize_t n):
@@ -597,6 +895,10 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         floating[:, ::1] best_rows
         Py_ssize_t[:, ::1] best_at_rows
         double[:, ::1] acc_rows
+        double[:, :, ::1] row_sums
+        double[:, :, :, ::1] slice_sums
+        Py_ssize_t[::1] lo2, hi2
+        double[::1] n_real2
         int64_t[:, ::1] scratch
         int64_t *plane_indices = NULL
         int t
@@ -626,20 +928,34 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
                 else:
                     _extreme_pair_plane(x, y, plane_indices, p, mode == _MIN)
         return
-    # Per-thread row buffers (row threadid()), allocated with the GIL so that running
+    # Per-thread buffers (block threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.
+    if mode == _AVG:
+        lo2, hi2, n_real2 = _real_cells_last(&g)
+        row_sums = _thread_scratch(n_threads, (x.shape[2], n_out2), np.float64)
+        # The ring of slices (unused, so a token, when window0 == 1).
+        ring = (1, 1, 1)
+        if g.window[0] > 1:
+            ring = (min(g.window[0], g.size[0]), y.shape[2], n_out2)
+        slice_sums = _thread_scratch(n_threads, ring, np.float64)
+        acc_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.float64)
+        with nogil, parallel(num_threads=n_threads):
+            t = threadid()
+            # Planes cost the same, so a static schedule balances the load.
+            for p in prange(n_planes, schedule="static"):
+                _avg_forward_plane(x, y, p, &g, lo2, hi2, n_real2, t, row_sums,
+                                   slice_sums, acc_rows)
+        return
     best_rows = np.empty((n_threads, _padded_row(n_out2)),
                          dtype=np.float32 if floating is float else np.float64)
     best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
-    acc_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.float64)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
     with nogil, parallel(num_threads=n_threads):
         t = threadid()
-        # Planes cost the same, so a static schedule balances the load.
         for p in prange(n_planes, schedule="static"):
             _forward_plane(x, y, indices, p, &g, mode, store_indices,
-                           &best_rows[t, 0], &best_at_rows[t, 0], &acc_rows[t, 0])
+                           &best_rows[t, 0], &best_at_rows[t, 0])
     _free_taps(&g)
 
 
@@ -663,6 +979,11 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
         Py_ssize_t p
         floating[:, ::1] best_rows
         Py_ssize_t[:, ::1] best_at_rows
+        floating[:, ::1] spread
+        double[:, :, :, ::1] slice_grads
+        double[:, ::1] acc_rows
+        double[::1] n_real2
+        Py_ssize_t[::1] first1, end1
         int t
         int depth = _fast_2x2_depth(window, stride, pad_lo, x.shape[1], x.shape[2],
                                     x.shape[3], grad_y.shape[1], grad_y.shape[2],
@@ -677,9 +998,31 @@ def pool_backward(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0, O1, O2)
                 _avg_2x2_backward_plane(grad_y, grad_x, p, x.shape[1], x.shape[2],
                                         x.shape[3], depth)
         return
-    # Per-thread row buffers: see pool_forward.
+    # Per-thread buffers: see pool_forward. ``best_rows`` holds the average's shares.
     best_rows = np.empty((n_threads, _padded_row(n_out2)),
                          dtype=np.float32 if floating is float else np.float64)
+    if mode == _AVG:
+        n_real2 = _real_cells_last(&g)[2]
+        first1, end1 = _covering_all(&g, 1)
+        spread = np.empty((n_threads, _padded_row(grad_y.shape[2] * x.shape[3])),
+                          dtype=np.float32 if floating is float else np.float64)
+        # The ring: one slot per axis-0 window holding a given input slice, at most
+        # (unused, so a token, when window0 == 1).
+        ring = (1, 1, 1)
+        if g.window[0] > 1:
+            ring = (min((g.window[0] + g.stride[0] - 1) // g.stride[0], g.out[0]),
+                    x.shape[2], x.shape[3])
+        slice_grads = _thread_scratch(n_threads, ring, np.float64)
+        acc_rows = np.empty((n_threads, _padded_row(x.shape[3])), dtype=np.float64)
+        if _alloc_taps(&g) != 0:
+            raise MemoryError()
+        with nogil, parallel(num_threads=n_threads):
+            t = threadid()
+            for p in prange(n_planes, schedule="static"):
+                _avg_backward_plane(grad_y, grad_x, p, &g, n_real2, first1, end1, t,
+                                    best_rows, spread, slice_grads, acc_rows)
+        _free_taps(&g)
+        return
     best_at_rows = np.empty((n_threads, _padded_row(n_out2)), dtype=np.intp)
     if _alloc_taps(&g) != 0:
         raise MemoryError()
