@@ -320,6 +320,23 @@ cdef inline void _row_window_sums(const floating[:, :, :, ::1] x,  # IN  (P, X0,
         row_sums[t, i1, o2] = total
 
 
+cdef inline void _sum_ring_slots(const double[:, :, :, ::1] ring,  # IN  (T, S, R, W)
+                                 Py_ssize_t t, Py_ssize_t first, Py_ssize_t end,
+                                 Py_ssize_t r, Py_ssize_t width,
+                                 double[:, ::1] acc) noexcept nogil:  # OUT (T, >= W)
+    """``acc[t, :width]`` = the rows ``r`` of slots ``first % S, ..., (end - 1) % S``
+    of thread ``t``'s ring, added in that order (``end > first``): a window's sum
+    over the slices it spans (forward), or a slice's over the windows that hold it
+    (backward)."""
+    cdef Py_ssize_t k, j, n_slots = ring.shape[1], slot = first % n_slots
+    for j in range(width):
+        acc[t, j] = ring[t, slot, r, j]
+    for k in range(first + 1, end):
+        slot = k % n_slots
+        for j in range(width):
+            acc[t, j] = acc[t, j] + ring[t, slot, r, j]
+
+
 cdef void _avg_forward_plane(const floating[:, :, :, ::1] x,     # IN  (P, X0, X1, X2)
                              floating[:, :, :, ::1] y,           # OUT (P, O0, O1, O2)
                              Py_ssize_t p, const PoolGeometry *g,
@@ -405,13 +422,7 @@ cdef void _avg_forward_plane(const floating[:, :, :, ::1] x,     # IN  (P, X0, X
         for o1 in range(n_out1):
             _clip(g, 1, o1, &lo1, &hi1)
             n01 = <double> ((hi0 - lo0) * (hi1 - lo1))
-            slot = lo0 % n_slots
-            for o2 in range(n_out2):
-                acc[t, o2] = slice_sums[t, slot, o1, o2]
-            for i0 in range(lo0 + 1, hi0):
-                slot = i0 % n_slots
-                for o2 in range(n_out2):
-                    acc[t, o2] = acc[t, o2] + slice_sums[t, slot, o1, o2]
+            _sum_ring_slots(slice_sums, t, lo0, hi0, o1, n_out2, acc)
             for o2 in range(n_out2):
                 y[p, o0, o1, o2] = <floating> (acc[t, o2] / (n01 * n_real2[o2]))
 
@@ -471,7 +482,7 @@ cdef void _avg_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0
     cdef:
         Py_ssize_t x1 = g.size[1], x2 = g.size[2]
         Py_ssize_t n_slots = slice_grads.shape[1]
-        Py_ssize_t o0, o1, i0, i1, i2, lo0, hi0, lo1, hi1, f1, n1, f0, n0
+        Py_ssize_t o0, o1, i0, i1, i2, lo0, hi0, lo1, hi1, f1, n1, n0
         Py_ssize_t first0, end0, next0 = 0, slot, slot1, at, row
         bint direct = g.window[0] == 1
     for i0 in range(g.size[0]):
@@ -551,12 +562,7 @@ cdef void _avg_backward_plane(const floating[:, :, :, ::1] grad_y,  # IN  (P, O0
                     grad_x[p, row + i2] = <floating> (slice_grads[t, slot, i1, i2]
                                                       + slice_grads[t, slot1, i1, i2])
             else:
-                for i2 in range(x2):
-                    acc[t, i2] = slice_grads[t, slot, i1, i2]
-                for o0 in range(first0 + 1, end0):
-                    f0 = o0 % n_slots
-                    for i2 in range(x2):
-                        acc[t, i2] = acc[t, i2] + slice_grads[t, f0, i1, i2]
+                _sum_ring_slots(slice_grads, t, first0, end0, i1, x2, acc)
                 for i2 in range(x2):
                     grad_x[p, row + i2] = <floating> acc[t, i2]
 
