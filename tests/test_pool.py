@@ -846,6 +846,44 @@ def test_small_calls_run_on_one_thread_large_ones_use_n_jobs():
     assert pool_ops._pool_threads(1, (64, 64, 32, 32), (64, 64, 16, 16), (2, 2)) == 1
 
 
+@pytest.mark.parametrize("spatial, window, stride, padding, expected", [
+    ((28, 28), 2, None, 0, "2x2 images"),
+    ((7, 9), 2, None, 0, "2x2 images"),
+    ((2, 2), 2, None, 0, "2x2 images"),
+    ((16, 16, 16), 2, None, 0, "2x2x2 volumes"),
+    ((3, 4, 5), 2, None, 0, "2x2x2 volumes"),
+    ((1000,), 2, None, 0, "signal pairs"),
+    ((3,), 2, None, 0, "signal pairs"),
+    ((28, 28), 3, 2, 0, "general"),
+    ((28, 28), 2, 1, 0, "general"),
+    ((28, 28), 2, None, 1, "general"),
+    ((1000,), 3, 2, 0, "general"),
+    ((1000,), 2, None, 1, "general"),
+    ((8, 8, 8), (1, 2, 2), None, 0, "general"),
+])
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
+def test_the_fast_loops_are_taken(spatial, window, stride, padding, expected, mode):
+    # The fast loops give the twin's bits, so only the kernel can say whether they
+    # ran: asked with the planes exactly as ops.pool hands them over. Signal pairs
+    # are max and min only; every other average takes the separable kernel.
+    from skconv._kernels import pool as kernel
+    from skconv._ops.pool import _planes
+    from skconv._ops.validation import to_3d
+
+    x = np.zeros((2, 3) + spatial, dtype=np.float32)
+    y = ops.pool(x, window, stride=stride, padding=padding, mode=mode)
+    pads = [padding] * len(spatial)
+    n_axes = len(spatial)
+    per_axis = (window,) * n_axes if isinstance(window, int) else window
+    steps = per_axis if stride is None else (stride,) * n_axes
+    code = {"max": kernel.MODE_MAX, "avg": kernel.MODE_AVG, "min": kernel.MODE_MIN}[mode]
+    path = kernel.forward_path(_planes(x).shape, _planes(y).shape, to_3d(per_axis, 1),
+                               to_3d(steps, 1), to_3d(pads, 0), code)
+    if mode == "avg" and expected in ("signal pairs", "general"):
+        expected = "separable average"
+    assert path == expected
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["max", "min", "avg"])
 @pytest.mark.parametrize(

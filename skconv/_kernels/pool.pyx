@@ -880,6 +880,26 @@ cdef bint _fast_pairs(tuple window, tuple stride, tuple pad_lo, Py_ssize_t x0,
             and x0 == 1 and x1 == 1 and 2 * o2 <= x2)
 
 
+def forward_path(tuple x_shape, tuple y_shape, tuple window, tuple stride,
+                 tuple pad_lo, int mode):
+    """The loop :func:`pool_forward` runs for planes of ``x_shape`` ``(P, X0, X1, X2)``
+    pooled to ``y_shape``: '2x2 images', '2x2x2 volumes', 'signal pairs', 'separable
+    average' or 'general'.
+
+    For the tests: the fast loops give the same bits as the general ones, so no
+    result can tell whether they ran (from 5d77ca8 to 325f7ab the 2x2 loops never ran
+    on images). pool_forward decides with the same two helpers.
+    """
+    depth = _fast_2x2_depth(window, stride, pad_lo, x_shape[1], x_shape[2], x_shape[3],
+                            y_shape[1], y_shape[2], y_shape[3])
+    if depth > 0:
+        return "2x2 images" if depth == 1 else "2x2x2 volumes"
+    if mode != _AVG and _fast_pairs(window, stride, pad_lo, x_shape[1], x_shape[2],
+                                    x_shape[3], y_shape[3]):
+        return "signal pairs"
+    return "separable average" if mode == _AVG else "general"
+
+
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
                  floating[:, :, :, ::1] y,          # OUT (P, O0, O1, O2)
                  int64_t[:, :, :, ::1] indices,     # OUT (P, O0, O1, O2) or None
