@@ -9,15 +9,16 @@ sample. So the results are bitwise the same for any thread count. Shapes are tru
 With row weights ``w`` (one per sample; each of a sample's ``S`` cells weighs ``w[n]``)
 the statistics are weighted: ``mean = sum(w x) / W`` and ``var = sum(w (x - mean)^2) /
 W`` with the effective count ``W = sum(w) * S``, a row of weight 0 being skipped in the
-sums (it is still normalised). Without weights (None) the unweighted loops run, so
-their results are exactly those of the kernels before weights existed.
+sums (it is still normalised). Without weights (None) the rows' sums are added as
+they are.
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from .sums cimport lane_sum, lane_sum_and_dot, lane_sum_squared_deviations
+from .sums cimport (SumAndDot, lane_sum, lane_sum_and_dot,
+                    lane_sum_squared_deviations)
 
 
 # The elementwise passes, one row of a (sample, channel) plane each, on plain pointers:
@@ -125,7 +126,8 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
         Py_ssize_t n_samples = grad_y.shape[0], n_channels = grad_y.shape[1]
         Py_ssize_t n_cells = grad_y.shape[2]
         Py_ssize_t c, n
-        double sum_gy, sum_gy_xhat, row_gy, row_gy_xhat, k, share
+        double sum_gy, sum_gy_xhat, k, share
+        SumAndDot row
         bint want_grad_x = grad_x is not None
         bint weighted = weights is not None
     if not weighted:
@@ -134,10 +136,9 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
         sum_gy = 0
         sum_gy_xhat = 0
         for n in range(n_samples if n_cells > 0 else 0):  # see forward_train
-            lane_sum_and_dot(&grad_y[n, c, 0], &x_hat[n, c, 0], n_cells, &row_gy,
-                             &row_gy_xhat)
-            sum_gy = sum_gy + row_gy
-            sum_gy_xhat = sum_gy_xhat + row_gy_xhat
+            row = lane_sum_and_dot(&grad_y[n, c, 0], &x_hat[n, c, 0], n_cells)
+            sum_gy = sum_gy + row.sum
+            sum_gy_xhat = sum_gy_xhat + row.dot
         grad_beta[c] = <floating> sum_gy
         grad_gamma[c] = <floating> sum_gy_xhat
         if want_grad_x and weighted:

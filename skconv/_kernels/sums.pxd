@@ -65,12 +65,22 @@ cdef inline double lane_sum_squared_deviations(const floating *x, Py_ssize_t n,
     return _add_lanes(acc)
 
 
-cdef inline void lane_sum_and_dot(const floating *a, const floating *b, Py_ssize_t n,
-                                  double *sum_a, double *dot) noexcept nogil:
-    """``sum_a = sum(a[0:n])`` and ``dot = sum(a[0:n] * b[0:n])`` in double, in
-    lanes, in one pass."""
+cdef struct SumAndDot:
+    double sum
+    double dot
+
+
+cdef inline SumAndDot lane_sum_and_dot(const floating *a, const floating *b,
+                                       Py_ssize_t n) noexcept nogil:
+    """``sum(a[0:n])`` and ``sum(a[0:n] * b[0:n])`` in double, in lanes, in one pass.
+
+    Returned by value: in a ``prange`` body the assignment of the result makes the
+    variable private to each thread (results written through a pointer would go to
+    a variable the threads share).
+    """
     cdef double acc[SUM_LANES]
     cdef double prod[SUM_LANES]
+    cdef SumAndDot result
     cdef Py_ssize_t i, j, n_main = n - n % SUM_LANES
     for j in range(SUM_LANES):
         acc[j] = 0
@@ -82,5 +92,6 @@ cdef inline void lane_sum_and_dot(const floating *a, const floating *b, Py_ssize
     for i in range(n_main, n):
         acc[i - n_main] = acc[i - n_main] + a[i]
         prod[i - n_main] = prod[i - n_main] + <double> a[i] * b[i]
-    sum_a[0] = _add_lanes(acc)
-    dot[0] = _add_lanes(prod)
+    result.sum = _add_lanes(acc)
+    result.dot = _add_lanes(prod)
+    return result
