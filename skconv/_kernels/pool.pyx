@@ -46,6 +46,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from .ranges cimport end_valid, first_valid
+from .sums cimport lane_sum
 
 import numpy as np
 
@@ -1086,25 +1087,10 @@ def pool_backward_indices(const floating[:, ::1] grad_y,  # IN  (P, O0*O1*O2)
 # Global pooling: one window per plane. The windowed kernels above would loop over
 # every cell as a separate tap of a one-output row; here the plane is one contiguous
 # run, scanned with _LANES independent accumulators (combined in a fixed order, so the
-# result still does not depend on the thread count) that the compiler can vectorise.
+# result still does not depend on the thread count) that the compiler can vectorise:
+# sums.pxd's lane_sum for the average, _plane_extreme for max and min.
 cdef enum:
     _LANES = 8
-
-
-cdef inline double _plane_sum(const floating[:, ::1] x,  # IN (P, S)
-                              Py_ssize_t p) noexcept nogil:
-    """Sum of plane ``p`` in double: _LANES interleaved partial sums, added pairwise."""
-    cdef:
-        double acc[_LANES]
-        Py_ssize_t i, j, n = x.shape[1], n_main = n - n % _LANES
-    for j in range(_LANES):
-        acc[j] = 0
-    for i in range(n_main // _LANES):
-        for j in range(_LANES):
-            acc[j] = acc[j] + x[p, i * _LANES + j]
-    for i in range(n_main, n):
-        acc[i - n_main] = acc[i - n_main] + x[p, i]
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 cdef inline floating _plane_extreme(const floating[:, ::1] x,  # IN (P, S)
@@ -1190,7 +1176,7 @@ def global_forward(const floating[:, ::1] x,  # IN  (P, S), P = N*C, S = prod(sp
     n_threads = max(1, min(n_threads, n_planes))
     for p in prange(n_planes, nogil=True, schedule="static", num_threads=n_threads):
         if mode == _AVG:
-            y[p] = <floating> (_plane_sum(x, p) / <double> x.shape[1])
+            y[p] = <floating> (lane_sum(&x[p, 0], x.shape[1]) / <double> x.shape[1])
         elif mode == _MAX:
             y[p] = _global_value(x, p, False)
         else:

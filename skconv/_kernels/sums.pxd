@@ -1,4 +1,4 @@
-# Shared by the kernels (conv.pyx, dense.pyx, norm.pyx): fixed-order sums behind
+# Shared by the kernels (conv.pyx, dense.pyx, norm.pyx, pool.pyx): fixed-order sums behind
 # their thread-count-independent reductions: the rows of a matrix in order, and runs
 # of cells in lanes.
 
