@@ -881,6 +881,33 @@ cdef bint _fast_pairs(tuple window, tuple stride, tuple pad_lo, Py_ssize_t x0,
             and x0 == 1 and x1 == 1 and 2 * o2 <= x2)
 
 
+cdef enum:
+    # The loops pool_forward can run; the 2x2 codes are the depth _fast_2x2_depth
+    # returns, so that the 2x2 kernels take the code itself as their depth.
+    _PATH_2X2_IMAGES = 1
+    _PATH_2X2X2_VOLUMES = 2
+    _PATH_SIGNAL_PAIRS = 3
+    _PATH_SEPARABLE_AVERAGE = 4
+    _PATH_GENERAL = 5
+
+_PATH_NAMES = {_PATH_2X2_IMAGES: "2x2 images", _PATH_2X2X2_VOLUMES: "2x2x2 volumes",
+               _PATH_SIGNAL_PAIRS: "signal pairs",
+               _PATH_SEPARABLE_AVERAGE: "separable average", _PATH_GENERAL: "general"}
+
+
+cdef int _forward_path(tuple window, tuple stride, tuple pad_lo, int mode,
+                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t x2,
+                       Py_ssize_t o0, Py_ssize_t o1, Py_ssize_t o2):
+    """The loop (a ``_PATH_*`` code) pool_forward runs for planes ``(X0, X1, X2)``
+    pooled to ``(O0, O1, O2)``."""
+    cdef int depth = _fast_2x2_depth(window, stride, pad_lo, x0, x1, x2, o0, o1, o2)
+    if depth > 0:
+        return depth
+    if mode != _AVG and _fast_pairs(window, stride, pad_lo, x0, x1, x2, o2):
+        return _PATH_SIGNAL_PAIRS
+    return _PATH_SEPARABLE_AVERAGE if mode == _AVG else _PATH_GENERAL
+
+
 def forward_path(tuple x_shape, tuple y_shape, tuple window, tuple stride,
                  tuple pad_lo, int mode):
     """The loop :func:`pool_forward` runs for planes of ``x_shape`` ``(P, X0, X1, X2)``
@@ -889,16 +916,11 @@ def forward_path(tuple x_shape, tuple y_shape, tuple window, tuple stride,
 
     For the tests: the fast loops give the same bits as the general ones, so no
     result can tell whether they ran (from 5d77ca8 to 325f7ab the 2x2 loops never ran
-    on images). pool_forward decides with the same two helpers.
+    on images). pool_forward branches on the same ``_forward_path``.
     """
-    depth = _fast_2x2_depth(window, stride, pad_lo, x_shape[1], x_shape[2], x_shape[3],
-                            y_shape[1], y_shape[2], y_shape[3])
-    if depth > 0:
-        return "2x2 images" if depth == 1 else "2x2x2 volumes"
-    if mode != _AVG and _fast_pairs(window, stride, pad_lo, x_shape[1], x_shape[2],
-                                    x_shape[3], y_shape[3]):
-        return "signal pairs"
-    return "separable average" if mode == _AVG else "general"
+    return _PATH_NAMES[_forward_path(window, stride, pad_lo, mode, x_shape[1],
+                                     x_shape[2], x_shape[3], y_shape[1], y_shape[2],
+                                     y_shape[3])]
 
 
 def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N*C
@@ -929,8 +951,9 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         int64_t[:, ::1] scratch
         int64_t *plane_indices = NULL
         int t
-        int depth = _fast_2x2_depth(window, stride, pad_lo, x.shape[1], x.shape[2],
-                                    x.shape[3], y.shape[1], y.shape[2], y.shape[3])
+        int path = _forward_path(window, stride, pad_lo, mode, x.shape[1], x.shape[2],
+                                 x.shape[3], y.shape[1], y.shape[2], y.shape[3])
+        int depth = path if path <= _PATH_2X2X2_VOLUMES else 0
     if n_planes == 0:
         return
     n_threads = max(1, min(n_threads, n_planes))
@@ -939,8 +962,7 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
             for p in prange(n_planes, schedule="static", num_threads=n_threads):
                 _avg_2x2_plane(x, y, p, depth)
         return
-    if depth > 0 or (mode != _AVG and _fast_pairs(window, stride, pad_lo, x.shape[1],
-                                                 x.shape[2], x.shape[3], y.shape[3])):
+    if depth > 0 or path == _PATH_SIGNAL_PAIRS:
         # Without indices to keep (inference), each thread's go to a plane of scratch.
         if not store_indices:
             scratch = np.empty((n_threads, _padded_row(y.shape[1] * y.shape[2] * n_out2)),
@@ -957,7 +979,7 @@ def pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, X0, X1, X2), P = N
         return
     # Per-thread buffers (block threadid()), allocated with the GIL so that running
     # out of memory is a MemoryError, never a NULL pointer in the parallel region.
-    if mode == _AVG:
+    if path == _PATH_SEPARABLE_AVERAGE:
         lo2, hi2, n_real2 = _real_cells_last(&g)
         row_sums = _thread_scratch(n_threads, (x.shape[2], n_out2), np.float64)
         # The ring of slices (unused, so a token, when window0 == 1).
