@@ -22,6 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
+from skconv._estimators import base as estimator_base
 from skconv._estimators.base import AUTO_OTHER_OPTIONS, AUTO_SIGNAL_OPTIONS
 from skconv._estimators.inspection import network_of
 from skconv._nn.layers import Dense, Dropout, Flatten
@@ -490,6 +491,45 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # Only the options left at 'auto' are resolved.
     est = quiet_fit(cls(**small, **{**auto, "head": "max"}), X, t)
     assert "head" not in est.auto_options_ and layer_kinds(est).count("global_pool") == 1
+
+
+def test_auto_learning_rate_of_images_follows_the_planned_updates(monkeypatch, rates):
+    # Images' learning_rate='auto' is 'cosine' from AUTO_COSINE_MIN_UPDATES planned
+    # updates on (max_iter or min_updates' epochs, times the minibatches of the
+    # training rows, early stopping's validation part left out), 'constant' below;
+    # the fit is then the one the resolved value gives explicitly.
+    assert estimator_base.AUTO_COSINE_MIN_UPDATES == 4000
+    monkeypatch.setattr(estimator_base, "AUTO_COSINE_MIN_UPDATES", 20)
+    X, y = ramps(n=40, length=16)
+    images = np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16)
+    params = {**SMALL, "batch_size": 8, "n_iter_no_change": np.inf}
+    cases = [  # 5 minibatches an epoch, 4 with 20% of 40 rows held out
+        ({"max_iter": 4}, "cosine", 20),
+        ({"max_iter": 3}, "constant", 15),
+        ({"max_iter": 3, "min_updates": 20}, "cosine", 20),
+        ({"max_iter": 4, "early_stopping": True, "validation_fraction": 0.2},
+         "constant", 16),
+        ({"max_iter": 5, "early_stopping": True, "validation_fraction": 0.2},
+         "cosine", 20),
+    ]
+    for extra, expected, n_updates in cases:
+        del rates[:]
+        est = quiet_fit(ConvNetClassifier(**{**params, **extra}), images, y)
+        assert est.auto_options_["learning_rate"] == expected
+        assert len(rates) == n_updates  # n_iter_no_change=inf: no early stop
+        lr0 = est.learning_rate_init
+        expected_rates = ([_cosine(lr0, k, n_updates) for k in range(len(rates))]
+                          if expected == "cosine" else [lr0] * len(rates))
+        np.testing.assert_allclose(rates, expected_rates, rtol=1e-12)
+        explicit = quiet_fit(
+            ConvNetClassifier(**{**params, **extra, "learning_rate": expected}),
+            images, y)
+        for a, b in zip(_state(est), _state(explicit)):
+            assert_array_equal(a, b)
+    # Signals keep the cosine whatever the budget.
+    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 1, "min_updates": 0}),
+                    X, y)
+    assert est.auto_options_["learning_rate"] == "cosine"
 
 
 def test_grid_search_over_the_options():
