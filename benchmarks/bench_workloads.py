@@ -88,7 +88,8 @@ OPTIONAL_PEERS = ("tensorflow", "onnxruntime", "openvino")
 #: The filters and kernel size are named too, so the benchmarked network stays
 #: LeNet-5's whatever the classifier's defaults become.
 LENET_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False, head="flatten",
-                     augment_shift=0.0, learning_rate="constant", min_updates=0)
+                     augment_shift=0.0, learning_rate="constant", min_updates=0,
+                     input_scaling=None)
 # What each optional peer needs importable in the worker (the inference-only peers
 # convert the PyTorch network).
 PEER_MODULES = {"torch": ("torch",), "tensorflow": ("tensorflow",),

@@ -187,6 +187,9 @@ def _layer(g, x, layer):
         shift = g.constant("bn_shift", np.reshape(layer["shift"], per_channel))
         scaled = g.node("Mul", [x, scale], "bn_scaled")
         return g.node("Add", [scaled, shift], "batch_norm")
+    if kind == "input_scale":
+        return g.node("Div", [x, g.constant("input_divisor",
+                                            np.array(layer["divisor"]))], "input_scale")
     if kind in ("dropout", "random_shift"):
         return x  # the identity at inference
     if kind == "flatten":

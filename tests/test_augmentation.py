@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from skconv import ConvNetClassifier, ConvNetRegressor
 from skconv._estimators.inspection import network_of
-from skconv._nn.layers import Dense, Flatten, RandomShift
+from skconv._nn.layers import Dense, Flatten, InputScale, RandomShift
 from skconv._nn.network import Network
 
 
@@ -96,15 +96,18 @@ def test_moves_are_keyed_by_the_rows_content():
 
 
 def test_the_first_conv_skips_its_input_gradient_behind_an_augmentation():
-    """The augmentation has no parameters: the conv after it must not compute an
-    input gradient nobody uses, and the network's backward returns None as before."""
+    """The augmentation has no parameters (nor has the input scaling before it,
+    'max_abs' on these images): the conv after them must not compute an input
+    gradient nobody uses, and the network's backward returns None as before."""
     net = ConvNetClassifier(filters=(2,), hidden_layer_sizes=(), augment_shift=0.2,
                             max_iter=1, random_state=0)
     X = np.random.RandomState(0).rand(12, 1, 6, 6)
     net.fit(X, np.arange(12) % 2)
     network = network_of(net)
     asked = []
-    conv_step = network.steps[1]
+    assert [type(step.layers[0]) for step in network.steps[:2]] == [InputScale,
+                                                                    RandomShift]
+    conv_step = network.steps[2]
     backward = conv_step.backward
 
     def spy(grad, n_jobs, need_input_grad):
@@ -131,9 +134,9 @@ def test_estimators_build_the_layer_and_stay_deterministic(Estimator):
     two = Estimator(n_jobs=2, **params).fit(X, y)
     plain = Estimator(n_jobs=1, **{**params, "augment_shift": 0.0,
                                    "augment_flip": False}).fit(X, y)
-    first = network_of(one).layers[0]
-    assert isinstance(first, RandomShift) and first.max_shifts == (1, 1)
-    assert not isinstance(network_of(plain).layers[0], RandomShift)
+    shifts = [layer for layer in network_of(one).layers if isinstance(layer, RandomShift)]
+    assert len(shifts) == 1 and shifts[0].max_shifts == (1, 1)
+    assert not any(isinstance(layer, RandomShift) for layer in network_of(plain).layers)
     for a, b in zip(one.coefs_, two.coefs_):
         assert_array_equal(a, b)
     assert not np.array_equal(one.coefs_[0], plain.coefs_[0])

@@ -49,7 +49,7 @@ def _targets(cls, y):
 def _make(cls, **params):
     """``cls(**params)`` with the learning options off unless given: on these
     signals the classifier's 'auto' would turn them on (tested on its own below)."""
-    return cls(**{**AUTO_OTHER_OPTIONS, **params})
+    return cls(**{**AUTO_OTHER_OPTIONS, "input_scaling": None, **params})
 
 
 def _fit(cls, X, y, **params):
@@ -183,6 +183,76 @@ def test_batch_norm_learns_raw_unscaled_digits(digits_small):
     normed = quiet_fit(_make(ConvNetClassifier, batch_norm=True, **params), X * 16, y)
     assert normed.score(X * 16, y) > plain.score(X * 16, y) + 0.1
     assert normed.loss_curve_[-1] < plain.loss_curve_[-1]
+
+
+# ------------------------------------------------------------------------------------
+# Input scaling
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_abs_input_scaling_is_the_users_own_division(cls, dtype, digits):
+    # Raw 0-16 digits with 'max_abs' train, predict and transform bit for bit as
+    # X / 16 without it (an exact division); input_scale_ says what it divided by.
+    # No dropout: its masks are keyed by the rows as given, which differ.
+    X, y = digits
+    X, y = (X[:300] * 16).astype(dtype), _targets(cls, y[:300])
+    params = dict(SMALL, max_iter=2, dropout=0.0)
+    scaled = quiet_fit(cls(input_scaling="max_abs", **params), X, y)
+    plain = quiet_fit(cls(input_scaling=None, **params), X / dtype(16), y)
+    assert scaled.input_scale_ == 16.0 and plain.input_scale_ == 1.0
+    assert layer_kinds(scaled)[0] == "input_scale" and "input_scale" not in (
+        layer_kinds(plain))
+    for a, b in zip(_state(scaled), _state(plain)):
+        assert_array_equal(a, b)
+    method = "transform" if cls is ConvNetTransformer else "predict"
+    assert_array_equal(getattr(scaled, method)(X), getattr(plain, method)(X / 16))
+
+
+def test_input_scale_comes_from_the_first_fit_and_rows_of_positive_weight(digits):
+    X, y = digits
+    X, y = X[:200] * 16, y[:200]
+    params = dict(SMALL, max_iter=1, input_scaling="max_abs")
+    # A row of weight 0 trains as its absence: its values do not count.
+    loud = np.vstack([X, np.full((1, X.shape[1]), -1000.0)])
+    weights = np.r_[np.ones(len(X)), 0.0]
+    est = quiet_fit(ConvNetClassifier(**params), loud, np.r_[y, y[0]],
+                    sample_weight=weights)
+    assert est.input_scale_ == 16.0
+    assert quiet_fit(ConvNetClassifier(**params), loud, np.r_[y, y[0]]
+                     ).input_scale_ == 1000.0
+    # partial_fit and warm starts keep the first fit's divisor.
+    est = ConvNetClassifier(**params)
+    est.partial_fit(X[:100] / 2, y[:100], classes=np.unique(y))
+    est.partial_fit(X[100:], y[100:])
+    assert est.input_scale_ == 8.0
+    est = quiet_fit(ConvNetClassifier(**params, warm_start=True), X / 4, y)
+    assert quiet_fit(est, X, y).input_scale_ == 4.0
+    # All zeros: nothing to divide by.
+    assert quiet_fit(ConvNetClassifier(**params), np.zeros_like(X), y
+                     ).input_scale_ == 1.0
+
+
+def test_auto_input_scaling_follows_the_kind_of_input():
+    # 'auto' (the classifier's default): 'max_abs' for non-negative images and flat
+    # X, None for declared signals and for data with negative values (a row of
+    # weight 0 does not count).
+    X, y = ramps(n=40, length=16)
+    X = np.abs(X) * 50
+    images = np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16)
+    params = dict(SMALL, max_iter=1)
+    for data, expected in [(images, "max_abs"), (X.reshape(40, -1), "max_abs"),
+                           (X, None), (images - 1, None),
+                           (X.reshape(40, -1) - 1, None)]:
+        est = quiet_fit(ConvNetClassifier(**params), data, y)
+        assert est.auto_options_["input_scaling"] == expected
+        assert est.input_scale_ == (np.abs(data).max() if expected else 1.0)
+        assert ("input_scale" in layer_kinds(est)) == (expected is not None)
+    negative_row = images.copy()
+    negative_row[0] = -1.0
+    weights = np.r_[0.0, np.ones(39)]
+    est = quiet_fit(ConvNetClassifier(**params), negative_row, y, sample_weight=weights)
+    assert est.auto_options_["input_scaling"] == "max_abs"
+    assert est.input_scale_ == np.abs(images[1:]).max()
 
 
 # ------------------------------------------------------------------------------------
@@ -433,7 +503,8 @@ def test_partial_fit_runs_one_epoch_whatever_min_updates():
     ("batch_norm", "yes"), ("batch_norm", "dense"), ("batch_norm", 1),
     ("dropout", 1.0), ("dropout", -0.1),
     ("spatial_dropout", 1.5), ("head", "sum"), ("learning_rate", "step"),
-    ("power_t", -1.0), ("min_updates", -1), ("min_updates", 2.5)])
+    ("power_t", -1.0), ("min_updates", -1), ("min_updates", 2.5),
+    ("input_scaling", "standard"), ("input_scaling", 255)])
 def test_invalid_options_are_refused(param, value):
     X, y = ramps(n=20, length=16)
     with pytest.raises(InvalidParameterError, match=param):
@@ -448,12 +519,14 @@ def test_options_are_parameters_with_defaults_off(cls):
     auto = cls is ConvNetClassifier
     assert {name: params[name] for name in (
         "batch_norm", "dropout", "spatial_dropout", "head", "augment_shift",
-        "augment_flip", "learning_rate", "power_t", "min_updates")} == dict(
+        "augment_flip", "learning_rate", "power_t", "min_updates",
+        "input_scaling")} == dict(
             batch_norm="auto" if auto else False,
             dropout=0.2 if cls is ConvNetRegressor else 0.0, spatial_dropout=0.0,
             head="auto" if auto else "flatten", augment_shift="auto" if auto else 0.0,
             augment_flip=False, learning_rate="auto" if auto else "constant",
-            power_t=0.5, min_updates="auto" if auto else 0)
+            power_t=0.5, min_updates="auto" if auto else 0,
+            input_scaling="auto" if auto else None)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
@@ -464,10 +537,12 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # lists what 'auto' stood for.
     assert AUTO_SIGNAL_OPTIONS == dict(filters=(16, 32, 64), kernel_size=7,
                                        batch_norm=True, head="avg", learning_rate="cosine",
-                                       min_updates=2000, augment_shift=0.1)
+                                       min_updates=2000, augment_shift=0.1,
+                                       input_scaling=None)
     assert AUTO_OTHER_OPTIONS == dict(filters=(6, 16), kernel_size=5, batch_norm=False,
                                       head="flatten", learning_rate="constant",
-                                      min_updates=0, augment_shift=0.0)
+                                      min_updates=0, augment_shift=0.0,
+                                      input_scaling="max_abs")
     # Fewer updates than the real 2,000, so that the test runs in a second.
     monkeypatch.setitem(AUTO_SIGNAL_OPTIONS, "min_updates", 30)
     X, y = ramps(n=40, length=16)
@@ -476,10 +551,12 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # SMALL's own filters would hide what 'auto' gives them.
     small = {name: value for name, value in SMALL.items() if name not in auto}
     small.update(max_iter=2, random_state=0)
+    # The ramps have negative values: 'max_abs' is for non-negative X (tested below).
+    other = {**AUTO_OTHER_OPTIONS, "input_scaling": None}
     cases = [(X, AUTO_SIGNAL_OPTIONS, {}),
              (X.reshape(40, -1), AUTO_SIGNAL_OPTIONS, {"image_shape": (16,)}),
-             (X.reshape(40, -1), AUTO_OTHER_OPTIONS, {}),
-             (np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16), AUTO_OTHER_OPTIONS, {})]
+             (X.reshape(40, -1), other, {}),
+             (np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16), other, {})]
     for data, expected, extra in cases:
         est = quiet_fit(cls(**small, **auto, **extra), data, t)
         assert est.auto_options_ == expected

@@ -378,13 +378,38 @@ def test_batch_norm_and_dropout(make, target, head):
         described = network_of(model).describe()
         kinds = [d["kind"] for d in described]
         assert kinds.count("batch_norm") == 4 and kinds.count("dropout") == 4
-        assert kinds[0] == "random_shift"  # the identity in the graph, as in predict
+        # The identity in the graph, as in predict; after the classifier's
+        # input_scaling ('max_abs' on images and volumes, None on signals).
+        first = 1 if make is ConvNetClassifier and n_axes > 1 else 0
+        assert kinds[:first] == ["input_scale"] * first
+        assert kinds[first] == "random_shift"
         assert kinds[kinds.index("dense") - 1] == (
             "flatten" if head == "flatten" else "global_pool")
         # Trained: statistics and scales away from their starting values.
         norms = [d for d in described if d["kind"] == "batch_norm"]
         assert all(np.abs(d["running_mean"]).max() > 1e-3 for d in norms)
         assert all(np.abs(d["gamma"] - 1).max() > 1e-4 for d in norms)
+        flat = X.reshape(len(X), -1)
+        if make is ConvNetClassifier:
+            label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
+            _check_outputs(label, proba, model, flat)
+        elif make is ConvNetRegressor:
+            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.predict(flat))
+        else:
+            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.transform(flat))
+
+
+@pytest.mark.parametrize("make, target", [
+    (ConvNetClassifier, "labels"), (ConvNetRegressor, "values"),
+    (ConvNetTransformer, "labels")])
+def test_input_scaling_divides_in_the_graph(make, target):
+    # Pixels of 0-255: the graph divides by input_scale_ first, as predict does.
+    for shape in ((1, 9, 8), (2, 17)):
+        X, y = _data(shape, seed=3, target=target)
+        X = np.round(np.abs(X) * 80).astype(np.float32)
+        model = _fit(make(input_scaling="max_abs", **SMALL), X, y)
+        assert model.input_scale_ == np.abs(X).max() > 1
+        assert [d["kind"] for d in network_of(model).describe()][0] == "input_scale"
         flat = X.reshape(len(X), -1)
         if make is ConvNetClassifier:
             label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)

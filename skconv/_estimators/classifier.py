@@ -313,7 +313,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     """, defaults={"batch_norm": ("'auto'", _AUTO_WHY), **{
         name: ("'auto'", "The classifier's default: see ``auto_options_``.")
         for name in ("filters", "kernel_size", "head", "augment_shift",
-                     "learning_rate", "min_updates")}})
+                     "input_scaling", "learning_rate", "min_updates")}})
 
     def __init__(
         self,
@@ -334,6 +334,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         head="auto",
         augment_shift="auto",
         augment_flip=False,
+        input_scaling="auto",
         solver="adam",
         learning_rate="auto",
         learning_rate_init=1e-3,
@@ -376,6 +377,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         self.head = head
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
+        self.input_scaling = input_scaling
         self.solver = solver
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init

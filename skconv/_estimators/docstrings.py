@@ -26,10 +26,13 @@ RGB images or ``(n, 1, 16, 16, 16)`` volumes); it is flattened on entry, so
 3-D ``X`` ``(n, H, W)`` is read as ``(n, C, L)`` (multi-channel signals) unless
 ``image_shape`` says otherwise, e.g. ``image_shape=(H, W)``.
 
-**Scaling.** Scale the inputs to about [0, 1] (e.g. pixel values / 255) or
-standardize them (``StandardScaler`` in a pipeline). The initialisation
-(He-uniform for relu) and the Adam step size assume inputs of order one; raw
-pixel values in [0, 255] train poorly and may diverge.
+**Scaling.** The initialisation (He-uniform for relu) and the Adam step size
+assume inputs of order one: raw pixel values in [0, 255] train poorly and may
+diverge. ``input_scaling='max_abs'`` divides ``X`` by its largest absolute value
+(one number, from the training data), which puts 0-255 or 0-16 pixels in
+[0, 1] (the classifier's 'auto' does so for non-negative ``X``); otherwise
+scale the inputs yourself (e.g. pixel values / 255) or standardize them
+(``StandardScaler`` in a pipeline).
 
 **dtype.** float32 ``X`` is trained and predicted in float32 (weights, activations
 and gradients); float64 ``X`` - numpy's default - and every other numeric dtype
@@ -164,6 +167,18 @@ augment_flip : bool, default=False
     Also mirror a random half of the samples of each minibatch along the last
     spatial axis (left-right for images, time reversed for signals). Off by
     default: a mirrored digit or letter is another symbol.
+
+input_scaling : {'max_abs', 'auto'} or None, default=None
+    'max_abs': the network divides its input by ``input_scale_``, the largest
+    absolute value of the first fit's training ``X`` (of the rows of positive
+    weight), one number for every feature, as ``X / 16`` or ``X / 255`` would;
+    ``predict``, ``transform`` and the ONNX graph divide alike. A sample shape
+    stays what it was, unlike a per-feature scaler's, and a model fitted on
+    ``X`` is bit for bit the one fitted on ``X / input_scale_`` without it
+    when that division is exact. None: ``X`` as given. 'auto': 'max_abs' for
+    non-negative ``X`` (pixel intensities, counts) that is not a signal, None
+    for signals and for data with negative values (centred or standardized
+    already: an outlier there would shrink the rest).
 
 solver : {'adam', 'sgd'}, default='adam'
     'adam' (Kingma and Ba) or 'sgd' with momentum, as in scikit-learn's MLP.
@@ -320,18 +335,23 @@ feature_names_in_ : ndarray of shape (n_features_in_,)
 image_shape_ : tuple of int
     Shape of one sample as the network sees it, ``(C, *spatial)``.
 
+input_scale_ : float
+    What the network divides its input by (``input_scaling``); 1.0 when off.
+
 auto_options_ : dict
     The value each of ``filters``, ``kernel_size``, ``batch_norm``, ``head``,
-    ``augment_shift``, ``learning_rate`` and ``min_updates`` left at 'auto'
-    stands for, set by the first fit. Signals - samples declared with one
-    spatial axis, by N-d ``X`` of shape ``(n_samples, C, L)`` or by
+    ``augment_shift``, ``input_scaling``, ``learning_rate`` and ``min_updates``
+    left at 'auto' stands for, set by the first fit. Signals - samples declared
+    with one spatial axis, by N-d ``X`` of shape ``(n_samples, C, L)`` or by
     ``image_shape=(L,)`` - get ``filters=(16, 32, 64), kernel_size=7,
-    batch_norm=True, head='avg', augment_shift=0.1, learning_rate='cosine',
-    min_updates=2000`` (the time-series study in the README, "Learning
-    options"); everything else - images, volumes, and flat ``X`` without
-    ``image_shape``, as tabular data comes - gets LeNet-5's ``(6, 16), 5,
-    False, 'flatten', 0.0, 'constant', 0``, with ``learning_rate='cosine'``
-    instead when the first fit plans at least 4,000 updates.
+    batch_norm=True, head='avg', augment_shift=0.1, input_scaling=None,
+    learning_rate='cosine', min_updates=2000`` (the time-series study in the
+    README, "Learning options"); everything else - images, volumes, and flat
+    ``X`` without ``image_shape``, as tabular data comes - gets LeNet-5's
+    ``(6, 16), 5, False, 'flatten', 0.0``, ``input_scaling='max_abs'`` (None
+    when ``X`` has negative values), ``learning_rate='constant'`` and
+    ``min_updates=0``, with ``learning_rate='cosine'`` instead when the first
+    fit plans at least 4,000 updates.
 
 conv_weights_ : list of ndarray
     Kernels of the conv layers; entry i has shape

@@ -129,6 +129,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         head="flatten",
         augment_shift=0.0,
         augment_flip=False,
+        input_scaling=None,
         solver="adam",
         learning_rate="constant",
         learning_rate_init=1e-3,
@@ -172,6 +173,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.head = head
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
+        self.input_scaling = input_scaling
         self.solver = solver
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init

@@ -53,6 +53,7 @@ __all__ = [
     "Dense",
     "Flatten",
     "GlobalPool",
+    "InputScale",
     "Layer",
     "Pool",
     "POOL_MODES",
@@ -1034,6 +1035,39 @@ class Dropout(_RandomLayer):
 
     def __repr__(self):
         return f"Dropout(rate={self.rate!r}, spatial={self.spatial!r})"
+
+
+class InputScale(Layer):
+    """The input divided by a constant, ``y = x / divisor``, in training and inference.
+
+    What a user's own ``X / divisor`` gives, bit for bit when the division is exact
+    (a power of two): the estimators' ``input_scaling='max_abs'`` puts it first, with
+    the training data's largest absolute value, so that 0-255 or 0-16 pixels train
+    as the usual [0, 1] range does. No parameters.
+
+    Parameters
+    ----------
+    divisor : float
+        Positive and finite.
+    """
+
+    def __init__(self, divisor):
+        super().__init__()
+        if not (isinstance(divisor, (int, float)) and 0 < divisor < math.inf):
+            raise ValueError(f"InputScale: divisor must be a positive finite number, "
+                             f"got {divisor!r}")
+        self.divisor = float(divisor)
+
+    def forward(self, x, n_jobs, training):
+        return np.divide(x, x.dtype.type(self.divisor))
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        if not need_input_grad:
+            return None
+        return np.divide(grad_y, grad_y.dtype.type(self.divisor))
+
+    def __repr__(self):
+        return f"InputScale(divisor={self.divisor!r})"
 
 
 class RandomShift(_RandomLayer):

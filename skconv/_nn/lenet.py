@@ -11,8 +11,8 @@ import numpy as np
 from .._ops.pool import POOL_MODES
 from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
-from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, Pool,
-                     RandomShift)
+from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
+                     InputScale, Pool, RandomShift)
 from .network import Network
 
 __all__ = ["BATCH_NORM_PLACES", "HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
@@ -118,6 +118,7 @@ def build_lenet5(
     head="flatten",
     augment_shift=0.0,
     augment_flip=False,
+    input_divisor=1.0,
 ):
     """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
     [dense -> activation] * len(hidden_layer_sizes), dense(n_classes) (logits).
@@ -181,6 +182,8 @@ def build_lenet5(
         :class:`RandomShift`'s ``shift``, in [0, 0.5).
     augment_flip : bool, default=False
         :class:`RandomShift`'s ``flip``. No RandomShift layer when both are off.
+    input_divisor : float, default=1.0
+        An :class:`InputScale` first, dividing the input by it; none when 1.
     head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
 
     Returns
@@ -258,8 +261,9 @@ def build_lenet5(
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
     conv_norm, dense_norm = _batch_norm_places(batch_norm)
-    layers = [RandomShift(augment_shift, bool(augment_flip))] if (
-        augment_shift or augment_flip) else []
+    layers = [InputScale(input_divisor)] if input_divisor != 1 else []
+    if augment_shift or augment_flip:
+        layers.append(RandomShift(augment_shift, bool(augment_flip)))
     for i in range(n_conv):
         conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
                     init=hidden_init)

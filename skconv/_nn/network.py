@@ -30,7 +30,7 @@ from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     Layer, Pool, RandomShift, _RandomLayer)
+                     InputScale, Layer, Pool, RandomShift, _RandomLayer)
 
 # Bytes of the largest step output of one inference batch: a batch whose activations
 # stay in the caches runs faster, and its buffers come back from the allocator's heap
@@ -101,6 +101,8 @@ def _layer_settings(layer):
     elif isinstance(layer, RandomShift):
         settings.update(kind="random_shift", shift=layer.shift, flip=layer.flip,
                         max_shifts=layer.max_shifts)
+    elif isinstance(layer, InputScale):
+        settings.update(kind="input_scale", divisor=layer.divisor)
     else:
         settings.update(kind=type(layer).__name__.lower())
     return settings
@@ -671,6 +673,10 @@ class Network:
               ``shift = beta - running_mean * scale`` (computed in float64, then
               rounded: :func:`skconv._ops.norm.batch_norm_affine`).
             - ``'dropout'``: ``rate`` and ``spatial``; the identity at inference.
+            - ``'random_shift'``: ``shift``, ``flip`` and ``max_shifts``; the identity
+              at inference.
+            - ``'input_scale'``: ``divisor``; ``y = x / divisor`` in the network's
+              dtype.
             - any other layer: ``kind`` is its class name in lower case.
 
             ``weights`` and ``bias`` are the network's own arrays: read them, do not
