@@ -93,6 +93,17 @@ def _check_values(values, expected, tol=TOL):
     return np.abs(values - expected).max()
 
 
+def _check_graph(model, X):
+    """The converted ``model`` on ``X`` against what the model itself returns."""
+    if isinstance(model, ConvNetClassifier):
+        label, proba = _run(to_onnx(model, X[:1], options={"zipmap": False}), X)
+        _check_outputs(label, proba, model, X)
+    elif isinstance(model, ConvNetRegressor):
+        _check_values(_run(to_onnx(model, X[:1]), X)[0], model.predict(X))
+    else:
+        _check_values(_run(to_onnx(model, X[:1]), X)[0], model.transform(X))
+
+
 def _random_params(rng, i):
     """One architecture: dims, pool modes and activations cycle (every one is
     covered), the rest is drawn."""
@@ -389,14 +400,7 @@ def test_batch_norm_and_dropout(make, target, head):
         norms = [d for d in described if d["kind"] == "batch_norm"]
         assert all(np.abs(d["running_mean"]).max() > 1e-3 for d in norms)
         assert all(np.abs(d["gamma"] - 1).max() > 1e-4 for d in norms)
-        flat = X.reshape(len(X), -1)
-        if make is ConvNetClassifier:
-            label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
-            _check_outputs(label, proba, model, flat)
-        elif make is ConvNetRegressor:
-            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.predict(flat))
-        else:
-            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.transform(flat))
+        _check_graph(model, X.reshape(len(X), -1))
 
 
 @pytest.mark.parametrize("make, target", [
@@ -410,14 +414,7 @@ def test_input_scaling_divides_in_the_graph(make, target):
         model = _fit(make(input_scaling="max_abs", **SMALL), X, y)
         assert model.input_scale_ == np.abs(X).max() > 1
         assert [d["kind"] for d in network_of(model).describe()][0] == "input_scale"
-        flat = X.reshape(len(X), -1)
-        if make is ConvNetClassifier:
-            label, proba = _run(to_onnx(model, flat[:1], options={"zipmap": False}), flat)
-            _check_outputs(label, proba, model, flat)
-        elif make is ConvNetRegressor:
-            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.predict(flat))
-        else:
-            _check_values(_run(to_onnx(model, flat[:1]), flat)[0], model.transform(flat))
+        _check_graph(model, X.reshape(len(X), -1))
 
 
 @pytest.mark.parametrize("make, target", [

@@ -58,14 +58,15 @@ PREDICT_BATCH_SIZE = 512
 #: norm, a global average pooling head, a cosine schedule, at least 2,000 updates
 #: and random delays of up to a tenth of the length (the time-series study of the
 #: README, "Learning options"). Everything else - images, volumes, and flat ``X`` of
-#: tabular data - trains LeNet-5 as published.
+#: tabular data - trains LeNet-5 as published, on non-negative ``X`` divided by its
+#: largest value ('max_abs' applies to such X only, see ``_input_scale``), with the
+#: cosine schedule on long budgets (AUTO_COSINE_MIN_UPDATES).
 AUTO_SIGNAL_OPTIONS = dict(filters=(16, 32, 64), kernel_size=7, batch_norm=True,
                            head="avg", learning_rate="cosine", min_updates=2000,
                            augment_shift=0.1, input_scaling=None)
 AUTO_OTHER_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False,
                           head="flatten", learning_rate="constant", min_updates=0,
                           augment_shift=0.0, input_scaling="max_abs")
-# (input_scaling: 'auto' gives 'max_abs' on non-negative X only; see _input_scale.)
 
 #: learning_rate='auto' for everything but signals: the cosine schedule when a fit
 #: plans at least this many updates (its most epochs times the minibatches of one),
