@@ -21,7 +21,9 @@ instead and reports only the final accuracy.
 ``--torch`` also trains the same network in PyTorch as a peer: the same
 initialisation (He-uniform weights for the relu layers, Glorot-uniform for the output
 layer, zero biases; ``--torch-init default`` keeps PyTorch's own), Adam with the same
-hyper-parameters, scikit-learn's L2 term ``0.5 * alpha * sum ||W||^2 / batch`` on the
+hyper-parameters and the schedule skconv's ``learning_rate='auto'`` resolves to
+(the cosine of every update from 4,000 planned updates on, the constant rate below),
+scikit-learn's L2 term ``0.5 * alpha * sum ||W||^2 / batch`` on the
 weights (not the biases) added to the loss, batch 64 with a short last batch, a new
 shuffle every epoch, float32. The two columns are printed side by side at the end.
 
@@ -132,6 +134,12 @@ def train_torch(data, args):
     alpha = 1e-4
     generator = torch.Generator().manual_seed(args.seed)
     n_samples = len(X_train)
+    # The schedule skconv's learning_rate='auto' takes for this plan: the cosine of
+    # every update from 1e-3 down, from AUTO_COSINE_MIN_UPDATES planned updates on.
+    from skconv._estimators.base import AUTO_COSINE_MIN_UPDATES
+    n_updates = args.epochs * -(-n_samples // 64)
+    cosine = n_updates >= AUTO_COSINE_MIN_UPDATES
+    update = 0
     fit_time = 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -140,6 +148,10 @@ def train_torch(data, args):
         total = 0.0
         for first in range(0, n_samples, 64):
             idx = order[first:first + 64]
+            if cosine:
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e-3 * (1 + math.cos(math.pi * update / n_updates)) / 2
+            update += 1
             optimizer.zero_grad()
             # scikit-learn's L2, scaled by the minibatch size as skconv does.
             l2 = 0.5 * alpha * sum((w * w).sum() for w in weights) / len(idx)
