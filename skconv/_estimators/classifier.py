@@ -237,7 +237,9 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     (16, 32 and 64 kernels of 7 taps) with batch norm, a global average pooling
     head, random delays, a cosine schedule and at least 2,000 updates, what
     convolutional networks for time series use (``auto_options_``). Every
-    kind of input gets a cosine schedule on a long budget (``learning_rate``).
+    kind of input gets a cosine schedule on a long budget (``learning_rate``),
+    and non-negative images and tabular ``X`` are divided by their largest
+    value (``input_scaling``), so that raw 0-255 pixels train as ``X / 255``.
 
     **Multilabel.** A 2-D binary indicator ``y`` of shape ``(n_samples, n_labels)``
     trains ``n_labels`` independent sigmoid outputs on the binary cross-entropy
