@@ -138,8 +138,8 @@ def train_torch(data, args):
     # every update from 1e-3 down, from AUTO_COSINE_MIN_UPDATES planned updates on.
     from skconv._estimators.base import AUTO_COSINE_MIN_UPDATES
     n_updates = args.epochs * -(-n_samples // 64)
-    cosine = n_updates >= AUTO_COSINE_MIN_UPDATES
-    update = 0
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_updates)
+                if n_updates >= AUTO_COSINE_MIN_UPDATES else None)
     fit_time = 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
@@ -148,16 +148,14 @@ def train_torch(data, args):
         total = 0.0
         for first in range(0, n_samples, 64):
             idx = order[first:first + 64]
-            if cosine:
-                for group in optimizer.param_groups:
-                    group["lr"] = 1e-3 * (1 + math.cos(math.pi * update / n_updates)) / 2
-            update += 1
             optimizer.zero_grad()
             # scikit-learn's L2, scaled by the minibatch size as skconv does.
             l2 = 0.5 * alpha * sum((w * w).sum() for w in weights) / len(idx)
             loss = cross_entropy(net(X_train[idx]), y_train[idx]) + l2
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(idx)
         fit_time += time.perf_counter() - start
         net.eval()

@@ -478,19 +478,18 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         applies to non-negative rows only (intensities, counts), None otherwise, and
         ``auto_options_`` records which.
         """
+        if self._option("input_scaling") != "max_abs":
+            return 1.0  # without a pass over X
         if weights is not None and not np.all(weights > 0):
             X = X[weights > 0]
         smallest = float(X.min()) if X.size else 0.0
         largest = max(float(X.max()), -smallest) if X.size else 0.0
-        scaling = self._option("input_scaling")
-        if _is_auto(self.input_scaling) and scaling == "max_abs" and smallest < 0:
+        if _is_auto(self.input_scaling) and smallest < 0:
             # Centred or standardized data: its scale is the user's already, and
             # an outlier would shrink all of it (StandardScaler'd digits, 10 epochs:
             # 0.73 training accuracy, above 0.9 without the division).
-            scaling = None
             self._auto_resolved = {**self._auto_resolved, "input_scaling": None}
             self.auto_options_["input_scaling"] = None
-        if scaling != "max_abs":
             return 1.0
         return largest if largest > 0 else 1.0
 
