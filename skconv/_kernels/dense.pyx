@@ -1,9 +1,9 @@
 """Fully connected layer kernels: ``y = x @ W + b`` and its gradients, on threads.
 
 The forward is not a BLAS call: every ``y[i, u]`` is ``(sum over f in increasing
-order of x[i, f] * W[f, u]) + b[u]``, accumulated in the dtype of W by the
-convolutions' register-blocked micro-kernel (``include/conv/microkernels.h``), whose
-blocking never changes a sum. So a row of y is a function of the same row of x
+order of x[i, f] * W[f, u]) + b[u]``, accumulated in the dtype of W by a
+register-blocked micro-kernel (``densegemm`` of ``include/conv/microkernels.h``,
+which reads the rows of x in place), whose blocking never changes a sum. So a row of y is a function of the same row of x
 alone: a sample gets the same bits in a batch of any size, at any position in it, and
 on any number of threads (however the rows are cut into parts per thread and passes
 of ``_ROWS_PER_TASK``). BLAS promises none of this (its kernels, blocking and threading
@@ -39,7 +39,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
-from .microkernels cimport rowgemm, rowgemm_pack
+from .microkernels cimport densegemm
 from .sums cimport sum_rows_in_order
 
 import numpy as np
@@ -138,19 +138,20 @@ cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
         values[u] = 0 if values[u] <= 0 else values[u]
 
 
-# Rows of x per register pass of ``dense_forward``: packed for a block of features,
-# then multiplied by the block's tile of W. Any value gives the same results.
+# Rows of x per register pass of ``dense_forward``: their sums for a block of
+# features stay in L1 while the block's panels of W are multiplied in. Any value
+# gives the same results.
 cdef Py_ssize_t _ROWS_PER_TASK = 32
 # Rows per part at most: a part's sums (its rows by the padded units) stay in L2
 # from one block of features to the next, and each part reads W once. Smaller
 # batches are cut into one part per thread. Any cut gives the same results.
 cdef Py_ssize_t _PART_ROWS = 256
 # Features per block (float32; half as many float64): a block's tile of W for one
-# panel (32 kB) and the packed rows then stay in L1 while every register block of
-# rows uses them. A sum goes on from one block to the next in the same order, so the
-# blocking changes no bit.
+# panel (32 kB) then stays in L1 while every register block of rows uses it. A sum
+# goes on from one block to the next in the same order, so the blocking changes no
+# bit.
 cdef Py_ssize_t _FEATURE_BLOCK = 128
-# Vectors of units per panel of a tile: rowgemm's widest register block.
+# Vectors of units per panel of a tile: densegemm's widest register block.
 cdef Py_ssize_t _PANEL_VECTORS = 4
 
 
@@ -209,47 +210,40 @@ cdef void _pack_tile(const floating *w, Py_ssize_t n_features, Py_ssize_t n_unit
 
 cdef void _rows_part(const floating *x, const floating *w, const floating *bias,
                      floating *y,
-                     floating *packed,  # scratch (_ROWS_PER_TASK * block,)
-                     floating *tile,    # scratch (block * u_pad,)
+                     floating *tile,    # scratch (block * panel,): a last panel's tile
                      floating *c,       # scratch (part_rows * u_pad,)
-                     const Py_ssize_t *vec_at, const Py_ssize_t *off_whole,
-                     const Py_ssize_t *off_last, const Py_ssize_t *off_w,
                      const DenseLayout *lay,
                      Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
                      Py_ssize_t part, bint relu) noexcept nogil:
-    # Rows [lo, hi) of y, a block of features at a time: the block's tile of W, then
-    # for each pass of rows, the rows packed and each panel's sums added into c (rows
-    # of u_pad units). Then y = c + b and relu.
+    # Rows [lo, hi) of y, a block of features at a time: for each pass of rows, each
+    # panel's sums added into c (rows of u_pad units). x and W are read in place
+    # (measured faster than packed tiles of W shared by the parts, at batches of 64
+    # to 512 rows and 1 or 2 threads), except the block's last panel of W, which is
+    # packed: its units past U are zeros there. Then y = c + b and relu.
     cdef:
         Py_ssize_t lo = part * lay.part_rows, hi = min(lo + lay.part_rows, n_rows)
-        Py_ssize_t i, u, kb, k0, nk, p, p0, width, r0, m
+        Py_ssize_t i, u, kb, k0, nk, p, p0, width, r0, m, ldb
+        Py_ssize_t last = lay.n_panels - 1
         const floating *panel
-        const Py_ssize_t *panel_off
         floating *c_row
         floating *y_row
-    # A single pass of rows reads W's whole panels in place (a tile would be read
-    # once, after its copy) and packs only the last, partial one.
-    cdef bint direct = hi - lo <= _ROWS_PER_TASK
-    cdef Py_ssize_t last = lay.n_panels - 1
     for kb in range(lay.n_blocks):
         k0 = kb * lay.block
         nk = min(lay.block, n_features - k0)
-        _pack_tile(w, n_features, n_units, lay, k0, last if direct else 0, tile)
+        _pack_tile(w, n_features, n_units, lay, k0, last, tile)
         r0 = lo
         while r0 < hi:
             m = min(_ROWS_PER_TASK, hi - r0)
-            rowgemm_pack(m, nk, x + r0 * n_features + k0, n_features, 1, packed)
             for p in range(lay.n_panels):
                 p0 = p * lay.panel
                 width = min(lay.panel, lay.u_pad - p0)
-                if direct and p < last:
-                    panel, panel_off = w + k0 * n_units + p0, off_w
+                if p < last:
+                    panel, ldb = w + k0 * n_units + p0, n_units
                 else:
-                    # Whole panels before this one in the tile, unless only it is.
-                    panel = tile if direct else tile + nk * p0
-                    panel_off = off_whole if width == lay.panel else off_last
-                rowgemm(m, width // lay.lanes, vec_at, nk, packed, panel, panel_off,
-                        c + (r0 - lo) * lay.u_pad + p0, lay.u_pad, k0 > 0)
+                    panel, ldb = tile, width
+                densegemm(m, width // lay.lanes, nk, x + r0 * n_features + k0,
+                          n_features, panel, ldb, c + (r0 - lo) * lay.u_pad + p0,
+                          lay.u_pad, k0 > 0)
             r0 += m
     for i in range(lo, hi):
         c_row = c + (i - lo) * lay.u_pad
@@ -273,7 +267,7 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
     b[u]`` (see the module docstring). Shapes are trusted, with at least one feature
     (``skconv._ops.dense.dense`` checks them). ``y`` is overwritten. ``scratch``
     (``forward_scratch_size`` values, allocated when None or smaller) holds each
-    thread's packed rows, tile of W and sums.
+    thread's tile of W and sums.
     """
     cdef:
         Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], n_units = w.shape[1]
@@ -281,10 +275,6 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
                                         n_threads)
         Py_ssize_t part, per_thread
         object dtype = np.float32 if floating is float else np.float64
-        Py_ssize_t[::1] vec_at
-        Py_ssize_t[::1] off_whole
-        Py_ssize_t[::1] off_last
-        Py_ssize_t[::1] off_w
         floating *mine = NULL
     if n_rows == 0 or n_units == 0:
         return
@@ -292,48 +282,34 @@ def dense_forward(const floating[:, ::1] x,     # IN  (N, F)
     per_thread = _scratch_per_thread(&lay)
     if scratch is None or scratch.shape[0] < n_threads * per_thread:
         scratch = np.empty(n_threads * per_thread, dtype=dtype)
-    # Vector starts within a panel (of both a tile's rows and c's); a panel's rows
-    # from its first, for a whole panel and for the last one.
-    vec_at = np.arange(_PANEL_VECTORS, dtype=np.intp) * lay.lanes
-    off_whole = np.arange(lay.block, dtype=np.intp) * lay.panel
-    off_last = np.arange(lay.block, dtype=np.intp) * (
-        lay.u_pad - (lay.n_panels - 1) * lay.panel)
-    off_w = np.arange(lay.block, dtype=np.intp) * n_units
     with nogil:
         if n_threads == 1:
             for part in range(lay.n_parts):
-                _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], &scratch[0], &vec_at[0],
-                          &off_whole[0], &off_last[0], &off_w[0], &lay, n_rows, n_features,
-                          n_units, part, relu)
+                _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], &scratch[0], &lay,
+                          n_rows, n_features, n_units, part, relu)
         else:
             with parallel(num_threads=n_threads):
                 mine = &scratch[threadid() * per_thread]
                 for part in prange(lay.n_parts, schedule="static"):
-                    _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], mine, &vec_at[0],
-                              &off_whole[0], &off_last[0], &off_w[0], &lay, n_rows, n_features,
-                              n_units, part, relu)
+                    _run_part(&x[0, 0], &w[0, 0], &b[0], &y[0, 0], mine, &lay, n_rows,
+                              n_features, n_units, part, relu)
 
 
 cdef inline Py_ssize_t _scratch_per_thread(const DenseLayout *lay) noexcept nogil:
-    """Values of one thread's scratch: packed rows, a tile of W, a part's sums,
-    each a few cache lines apart."""
-    return (_ROWS_PER_TASK * lay.block + lay.block * lay.u_pad
-            + lay.part_rows * lay.u_pad + 3 * 32)
+    """Values of one thread's scratch: a last panel's tile and a part's sums, a few
+    cache lines apart."""
+    return lay.block * lay.panel + lay.part_rows * lay.u_pad + 2 * 32
 
 
 cdef inline void _run_part(const floating *x, const floating *w, const floating *bias,
-                           floating *y, floating *mine, const Py_ssize_t *vec_at,
-                           const Py_ssize_t *off_whole, const Py_ssize_t *off_last,
-                           const Py_ssize_t *off_w, const DenseLayout *lay,
+                           floating *y, floating *mine, const DenseLayout *lay,
                            Py_ssize_t n_rows,
                            Py_ssize_t n_features, Py_ssize_t n_units, Py_ssize_t part,
                            bint relu) noexcept nogil:
     """:func:`_rows_part` with its scratch carved from this thread's ``mine``."""
-    cdef floating *packed = mine
-    cdef floating *tile = packed + _ROWS_PER_TASK * lay.block + 32
-    cdef floating *c = tile + lay.block * lay.u_pad + 32
-    _rows_part(x, w, bias, y, packed, tile, c, vec_at, off_whole, off_last, off_w, lay,
-               n_rows, n_features, n_units, part, relu)
+    cdef floating *tile = mine
+    cdef floating *c = tile + lay.block * lay.panel + 32
+    _rows_part(x, w, bias, y, tile, c, lay, n_rows, n_features, n_units, part, relu)
 
 
 def forward_scratch_size(Py_ssize_t n_rows, Py_ssize_t n_features, Py_ssize_t n_units,
@@ -454,3 +430,4 @@ cdef void _backward(const floating[:, ::1] grad_y, const floating[:, ::1] x,
                                num_threads=n_threads):
                 _backward_task(&grad_y[0, 0], &x[0, 0], &w[0, 0], gx, &grad_w[0, 0],
                                n_rows, n_features, n_units, &ch_w, &ch_x, task)
+

@@ -1,7 +1,8 @@
 # The register-blocked micro-kernels of include/conv/microkernels.h (what they compute
 # and their determinism are described there), for the kernels that use them:
-# conv.pyx (convolutions) and dense.pyx (the dense forward). ``rowgemm`` and
-# ``rowgemm_pack`` pick the float or double one for a fused ``floating`` caller.
+# conv.pyx (convolutions) and dense.pyx (the dense forward). ``rowgemm``,
+# ``rowgemm_pack`` and ``densegemm`` pick the float or double one for a fused
+# ``floating`` caller.
 
 from cython cimport floating
 
@@ -19,6 +20,12 @@ cdef extern from "conv/microkernels.h" nogil:
                        Py_ssize_t K, const double *A_packed,
                        const double *B, const Py_ssize_t *b_off,
                        double *C, Py_ssize_t ldc, int accumulate)
+    void skc_densegemm_f(Py_ssize_t M, Py_ssize_t n_vec, Py_ssize_t K,
+                         const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
+                         float *C, Py_ssize_t ldc, int accumulate)
+    void skc_densegemm_d(Py_ssize_t M, Py_ssize_t n_vec, Py_ssize_t K,
+                         const double *A, Py_ssize_t lda, const double *B,
+                         Py_ssize_t ldb, double *C, Py_ssize_t ldc, int accumulate)
     void skc_wgrad_f(Py_ssize_t R, Py_ssize_t DV, Py_ssize_t n_pos,
                      const Py_ssize_t *pos, const float *B, const Py_ssize_t *b_off,
                      const float *G, Py_ssize_t ldg, float *W, Py_ssize_t ldw)
@@ -57,3 +64,15 @@ cdef inline void rowgemm_pack(Py_ssize_t M, Py_ssize_t K, const floating *A,
         skc_rowgemm_pack_f(M, K, A, a_row, a_col, A_packed)
     else:
         skc_rowgemm_pack_d(M, K, A, a_row, a_col, A_packed)
+
+
+cdef inline void densegemm(Py_ssize_t M, Py_ssize_t n_vec, Py_ssize_t K,
+                           const floating *A, Py_ssize_t lda,
+                           const floating *B, Py_ssize_t ldb,
+                           floating *C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[i, p] (+)= sum_k A[i*lda + k] * B[k*ldb + p] for p < n_vec vectors, both
+    operands read in place."""
+    if floating is float:
+        skc_densegemm_f(M, n_vec, K, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        skc_densegemm_d(M, n_vec, K, A, lda, B, ldb, C, ldc, accumulate)

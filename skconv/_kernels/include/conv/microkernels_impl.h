@@ -124,6 +124,80 @@ static void SKC_NAME(skc_rowgemm)(ptrdiff_t M, ptrdiff_t n_vec, const ptrdiff_t 
                                accumulate, six_rows);
 }
 
+/* denseblock: nr rows of C times nv vectors, summing over all K, with A read in
+ * place (row r at A + r*lda) and B's rows ldb apart: a dense layer's product, whose
+ * rows of A are already contiguous (packing them, as rowgemm's A, cost a sixth of
+ * the product). The sum over k runs in order, as in skc_rowblock. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_denseblock)(
+    const int nr, const int nv, ptrdiff_t K, const SKC_T *A, ptrdiff_t lda,
+    const SKC_T *B, ptrdiff_t ldb, SKC_T *C, ptrdiff_t ldc, int accumulate)
+{
+    SKC_VT acc[4][4];
+    ptrdiff_t k;
+    int r, v;
+    for (r = 0; r < nr; r++)
+        for (v = 0; v < nv; v++)
+            acc[r][v] = accumulate ? *(SKC_VT *)(C + r * ldc + v * SKC_VL) : (SKC_VT){0};
+    for (k = 0; k < K; k++) {
+        SKC_VT bv[4];
+        for (v = 0; v < nv; v++)
+            bv[v] = *(const SKC_VT *)(B + k * ldb + v * SKC_VL);
+        for (r = 0; r < nr; r++) {
+            SKC_T a_r = A[r * lda + k];
+            for (v = 0; v < nv; v++)
+                acc[r][v] += a_r * bv[v];
+        }
+    }
+    for (r = 0; r < nr; r++)
+        for (v = 0; v < nv; v++)
+            *(SKC_VT *)(C + r * ldc + v * SKC_VL) = acc[r][v];
+}
+
+/* All M rows of C for nv vectors: blocks of 4 rows, then 2, then 1. */
+SKC_ALWAYS_INLINE void SKC_NAME(skc_densepanel)(
+    const int nv, ptrdiff_t M, ptrdiff_t K, const SKC_T *A, ptrdiff_t lda,
+    const SKC_T *B, ptrdiff_t ldb, SKC_T *C, ptrdiff_t ldc, int accumulate)
+{
+    ptrdiff_t i = 0;
+    for (; i + 4 <= M; i += 4)
+        SKC_NAME(skc_denseblock)(4, nv, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc,
+                                 accumulate);
+    if (i + 2 <= M) {
+        SKC_NAME(skc_denseblock)(2, nv, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc,
+                                 accumulate);
+        i += 2;
+    }
+    if (i < M)
+        SKC_NAME(skc_denseblock)(1, nv, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc,
+                                 accumulate);
+}
+
+/*
+ * densegemm: C[i*ldc + p] = (accumulate ? C[i*ldc + p] : 0)
+ *                           + sum_{k<K} A[i*lda + k] * B[k*ldb + p]
+ * for i < M and p < n_vec * VL: the plain row-major product, A and B read in place.
+ * Each C element sums over k in increasing order, whatever the blocking. Panels of
+ * 4 vectors with 32 vector registers, else of 2, as in skc_rowgemm.
+ */
+SKC_CLONES
+static void SKC_NAME(skc_densegemm)(ptrdiff_t M, ptrdiff_t n_vec, ptrdiff_t K,
+                                    const SKC_T *A, ptrdiff_t lda,
+                                    const SKC_T *B, ptrdiff_t ldb,
+                                    SKC_T *C, ptrdiff_t ldc, int accumulate)
+{
+    ptrdiff_t j = 0;
+    if (SKC_HAVE_32_VECTOR_REGISTERS())
+        for (; j + 4 <= n_vec; j += 4)
+            SKC_NAME(skc_densepanel)(4, M, K, A, lda, B + j * SKC_VL, ldb,
+                                     C + j * SKC_VL, ldc, accumulate);
+    for (; j + 2 <= n_vec; j += 2)
+        SKC_NAME(skc_densepanel)(2, M, K, A, lda, B + j * SKC_VL, ldb, C + j * SKC_VL,
+                                 ldc, accumulate);
+    if (j < n_vec)
+        SKC_NAME(skc_densepanel)(1, M, K, A, lda, B + j * SKC_VL, ldb, C + j * SKC_VL,
+                                 ldc, accumulate);
+}
+
 /* wgrad block: nr taps (rows of B) at once, one vector of output channels. */
 SKC_ALWAYS_INLINE void SKC_NAME(skc_wgrad_block)(
     const int nr, ptrdiff_t n_pos, const ptrdiff_t *pos,
