@@ -422,7 +422,8 @@ def test_prepared_step_is_bitwise_the_op(dtype, relu, mode, conv_stride):
         ((1, 100), ConvSpec((5,), 1, "same"), ("relu", PoolSpec((9,), (9,), 0, "avg")),
          None),  # an average's codes hold 8 cells
         ((1, 100), ConvSpec((5,), 1, "same"), (PoolSpec((2,), (2,)), "tanh"), None),
-        ((1, 100), ConvSpec((5,), 1, "same"), ("relu",), None),  # no pooling
+        # no pooling: the convolution and relu block's
+        ((1, 100), ConvSpec((5,), 1, "same"), ("relu",), blocks.ConvReluBlock),
         ((1, 2, 100), ConvSpec((1, 5), 1, "same"), (PoolSpec((1, 2), (1, 2)),),
          None),  # 2-D maps take the 2x2 block only
     ],
@@ -431,7 +432,7 @@ def test_which_specs_get_the_block(input_shape, conv, following, expected):
     for dtype in DTYPES:
         block = prepare_conv_block(input_shape, 4, conv, following, dtype)
         assert type(block) is expected if expected else block is None
-        if block is not None:
+        if isinstance(block, blocks.ConvPool1dBlock):
             pool = next(step for step in following if isinstance(step, PoolSpec))
             assert block.output_shape == (4,) + blocks._cached_conv_pool_geometry(
                 input_shape, conv.kernel_shape, pool.pool_size, pool.stride, conv.stride,

@@ -420,19 +420,27 @@ cdef void _compact(const floating *wide,         # IN  (n_planes, wide_plane) wi
                    const Py_ssize_t *wsize,      # IN  sizes of the padded grid it spans
                    const Py_ssize_t *size,       # IN  O0, O1, O2 kept per plane
                    const floating *bias,         # IN  (n_planes,) or NULL
+                   bint relu,
                    floating *dst) noexcept nogil:  # OUT (n_planes, O0, O1, O2)
-    """Keep the real output positions of a wide result (and add the bias)."""
+    """Keep the real output positions of a wide result (and add the bias, then
+    relu if asked, as ``numpy.maximum(y, 0)``: -0 becomes +0, NaN stays)."""
     cdef:
         Py_ssize_t c, o0, o1, o2
-        floating bc
+        floating bc, v
         const floating *s
     for c in range(n_planes):
         bc = bias[c] if bias != NULL else 0
         for o0 in range(size[0]):
             for o1 in range(size[1]):
                 s = wide + c * wide_plane + (o0 * wsize[1] + o1) * wsize[2]
-                for o2 in range(size[2]):
-                    dst[o2] = s[o2] + bc
+                if relu:
+                    for o2 in range(size[2]):
+                        # A select, not a branch, so that the loop vectorises.
+                        v = s[o2] + bc
+                        dst[o2] = 0 if v <= 0 else v
+                else:
+                    for o2 in range(size[2]):
+                        dst[o2] = s[o2] + bc
                 dst += size[2]
 
 
@@ -746,9 +754,9 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            uint8_t[:, :, :, :, ::1] codes,  # OUT or None (conv_pool_forward)
                            bint pooled, bint want_min, bint relu,
                            bint average) noexcept nogil:
-    """y = conv(x) + bias, or with ``pooled`` its 2x2 max/min pooling then relu if
-    asked, or relu then the average (see ``conv_pool_forward``), computed per sample
-    from the wide result in cache."""
+    """y = conv(x) + bias (then relu if asked), or with ``pooled`` its 2x2 max/min
+    pooling then relu if asked, or relu then the average (see ``conv_pool_forward``),
+    computed per sample from the wide result in cache."""
     cdef:
         Shifted sh = _shifted(g)
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n
@@ -773,7 +781,7 @@ cdef void _forward_shifted(const floating[:, :, :, :, ::1] x,
                            &y[n, 0, 0, 0, 0],
                            &codes[n, 0, 0, 0, 0] if codes is not None else NULL)
             else:
-                _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias,
+                _compact(wide, n_filters, sh.y_wide_ld, sh.xp, g.out, bias, relu,
                          &y[n, 0, 0, 0, 0])
 
 
@@ -998,12 +1006,12 @@ cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
                           const floating *bias,
                           floating[:, :, :, :, ::1] y,
                           floating[:, ::1] scratch,  # OUT (n_threads, _scratch_size)
-                          const Geometry *g, int n_threads) noexcept nogil:
+                          const Geometry *g, int n_threads, bint relu) noexcept nogil:
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_filters = w.shape[0]
         Py_ssize_t n, d, p
         bint pointwise = _is_pointwise(g)
-        floating beta
+        floating beta, v
         floating *col = NULL
         const floating *col_in
         floating *y_n
@@ -1026,6 +1034,11 @@ cdef void _forward_im2col(const floating[:, :, :, :, ::1] x,
             _gemm(c'N', c'N', <int> g.n_cols, <int> n_filters, <int> g.n_rows,
                   1, col_in, <int> g.n_cols, &w[0, 0, 0, 0, 0], <int> g.n_rows,
                   beta, y_n, <int> g.n_cols)
+            if relu:
+                # The sample's output is still in cache (numpy.maximum(y, 0)'s values).
+                for p in range(n_filters * g.n_cols):
+                    v = y_n[p]
+                    y_n[p] = 0 if v <= 0 else v
 
 
 cdef object _scratch(const Geometry *g, bint shifted, bint backward, bint want_grad_x,
@@ -1070,8 +1083,10 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
                  const floating[::1] b,                  # IN  (D,) or None
                  floating[:, :, :, :, ::1] y,            # OUT (N, D, O0, O1, O2)
                  tuple stride, tuple pad_lo, tuple dilation,
-                 int n_threads):
-    """y[n, d] = sum_c x[n, c] (*) w[d, c] + b[d] (cross-correlation, zero padding).
+                 int n_threads, bint relu=False):
+    """y[n, d] = sum_c x[n, c] (*) w[d, c] + b[d] (cross-correlation, zero padding),
+    then ``numpy.maximum(y, 0)`` if ``relu`` (applied to each sample's output while it
+    is in cache: the same values as a separate pass).
 
     Shapes are trusted: ``skconv.ops.conv`` checks them. ``y`` is overwritten.
     """
@@ -1090,16 +1105,16 @@ def conv_forward(const floating[:, :, :, :, ::1] x,      # IN  (N, C, X0, X1, X2
     path = _path(&g)
     if path == SHIFTED:
         # Strided images and volumes too, on the polyphase copy.
-        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, False)
+        _run_forward_shifted(x, w, b, y, no_codes, &g, n_threads, False, False, relu)
     elif path == ROWS:
         # A strided convolution of signals is the pooled path's with windows of one
-        # cell (no im2col, no BLAS).
-        _run_forward_pool_rows(x, w, b, y, no_codes, &g, 1, 1, n_threads, False, False)
+        # cell (no im2col, no BLAS); its relu is the pooled output's.
+        _run_forward_pool_rows(x, w, b, y, no_codes, &g, 1, 1, n_threads, False, relu)
     else:
         scratch = _scratch(&g, False, False, False, n_threads,
                            np.float32 if floating is float else np.float64, 0)
         with nogil:
-            _forward_im2col(x, w, bias, y, scratch, &g, n_threads)
+            _forward_im2col(x, w, bias, y, scratch, &g, n_threads, relu)
 
 
 def conv_pool_forward(const floating[:, :, :, :, ::1] x,  # IN  (N, C, 1, X1, X2)
@@ -1467,7 +1482,7 @@ cdef _run_forward_shifted(const floating[:, :, :, :, ::1] x,
                          codes, pooled, want_min, relu, average)
 
 
-# Values per task of ``all_finite`` on threads.
+# Values per task of ``all_finite`` and ``relu_backward`` on threads.
 cdef Py_ssize_t _FINITE_CHUNK = 1 << 16
 
 
@@ -1488,6 +1503,28 @@ def all_finite(const floating[::1] values, int n_threads=1):
         if not _all_finite(&values[start], min(_FINITE_CHUNK, n - start)):
             bad |= 1
     return not bad
+
+
+def relu_backward(const floating[::1] grad,  # IN  (n,) the gradient of relu's output
+                  const floating[::1] out,   # IN  (n,) relu's output
+                  floating[::1] dst,         # OUT (n,) may be grad itself
+                  int n_threads=1):
+    """``dst = grad * (out > 0)``, numpy's values (a product: an infinite gradient on
+    a zeroed cell gives NaN), in one pass on up to ``n_threads`` threads, in chunks.
+    Lengths are trusted to match."""
+    cdef Py_ssize_t n = grad.shape[0], chunk, n_chunks, start
+    if n == 0:
+        return
+    n_chunks = (n + _FINITE_CHUNK - 1) // _FINITE_CHUNK
+    n_threads = max(1, min(n_threads, n_chunks))
+    for chunk in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads):
+        start = chunk * _FINITE_CHUNK
+        if floating is float:
+            skc_relu_backward_f(&grad[start], &out[start], min(_FINITE_CHUNK, n - start),
+                                &dst[start])
+        else:
+            skc_relu_backward_d(&grad[start], &out[start], min(_FINITE_CHUNK, n - start),
+                                &dst[start])
 
 
 def uses_blas(tuple x_shape, tuple w_shape, tuple y_shape, tuple stride, tuple pad_lo,
@@ -1624,7 +1661,7 @@ cdef void _sample_input_grad(const floating *gy_n, const Geometry *g, const Shif
     _pad_copy(gy_n, g.n_filters, g.out, gyp, sh.gp, sh.gp_plane, sh.gp_lo)
     rowgemm(g.channels, n_vec, vec_at, g.n_filters * n_taps, w_flipped, gyp,
              offsets_bwd, gx_wide, sh.gx_wide_ld, False)
-    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, grad_x_n)
+    _compact(gx_wide, g.channels, sh.gx_wide_ld, sh.gp, g.size, NULL, False, grad_x_n)
 
 
 cdef void _sample_input_grad_phases(const floating *gy_n, const Geometry *g,

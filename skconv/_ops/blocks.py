@@ -17,9 +17,11 @@ class method that returns an instance or None; a new fused kernel (other dimensi
 windows, strides or modes, normalisation) is one more class there, and no caller
 changes. Today: :class:`ConvPool2x2Block`, a 2-D convolution of any stride followed
 by a 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), or by
-optionally a relu then a 2x2/stride-2 average pooling, and
+optionally a relu then a 2x2/stride-2 average pooling;
 :class:`ConvPool1dBlock`, for signals: a convolution of any stride, then max or min
-pooling of any window and stride (then relu), or relu then average pooling.
+pooling of any window and stride (then relu), or relu then average pooling; and
+:class:`ConvReluBlock`, any convolution and the relu right after it, for the
+blocks whose pooling no kernel fuses (volumes, other windows and strides).
 """
 
 import functools
@@ -32,6 +34,7 @@ from .._kernels import conv as _kernel
 from .conv import (
     _check_conv_inputs,
     _check_padded_size,
+    _conv,
     _conv_backward_arrays,
     _conv_geometry,
     conv_backward,
@@ -49,8 +52,8 @@ from .validation import (
     view_3d,
 )
 
-__all__ = ["ConvPool1dBlock", "ConvPool2x2Block", "ConvSpec", "PoolSpec",
-           "prepare_conv_block"]
+__all__ = ["ConvPool1dBlock", "ConvPool2x2Block", "ConvReluBlock", "ConvSpec",
+           "PoolSpec", "prepare_conv_block"]
 
 
 class ConvSpec(NamedTuple):
@@ -325,6 +328,115 @@ class ConvPool1dBlock(ConvPool2x2Block):
         return (f"ConvPool1dBlock(input_shape={self.input_shape}, filters={self.filters}, "
                 f"stride={self.conv.stride!r}, pool_size={self.pool_size}, "
                 f"pool_stride={self.pool_stride}, mode={self.mode!r}, relu={self.relu})")
+
+
+class ConvReluBlock:
+    """A convolution (1 to 3 spatial axes, any stride, padding and dilation) and the
+    relu right after it: one kernel call forward, the relu applied to each sample's
+    output while it is in cache, instead of a second pass over the batch's maps.
+
+    Built by :func:`prepare_conv_block` when the layers after the convolution are a
+    relu and nothing that a pooling block fuses (a pooling after the relu stays a
+    layer of its own). Results equal ``numpy.maximum(conv(...), 0)`` and the two
+    layers' backward (``grad * (y > 0)``, then ``conv_backward``) bit for bit.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(C, *spatial)``, one sample.
+    filters : int
+    conv : ConvSpec
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        One sample's input and output shapes.
+    dtype : numpy dtype
+    """
+
+    def __init__(self, input_shape, filters, conv, dtype):
+        self.input_shape = tuple(input_shape)
+        self.filters = filters
+        self.conv = conv
+        self.dtype = np.dtype(dtype)
+        _, _, _, conv_out = _conv_geometry(self.input_shape[1:], tuple(conv.kernel_shape),
+                                           conv.stride, conv.padding, conv.dilation)
+        self.output_shape = (filters,) + tuple(conv_out)
+        # The training forward's output (the relu's, for its backward) and the
+        # backward's arrays, per batch shape: workspaces, as a layer's.
+        self._arrays = {}
+        self._last = None
+
+    @classmethod
+    def prepare(cls, input_shape, filters, conv, following, dtype):
+        """An instance for these settings (see :func:`prepare_conv_block`), or None
+        when ``following`` is not exactly ``('relu',)`` or the geometry is invalid."""
+        if tuple(following) != ("relu",) or dtype not in (np.float32, np.float64):
+            return None
+        if not 2 <= len(input_shape) <= 4:
+            return None
+        try:
+            _conv_geometry(tuple(input_shape[1:]), tuple(conv.kernel_shape), conv.stride,
+                           conv.padding, conv.dilation)
+        except (TypeError, ValueError):
+            return None
+        return cls(input_shape, filters, conv, dtype)
+
+    def _conv_kwargs(self):
+        return dict(stride=self.conv.stride, padding=self.conv.padding,
+                    dilation=self.conv.dilation)
+
+    def _array(self, name, shape):
+        key = (name, tuple(shape))
+        array = self._arrays.get(key)
+        if array is None:
+            if len(self._arrays) >= 3 * ConvPool2x2Block._MAX_PREPARED:
+                self._arrays.clear()
+            array = self._arrays[key] = np.empty(shape, dtype=self.dtype)
+        return array
+
+    def forward(self, x, w, b, n_threads, training, out=None):
+        """The block's output for a batch (see :meth:`ConvPool2x2Block.forward`)."""
+        if training and out is not None:
+            raise ValueError("out is for inference: a training forward writes into the "
+                             "block's own arrays")
+        if training:
+            out = self._array("y", (len(x),) + self.output_shape)
+        y = _conv(x, w, b, n_jobs=n_threads, out=out, relu=True, **self._conv_kwargs())
+        self._last = y if training else None
+        return y
+
+    def backward(self, grad_y, x, w, grad_w, grad_b, n_threads, compute_grad_x=True):
+        """Gradients after a training :meth:`forward` on the same ``x`` and ``w``
+        (see :meth:`ConvPool2x2Block.backward`)."""
+        y, self._last = self._last, None
+        if y is None:
+            raise RuntimeError("backward needs a preceding forward with training=True")
+        grad_y = np.asarray(grad_y)
+        if grad_y.shape != y.shape:
+            raise ValueError(f"grad_y must have shape {y.shape} (the forward's output), "
+                             f"got shape {grad_y.shape}")
+        # The relu's backward, the activation layer's values in one pass.
+        grad_y = contiguous(as_float_array(grad_y, "grad_y"), self.dtype)
+        grad_conv = self._array("grad_conv", y.shape)
+        _kernel.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_conv.reshape(-1),
+                              threads_for_cells(n_threads, y.size))
+        grad_x = self._array("grad_x", np.shape(x)) if compute_grad_x else None
+        grad_x, _, _ = conv_backward(grad_conv, x, w, n_jobs=n_threads,
+                                     compute_grad_x=compute_grad_x,
+                                     out=(grad_x, grad_w, grad_b), **self._conv_kwargs())
+        return grad_x
+
+    def __getstate__(self):
+        # Workspaces: never pickle them.
+        state = self.__dict__.copy()
+        state["_arrays"], state["_last"] = {}, None
+        return state
+
+    def __repr__(self):
+        return (f"ConvReluBlock(input_shape={self.input_shape}, filters={self.filters}, "
+                f"stride={self.conv.stride!r}, padding={self.conv.padding!r})")
 
 
 def _hashable(value):
@@ -792,4 +904,4 @@ def _unpool(grad_y, codes, conv_out, window, stride):
 
 
 #: The fused blocks, tried in order by :func:`prepare_conv_block`.
-_IMPLEMENTATIONS = (ConvPool2x2Block, ConvPool1dBlock)
+_IMPLEMENTATIONS = (ConvPool2x2Block, ConvPool1dBlock, ConvReluBlock)

@@ -184,6 +184,15 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     >>> conv([[[0, 0, 0, 0, 1, 2, 3, 3]]], [[[-1, 1]]])
     array([[[0., 0., 0., 1., 1., 1., 0.]]])
     """
+    return _conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                 n_jobs=n_jobs, out=out)
+
+
+def _conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None,
+          relu=False):
+    """:func:`conv`, then ``numpy.maximum(y, 0)`` if ``relu``: the kernel applies it to
+    each sample's output while it is in cache, with the same values as a separate
+    pass (the forward of :class:`skconv._ops.blocks.ConvReluBlock`)."""
     x, w, b = _check_conv_inputs(x, w, b)
     spatial = x.shape[2:]
     stride, pads, dilation, out_shape = _conv_geometry(
@@ -204,7 +213,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, n_jobs=None, out=None
     views = (view_3d(x), view_3d(w), view_3d(y))
     with _blas_guard(views, stride, pad_lo, dilation):
         _kernel.conv_forward(views[0], views[1], b, views[2], stride, pad_lo, dilation,
-                             n_threads)
+                             n_threads, relu)
     return y
 
 
