@@ -1224,8 +1224,7 @@ cdef struct RowPool:
     Py_ssize_t stride        # q: cells of the convolution's output between windows
     Py_ssize_t phases        # S = q * (the convolution's stride): phases of the copy
     Py_ssize_t n_out         # J: pooled outputs per row
-    Py_ssize_t halo          # how far past a window's own index its taps read a phase
-    Py_ssize_t phase_ld      # row stride of a block's polyphase copy, row c*s + r
+    Py_ssize_t phase_ld      # row stride of the polyphase copy, row c*s + r
     Py_ssize_t phase_size    # C*s*phase_ld + SKC_SLACK (the GEMM reads past a row)
     Py_ssize_t taps_ld       # row stride of a block's GEMM outputs (D rows per t)
     Py_ssize_t tap_stride    # from one window cell's D rows to the next cell's
@@ -1235,18 +1234,19 @@ cdef struct RowPool:
 cdef RowPool _row_pool(const Geometry *g, Py_ssize_t window, Py_ssize_t stride,
                        Py_ssize_t lanes) noexcept nogil:
     cdef RowPool rp
+    # The padded input's length (all of the signal's cells, which a strided
+    # convolution may not reach); every window's cells read inside it, and a vector's
+    # lanes past the last window read less than a vector further (the next row, or
+    # the slack after the last one).
+    cdef Py_ssize_t padded = max((g.out[2] - 1) * g.stride[2] + 1
+                                 + g.dil[2] * (g.ksize[2] - 1), g.pad[2] + g.size[2])
     rp.window = window
     rp.stride = stride
     rp.phases = stride * g.stride[2]
     rp.n_out = (g.out[2] - window) // stride + 1
-    # Tap k of window cell t reads index j + (t*stride[2] + k*dil) // S of a phase.
-    rp.halo = ((window - 1) * g.stride[2] + (g.ksize[2] - 1) * g.dil[2]) // rp.phases
-    # A block's copy: the indices of its whole vectors of windows and the halo, so
-    # that it stays in L1 with the GEMM's outputs (a whole sample's copy of a dozen
-    # channels did not, and copying it cost a third of the GEMMs). Strides a vector
-    # past a power of two: rows read (or written) together would otherwise fall in
-    # the same few L1 sets.
-    rp.phase_ld = _round_up(_ROW_BLOCK + rp.halo) + SKC_SLACK
+    # Strides a vector past a power of two: rows read (or written) together would
+    # otherwise fall in the same few L1 sets (rows 2 kB apart evict each other).
+    rp.phase_ld = _round_up((padded + rp.phases - 1) // rp.phases) + SKC_SLACK
     rp.phase_size = g.channels * rp.phases * rp.phase_ld + SKC_SLACK
     rp.taps_ld = _ROW_BLOCK + SKC_SLACK
     rp.tap_stride = g.n_filters * rp.taps_ld + SKC_SLACK
@@ -1310,50 +1310,6 @@ cdef void _phase_copy(const floating *src,       # IN  (C, W) one sample
             d[(q % stride) * ld + q // stride] = s[q]
 
 
-cdef void _phase_copy_block(const floating *src,  # IN  (C, W) one sample
-                            Py_ssize_t channels, Py_ssize_t width,
-                            Py_ssize_t pad,       # IN  zero cells before the signal
-                            Py_ssize_t stride, Py_ssize_t ld,
-                            Py_ssize_t q_lo,      # IN  first padded cell, a multiple of stride
-                            Py_ssize_t n_idx,     # IN  indices per phase row
-                            floating *dst) noexcept nogil:  # OUT polyphase rows
-    """Padded cells ``q`` in ``[q_lo, q_lo + n_idx*stride)`` of channel c to row
-    ``c*stride + q % stride``, at ``(q - q_lo) // stride``: zero outside the signal
-    (the padding, and past the padded input, where only the lanes of no window
-    read)."""
-    cdef Py_ssize_t c, q, q0, q1, a, b, q_hi = q_lo + n_idx * stride
-    cdef const floating *s
-    cdef floating *d
-    # The signal's cells in the range, [a, b); whole groups of `stride` cells
-    # [q0, q1) go through the vector kernel, the rest cell by cell.
-    a = min(max(q_lo, pad), q_hi)
-    b = max(min(q_hi, pad + width), a)
-    q0 = min((a + stride - 1) // stride * stride, b)
-    q1 = max(b // stride * stride, q0)
-    for c in range(channels):
-        s = src + c * width - pad  # s[q]: padded cell q
-        d = dst + c * stride * ld
-        if stride == 1:
-            memset(d, 0, (a - q_lo) * sizeof(floating))
-            memcpy(d + a - q_lo, s + a, (b - a) * sizeof(floating))
-            memset(d + b - q_lo, 0, (q_hi - b) * sizeof(floating))
-            continue
-        for q in range(q_lo, a):
-            d[(q % stride) * ld + (q - q_lo) // stride] = 0
-        for q in range(a, q0):
-            d[(q % stride) * ld + (q - q_lo) // stride] = s[q]
-        if floating is float:
-            skc_deinterleave_f(s + q0, (q1 - q0) // stride, stride,
-                               d + (q0 - q_lo) // stride, ld)
-        else:
-            skc_deinterleave_d(s + q0, (q1 - q0) // stride, stride,
-                               d + (q0 - q_lo) // stride, ld)
-        for q in range(q1, b):
-            d[(q % stride) * ld + (q - q_lo) // stride] = s[q]
-        for q in range(b, q_hi):
-            d[(q % stride) * ld + (q - q_lo) // stride] = 0
-
-
 cdef inline void _pool_taps(const floating *rows, Py_ssize_t tap_stride,
                             Py_ssize_t n_taps, Py_ssize_t n_vectors, floating bias,
                             bint want_min, bint relu, bint average, floating *y,
@@ -1409,11 +1365,11 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
                              floating[:, ::1] scratch,  # OUT (n_threads, rp.scratch)
                              const Geometry *g, const RowPool *rp, int n_threads,
                              bint want_min, bint relu, bint average) noexcept nogil:
-    """Per sample and block of windows: the block's polyphase copy, one GEMM per
-    window cell and the pooling."""
+    """Per sample: the polyphase copy, then per block of windows one GEMM per window
+    cell and the pooling."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_filters = g.n_filters, n, t, d, j0, nb
-        Py_ssize_t n_rows = g.n_rows, n_out = rp.n_out, block, n_whole, at, n_vec
+        Py_ssize_t n_rows = g.n_rows, n_out = rp.n_out, block, n_whole, at
         Py_ssize_t lanes = 16 if floating is float else 8
         Py_ssize_t tap_stride = rp.tap_stride, taps_ld = rp.taps_ld
         floating *phases = NULL
@@ -1428,18 +1384,18 @@ cdef void _forward_pool_rows(const floating[:, :, :, :, ::1] x,
         taps = phases + rp.phase_size
         row_y = taps + rp.window * tap_stride
         row_code = <uint8_t *> (row_y + _ROW_BLOCK)
+        memset(phases, 0, rp.phase_size * sizeof(floating))
         for n in prange(n_samples, schedule="static"):
+            _phase_copy(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2], rp.phases,
+                        rp.phase_ld, phases)
             for block in range((n_out + _ROW_BLOCK - 1) // _ROW_BLOCK):
                 j0 = block * _ROW_BLOCK
                 nb = min(_ROW_BLOCK, n_out - j0)
-                n_vec = (nb + lanes - 1) // lanes
-                # The block's windows j0.. as columns 0.. of its own copy.
-                _phase_copy_block(&x[n, 0, 0, 0, 0], g.channels, g.size[2], g.pad[2],
-                                  rp.phases, rp.phase_ld, j0 * rp.phases,
-                                  n_vec * lanes + rp.halo, phases)
+                # The block's windows j0.. as columns 0..: the GEMM reads from j0 on.
                 for t in range(rp.window):
-                    rowgemm(n_filters, n_vec, &vec_at[0], n_rows, &w_packed[0], phases,
-                            &offsets[t * n_rows], taps + t * tap_stride, taps_ld, False)
+                    rowgemm(n_filters, (nb + lanes - 1) // lanes, &vec_at[0], n_rows,
+                             &w_packed[0], phases + j0, &offsets[t * n_rows],
+                             taps + t * tap_stride, taps_ld, False)
                 # Whole vectors of windows go straight to y and the codes; a row's
                 # last vector, if partial, through the row buffers (it would run
                 # into the next row, or past the output).
