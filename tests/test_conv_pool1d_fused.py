@@ -11,8 +11,6 @@ full of ties), central differences in float64, NaN and infinities, thread counts
 the prepared training step, which specs get the block, and whole networks.
 """
 
-import copy
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,20 +18,20 @@ from hypothesis import strategies as st
 
 from skconv import ops
 from skconv._nn.lenet import build_lenet5
-from skconv._nn.network import ConvBlockStep, Network
 from skconv._ops import blocks
 from skconv._ops.blocks import ConvSpec, PoolSpec, prepare_conv_block
-from skconv._ops.loss import softmax_cross_entropy
 
 try:  # tests/ imported as a package (rootdir conftest / __init__.py) or as a path
     from . import _reference_conv as ref_conv
     from . import _reference_pool as ref_pool
-    from ._bitwise import assert_bitwise_equal, assert_same_fused_results
+    from ._bitwise import (assert_bitwise_equal, assert_network_is_the_layer_by_layer_network,
+                           assert_same_fused_results)
     from ._finite_differences import central_differences
 except ImportError:
     import _reference_conv as ref_conv
     import _reference_pool as ref_pool
-    from _bitwise import assert_bitwise_equal, assert_same_fused_results
+    from _bitwise import (assert_bitwise_equal, assert_network_is_the_layer_by_layer_network,
+                          assert_same_fused_results)
     from _finite_differences import central_differences
 
 DTYPES = [np.float32, np.float64]
@@ -456,25 +454,5 @@ def test_network_with_fused_signal_blocks_is_the_layer_by_layer_network(shape, k
     # A few training steps and an inference of a LeNet on signals: the fused plan
     # (conv + pool + relu as one block) against every layer on its own, bit for bit.
     net = build_lenet5(shape, 4, hidden_layer_sizes=(8,), **kwargs)
-    plain = Network(copy.deepcopy(net.layers), fuse=False)
-    net.initialize(shape, np.random.RandomState(0), dtype)
-    plain.initialize(shape, np.random.RandomState(0), dtype)
-    plain.set_state(net.get_state())
-    blocks_used = [step.block for step in net.steps if isinstance(step, ConvBlockStep)]
-    assert len(blocks_used) == 2
-    assert all(isinstance(block, blocks.ConvPool1dBlock) for block in blocks_used)
-    rng = np.random.RandomState(5)
-    for n_jobs in (1, 2):
-        x = rng.randint(-2, 3, size=(7,) + shape).astype(dtype)  # ties in the windows
-        y = np.arange(7) % 4
-        outputs = []
-        for network in (net, plain):
-            logits = network.forward(x, n_jobs, training=True)
-            _, grad = softmax_cross_entropy(logits, y)
-            network.backward(grad, n_jobs)
-            outputs.append((logits.copy(), [g.copy() for g in network.grads]))
-        np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
-        for a, b in zip(outputs[0][1], outputs[1][1]):
-            np.testing.assert_array_equal(a, b)
-    x = rng.normal(size=(5,) + shape).astype(dtype)
-    np.testing.assert_array_equal(net.forward(x, 2), plain.forward(x, 1))
+    assert assert_network_is_the_layer_by_layer_network(net, shape, dtype,
+                                                        blocks.ConvPool1dBlock) == 2

@@ -4,19 +4,20 @@ the kernel, against the two plain ops (``conv`` then ``numpy.maximum``; the relu
 backward then ``conv_backward``) bit for bit, and inside a network against the
 layer-by-layer plan."""
 
-import copy
-
 import numpy as np
 import pytest
 
 from skconv._nn.lenet import build_lenet5
-from skconv._nn.loss import softmax_cross_entropy
-from skconv._nn.network import ConvBlockStep, Network
 from skconv._ops import blocks
 from skconv._ops import conv as conv_ops
 from skconv._ops.blocks import ConvSpec, PoolSpec, prepare_conv_block
 from skconv._ops.validation import to_3d, view_3d
 from skconv.ops import conv, conv_backward
+
+try:  # tests/ imported as a package or as a path
+    from ._bitwise import assert_network_is_the_layer_by_layer_network
+except ImportError:
+    from _bitwise import assert_network_is_the_layer_by_layer_network
 
 DTYPES = (np.float32, np.float64)
 
@@ -159,24 +160,5 @@ def test_backward_needs_a_training_forward_and_the_output_shape():
 def test_network_with_conv_relu_blocks_is_the_layer_by_layer_network(shape, kwargs,
                                                                      dtype):
     net = build_lenet5(shape, 4, hidden_layer_sizes=(8,), **kwargs)
-    plain = Network(copy.deepcopy(net.layers), fuse=False)
-    net.initialize(shape, np.random.RandomState(0), dtype)
-    plain.initialize(shape, np.random.RandomState(0), dtype)
-    plain.set_state(net.get_state())
-    used = [step.block for step in net.steps if isinstance(step, ConvBlockStep)]
-    assert used and all(isinstance(block, blocks.ConvReluBlock) for block in used)
-    rng = np.random.RandomState(5)
-    for n_jobs in (1, 2):
-        x = rng.randint(-2, 3, size=(7,) + shape).astype(dtype)
-        y = np.arange(7) % 4
-        outputs = []
-        for network in (net, plain):
-            logits = network.forward(x, n_jobs, training=True)
-            _, grad = softmax_cross_entropy(logits, y)
-            network.backward(grad, n_jobs)
-            outputs.append((logits.copy(), [g.copy() for g in network.grads]))
-        np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
-        for a, b in zip(outputs[0][1], outputs[1][1]):
-            np.testing.assert_array_equal(a, b)
-    x = rng.normal(size=(5,) + shape).astype(dtype)
-    np.testing.assert_array_equal(net.forward(x, 2), plain.forward(x, 1))
+    assert assert_network_is_the_layer_by_layer_network(net, shape, dtype,
+                                                        blocks.ConvReluBlock) == 2
