@@ -3,8 +3,8 @@
 Run before and after a change that must not alter results (a refactor, a move of
 files) and compare the two outputs: any difference in one bit of one weight or one
 probability changes its line. Covers 1-D, 2-D and 3-D input, float32 and float64,
-max/avg/min pooling, strided and padded convolutions, both solvers, early stopping
-and n_jobs 1 and 2.
+max/avg/min pooling, strided and padded convolutions, batch normalisation (the
+signals' defaults have it too), both solvers, early stopping and n_jobs 1 and 2.
 
     python benchmarks/fingerprint_models.py > before.txt
     ... change ...
@@ -28,6 +28,11 @@ CONFIGS = {
     "2d-min-valid-sgd": dict(shape=(2, 11, 11), dtype=np.float64,
                              params=dict(pooling="min", padding="valid", kernel_size=3,
                                          solver="sgd", activation="tanh")),
+    "2d-batch-norm": dict(shape=(1, 12, 12), dtype=np.float32,
+                          params=dict(batch_norm=True, learning_rate_init=5e-3)),
+    "2d-batch-norm-f64-odd": dict(shape=(2, 11, 9), dtype=np.float64,
+                                  params=dict(batch_norm=True, kernel_size=3,
+                                              filters=(3, 5))),
     "1d-signal": dict(shape=(1, 40), dtype=np.float32,
                       params=dict(kernel_size=7, pool_size=3, filters=(4, 6))),
     "1d-multichannel-es": dict(shape=(5, 30), dtype=np.float64,

@@ -3,19 +3,22 @@
 Usage::
 
     python benchmarks/profile_lenet5_layers.py [--threads 1] [--batch-size 64]
-        [--steps 60]
+        [--steps 60] [--params '{"batch_norm": true}']
 
-Builds the default network of ``ConvNetClassifier`` for 28x28 images (float32), then
+Builds the default network of ``ConvNetClassifier`` for 28x28 images (float32; with
+``--params``, a JSON dict of ``build_lenet5`` options, that network instead), then
 runs ``--steps`` forward + backward passes on one random minibatch after 10 warm-up
 passes, timing each step's forward and backward with ``time.perf_counter`` (a step is
-a layer, a convolution fused with the 2x2 pooling and relu after it, or a dense layer
-fused with its relu, as ``fit`` runs them). The optimizer step, the loss and the
+a layer, a convolution fused with the 2x2 pooling and relu after it, a batch
+normalisation fused with them, or a dense layer fused with its relu, as ``fit`` runs
+them). The optimizer step, the loss and the
 estimator's batching are not included (the whole ``fit`` is measured by
 ``bench_lenet5.py``). The layers are private API: this is a developer's tool, not a
 benchmark against a peer.
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -28,12 +31,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--params", default="{}",
+                        help="JSON dict of build_lenet5 options, e.g. batch_norm")
     args = parser.parse_args(argv)
 
     from skconv._ops.loss import softmax_cross_entropy
     from skconv._nn.lenet import build_lenet5
 
-    net = build_lenet5((1, 28, 28), n_classes=10)
+    net = build_lenet5((1, 28, 28), n_classes=10, **json.loads(args.params))
     net.initialize((1, 28, 28), np.random.RandomState(0), np.float32)
     rng = np.random.default_rng(0)
     X = rng.random((args.batch_size, 1, 28, 28), dtype=np.float32)

@@ -60,6 +60,18 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
+from .poolkernels cimport (
+    SKC_POOL_LANES,
+    pool2x2_codes_row,
+    skc_pool2x2_avg_row_d,
+    skc_pool2x2_avg_row_f,
+    skc_pool_taps_avg_row_d,
+    skc_pool_taps_avg_row_f,
+    skc_pool_taps_codes_row_d,
+    skc_pool_taps_codes_row_f,
+    skc_relu_backward_d,
+    skc_relu_backward_f,
+)
 from .microkernels cimport (
     SKC_SLACK, rowgemm, rowgemm_pack, skc_deinterleave_d, skc_deinterleave_f,
     skc_wgrad_d, skc_wgrad_f, skc_wgrad_wide_d, skc_wgrad_wide_f,
@@ -84,36 +96,6 @@ cdef inline bint _all_finite(const floating *values, Py_ssize_t n) noexcept nogi
         return skc_all_finite_f(n, values)
     else:
         return skc_all_finite_d(n, values)
-
-
-cdef extern from "pool/poolkernels.h" nogil:
-    enum: SKC_POOL_LANES
-    void skc_pool2x2_codes_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
-                                 float bias, int want_min, int relu, float *y,
-                                 uint8_t *code)
-    void skc_pool2x2_codes_row_d(const double *r0, Py_ssize_t pitch,
-                                 Py_ssize_t n_vectors, double bias, int want_min,
-                                 int relu, double *y, uint8_t *code)
-    void skc_pool2x2_avg_row_f(const float *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
-                               float bias, int relu, float *y, uint8_t *code)
-    void skc_pool2x2_avg_row_d(const double *r0, Py_ssize_t pitch, Py_ssize_t n_vectors,
-                               double bias, int relu, double *y, uint8_t *code)
-    void skc_pool_taps_codes_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
-                                   Py_ssize_t n_vectors, float bias, int want_min,
-                                   int relu, float *y, uint8_t *code)
-    void skc_pool_taps_codes_row_d(const double *rows, Py_ssize_t tap_stride,
-                                   int n_taps, Py_ssize_t n_vectors, double bias,
-                                   int want_min, int relu, double *y, uint8_t *code)
-    void skc_pool_taps_avg_row_f(const float *rows, Py_ssize_t tap_stride, int n_taps,
-                                 Py_ssize_t n_vectors, float bias, int relu, float *y,
-                                 uint8_t *code)
-    void skc_pool_taps_avg_row_d(const double *rows, Py_ssize_t tap_stride, int n_taps,
-                                 Py_ssize_t n_vectors, double bias, int relu, double *y,
-                                 uint8_t *code)
-    void skc_relu_backward_f(const float *grad, const float *out, Py_ssize_t n,
-                             float *dst)
-    void skc_relu_backward_d(const double *grad, const double *out, Py_ssize_t n,
-                             double *dst)
 
 
 cdef object _pack_rows_from(const floating *A, Py_ssize_t M, Py_ssize_t K):
@@ -790,15 +772,6 @@ cdef inline Py_ssize_t _pool_vectors(const Geometry *g) noexcept nogil:
     return (g.out[2] // 2 + SKC_POOL_LANES - 1) // SKC_POOL_LANES
 
 
-cdef inline void _pool2x2_codes_row(const floating *row, Py_ssize_t pitch,
-                                    Py_ssize_t n_vectors, floating bias, bint want_min,
-                                    bint relu, floating *y, uint8_t *code) noexcept nogil:
-    if floating is float:
-        skc_pool2x2_codes_row_f(row, pitch, n_vectors, bias, want_min, relu, y, code)
-    else:
-        skc_pool2x2_codes_row_d(row, pitch, n_vectors, bias, want_min, relu, y, code)
-
-
 cdef inline void _pool2x2_avg_row(const floating *row, Py_ssize_t pitch,
                                   Py_ssize_t n_vectors, floating bias, bint relu,
                                   floating *y, uint8_t *code) noexcept nogil:
@@ -839,7 +812,7 @@ cdef void _pool_wide(const floating *wide,   # IN  (n_planes, wide_plane) wide p
             if average:
                 _pool2x2_avg_row(row, pitch, n_vectors, bc, relu, row_y, row_code)
             else:
-                _pool2x2_codes_row(row, pitch, n_vectors, bc, want_min, relu, row_y,
+                pool2x2_codes_row(row, pitch, n_vectors, bc, want_min, relu, row_y,
                                    row_code)
             memcpy(y, row_y, p_cols * sizeof(floating))
             y += p_cols

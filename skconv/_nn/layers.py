@@ -889,14 +889,25 @@ class BatchNorm(Layer):
         y, self._x_hat, mean, var, self._inv_std = batch_norm_train(
             x, gamma, beta, eps=self.eps, sample_weight=weights, n_jobs=n_jobs, out=out)
         self._row_weights = weights
-        count = batch_norm_count(x.shape, weights)
+        self.update_running_statistics(mean, var, batch_norm_count(x.shape, weights))
+        return y
+
+    def update_running_statistics(self, mean, var, count):
+        """Move the running averages towards a training batch's statistics.
+
+        Parameters
+        ----------
+        mean, var : ndarray of shape (C,)
+            The batch's mean and biased variance.
+        count : int or float
+            What the statistics divided by (:func:`skconv._ops.norm.batch_norm_count`).
+        """
         unbiased = var * (count / (count - 1)) if count > 1 else var
         running_mean, running_var = self.buffers
         running_mean *= 1 - self.momentum
         running_mean += self.momentum * mean
         running_var *= 1 - self.momentum
         running_var += self.momentum * unbiased
-        return y
 
     def infer(self, x, n_jobs, buffer):
         return self._normalize(x, n_jobs, out=self._output_buffer(x, buffer))

@@ -13,8 +13,9 @@ logits, or a hidden layer's output with ``upto``, at the layers
 The plan: the network runs a list of steps, each a layer alone or a few layers run as
 one. A conv layer and the layers after it become one :class:`ConvBlockStep` when the
 ops layer has a prepared fused block for them (:func:`skconv._ops.blocks.prepare_conv_block`
-decides; the network only asks), and a dense layer with a relu after it is one
-:class:`DenseReluStep`. Every step gives the same results bit for bit as its layers one
+decides; the network only asks), a batch normalisation with the pooling (and relu)
+after it one :class:`NormPoolStep` when :class:`skconv._ops.norm.NormPoolBlock` takes
+them, and a dense layer with a relu after it is one :class:`DenseReluStep`. Every step gives the same results bit for bit as its layers one
 by one, which ``Network(fuse=False)`` runs (the reference in the tests).
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from .._ops.blocks import prepare_conv_block
 from .._ops.keyed import row_keys
-from .._ops.norm import batch_norm_affine
+from .._ops.norm import NormPoolBlock, batch_norm_affine, batch_norm_count
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
@@ -38,8 +39,8 @@ from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Globa
 # signals) get fewer rows per batch; LeNet-sized ones keep the caller's batch size.
 INFERENCE_BATCH_BYTES = 16 << 20
 
-__all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "l2_factors",
-           "l2_penalty"]
+__all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "NormPoolStep",
+           "l2_factors", "l2_penalty"]
 
 
 def _layer_step(i, layer, shape, network_input, fn, *args):
@@ -202,6 +203,56 @@ class ConvBlockStep(LayerStep):
         return f"ConvBlockStep({self.block!r})"
 
 
+class NormPoolStep(LayerStep):
+    """A :class:`BatchNorm` layer, the max or min pooling after it and the relu (or
+    identity) after that, run as one prepared op.
+
+    The parameters, gradients and running averages stay the batch norm layer's; the
+    block (:class:`skconv._ops.norm.NormPoolBlock`) computes with them.
+
+    Parameters
+    ----------
+    layers : tuple of Layer
+        The batch norm layer, the pooling, and the activation if the block covers it.
+    block : NormPoolBlock
+    """
+
+    def __init__(self, layers, block):
+        self.layers = tuple(layers)
+        self.block = block
+
+    def forward(self, x, n_jobs, training):
+        norm = self.layers[0]
+        gamma, beta = norm.params
+        n_threads = effective_n_threads(n_jobs)
+        if not training:
+            return self.block.infer(x, gamma, beta, *norm.buffers, eps=norm.eps,
+                                    n_threads=n_threads)
+        weights, norm.row_weights = norm.row_weights, None
+        y, mean, var = self.block.forward_train(x, gamma, beta, eps=norm.eps,
+                                                sample_weight=weights,
+                                                n_threads=n_threads)
+        norm.update_running_statistics(mean, var, batch_norm_count(x.shape, weights))
+        return y
+
+    def infer(self, x, n_jobs, buffer):
+        norm = self.layers[0]
+        out = buffer((len(x),) + self.layers[-1].output_shape, norm.dtype)
+        return self.block.infer(x, *norm.params, *norm.buffers, eps=norm.eps,
+                                n_threads=effective_n_threads(n_jobs), out=out)
+
+    def backward(self, grad, n_jobs, need_input_grad):
+        norm = self.layers[0]
+        grad_x, _, _ = self.block.backward(grad, norm.params[0],
+                                           n_threads=effective_n_threads(n_jobs),
+                                           compute_grad_x=need_input_grad,
+                                           out=tuple(norm.grads))
+        return grad_x
+
+    def __repr__(self):
+        return f"NormPoolStep({self.block!r})"
+
+
 class Network:
     """A stack of layers applied in order.
 
@@ -211,8 +262,9 @@ class Network:
         The layers, first to last. The list is copied; the layers are not.
     fuse : bool, default=True
         Run a conv layer and the layers after it as one prepared block where the ops
-        layer has one, and a :class:`Dense` layer and a relu after it as one step
-        (see the module docstring). The results are the same bit for bit; False runs
+        layer has one, a :class:`BatchNorm` layer and the pooling (and relu) after it
+        likewise, and a :class:`Dense` layer and a relu after it as one step (see the
+        module docstring). The results are the same bit for bit; False runs
         every layer on its own (the reference in the tests).
 
     Attributes
@@ -317,6 +369,8 @@ class Network:
             step = None
             if self.fuse and isinstance(layer, Conv):
                 step = self._conv_block_step(i)
+            if step is None and self.fuse and isinstance(layer, BatchNorm):
+                step = self._norm_pool_step(i)
             if step is None and self.fuse and isinstance(layer, Dense) and _is_relu(
                     self.layers[i + 1] if i + 1 < len(self.layers) else None):
                 step = DenseReluStep(layer, self.layers[i + 1])
@@ -342,6 +396,20 @@ class Network:
             if block is not None:
                 return ConvBlockStep(self.layers[i:i + 1 + n], block)
         return None
+
+    def _norm_pool_step(self, i):
+        """Batch norm layer ``i``, the pooling after it and the relu (or identity)
+        after that, as a step, when the ops layer has a block for them; else None."""
+        layers = self.layers[i + 1:i + 3]
+        if not layers or not isinstance(layers[0], Pool):
+            return None
+        if len(layers) > 1 and not (isinstance(layers[1], Activation)
+                                    and layers[1].name in ("relu", "identity")):
+            layers = layers[:1]
+        block = NormPoolBlock.prepare(self.layers[i].input_shape, layers[0].spec(),
+                                      len(layers) > 1 and _is_relu(layers[1]), self.dtype)
+        return None if block is None else NormPoolStep(self.layers[i:i + 1 + len(layers)],
+                                                       block)
 
     @property
     def steps(self):

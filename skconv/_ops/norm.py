@@ -16,6 +16,12 @@ weights are frequency weights: a row of weight 2 gives the statistics and gradie
 the row twice, a row of weight 0 those of the batch without it (it is still
 normalised, and its input gradient is ``gamma * inv_std * grad_y``). Without weights
 the results are exactly the unweighted ones.
+
+:class:`NormPoolBlock` is the prepared op (see :mod:`skconv._ops.blocks`) of a batch
+normalisation followed by a non-overlapping max or min pooling and optionally a relu
+(the conv blocks of a LeNet-5 with batch normalisation): one pass over the maps
+normalises, pools and applies the relu, and the backward never builds the gradient of
+the normalised maps; the results equal the three ops' bit for bit.
 """
 
 import math
@@ -24,10 +30,16 @@ import numpy as np
 
 from .._kernels import norm as _kernel
 from .threads import effective_n_threads, threads_for_cells
-from .validation import as_float_array, check_out, common_float_dtype, contiguous
+from .validation import (
+    as_float_array,
+    check_out,
+    common_float_dtype,
+    contiguous,
+    normalize_padding,
+)
 
-__all__ = ["batch_norm_affine", "batch_norm_backward", "batch_norm_count",
-           "batch_norm_inference", "batch_norm_train"]
+__all__ = ["NormPoolBlock", "batch_norm_affine", "batch_norm_backward",
+           "batch_norm_count", "batch_norm_inference", "batch_norm_train"]
 
 
 def _as_channels(x, name):
@@ -266,3 +278,248 @@ def batch_norm_affine(gamma, beta, mean, var, *, eps=1e-5, dtype=np.float64):
     scale = gamma / np.sqrt(var + eps)
     shift = beta - mean * scale
     return scale.astype(dtype), shift.astype(dtype)
+
+
+class NormPoolBlock:
+    """Batch normalisation, a max or min pooling of non-overlapping windows and
+    optionally a relu, as one prepared op on one or two spatial axes.
+
+    :meth:`prepare` makes one for a pooling whose stride is its window and that has no
+    padding, on maps of 1 or 2 spatial axes, with at most 255 cells in a window;
+    otherwise it returns None and the caller runs the three ops. The training forward
+    writes the pooled output and the winning cell of each window, not the normalised
+    maps; the backward gets the input gradient from them without building the
+    gradient of the normalised maps. Results equal :func:`batch_norm_train`, the
+    pooling, ``numpy.maximum(y, 0)`` and their backward bit for bit (for any
+    ``n_threads``).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(C, *spatial)``, one sample: the maps that are normalised.
+    pool : skconv._ops.blocks.PoolSpec
+    relu : bool
+        Whether a relu follows the pooling.
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        One sample's input and output shapes.
+    dtype : numpy dtype
+    """
+
+    _MAX_WINDOW_CELLS = 255  # the winner of a window is kept as a uint8
+    _MAX_PREPARED = 4  # batch shapes whose arrays are kept
+    _READABLE_PAST_END = 16  # values a kernel's whole vectors may read past an array
+
+    def __init__(self, input_shape, pool, relu, dtype):
+        self.input_shape = tuple(input_shape)
+        self.pool = pool
+        self.relu = bool(relu)
+        self.dtype = np.dtype(dtype)
+        window = tuple(pool.pool_size)
+        self._window = (1,) * (2 - len(window)) + window  # (pool_h, pool_w)
+        spatial = self.input_shape[1:]
+        self.output_shape = (self.input_shape[0],) + tuple(
+            size // w for size, w in zip(spatial, window))
+        self._arrays = {}
+        self._cache = None
+
+    @classmethod
+    def prepare(cls, input_shape, pool, relu, dtype):
+        """An instance, or None when these settings have no fused kernel (see the
+        class docstring)."""
+        input_shape = tuple(int(s) for s in input_shape)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64) or not 2 <= len(input_shape) <= 3:
+            return None
+        spatial = input_shape[1:]
+        window, strides = tuple(pool.pool_size), tuple(pool.stride)
+        if (pool.mode not in ("max", "min") or len(window) != len(spatial)
+                or strides != window or math.prod(window) > cls._MAX_WINDOW_CELLS
+                or any(w < 1 or w > size for w, size in zip(window, spatial))):
+            return None
+        try:
+            pads = normalize_padding(pool.padding, spatial, window, strides,
+                                     (1,) * len(spatial))
+        except (TypeError, ValueError):
+            return None
+        if any(any(pad) for pad in pads):
+            return None
+        return cls(input_shape, pool, relu, dtype)
+
+    def _as_planes(self, x, shape):
+        """``x`` of ``(N, C, *spatial)`` as ``(N, C, H, W)`` (H = 1 for signals)."""
+        return x.reshape((len(x), shape[0]) + (1,) * (3 - len(shape)) + tuple(shape[1:]))
+
+    def _array(self, name, shape, dtype):
+        """A workspace kept per batch shape; the kernels may read a few values past
+        its end (see ``skconv._kernels.norm.scratch_cells``), so it has them."""
+        key = (name, tuple(shape))
+        array = self._arrays.get(key)
+        if array is None:
+            if len(self._arrays) >= 6 * self._MAX_PREPARED:
+                self._arrays.clear()
+            size = math.prod(shape)
+            array = np.empty(size + self._READABLE_PAST_END, dtype=dtype)[:size]
+            array = self._arrays[key] = array.reshape(shape)
+        return array
+
+    def _scratch(self, n_threads):
+        """The kernels' per-thread scratch: two planes, and a row of winners."""
+        cells = _kernel.scratch_cells(math.prod(self.input_shape[1:]), self.output_shape[-1])
+        return (self._array("scratch", (n_threads, 2, cells), self.dtype),
+                self._array("code_scratch", (n_threads, cells), np.uint8))
+
+    def _check_input(self, x):
+        x = contiguous(as_float_array(x, "x"), self.dtype)
+        if x.ndim < 1 or x.shape[1:] != self.input_shape or len(x) == 0:
+            raise ValueError(f"x must have shape (N, *{self.input_shape}) with N >= 1, "
+                             f"got shape {x.shape}")
+        return x
+
+    def _check_channels(self, values, names, dtype):
+        n_channels = self.input_shape[0]
+        return [_check_channel_vector(v, n_channels, name, dtype)
+                for v, name in zip(values, names)]
+
+    def forward_train(self, x, gamma, beta, *, eps, sample_weight=None, n_threads=1):
+        """Normalise with the batch's statistics, pool, relu; keep what
+        :meth:`backward` needs.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+            Kept (not copied) until :meth:`backward`: do not modify it before.
+        gamma, beta : array-like of shape (C,)
+        eps : float
+        sample_weight : array-like of shape (N,), default=None
+            As in :func:`batch_norm_train`.
+        n_threads : int, default=1
+
+        Returns
+        -------
+        y : ndarray of shape (N, *output_shape)
+            The block's array, overwritten by the next training forward.
+        mean, var : ndarray of shape (C,), float64
+            The batch's statistics, as :func:`batch_norm_train` returns them.
+        """
+        x = self._check_input(x)
+        gamma, beta = self._check_channels((gamma, beta), ("gamma", "beta"), self.dtype)
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+        weights = _check_row_weights(sample_weight, x.shape)
+        count = float(batch_norm_count(x.shape, weights))
+        shape = (len(x),) + self.output_shape
+        y = self._array("y", shape, self.dtype)
+        winners = self._array("winners", shape, np.uint8)
+        n_channels = self.input_shape[0]
+        mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
+        pool_h, pool_w = self._window
+        threads = _threads(n_threads, x, n_channels)
+        _kernel.forward_pool_train(
+            self._as_planes(x, self.input_shape), gamma, beta, float(eps), weights,
+            count, pool_h, pool_w, self.pool.mode == "min", self.relu,
+            self._as_planes(y, self.output_shape),
+            self._as_planes(winners, self.output_shape), mean, var, inv_std,
+            *self._scratch(threads), threads)
+        self._cache = (x, y, winners, mean, inv_std, weights, count)
+        return y, mean, var
+
+    def infer(self, x, gamma, beta, mean, var, *, eps, n_threads=1, out=None):
+        """The inference output with the given statistics (a network's running
+        averages), as :func:`batch_norm_inference` then the pooling and the relu.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, *input_shape)
+        gamma, beta, mean, var : array-like of shape (C,)
+        eps : float
+        n_threads : int, default=1
+        out : ndarray of shape (N, *output_shape), default=None
+
+        Returns
+        -------
+        y : ndarray of shape (N, *output_shape)
+        """
+        x = contiguous(as_float_array(x, "x"), self.dtype)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"x must have shape (N, *{self.input_shape}), got shape "
+                             f"{x.shape}")
+        self._cache = None
+        values = self._check_channels((gamma, beta, mean, var),
+                                      ("gamma", "beta", "mean", "var"), np.float64)
+        scale, shift = batch_norm_affine(*values, eps=eps, dtype=self.dtype)
+        shape = (len(x),) + self.output_shape
+        y = np.empty(shape, self.dtype) if out is None else check_out(
+            out, shape, self.dtype, "out", (x,))
+        if len(x):
+            pool_h, pool_w = self._window
+            threads = _threads(n_threads, x, len(x) * self.input_shape[0])
+            _kernel.forward_pool_infer(
+                self._as_planes(x, self.input_shape), scale, shift, pool_h, pool_w,
+                self.pool.mode == "min", self.relu, self._as_planes(y, self.output_shape),
+                *self._scratch(threads), threads)
+        return y
+
+    def backward(self, grad_y, gamma, *, n_threads=1, compute_grad_x=True, out=None):
+        """Gradients after a :meth:`forward_train`.
+
+        Parameters
+        ----------
+        grad_y : array-like of shape (N, *output_shape)
+        gamma : array-like of shape (C,)
+            The forward's.
+        n_threads : int, default=1
+        compute_grad_x : bool, default=True
+        out : tuple of 2 ndarray of shape (C,), default=None
+            Where to write ``(grad_gamma, grad_beta)``.
+
+        Returns
+        -------
+        grad_x : ndarray of shape (N, *input_shape), or None
+            The block's array, overwritten by the next backward.
+        grad_gamma, grad_beta : ndarray of shape (C,)
+        """
+        if self._cache is None:
+            raise RuntimeError("backward needs a preceding forward_train")
+        x, y, winners, mean, inv_std, weights, count = self._cache
+        self._cache = None
+        grad_y = as_float_array(grad_y, "grad_y")
+        if grad_y.shape != y.shape:
+            raise ValueError(f"grad_y must have shape {y.shape} (the forward's output), "
+                             f"got shape {grad_y.shape}")
+        grad_y = contiguous(grad_y, self.dtype)
+        (gamma,) = self._check_channels((gamma,), ("gamma",), self.dtype)
+        n_channels = self.input_shape[0]
+        if out is None:
+            grad_gamma, grad_beta = (np.empty(n_channels, self.dtype) for _ in range(2))
+        else:
+            grad_gamma = check_out(out[0], (n_channels,), self.dtype,
+                                   "out[0] (grad_gamma)", (grad_y,))
+            grad_beta = check_out(out[1], (n_channels,), self.dtype, "out[1] (grad_beta)",
+                                  (grad_y,), [("out[0] (grad_gamma)", grad_gamma)])
+        grad_x = self._array("grad_x", x.shape, self.dtype) if compute_grad_x else None
+        pool_h, pool_w = self._window
+        threads = _threads(n_threads, x, n_channels)
+        _kernel.backward_pool(
+            self._as_planes(grad_y, self.output_shape), self._as_planes(y, self.output_shape),
+            self._as_planes(winners, self.output_shape), self._as_planes(x, self.input_shape),
+            gamma, mean, inv_std, weights, count, pool_h, pool_w, self.relu,
+            None if grad_x is None else self._as_planes(grad_x, self.input_shape),
+            grad_gamma, grad_beta,
+            self._as_planes(self._array("grad_windows", y.shape, self.dtype), self.output_shape),
+            self._scratch(threads)[0], threads)
+        return grad_x, grad_gamma, grad_beta
+
+    def __getstate__(self):
+        # Workspaces and the training cache: never pickled.
+        state = self.__dict__.copy()
+        state["_arrays"], state["_cache"] = {}, None
+        return state
+
+    def __repr__(self):
+        return (f"NormPoolBlock(input_shape={self.input_shape}, "
+                f"pool_size={tuple(self.pool.pool_size)}, mode={self.pool.mode!r}, "
+                f"relu={self.relu})")

@@ -24,6 +24,15 @@
 
 #define SKC_ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* For kernels whose results must equal a scalar reference's bit for bit on every
+ * clone: no contraction of a multiply and an add into one FMA (GCC contracts across
+ * statements by default), and no errno from sqrt (so that it vectorises). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SKC_EXACT_FP __attribute__((optimize("fp-contract=off", "no-math-errno")))
+#else
+#define SKC_EXACT_FP
+#endif
+
 /* Whether the CPU has 32 vector registers (AVX-512): some kernels then use larger
  * register blocks, which would spill to memory with 16 (AVX2). Checked at run time
  * because one binary serves every x86-64 CPU. */

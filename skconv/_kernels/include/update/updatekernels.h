@@ -9,8 +9,8 @@
  * statement rounded to SKC_T, in the same order, with the same constants (Python
  * floats rounded once to SKC_T, as numpy does with a Python scalar). That needs the
  * compiler not to contract a multiply and an add into one FMA (GCC does so across
- * statements by default, hence fp-contract=off), while no-math-errno lets sqrt
- * vectorise (IEEE sqrt is correctly rounded, as numpy's).
+ * statements by default, hence SKC_EXACT_FP from common/simd.h), while its
+ * no-math-errno lets sqrt vectorise (IEEE sqrt is correctly rounded, as numpy's).
  */
 #ifndef SKCONV_UPDATEKERNELS_H
 #define SKCONV_UPDATEKERNELS_H
@@ -19,12 +19,6 @@
 #include <stddef.h>
 
 #include "common/simd.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#define SKC_EXACT_FP __attribute__((optimize("fp-contract=off", "no-math-errno")))
-#else
-#define SKC_EXACT_FP
-#endif
 
 #define SKC_T float
 #define SKC_SQRT sqrtf
