@@ -163,3 +163,30 @@ def test_pickled_model_continues_with_the_same_draws():
         est.partial_fit(X, y)
     for a, b in zip(model.coefs_, twin.coefs_):
         assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("spatial", [(9,), (5, 6), (3, 4, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_move_samples_op_any_moves_and_its_adjoint(spatial, dtype):
+    # The op behind the layer, with moves past the edges too (the whole sample
+    # leaves: zeros), on 1 and 2 threads; the inverse is the exact transpose.
+    from skconv._ops.augment import move_samples
+
+    rng = np.random.RandomState(len(spatial))
+    x = rng.randint(-3, 4, size=(12, 2) + spatial).astype(dtype)
+    moves = np.column_stack([rng.randint(-n - 2, n + 3, 12) for n in spatial]
+                            + [rng.randint(0, 2, 12)])
+    for n_jobs in (1, 2):
+        y = move_samples(x, moves, n_jobs=n_jobs)
+        for i in range(len(x)):
+            assert_array_equal(y[i], _moved_twin(x[i], moves[i, :-1], moves[i, -1]))
+        g = rng.randint(-3, 4, size=y.shape).astype(dtype)
+        back = move_samples(g, moves, inverse=True, n_jobs=n_jobs)
+        # Integers: the two inner products are exact.
+        assert np.vdot(y.astype(np.float64), g) == np.vdot(x.astype(np.float64), back)
+    with pytest.raises(ValueError, match=r"moves must be an int array of shape \(12, "):
+        move_samples(x, moves[:, :-1])
+    with pytest.raises(TypeError, match="x must be a float32 or float64 array"):
+        move_samples(x.astype(np.int64), moves)
+    with pytest.raises(ValueError, match="out must not share memory with the inputs"):
+        move_samples(x, moves, out=x)

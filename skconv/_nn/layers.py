@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from .._ops.augment import move_samples
 from .._ops.blocks import ConvSpec, PoolSpec
 from .._ops.conv import conv, conv_backward, conv_output_shape
 from .._ops.dense import dense, dense_backward
@@ -1149,7 +1150,7 @@ class RandomShift(_RandomLayer):
                              - np.array(self.max_shifts))
         moves[:, n_axes] = (uniform[:, n_axes] < 0.5) if self.flip else 0
         self._moves = moves
-        return self._move(x, moves, inverse=False)
+        return self._move(x, moves, inverse=False, n_jobs=n_jobs)
 
     def backward(self, grad_y, n_jobs, need_input_grad):
         moves = self._take_cache("_moves")
@@ -1157,32 +1158,15 @@ class RandomShift(_RandomLayer):
             return None
         if moves.shape[1] == 0:
             return grad_y
-        return self._move(grad_y, moves, inverse=True)
+        return self._move(grad_y, moves, inverse=True, n_jobs=n_jobs)
 
-    def _move(self, x, moves, inverse):
+    def _move(self, x, moves, inverse, n_jobs):
         """Each row of ``x`` flipped along its last axis where its last move is 1,
         then shifted by its other moves (cell ``i`` of the result is cell ``i - d``,
         zeros beyond the edge); with ``inverse``, the adjoint of that map, its
-        gradient. One gather from a zero-padded copy, whatever the moves."""
-        n, spatial = x.shape[0], x.shape[2:]
-        pads = self.max_shifts
-        padded = np.pad(x, [(0, 0), (0, 0)] + [(m, m) for m in pads])
-        flip = moves[:, -1].astype(bool)
-        index = [np.arange(n).reshape((n,) + (1,) * (x.ndim - 1)),
-                 np.arange(x.shape[1]).reshape((1, -1) + (1,) * len(spatial))]
-        for axis, (size, m) in enumerate(zip(spatial, pads)):
-            shape = [1] * x.ndim
-            shape[2 + axis] = size
-            cells = np.arange(size).reshape(shape)
-            d = moves[:, axis].reshape((n,) + (1,) * (x.ndim - 1))
-            source = cells + d if inverse else cells - d
-            if axis == len(spatial) - 1 and flip.any():
-                # Flipping then shifting reads cell size - 1 - (i - d): a reflection,
-                # its own adjoint, so the inverse reads the same cell.
-                rows = flip.reshape(d.shape)
-                source = np.where(rows, size - 1 - (cells - d), source)
-            index.append(source + m)
-        return padded[tuple(index)]
+        gradient (:func:`skconv._ops.augment.move_samples`)."""
+        out = self._workspace("grad_x" if inverse else "y", x.shape, x.dtype)
+        return move_samples(x, moves, inverse=inverse, n_jobs=n_jobs, out=out)
 
     def describe(self):
         return "random shift" + (" and flip" if self.flip else "")
