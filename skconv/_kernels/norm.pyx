@@ -67,6 +67,18 @@ cdef extern from "norm/normkernels.h" nogil:
                                   Py_ssize_t n_vectors, float *r0, Py_ssize_t pitch)
     void skc_norm_unpool2x2_row_d(const double *g, const uint8_t *code, Py_ssize_t n_out,
                                   Py_ssize_t n_vectors, double *r0, Py_ssize_t pitch)
+    void skc_norm_input_grad_winners_f(const float *x, const float *g,
+                                       const uint8_t *winners, Py_ssize_t out_h,
+                                       Py_ssize_t out_w, Py_ssize_t width, int pool_h,
+                                       int pool_w, const Py_ssize_t *offsets,
+                                       double center, double scale, double k, double a,
+                                       double b, double c, float *grad_x)
+    void skc_norm_input_grad_winners_d(const double *x, const double *g,
+                                       const uint8_t *winners, Py_ssize_t out_h,
+                                       Py_ssize_t out_w, Py_ssize_t width, int pool_h,
+                                       int pool_w, const Py_ssize_t *offsets,
+                                       double center, double scale, double k, double a,
+                                       double b, double c, double *grad_x)
     void skc_norm_unpool2_row_f(const float *g, const uint8_t *code, Py_ssize_t n_out,
                                 Py_ssize_t n_vectors, float *cells)
     void skc_norm_unpool2_row_d(const double *g, const uint8_t *code, Py_ssize_t n_out,
@@ -661,7 +673,6 @@ def backward_pool(const floating[:, :, :, ::1] grad_y,   # IN  (N, C, Ho, Wo)
         Py_ssize_t offsets[256]
         double sum_gy, sum_gy_xhat, k, a, b_term, c_term, m, scale
         SumAndDot row
-        floating h
         floating *g
         floating *x_hat
         floating *grad_z
@@ -725,10 +736,11 @@ def backward_pool(const floating[:, :, :, ::1] grad_y,   # IN  (N, C, Ho, Wo)
                     _input_grad_row(grad_z, x_hat, gx, n_cells, k, a, b_term, c_term)
                     continue
                 _input_grad_zero_row(xs, gx, n_cells, m, scale, k, a, b_term, c_term)
-                for i in range(out_h):
-                    for j in range(out_w):
-                        s = _winner_cell(&winners[n, c, 0, 0], i, j, out_w, width,
-                                         pool_h, pool_w, offsets)
-                        h = <floating> ((xs[s] - m) * scale)
-                        gx[s] = <floating> (k * (a * ((<floating> 0) + g[i * out_w + j])
-                                                 - b_term - h * c_term))
+                if floating is float:
+                    skc_norm_input_grad_winners_f(
+                        xs, g, &winners[n, c, 0, 0], out_h, out_w, width, pool_h,
+                        pool_w, offsets, m, scale, k, a, b_term, c_term, gx)
+                else:
+                    skc_norm_input_grad_winners_d(
+                        xs, g, &winners[n, c, 0, 0], out_h, out_w, width, pool_h,
+                        pool_w, offsets, m, scale, k, a, b_term, c_term, gx)

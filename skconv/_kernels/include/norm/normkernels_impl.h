@@ -254,3 +254,29 @@ static void SKC_NAME(skc_norm_pool2_codes_row)(const SKC_T *z, ptrdiff_t n_vecto
         memcpy(code + SKC_NORM_LANES * v, &which, sizeof which);
     }
 }
+
+/*
+ * input_grad_winners: skc_norm_input_grad_row at the winning cells of a plane's
+ * windows, with their gradients: grad_x[s] = k * (a * (0 + g[o]) - b - x_hat[s] * c)
+ * for window o of out_h x out_w, whose winning cell s is o's first cell (row
+ * o / out_w * pool_h, column o % out_w * pool_w of rows `width` long) plus
+ * offsets[winners[o]]; x_hat[s] computed from x as skc_norm_x_hat_row does. The
+ * other cells keep what skc_norm_input_grad_zero_row wrote. In C (not in the Cython
+ * caller) so that no clone or -march build contracts it into FMAs.
+ */
+SKC_CLONES SKC_EXACT_FP
+static void SKC_NAME(skc_norm_input_grad_winners)(
+    const SKC_T *x, const SKC_T *g, const uint8_t *winners, ptrdiff_t out_h,
+    ptrdiff_t out_w, ptrdiff_t width, int pool_h, int pool_w, const ptrdiff_t *offsets,
+    double center, double scale, double k, double a, double b, double c, SKC_T *grad_x)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < out_h; i++)
+        for (j = 0; j < out_w; j++) {
+            ptrdiff_t o = i * out_w + j;
+            ptrdiff_t s = i * pool_h * width + j * pool_w + offsets[winners[o]];
+            SKC_T h = (SKC_T)(((double)x[s] - center) * scale);
+            SKC_T grad = (SKC_T)0 + g[o];
+            grad_x[s] = (SKC_T)(k * (a * (double)grad - b - (double)h * c));
+        }
+}
