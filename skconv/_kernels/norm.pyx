@@ -570,8 +570,8 @@ def forward_pool_train(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                        const double[::1] weights,        # IN  (N,) row weights, or None
                        double count,                     # IN  sum(weights) * H * W
                        int pool_h, int pool_w, bint want_min, bint relu,
-                       floating[:, :, :, ::1] y,         # OUT (N, C, H // pool_h, W // pool_w)
-                       uint8_t[:, :, :, ::1] winners,    # OUT (N, C, H // pool_h, W // pool_w)
+                       floating[:, :, :, ::1] y,         # OUT (N, C, Ho, Wo) pooled
+                       uint8_t[:, :, :, ::1] winners,    # OUT (N, C, Ho, Wo)
                        double[::1] mean,                 # OUT (C,)
                        double[::1] var,                  # OUT (C,) biased variance
                        double[::1] inv_std,              # OUT (C,)
@@ -608,7 +608,7 @@ def forward_pool_infer(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                        const floating[::1] scale,        # IN  (C,) gamma / sqrt(var + eps)
                        const floating[::1] shift,        # IN  (C,) beta - mean * scale
                        int pool_h, int pool_w, bint want_min, bint relu,
-                       floating[:, :, :, ::1] y,         # OUT (N, C, H // pool_h, W // pool_w)
+                       floating[:, :, :, ::1] y,         # OUT (N, C, Ho, Wo) pooled
                        floating[:, :, ::1] scratch,      # (n_threads, 2, scratch_cells)
                        uint8_t[:, ::1] code_scratch,     # (n_threads, scratch_cells)
                        int n_threads):

@@ -925,7 +925,8 @@ class BatchNorm(Layer):
         inv_std = self._take_cache("_inv_std")
         # None (every row weighs 1) is a valid cache here: no _take_cache.
         weights, self._row_weights = getattr(self, "_row_weights", None), None
-        grad_x = self._workspace("grad_x", x_hat.shape, x_hat.dtype) if need_input_grad else None
+        grad_x = (self._workspace("grad_x", x_hat.shape, x_hat.dtype) if need_input_grad
+                  else None)
         grad_x, _, _ = batch_norm_backward(
             grad_y, x_hat, self.params[0], inv_std, sample_weight=weights, n_jobs=n_jobs,
             compute_grad_x=need_input_grad, out=(grad_x, self.grads[0], self.grads[1]))

@@ -15,8 +15,9 @@ one. A conv layer and the layers after it become one :class:`ConvBlockStep` when
 ops layer has a prepared fused block for them (:func:`skconv._ops.blocks.prepare_conv_block`
 decides; the network only asks), a batch normalisation with the pooling (and relu)
 after it one :class:`NormPoolStep` when :class:`skconv._ops.norm.NormPoolBlock` takes
-them, and a dense layer with a relu after it is one :class:`DenseReluStep`. Every step gives the same results bit for bit as its layers one
-by one, which ``Network(fuse=False)`` runs (the reference in the tests).
+them, and a dense layer with a relu after it is one :class:`DenseReluStep`. Every step
+gives the same results bit for bit as its layers one by one, which
+``Network(fuse=False)`` runs (the reference in the tests).
 """
 
 import math

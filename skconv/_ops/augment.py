@@ -41,7 +41,8 @@ def move_samples(x, moves, *, inverse=False, n_jobs=None, out=None):
     x = contiguous(x, x.dtype)
     n_axes = x.ndim - 2
     moves = np.asarray(moves)
-    if moves.shape != (x.shape[0], n_axes + 1) or (moves.size and moves.dtype.kind not in "iu"):
+    if (moves.shape != (x.shape[0], n_axes + 1)
+            or (moves.size and moves.dtype.kind not in "iu")):
         raise ValueError(f"moves must be an int array of shape ({x.shape[0]}, "
                          f"{n_axes + 1}) (a shift per spatial axis, then the flip), got "
                          f"{moves.dtype} of shape {moves.shape}")

@@ -24,6 +24,7 @@ normalises, pools and applies the relu, and the backward never builds the gradie
 the normalised maps; the results equal the three ops' bit for bit.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -368,7 +369,8 @@ class NormPoolBlock:
 
     def _scratch(self, n_threads):
         """The kernels' per-thread scratch: two planes, and a row of winners."""
-        cells = _kernel.scratch_cells(math.prod(self.input_shape[1:]), self.output_shape[-1])
+        cells = _kernel.scratch_cells(math.prod(self.input_shape[1:]),
+                                      self.output_shape[-1])
         return (self._array("scratch", (n_threads, 2, cells), self.dtype),
                 self._array("code_scratch", (n_threads, cells), np.uint8))
 
@@ -503,14 +505,14 @@ class NormPoolBlock:
         grad_x = self._array("grad_x", x.shape, self.dtype) if compute_grad_x else None
         pool_h, pool_w = self._window
         threads = _threads(n_threads, x, n_channels)
+        pooled = functools.partial(self._as_planes, shape=self.output_shape)
+        grad_windows = self._array("grad_windows", y.shape, self.dtype)
         _kernel.backward_pool(
-            self._as_planes(grad_y, self.output_shape), self._as_planes(y, self.output_shape),
-            self._as_planes(winners, self.output_shape), self._as_planes(x, self.input_shape),
-            gamma, mean, inv_std, weights, count, pool_h, pool_w, self.relu,
+            pooled(grad_y), pooled(y), pooled(winners),
+            self._as_planes(x, self.input_shape), gamma, mean, inv_std, weights, count,
+            pool_h, pool_w, self.relu,
             None if grad_x is None else self._as_planes(grad_x, self.input_shape),
-            grad_gamma, grad_beta,
-            self._as_planes(self._array("grad_windows", y.shape, self.dtype), self.output_shape),
-            self._scratch(threads)[0], threads)
+            grad_gamma, grad_beta, pooled(grad_windows), self._scratch(threads)[0], threads)
         return grad_x, grad_gamma, grad_beta
 
     def __getstate__(self):
