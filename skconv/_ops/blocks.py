@@ -13,9 +13,12 @@ the ops layer's interface for such blocks:
   ``backward`` methods whose results equal the plain ops' bit for bit.
 
 Implementations are classes listed in ``_IMPLEMENTATIONS``, each with a ``prepare``
-class method that returns an instance or None; a new fused kernel (other dimensions,
-windows, strides or modes, normalisation) is one more class there, and no caller
-changes. Today: :class:`ConvPool2x2Block`, a 2-D convolution of any stride followed
+class method that returns an instance or None; a new fused kernel after a
+convolution (other dimensions, windows, strides or modes) is one more class there,
+and no caller changes. A batch normalisation sits between a convolution and its
+pooling and needs the whole batch's convolution first, so it is a prepared op of its
+own, :class:`skconv._ops.norm.NormPoolBlock` (the normalisation, the pooling and the
+relu), which the network asks for at a batch norm layer. Today here: :class:`ConvPool2x2Block`, a 2-D convolution of any stride followed
 by a 2x2/stride-2 max or min pooling and optionally a relu (LeNet's blocks), or by
 optionally a relu then a 2x2/stride-2 average pooling;
 :class:`ConvPool1dBlock`, for signals: a convolution of any stride, then max or min
