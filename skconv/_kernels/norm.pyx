@@ -2,7 +2,7 @@
 
 Layout ``(N, C, S)``: ``S`` is the product of the spatial axes (1 after a dense layer).
 Every channel is reduced by one thread in one fixed order: each sample's row of ``S``
-cells is summed in float64 lanes (``sums.pxd``'s lanes, in the vector loops of
+cells is summed in float64 lanes (``sums.pxd``'s ``lane_sum`` and its siblings in
 ``include/norm/normkernels.h``), and the rows' sums are added sample by sample. So the
 results are bitwise the same for any thread count. Shapes are trusted:
 ``skconv._ops.norm`` checks them.
@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 
 from .poolkernels cimport (SKC_POOL_LANES, pool2x2_codes_row, skc_relu_backward_d,
                           skc_relu_backward_f)
-from .sums cimport SumAndDot
+from .sums cimport lane_sum
 
 import numpy as np
 
@@ -35,8 +35,6 @@ cdef extern from "norm/normkernels.h" nogil:
     ctypedef struct skc_sum_dot:
         double sum
         double dot
-    double skc_norm_sum_f(const float *x, Py_ssize_t n)
-    double skc_norm_sum_d(const double *x, Py_ssize_t n)
     double skc_norm_squared_deviations_f(const float *x, Py_ssize_t n, double center)
     double skc_norm_squared_deviations_d(const double *x, Py_ssize_t n, double center)
     void skc_norm_row_f(const float *x, Py_ssize_t n, double center, double scale,
@@ -92,17 +90,9 @@ cdef extern from "norm/normkernels.h" nogil:
 # The passes over one row of a (sample, channel) plane, in the C kernels of
 # include/norm/normkernels.h (vectors of 8 cells on every CPU clone); their scalar
 # definitions are in each docstring, and the C code computes exactly those.
-cdef inline double _row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
-    """``sums.pxd``'s ``lane_sum``: ``sum(x[0:n])`` in 8 double lanes."""
-    if floating is float:
-        return skc_norm_sum_f(x, n)
-    else:
-        return skc_norm_sum_d(x, n)
-
-
 cdef inline double _row_squared_deviations(const floating *x, Py_ssize_t n,
                                            double center) noexcept nogil:
-    """``lane_sum_squared_deviations``: ``sum((x[0:n] - center) ** 2)`` in lanes."""
+    """``sum((x[0:n] - center) ** 2)`` in double, in ``lane_sum``'s lanes."""
     if floating is float:
         return skc_norm_squared_deviations_f(x, n, center)
     else:
@@ -129,18 +119,14 @@ cdef inline void _x_hat_row(const floating *x, floating *x_hat, Py_ssize_t n_cel
         skc_norm_x_hat_row_d(x, n_cells, center, scale, x_hat)
 
 
-cdef inline SumAndDot _row_sum_and_dot(const floating *a, const floating *b,
-                                       Py_ssize_t n) noexcept nogil:
-    """``lane_sum_and_dot``: ``sum(a)`` and ``sum(a * b)`` in double lanes."""
-    cdef skc_sum_dot r
-    cdef SumAndDot result
+cdef inline skc_sum_dot _row_sum_and_dot(const floating *a, const floating *b,
+                                         Py_ssize_t n) noexcept nogil:
+    """``sum(a)`` and ``sum(a * b)`` in double, in ``lane_sum``'s lanes (returned by
+    value: in a ``prange`` body the assignment makes the result thread-private)."""
     if floating is float:
-        r = skc_norm_sum_and_dot_f(a, b, n)
+        return skc_norm_sum_and_dot_f(a, b, n)
     else:
-        r = skc_norm_sum_and_dot_d(a, b, n)
-    result.sum = r.sum
-    result.dot = r.dot
-    return result
+        return skc_norm_sum_and_dot_d(a, b, n)
 
 
 cdef inline void _input_grad_row(const floating *grad_y, const floating *x_hat,
@@ -226,9 +212,9 @@ cdef inline void _channel_statistics(const floating *x,  # IN  row n at x + n * 
         double total = 0, m
     for n in range(n_samples):
         if weights == NULL:
-            total = total + _row_sum(x + n * row_stride, n_cells)
+            total = total + lane_sum(x + n * row_stride, n_cells)
         elif weights[n] != 0:
-            total = total + weights[n] * _row_sum(x + n * row_stride, n_cells)
+            total = total + weights[n] * lane_sum(x + n * row_stride, n_cells)
     m = total / count
     total = 0
     for n in range(n_samples):
@@ -321,14 +307,16 @@ cdef void _columns_backward(const floating *grad_y, const floating *x_hat,
     if grad_x == NULL:
         return
     for n in range(n_samples):
-        for c in range(c0, c1):
-            i = n * n_channels + c
-            if weights != NULL:
+        if weights != NULL:
+            share = weights[n] / count
+            for c in range(c0, c1):
+                i = n * n_channels + c
                 k = gamma[c] * inv_std[c]
-                share = weights[n] / count
                 grad_x[i] = <floating> (k * (1.0 * grad_y[i] - share * sum_gy[c]
                                              - x_hat[i] * (share * sum_gy_xhat[c])))
-            else:
+        else:
+            for c in range(c0, c1):
+                i = n * n_channels + c
                 k = gamma[c] * inv_std[c] / count
                 grad_x[i] = <floating> (k * (count * grad_y[i] - sum_gy[c]
                                              - x_hat[i] * sum_gy_xhat[c]))
@@ -396,7 +384,7 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
         Py_ssize_t n_cells = grad_y.shape[2]
         Py_ssize_t c, n
         double sum_gy, sum_gy_xhat, k, share
-        SumAndDot row
+        skc_sum_dot row
         bint want_grad_x = grad_x is not None
         bint weighted = weights is not None
         double[:, ::1] sums_view
@@ -464,7 +452,7 @@ def forward_infer(const floating[:, :, ::1] x,      # IN  (N, C, S)
 # backward rebuilds the gradient of each normalised plane in a per-thread scratch
 # plane, in cache, instead of reading a full-size one. Each plane goes through the
 # same row functions as batch normalisation on its own (_normalize_row, _affine_row,
-# lane_sum_and_dot, _input_grad_row), so every value equals the layer-by-layer
+# _row_sum_and_dot, _input_grad_row), so every value equals the layer-by-layer
 # network's (normalise, pool, relu) to the bit.
 
 
@@ -672,7 +660,7 @@ def backward_pool(const floating[:, :, :, ::1] grad_y,   # IN  (N, C, Ho, Wo)
         Py_ssize_t c, n, t, i, j, s
         Py_ssize_t offsets[256]
         double sum_gy, sum_gy_xhat, k, a, b_term, c_term, m, scale
-        SumAndDot row
+        skc_sum_dot row
         floating *g
         floating *x_hat
         floating *grad_z

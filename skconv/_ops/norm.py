@@ -59,6 +59,11 @@ def _check_channel_vector(value, n_channels, name, dtype):
     return contiguous(value, dtype)
 
 
+def _check_eps(eps):
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+
+
 def _check_row_weights(sample_weight, shape):
     """``sample_weight`` as a float64 (N,) array for a batch of ``shape``, or None."""
     if sample_weight is None:
@@ -146,8 +151,7 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=Non
     n_channels = x.shape[1]
     gamma = _check_channel_vector(gamma, n_channels, "gamma", dtype)
     beta = _check_channel_vector(beta, n_channels, "beta", dtype)
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    _check_eps(eps)
     weights = _check_row_weights(sample_weight, x.shape)
     count = batch_norm_count(x.shape, weights)
     if out is None:
@@ -376,7 +380,7 @@ class NormPoolBlock:
 
     def _check_input(self, x):
         x = contiguous(as_float_array(x, "x"), self.dtype)
-        if x.ndim < 1 or x.shape[1:] != self.input_shape or len(x) == 0:
+        if x.shape[1:] != self.input_shape or len(x) == 0:
             raise ValueError(f"x must have shape (N, *{self.input_shape}) with N >= 1, "
                              f"got shape {x.shape}")
         return x
@@ -409,8 +413,7 @@ class NormPoolBlock:
         """
         x = self._check_input(x)
         gamma, beta = self._check_channels((gamma, beta), ("gamma", "beta"), self.dtype)
-        if not (eps > 0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+        _check_eps(eps)
         weights = _check_row_weights(sample_weight, x.shape)
         count = float(batch_norm_count(x.shape, weights))
         shape = (len(x),) + self.output_shape

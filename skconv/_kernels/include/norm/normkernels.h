@@ -1,14 +1,15 @@
 /*
  * Batch normalisation's passes over one row of cells (norm.pyx): the statistics'
  * sums, the normalisation, the input gradient's sums and the input gradient, in
- * vectors of 8 cells on every CPU clone. The bodies are in normkernels_impl.h,
- * instantiated below for float and double.
+ * vectors of 8 cells on every CPU clone; the plain lane sum also serves sums.pxd's
+ * lane_sum. The bodies are in normkernels_impl.h, instantiated below for float and
+ * double.
  *
- * Bit for bit the scalar definitions in norm.pyx's docstrings and sums.pxd: a sum
- * runs in 8 double lanes, cell i into lane i % 8, the lanes added pairwise at the
- * end (((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))); every other value is computed
- * cell by cell with the same operations in the same order, in double where the
- * scalar code is in double and rounded where it rounds. No FMA contraction
+ * Each computes the scalar definition in its comment: a sum runs in 8 double lanes,
+ * cell i into lane i % 8, the lanes added pairwise at the end (((0 + 1) + (2 + 3)) +
+ * ((4 + 5) + (6 + 7))); every other value is computed cell by cell with the
+ * operations of the comment in their order, in double where it says double and
+ * rounded where it rounds. No FMA contraction
  * (SKC_EXACT_FP), so every clone gives the same bits, and the thread count never
  * changes the order.
  *

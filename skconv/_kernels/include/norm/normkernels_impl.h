@@ -33,7 +33,7 @@ static double SKC_NAME(skc_norm_sum)(const SKC_T *x, ptrdiff_t n)
     return skc_norm_add_lanes(acc);
 }
 
-/* sum((x[0:n] - center) ** 2) in double, in lanes (lane_sum_squared_deviations). */
+/* sum((x[0:n] - center) ** 2) in double, in lanes. */
 SKC_CLONES SKC_EXACT_FP
 static double SKC_NAME(skc_norm_squared_deviations)(const SKC_T *x, ptrdiff_t n,
                                                     double center)
@@ -104,7 +104,7 @@ static void SKC_NAME(skc_norm_affine_row)(const SKC_T *x, ptrdiff_t n, SKC_T a, 
         y[i] = x[i] * a + b;
 }
 
-/* sum(a[0:n]) and sum(a[0:n] * b[0:n]) in double, in lanes (lane_sum_and_dot). */
+/* sum(a[0:n]) and sum((double)a[0:n] * b[0:n]) in double, in lanes, in one pass. */
 SKC_CLONES SKC_EXACT_FP
 static skc_sum_dot SKC_NAME(skc_norm_sum_and_dot)(const SKC_T *a, const SKC_T *b,
                                                   ptrdiff_t n)
