@@ -48,6 +48,10 @@ def main(argv=None):
     # (Network.steps), as fit runs them.
     steps = net.steps
     names = [" + ".join(repr(layer) for layer in step.layers) for step in steps]
+    # As Network.backward: a step computes its input's gradient only when a step
+    # before it has parameters (an augmentation first does not make the conv pay).
+    trained_below = [any(layer.params for before in steps[:s] for layer in before.layers)
+                     for s in range(len(steps))]
     forward = np.zeros(len(steps))
     backward = np.zeros(len(steps))
     for step in range(WARM_UP_STEPS + args.steps):
@@ -61,7 +65,7 @@ def main(argv=None):
         _, grad = softmax_cross_entropy(h, y)
         for s in reversed(range(len(steps))):
             start = time.perf_counter()
-            grad = steps[s].backward(grad, args.threads, s > 0)
+            grad = steps[s].backward(grad, args.threads, trained_below[s])
             backward[s] += time.perf_counter() - start
     scale = 1e3 / args.steps
     print(f"LeNet-5, batch {args.batch_size}, {args.threads} thread(s), float32, "

@@ -1,6 +1,6 @@
 """Bitwise comparisons for the tests of the fused blocks (test_conv_pool_fused.py,
-test_conv_pool1d_fused.py, test_conv_relu_fused.py): fused results must equal the
-unfused ones to the bit."""
+test_conv_pool1d_fused.py, test_conv_relu_fused.py, test_norm_pool_fused.py,
+test_norm_relu_fused.py): fused results must equal the unfused ones to the bit."""
 
 import copy
 
@@ -16,6 +16,22 @@ def assert_bitwise_equal(actual, expected, what):
     # Compare the bits: NaN payloads, signed zeros and infinities included.
     np.testing.assert_array_equal(actual.view(np.uint8), expected.view(np.uint8),
                                   err_msg=what)
+
+
+def assert_block_gradients(block, forward, grad_y, gamma, n_jobs, expected):
+    """A prepared batch-norm block's backward after ``forward()`` against
+    ``expected`` = ``(grad_x, grad_gamma, grad_beta)``, bit for bit; then again after
+    a new ``forward()`` without the input gradient, whose parameter gradients must be
+    the same."""
+    grads = block.backward(grad_y, gamma, n_threads=n_jobs)
+    for got, want, what in zip(grads, expected, ("grad_x", "grad_gamma", "grad_beta")):
+        assert_bitwise_equal(got, want, what)
+    forward()
+    grad_x, grad_gamma, grad_beta = block.backward(grad_y, gamma, n_threads=n_jobs,
+                                                   compute_grad_x=False)
+    assert grad_x is None
+    assert_bitwise_equal(grad_gamma, expected[1], "grad_gamma alone")
+    assert_bitwise_equal(grad_beta, expected[2], "grad_beta alone")
 
 
 def assert_same_fused_results(results):

@@ -16,9 +16,11 @@ from skconv._ops.pool import pool_backward_indices, pool_with_indices
 from skconv._nn.activations import relu_backward
 
 try:  # tests/ imported as a package or as a path
-    from ._bitwise import assert_bitwise_equal, assert_network_is_the_layer_by_layer_network
+    from ._bitwise import (assert_bitwise_equal, assert_block_gradients,
+                           assert_network_is_the_layer_by_layer_network)
 except ImportError:
-    from _bitwise import assert_bitwise_equal, assert_network_is_the_layer_by_layer_network
+    from _bitwise import (assert_bitwise_equal, assert_block_gradients,
+                          assert_network_is_the_layer_by_layer_network)
 
 DTYPES = (np.float32, np.float64)
 
@@ -94,17 +96,10 @@ def test_block_is_the_three_ops_bit_for_bit(case, dtype):
         grad_y = rng.normal(size=y.shape).astype(dtype)
         expected_grads = _plain_backward(grad_y, expected, cache, gamma, shape,
                                          case["relu"], weights, n_jobs)
-        grads = block.backward(grad_y, gamma, n_threads=n_jobs)
-        for got, want, what in zip(grads, expected_grads, ("grad_x", "grad_gamma",
-                                                           "grad_beta")):
-            assert_bitwise_equal(got, want, what)
-        # Without the input gradient, the parameters' are the same.
-        block.forward_train(x, gamma, beta, eps=1e-5, sample_weight=weights,
-                            n_threads=n_jobs)
-        grad_x, grad_gamma, _ = block.backward(grad_y, gamma, n_threads=n_jobs,
-                                               compute_grad_x=False)
-        assert grad_x is None
-        assert_bitwise_equal(grad_gamma, expected_grads[1], "grad_gamma alone")
+        assert_block_gradients(
+            block, lambda: block.forward_train(x, gamma, beta, eps=1e-5,
+                                               sample_weight=weights, n_threads=n_jobs),
+            grad_y, gamma, n_jobs, expected_grads)
         # Inference with given statistics.
         running_mean, running_var = rng.normal(size=(2, case["channels"]))
         running_var = np.abs(running_var) + 0.1

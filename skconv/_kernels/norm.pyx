@@ -48,6 +48,8 @@ cdef extern from "norm/normkernels.h" nogil:
     void skc_norm_affine_row_f(const float *x, Py_ssize_t n, float a, float b, float *y)
     void skc_norm_affine_row_d(const double *x, Py_ssize_t n, double a, double b,
                                double *y)
+    void skc_norm_relu_row_f(float *y, Py_ssize_t n)
+    void skc_norm_relu_row_d(double *y, Py_ssize_t n)
     skc_sum_dot skc_norm_sum_and_dot_f(const float *a, const float *b, Py_ssize_t n)
     skc_sum_dot skc_norm_sum_and_dot_d(const double *a, const double *b, Py_ssize_t n)
     void skc_norm_input_grad_row_f(const float *grad, const float *x_hat, Py_ssize_t n,
@@ -150,6 +152,14 @@ cdef inline void _input_grad_zero_row(const floating *x, floating *grad_x,
         skc_norm_input_grad_zero_row_d(x, n_cells, center, scale, k, a, b, c, grad_x)
 
 
+cdef inline void _relu_row(floating *y, Py_ssize_t n) noexcept nogil:
+    """``y = numpy.maximum(y, 0)`` in place, the relu layer's forward."""
+    if floating is float:
+        skc_norm_relu_row_f(y, n)
+    else:
+        skc_norm_relu_row_d(y, n)
+
+
 cdef inline void _relu_backward(const floating *grad, const floating *out, Py_ssize_t n,
                                 floating *dst) noexcept nogil:
     """``dst = grad * (out > 0)``, numpy's relu backward (include/pool/poolkernels.h)."""
@@ -243,8 +253,9 @@ cdef void _columns_forward_train(const floating *x, Py_ssize_t n_samples,
                                  const floating *gamma, const floating *beta, double eps,
                                  const double *weights, double count, floating *y,
                                  floating *x_hat, double *mean, double *var,
-                                 double *inv_std) noexcept nogil:
-    """``forward_train`` of channels [c0, c1) of an (N, C) batch (see above)."""
+                                 double *inv_std, bint relu) noexcept nogil:
+    """``forward_train`` of channels [c0, c1) of an (N, C) batch (see above), then
+    the relu with ``relu``."""
     cdef Py_ssize_t n, c
     cdef double w, deviation
     cdef floating h
@@ -279,6 +290,8 @@ cdef void _columns_forward_train(const floating *x, Py_ssize_t n_samples,
             h = <floating> ((x[n * n_channels + c] - mean[c]) * inv_std[c])
             x_hat[n * n_channels + c] = h
             y[n * n_channels + c] = gamma[c] * h + beta[c]
+        if relu:
+            _relu_row(y + n * n_channels + c0, c1 - c0)
 
 
 cdef void _columns_backward(const floating *grad_y, const floating *x_hat,
@@ -333,11 +346,13 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
                   double[::1] mean,                 # OUT (C,)
                   double[::1] var,                  # OUT (C,) biased variance
                   double[::1] inv_std,              # OUT (C,) 1 / sqrt(var + eps)
-                  int n_threads):
+                  int n_threads,
+                  bint relu=False):
     """Normalise with the batch's (weighted) statistics: ``x_hat = (x - mean) *
     inv_std`` and ``y = gamma * x_hat + beta`` per channel (two passes: the mean, then
     the squared deviations, so the variance never cancels). With weights, each row's
-    cells are summed first, then the row's sum is weighted."""
+    cells are summed first, then the row's sum is weighted. ``relu``: then ``y =
+    numpy.maximum(y, 0)``, each row while it is in cache."""
     cdef:
         Py_ssize_t n_samples = x.shape[0], n_channels = x.shape[1], n_cells = x.shape[2]
         Py_ssize_t c, n
@@ -352,7 +367,7 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
             _columns_forward_train(&x[0, 0, 0], n_samples, n_channels, c * _COLUMN_BLOCK,
                                    min((c + 1) * _COLUMN_BLOCK, n_channels), &gamma[0],
                                    &beta[0], eps, row_weights, count, &y[0, 0, 0],
-                                   &x_hat[0, 0, 0], &mean[0], &var[0], &inv_std[0])
+                                   &x_hat[0, 0, 0], &mean[0], &var[0], &inv_std[0], relu)
         return
     for c in prange(n_channels, nogil=True, schedule="static", num_threads=n_threads):
         _channel_statistics(&x[0, c, 0] if n_samples > 0 else NULL, n_channels * n_cells,
@@ -361,6 +376,8 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
         for n in range(n_samples):
             _normalize_row(&x[n, c, 0], &x_hat[n, c, 0], &y[n, c, 0], n_cells, mean[c],
                            inv_std[c], gamma[c], beta[c])
+            if relu:
+                _relu_row(&y[n, c, 0], n_cells)
 
 
 def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
@@ -372,22 +389,34 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
              floating[:, :, ::1] grad_x,         # OUT (N, C, S) or None
              floating[::1] grad_gamma,           # OUT (C,)
              floating[::1] grad_beta,            # OUT (C,)
-             int n_threads):
+             int n_threads,
+             const floating[:, :, ::1] relu_output=None,  # IN (N, C, S) or None
+             floating[:, :, ::1] relu_grad=None):         # OUT (N, C, S) or None
     """Gradients of ``forward_train``: ``grad_beta = sum(grad_y)``, ``grad_gamma =
     sum(grad_y * x_hat)`` per channel, and ``grad_x = gamma * inv_std / M * (M *
     grad_y - grad_beta - x_hat * grad_gamma)`` with ``M = N * S``; with weights
     (the mean and the variance then depend on a row in proportion to its weight)
     ``grad_x[n] = gamma * inv_std * (grad_y[n] - w[n] / W * (grad_beta + x_hat[n] *
-    grad_gamma))``."""
+    grad_gamma))``.
+
+    With ``relu_output`` (the ``y`` of ``forward_train(..., relu=True)``),
+    ``grad_y`` is the gradient of that relu's output: ``relu_grad = grad_y *
+    (relu_output > 0)`` (numpy's relu backward) is written first, row by row, and
+    is the ``grad_y`` of the formulas. ``relu_grad`` may be ``grad_x`` itself (each
+    cell of the input gradient is computed from the same cell of it)."""
     cdef:
         Py_ssize_t n_samples = grad_y.shape[0], n_channels = grad_y.shape[1]
         Py_ssize_t n_cells = grad_y.shape[2]
-        Py_ssize_t c, n
+        Py_ssize_t c, n, c0, c1
         double sum_gy, sum_gy_xhat, k, share
         skc_sum_dot row
         bint want_grad_x = grad_x is not None
         bint weighted = weights is not None
+        bint relu = relu_output is not None
+        const floating *grad_rows = NULL
         double[:, ::1] sums_view
+    if n_samples * n_cells > 0:
+        grad_rows = &relu_grad[0, 0, 0] if relu else &grad_y[0, 0, 0]
     if not weighted:
         count = <double> (n_samples * n_cells)
     if n_cells == 1 and n_samples > 0:
@@ -395,8 +424,13 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
         sums_view = sums
         for c in prange((n_channels + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK, nogil=True,
                         schedule="static", num_threads=n_threads):
-            _columns_backward(&grad_y[0, 0, 0], &x_hat[0, 0, 0], n_samples, n_channels,
-                              c * _COLUMN_BLOCK, min((c + 1) * _COLUMN_BLOCK, n_channels),
+            c0 = c * _COLUMN_BLOCK
+            c1 = min((c + 1) * _COLUMN_BLOCK, n_channels)
+            if relu:
+                for n in range(n_samples):
+                    _relu_backward(&grad_y[n, c0, 0], &relu_output[n, c0, 0], c1 - c0,
+                                   &relu_grad[n, c0, 0])
+            _columns_backward(grad_rows, &x_hat[0, 0, 0], n_samples, n_channels, c0, c1,
                               &gamma[0], &inv_std[0],
                               &weights[0] if weighted else NULL, count,
                               &grad_x[0, 0, 0] if want_grad_x else NULL, &grad_gamma[0],
@@ -406,7 +440,11 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
         sum_gy = 0
         sum_gy_xhat = 0
         for n in range(n_samples if n_cells > 0 else 0):  # see forward_train
-            row = _row_sum_and_dot(&grad_y[n, c, 0], &x_hat[n, c, 0], n_cells)
+            if relu:
+                _relu_backward(&grad_y[n, c, 0], &relu_output[n, c, 0], n_cells,
+                               &relu_grad[n, c, 0])
+            row = _row_sum_and_dot(grad_rows + (n * n_channels + c) * n_cells,
+                                   &x_hat[n, c, 0], n_cells)
             sum_gy = sum_gy + row.sum
             sum_gy_xhat = sum_gy_xhat + row.dot
         grad_beta[c] = <floating> sum_gy
@@ -415,12 +453,14 @@ def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)
             k = gamma[c] * inv_std[c]
             for n in range(n_samples if n_cells > 0 else 0):
                 share = weights[n] / count
-                _input_grad_row(&grad_y[n, c, 0], &x_hat[n, c, 0], &grad_x[n, c, 0],
+                _input_grad_row(grad_rows + (n * n_channels + c) * n_cells,
+                                &x_hat[n, c, 0], &grad_x[n, c, 0],
                                 n_cells, k, 1.0, share * sum_gy, share * sum_gy_xhat)
         elif want_grad_x:
             k = gamma[c] * inv_std[c] / count
             for n in range(n_samples if n_cells > 0 else 0):
-                _input_grad_row(&grad_y[n, c, 0], &x_hat[n, c, 0], &grad_x[n, c, 0],
+                _input_grad_row(grad_rows + (n * n_channels + c) * n_cells,
+                                &x_hat[n, c, 0], &grad_x[n, c, 0],
                                 n_cells, k, count, sum_gy, sum_gy_xhat)
 
 

@@ -15,7 +15,8 @@ from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Globa
                      InputScale, Pool, RandomShift)
 from .network import Network
 
-__all__ = ["BATCH_NORM_PLACES", "HEADS", "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
+__all__ = ["BATCH_NORM_PLACES", "BATCH_NORM_POSITIONS", "HEADS",
+           "POOL_COMMUTING_ACTIVATIONS", "build_lenet5"]
 
 #: What follows the last conv block: a flatten (LeNet-5) or a global pooling.
 HEADS = ("flatten", "avg", "max", "min")
@@ -23,6 +24,11 @@ HEADS = ("flatten", "avg", "max", "min")
 #: Where ``batch_norm`` may put batch normalisation besides True (``'all'``) and
 #: False: after every conv and hidden dense layer, or after the conv layers only.
 BATCH_NORM_PLACES = ("all", "conv")
+
+#: Where a conv block's batch normalisation goes: between the convolution and the
+#: pooling, or after the pooling (then the block is conv -> pool -> batch norm ->
+#: activation, and the normalisation sees the pooled map).
+BATCH_NORM_POSITIONS = ("before_pool", "after_pool")
 
 
 def _batch_norm_places(batch_norm):
@@ -113,6 +119,7 @@ def build_lenet5(
     pool_stride=None,
     hidden_layer_sizes=(120, 84),
     batch_norm=False,
+    batch_norm_position="before_pool",
     spatial_dropout=0.0,
     dropout=0.0,
     head="flatten",
@@ -125,7 +132,8 @@ def build_lenet5(
 
     Options beyond LeNet-5 (all off by default): ``batch_norm`` puts a
     :class:`BatchNorm` after every conv and hidden dense layer (True or ``'all'``)
-    or after every conv layer only (``'conv'``), before the activation;
+    or after every conv layer only (``'conv'``), before the activation, and in a
+    conv block before or after the pooling (``batch_norm_position``);
     ``spatial_dropout`` ends every conv block with a channel-wise
     :class:`Dropout`, ``dropout`` every hidden dense layer with an element-wise one;
     ``head`` replaces the flatten after the last conv block by a global pooling
@@ -176,6 +184,12 @@ def build_lenet5(
     hidden_layer_sizes : tuple of int, default=(120, 84)
     batch_norm : bool or {'all', 'conv'}, default=False
         True and ``'all'`` are the same.
+    batch_norm_position : {'before_pool', 'after_pool'}, default='before_pool'
+        A conv block with batch norm is conv -> batch norm -> pool -> activation
+        (the activation before the pooling when they do not commute) or conv ->
+        pool -> batch norm -> activation. The second normalises a quarter of the
+        cells after a 2x2 pooling and lets the convolution pool its own output in
+        cache; it is a different function, not a reordering of the same one.
     spatial_dropout, dropout : float, default=0.0
         Drop rates in [0, 1) (0: no Dropout layer).
     augment_shift : float, default=0.0
@@ -261,6 +275,9 @@ def build_lenet5(
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
     conv_norm, dense_norm = _batch_norm_places(batch_norm)
+    if batch_norm_position not in BATCH_NORM_POSITIONS:
+        raise ValueError(f"batch_norm_position must be one of {BATCH_NORM_POSITIONS}, "
+                         f"got {batch_norm_position!r}")
     layers = [InputScale(input_divisor)] if input_divisor != 1 else []
     if augment_shift or augment_flip:
         layers.append(RandomShift(augment_shift, bool(augment_flip)))
@@ -268,14 +285,17 @@ def build_lenet5(
         conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
                     init=hidden_init)
         pool = Pool(pool_sizes[i], pool_strides[i], mode=modes[i])
-        # A batch normalisation is per-channel affine with a scale of either sign, so
-        # it stays next to the convolution, before the pooling.
-        layers += [conv, BatchNorm()] if conv_norm else [conv]
-        if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
-            # Same values and gradients, with the activation on the pooled map only.
-            layers += [pool, Activation(activation)]
+        if conv_norm and batch_norm_position == "after_pool":
+            layers += [conv, pool, BatchNorm(), Activation(activation)]
         else:
-            layers += [Activation(activation), pool]
+            # A batch normalisation is per-channel affine with a scale of either
+            # sign: before the pooling, it stays next to the convolution.
+            layers += [conv, BatchNorm()] if conv_norm else [conv]
+            if modes[i] in ("max", "min") and activation in POOL_COMMUTING_ACTIVATIONS:
+                # Same values and gradients, with the activation on the pooled map.
+                layers += [pool, Activation(activation)]
+            else:
+                layers += [Activation(activation), pool]
         if spatial_dropout:
             layers.append(Dropout(spatial_dropout, spatial=True))
     layers.append(Flatten() if head == "flatten" else GlobalPool(head))

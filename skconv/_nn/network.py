@@ -15,8 +15,9 @@ one. A conv layer and the layers after it become one :class:`ConvBlockStep` when
 ops layer has a prepared fused block for them (:func:`skconv._ops.blocks.prepare_conv_block`
 decides; the network only asks), a batch normalisation with the pooling (and relu)
 after it one :class:`NormPoolStep` when :class:`skconv._ops.norm.NormPoolBlock` takes
-them, and a dense layer with a relu after it is one :class:`DenseReluStep`. Every step
-gives the same results bit for bit as its layers one by one, which
+them, any other batch normalisation (with the relu after it, if one follows) one
+:class:`NormStep`, and a dense layer with a relu after it one :class:`DenseReluStep`.
+Every step gives the same results bit for bit as its layers one by one, which
 ``Network(fuse=False)`` runs (the reference in the tests).
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from .._ops.blocks import prepare_conv_block
 from .._ops.keyed import row_keys
-from .._ops.norm import NormPoolBlock, batch_norm_affine, batch_norm_count
+from .._ops.norm import NormBlock, NormPoolBlock, batch_norm_affine, batch_norm_count
 from .._ops.threads import effective_n_threads, single_threaded_blas
 from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
@@ -41,7 +42,7 @@ from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Globa
 INFERENCE_BATCH_BYTES = 16 << 20
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "NormPoolStep",
-           "l2_factors", "l2_penalty"]
+           "NormStep", "l2_factors", "l2_penalty"]
 
 
 def _layer_step(i, layer, shape, network_input, fn, *args):
@@ -204,18 +205,18 @@ class ConvBlockStep(LayerStep):
         return f"ConvBlockStep({self.block!r})"
 
 
-class NormPoolStep(LayerStep):
-    """A :class:`BatchNorm` layer, the max or min pooling after it and the relu (or
-    identity) after that, run as one prepared op.
+class NormStep(LayerStep):
+    """A :class:`BatchNorm` layer, and the relu after it if one follows, run as one
+    prepared op (:class:`skconv._ops.norm.NormBlock`).
 
     The parameters, gradients and running averages stay the batch norm layer's; the
-    block (:class:`skconv._ops.norm.NormPoolBlock`) computes with them.
+    block computes with them.
 
     Parameters
     ----------
     layers : tuple of Layer
-        The batch norm layer, the pooling, and the activation if the block covers it.
-    block : NormPoolBlock
+        The batch norm layer, then the layers the block covers.
+    block : NormBlock or NormPoolBlock
     """
 
     def __init__(self, layers, block):
@@ -251,7 +252,20 @@ class NormPoolStep(LayerStep):
         return grad_x
 
     def __repr__(self):
-        return f"NormPoolStep({self.block!r})"
+        return f"{type(self).__name__}({self.block!r})"
+
+
+class NormPoolStep(NormStep):
+    """A :class:`BatchNorm` layer, the max or min pooling after it and the relu (or
+    identity) after that, run as one prepared op
+    (:class:`skconv._ops.norm.NormPoolBlock`); as :class:`NormStep` otherwise.
+
+    Parameters
+    ----------
+    layers : tuple of Layer
+        The batch norm layer, the pooling, and the activation if the block covers it.
+    block : NormPoolBlock
+    """
 
 
 class Network:
@@ -371,7 +385,7 @@ class Network:
             if self.fuse and isinstance(layer, Conv):
                 step = self._conv_block_step(i)
             if step is None and self.fuse and isinstance(layer, BatchNorm):
-                step = self._norm_pool_step(i)
+                step = self._norm_step(i)
             if step is None and self.fuse and isinstance(layer, Dense) and _is_relu(
                     self.layers[i + 1] if i + 1 < len(self.layers) else None):
                 step = DenseReluStep(layer, self.layers[i + 1])
@@ -397,6 +411,18 @@ class Network:
             if block is not None:
                 return ConvBlockStep(self.layers[i:i + 1 + n], block)
         return None
+
+    def _norm_step(self, i):
+        """Batch norm layer ``i`` and the relu after it (if one follows) as a step:
+        with the pooling after them when the ops layer has a block for that, else
+        the batch norm (and relu) alone."""
+        step = self._norm_pool_step(i)
+        if step is not None:
+            return step
+        layer = self.layers[i]
+        relu = _is_relu(self.layers[i + 1] if i + 1 < len(self.layers) else None)
+        return NormStep(self.layers[i:i + 1 + relu],
+                        NormBlock(layer.input_shape, relu, self.dtype))
 
     def _norm_pool_step(self, i):
         """Batch norm layer ``i``, the pooling after it and the relu (or identity)

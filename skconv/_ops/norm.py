@@ -17,7 +17,8 @@ the row twice, a row of weight 0 those of the batch without it (it is still
 normalised, and its input gradient is ``gamma * inv_std * grad_y``). Without weights
 the results are exactly the unweighted ones.
 
-:class:`NormPoolBlock` is the prepared op (see :mod:`skconv._ops.blocks`) of a batch
+:class:`NormBlock` is batch normalisation (and the relu after it) as a prepared op,
+what a network runs where no pooling follows; :class:`NormPoolBlock` is the prepared op (see :mod:`skconv._ops.blocks`) of a batch
 normalisation followed by a non-overlapping max or min pooling and optionally a relu
 (the conv blocks of a LeNet-5 with batch normalisation): one pass over the maps
 normalises, pools and applies the relu, and the backward never builds the gradient of
@@ -39,7 +40,7 @@ from .validation import (
     normalize_padding,
 )
 
-__all__ = ["NormPoolBlock", "batch_norm_affine", "batch_norm_backward",
+__all__ = ["NormBlock", "NormPoolBlock", "batch_norm_affine", "batch_norm_backward",
            "batch_norm_count", "batch_norm_inference", "batch_norm_train"]
 
 
@@ -108,12 +109,26 @@ def batch_norm_count(shape, sample_weight=None):
     return math.fsum(weights) * n_cells
 
 
-def _threads(n_jobs, x, n_tasks):
-    return max(1, min(threads_for_cells(effective_n_threads(n_jobs), x.size), n_tasks))
+#: Passes a batch normalisation makes over each cell of its input in training: the
+#: mean, the squared deviations and the normalisation (the backward: the sums, then
+#: the gradient, reading two arrays each). Its thread count counts them: a 64 x 16 x 7
+#: x 7 batch (LeNet-5's second block after its pooling) runs in two thirds of the
+#: time on two threads.
+TRAIN_VISITS_PER_CELL = 3
+
+
+def _threads(n_jobs, x, n_tasks, visits=1):
+    return _block_threads(effective_n_threads(n_jobs), x, n_tasks, visits)
+
+
+def _block_threads(n_threads, x, n_tasks, visits=1):
+    """The threads for ``n_tasks`` tasks over the cells of ``x``, from an effective
+    count (what the prepared ops take, as the conv blocks do)."""
+    return max(1, min(threads_for_cells(n_threads, x.size * visits), n_tasks))
 
 
 def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=None,
-                     out=None):
+                     out=None, relu=False):
     """Normalise ``x`` with its own (weighted) batch statistics.
 
     Parameters
@@ -131,11 +146,14 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=Non
         Threads (channels are shared out; the result does not depend on it).
     out : tuple of 2 ndarray, default=None
         Where to write ``(y, x_hat)`` (writeable, C-contiguous, the result's dtype).
+    relu : bool, default=False
+        Apply a relu to ``y`` (``numpy.maximum(y, 0)``, each row while it is in
+        cache): a batch norm and the relu after it in one pass.
 
     Returns
     -------
     y : ndarray, shape of ``x``
-        ``gamma * x_hat + beta``.
+        ``gamma * x_hat + beta`` (then the relu).
     x_hat : ndarray, shape of ``x``
         The normalised input, kept for :func:`batch_norm_backward`.
     mean, var, inv_std : ndarray of shape (C,), float64
@@ -164,12 +182,13 @@ def batch_norm_train(x, gamma, beta, *, eps=1e-5, sample_weight=None, n_jobs=Non
     _kernel.forward_train(_as_channels(x, "x"), gamma, beta, float(eps), weights,
                           float(count), _as_channels(y, "y"),
                           _as_channels(x_hat, "x_hat"), mean, var, inv_std,
-                          _threads(n_jobs, x, n_channels))
+                          _threads(n_jobs, x, n_channels, TRAIN_VISITS_PER_CELL),
+                          bool(relu))
     return y, x_hat, mean, var, inv_std
 
 
 def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, sample_weight=None,
-                        n_jobs=None, compute_grad_x=True, out=None):
+                        n_jobs=None, compute_grad_x=True, out=None, relu_output=None):
     """Gradients of :func:`batch_norm_train` with respect to x, gamma and beta.
 
     Parameters
@@ -190,6 +209,10 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, sample_weight=None,
     out : tuple of 3 ndarray, default=None
         Where to write ``(grad_x, grad_gamma, grad_beta)`` (``grad_x`` None when
         ``compute_grad_x`` is False).
+    relu_output : ndarray, shape of ``x``, default=None
+        The ``y`` of ``batch_norm_train(..., relu=True)``: ``grad_y`` is then the
+        gradient of the relu's output, and its backward (``grad_y * (relu_output >
+        0)``, as the relu layer computes it) runs first, row by row in the same pass.
 
     Returns
     -------
@@ -207,7 +230,13 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, sample_weight=None,
     gamma = _check_channel_vector(gamma, n_channels, "gamma", dtype)
     inv_std = _check_channel_vector(inv_std, n_channels, "inv_std", np.float64)
     weights = _check_row_weights(sample_weight, x_hat.shape)
-    inputs = (grad_y, x_hat, gamma)
+    if relu_output is not None:
+        relu_output = as_float_array(relu_output, "relu_output")
+        if relu_output.shape != x_hat.shape:
+            raise ValueError(f"relu_output must have the shape of x_hat {x_hat.shape}, "
+                             f"got shape {relu_output.shape}")
+        relu_output = contiguous(relu_output, dtype)
+    inputs = (grad_y, x_hat, gamma, relu_output)
     if out is None:
         grad_x = np.empty_like(x_hat) if compute_grad_x else None
         grad_gamma, grad_beta = np.empty(n_channels, dtype), np.empty(n_channels, dtype)
@@ -220,10 +249,18 @@ def batch_norm_backward(grad_y, x_hat, gamma, inv_std, *, sample_weight=None,
             grad_x = check_out(out[0], x_hat.shape, dtype, "out[0] (grad_x)", inputs,
                                [("out[1] (grad_gamma)", grad_gamma),
                                 ("out[2] (grad_beta)", grad_beta)])
+    relu_grad = None
+    if relu_output is not None:
+        # The relu's gradient is written where grad_x goes, which it becomes in place.
+        relu_grad = _as_channels(grad_x if grad_x is not None else np.empty_like(x_hat),
+                                 "grad_x")
+        relu_output = _as_channels(relu_output, "relu_output")
     _kernel.backward(_as_channels(grad_y, "grad_y"), _as_channels(x_hat, "x_hat"), gamma,
                      inv_std, weights, float(batch_norm_count(x_hat.shape, weights)),
                      None if grad_x is None else _as_channels(grad_x, "grad_x"),
-                     grad_gamma, grad_beta, _threads(n_jobs, x_hat, n_channels))
+                     grad_gamma, grad_beta,
+                     _threads(n_jobs, x_hat, n_channels, TRAIN_VISITS_PER_CELL),
+                     relu_output, relu_grad)
     return grad_x, grad_gamma, grad_beta
 
 
@@ -285,7 +322,169 @@ def batch_norm_affine(gamma, beta, mean, var, *, eps=1e-5, dtype=np.float64):
     return scale.astype(dtype), shift.astype(dtype)
 
 
-class NormPoolBlock:
+class _PreparedNorm:
+    """What the prepared batch normalisation ops share: their workspaces (kept per
+    batch shape, never pickled), the checks of their inputs and the gradient outputs.
+    Subclasses set ``input_shape``, ``output_shape``, ``dtype``, ``_arrays = {}``
+    and ``_cache = None``."""
+
+    _MAX_PREPARED = 4  # batch shapes whose arrays are kept
+    _READABLE_PAST_END = 16  # values a kernel's whole vectors may read past an array
+
+    def _array(self, name, shape, dtype):
+        """A workspace kept per batch shape; the kernels may read a few values past
+        its end (see ``skconv._kernels.norm.scratch_cells``), so it has them."""
+        key = (name, tuple(shape))
+        array = self._arrays.get(key)
+        if array is None:
+            if len(self._arrays) >= 6 * self._MAX_PREPARED:
+                self._arrays.clear()
+            size = math.prod(shape)
+            array = np.empty(size + self._READABLE_PAST_END, dtype=dtype)[:size]
+            array = self._arrays[key] = array.reshape(shape)
+        return array
+
+    def _check_input(self, x):
+        x = contiguous(as_float_array(x, "x"), self.dtype)
+        if x.shape[1:] != self.input_shape or len(x) == 0:
+            raise ValueError(f"x must have shape (N, *{self.input_shape}) with N >= 1, "
+                             f"got shape {x.shape}")
+        return x
+
+    def _check_channels(self, values, names, dtype):
+        n_channels = self.input_shape[0]
+        return [_check_channel_vector(v, n_channels, name, dtype)
+                for v, name in zip(values, names)]
+
+    def _take_cache(self):
+        """What the last training forward kept for the backward (then forgotten)."""
+        if self._cache is None:
+            raise RuntimeError("backward needs a preceding forward_train")
+        cache, self._cache = self._cache, None
+        return cache
+
+    def _check_grad_y(self, grad_y, shape):
+        grad_y = as_float_array(grad_y, "grad_y")
+        if grad_y.shape != shape:
+            raise ValueError(f"grad_y must have shape {shape} (the forward's output), "
+                             f"got shape {grad_y.shape}")
+        return contiguous(grad_y, self.dtype)
+
+    def _grad_params(self, out, grad_y):
+        """``(grad_gamma, grad_beta)``: ``out`` checked, or fresh arrays."""
+        n_channels = self.input_shape[0]
+        if out is None:
+            return tuple(np.empty(n_channels, self.dtype) for _ in range(2))
+        grad_gamma = check_out(out[0], (n_channels,), self.dtype, "out[0] (grad_gamma)",
+                               (grad_y,))
+        grad_beta = check_out(out[1], (n_channels,), self.dtype, "out[1] (grad_beta)",
+                              (grad_y,), [("out[0] (grad_gamma)", grad_gamma)])
+        return grad_gamma, grad_beta
+
+    def __getstate__(self):
+        # Workspaces and the training cache: never pickled.
+        state = self.__dict__.copy()
+        state["_arrays"], state["_cache"] = {}, None
+        return state
+
+
+class NormBlock(_PreparedNorm):
+    """Batch normalisation, optionally followed by a relu, as a prepared op for one
+    sample shape: what a network runs at a :class:`BatchNorm` layer that no pooling
+    follows (after a dense layer, or after a conv block that pooled its own output).
+
+    The same kernels as :func:`batch_norm_train` and :func:`batch_norm_backward` (with
+    their ``relu`` and ``relu_output``), so the same results bit for bit as those ops
+    and ``numpy.maximum(y, 0)``, for any ``n_threads``; the outputs are the block's
+    workspaces (overwritten by the next call), and what preparation settles (the
+    sample shape, the dtype) is not checked again on every call.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(C, *spatial)`` or ``(C,)``, one sample.
+    relu : bool
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+    dtype : numpy dtype
+    """
+
+    def __init__(self, input_shape, relu, dtype):
+        self.input_shape = self.output_shape = tuple(int(s) for s in input_shape)
+        self.relu = bool(relu)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64) or not self.input_shape or min(
+                self.input_shape) < 1:
+            raise ValueError(f"NormBlock needs a float32 or float64 dtype and a sample "
+                             f"shape (C, *spatial) of positive sizes, got {self.dtype} "
+                             f"and {self.input_shape}")
+        self._channels = (self.input_shape[0], math.prod(self.input_shape[1:]))
+        self._arrays = {}
+        self._cache = None
+
+    def _as_channels(self, x):
+        return x.reshape((len(x),) + self._channels)
+
+    def forward_train(self, x, gamma, beta, *, eps, sample_weight=None, n_threads=1):
+        """:func:`batch_norm_train` (then the relu), keeping what :meth:`backward`
+        needs; the arguments and results are :meth:`NormPoolBlock.forward_train`'s
+        (``y`` has the input's shape)."""
+        x = self._check_input(x)
+        gamma, beta = self._check_channels((gamma, beta), ("gamma", "beta"), self.dtype)
+        _check_eps(eps)
+        weights = _check_row_weights(sample_weight, x.shape)
+        count = float(batch_norm_count(x.shape, weights))
+        y = self._array("y", x.shape, self.dtype)
+        x_hat = self._array("x_hat", x.shape, self.dtype)
+        n_channels = self.input_shape[0]
+        mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
+        _kernel.forward_train(self._as_channels(x), gamma, beta, float(eps), weights,
+                              count, self._as_channels(y), self._as_channels(x_hat),
+                              mean, var, inv_std,
+                              _block_threads(n_threads, x, n_channels,
+                                             TRAIN_VISITS_PER_CELL),
+                              self.relu)
+        self._cache = (x_hat, y, inv_std, weights, count)
+        return y, mean, var
+
+    def infer(self, x, gamma, beta, mean, var, *, eps, n_threads=1, out=None):
+        """:func:`batch_norm_inference` (then the relu) with the given statistics."""
+        self._cache = None
+        y = batch_norm_inference(x, gamma, beta, mean, var, eps=eps, n_jobs=n_threads,
+                                 out=out)
+        return np.maximum(y, 0.0, out=y) if self.relu else y
+
+    def backward(self, grad_y, gamma, *, n_threads=1, compute_grad_x=True, out=None):
+        """Gradients after a :meth:`forward_train`, as :func:`batch_norm_backward`
+        (with the relu's backward first); the arguments and results are
+        :meth:`NormPoolBlock.backward`'s."""
+        x_hat, y, inv_std, weights, count = self._take_cache()
+        grad_y = self._check_grad_y(grad_y, y.shape)
+        (gamma,) = self._check_channels((gamma,), ("gamma",), self.dtype)
+        grad_gamma, grad_beta = self._grad_params(out, grad_y)
+        grad_x = self._array("grad_x", y.shape, self.dtype) if compute_grad_x else None
+        relu_grad = None
+        if self.relu:  # written where grad_x goes, which it becomes in place
+            relu_grad = grad_x if compute_grad_x else self._array("relu_grad", y.shape,
+                                                                  self.dtype)
+        as_channels = self._as_channels
+        _kernel.backward(as_channels(grad_y), as_channels(x_hat), gamma, inv_std, weights,
+                         count, None if grad_x is None else as_channels(grad_x),
+                         grad_gamma, grad_beta,
+                         _block_threads(n_threads, y, self.input_shape[0],
+                                        TRAIN_VISITS_PER_CELL),
+                         as_channels(y) if self.relu else None,
+                         None if relu_grad is None else as_channels(relu_grad))
+        return grad_x, grad_gamma, grad_beta
+
+    def __repr__(self):
+        return f"NormBlock(input_shape={self.input_shape}, relu={self.relu})"
+
+
+class NormPoolBlock(_PreparedNorm):
     """Batch normalisation, a max or min pooling of non-overlapping windows and
     optionally a relu, as one prepared op on one or two spatial axes.
 
@@ -315,8 +514,6 @@ class NormPoolBlock:
     """
 
     _MAX_WINDOW_CELLS = 255  # the winner of a window is kept as a uint8
-    _MAX_PREPARED = 4  # batch shapes whose arrays are kept
-    _READABLE_PAST_END = 16  # values a kernel's whole vectors may read past an array
 
     def __init__(self, input_shape, pool, relu, dtype):
         self.input_shape = tuple(input_shape)
@@ -358,37 +555,12 @@ class NormPoolBlock:
         """``x`` of ``(N, C, *spatial)`` as ``(N, C, H, W)`` (H = 1 for signals)."""
         return x.reshape((len(x), shape[0]) + (1,) * (3 - len(shape)) + tuple(shape[1:]))
 
-    def _array(self, name, shape, dtype):
-        """A workspace kept per batch shape; the kernels may read a few values past
-        its end (see ``skconv._kernels.norm.scratch_cells``), so it has them."""
-        key = (name, tuple(shape))
-        array = self._arrays.get(key)
-        if array is None:
-            if len(self._arrays) >= 6 * self._MAX_PREPARED:
-                self._arrays.clear()
-            size = math.prod(shape)
-            array = np.empty(size + self._READABLE_PAST_END, dtype=dtype)[:size]
-            array = self._arrays[key] = array.reshape(shape)
-        return array
-
     def _scratch(self, n_threads):
         """The kernels' per-thread scratch: two planes, and a row of winners."""
         cells = _kernel.scratch_cells(math.prod(self.input_shape[1:]),
                                       self.output_shape[-1])
         return (self._array("scratch", (n_threads, 2, cells), self.dtype),
                 self._array("code_scratch", (n_threads, cells), np.uint8))
-
-    def _check_input(self, x):
-        x = contiguous(as_float_array(x, "x"), self.dtype)
-        if x.shape[1:] != self.input_shape or len(x) == 0:
-            raise ValueError(f"x must have shape (N, *{self.input_shape}) with N >= 1, "
-                             f"got shape {x.shape}")
-        return x
-
-    def _check_channels(self, values, names, dtype):
-        n_channels = self.input_shape[0]
-        return [_check_channel_vector(v, n_channels, name, dtype)
-                for v, name in zip(values, names)]
 
     def forward_train(self, x, gamma, beta, *, eps, sample_weight=None, n_threads=1):
         """Normalise with the batch's statistics, pool, relu; keep what
@@ -422,7 +594,7 @@ class NormPoolBlock:
         n_channels = self.input_shape[0]
         mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
         pool_h, pool_w = self._window
-        threads = _threads(n_threads, x, n_channels)
+        threads = _block_threads(n_threads, x, n_channels)
         _kernel.forward_pool_train(
             self._as_planes(x, self.input_shape), gamma, beta, float(eps), weights,
             count, pool_h, pool_w, self.pool.mode == "min", self.relu,
@@ -461,7 +633,7 @@ class NormPoolBlock:
             out, shape, self.dtype, "out", (x,))
         if len(x):
             pool_h, pool_w = self._window
-            threads = _threads(n_threads, x, len(x) * self.input_shape[0])
+            threads = _block_threads(n_threads, x, len(x) * self.input_shape[0])
             _kernel.forward_pool_infer(
                 self._as_planes(x, self.input_shape), scale, shift, pool_h, pool_w,
                 self.pool.mode == "min", self.relu, self._as_planes(y, self.output_shape),
@@ -487,27 +659,14 @@ class NormPoolBlock:
             The block's array, overwritten by the next backward.
         grad_gamma, grad_beta : ndarray of shape (C,)
         """
-        if self._cache is None:
-            raise RuntimeError("backward needs a preceding forward_train")
-        x, y, winners, mean, inv_std, weights, count = self._cache
-        self._cache = None
-        grad_y = as_float_array(grad_y, "grad_y")
-        if grad_y.shape != y.shape:
-            raise ValueError(f"grad_y must have shape {y.shape} (the forward's output), "
-                             f"got shape {grad_y.shape}")
-        grad_y = contiguous(grad_y, self.dtype)
+        x, y, winners, mean, inv_std, weights, count = self._take_cache()
+        grad_y = self._check_grad_y(grad_y, y.shape)
         (gamma,) = self._check_channels((gamma,), ("gamma",), self.dtype)
         n_channels = self.input_shape[0]
-        if out is None:
-            grad_gamma, grad_beta = (np.empty(n_channels, self.dtype) for _ in range(2))
-        else:
-            grad_gamma = check_out(out[0], (n_channels,), self.dtype,
-                                   "out[0] (grad_gamma)", (grad_y,))
-            grad_beta = check_out(out[1], (n_channels,), self.dtype, "out[1] (grad_beta)",
-                                  (grad_y,), [("out[0] (grad_gamma)", grad_gamma)])
+        grad_gamma, grad_beta = self._grad_params(out, grad_y)
         grad_x = self._array("grad_x", x.shape, self.dtype) if compute_grad_x else None
         pool_h, pool_w = self._window
-        threads = _threads(n_threads, x, n_channels)
+        threads = _block_threads(n_threads, x, n_channels)
         pooled = functools.partial(self._as_planes, shape=self.output_shape)
         grad_windows = self._array("grad_windows", y.shape, self.dtype)
         _kernel.backward_pool(
@@ -517,12 +676,6 @@ class NormPoolBlock:
             None if grad_x is None else self._as_planes(grad_x, self.input_shape),
             grad_gamma, grad_beta, pooled(grad_windows), self._scratch(threads)[0], threads)
         return grad_x, grad_gamma, grad_beta
-
-    def __getstate__(self):
-        # Workspaces and the training cache: never pickled.
-        state = self.__dict__.copy()
-        state["_arrays"], state["_cache"] = {}, None
-        return state
 
     def __repr__(self):
         return (f"NormPoolBlock(input_shape={self.input_shape}, "

@@ -178,10 +178,11 @@ SKC_ALWAYS_INLINE void SKC_NAME(skc_take_extreme)(const int want_min, SKC_VT c, 
     *which = (take & k) | (*which & ~take);
 }
 
-/* numpy's maximum(v, 0): v itself when v >= 0 (-0 included) or NaN, else +0. */
+/* numpy's maximum(v, 0): v itself when v > 0 or NaN, else +0 (-0 included: numpy
+ * gives +0 for it). */
 SKC_ALWAYS_INLINE SKC_VT SKC_NAME(skc_relu)(SKC_VT v)
 {
-    SKC_VI keep = (v >= 0) | (v != v);
+    SKC_VI keep = (v > 0) | (v != v);
     return (SKC_VT)((SKC_VI)v & keep);
 }
 
