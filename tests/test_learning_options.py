@@ -25,7 +25,7 @@ from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
 from skconv._estimators import base as estimator_base
 from skconv._estimators.base import AUTO_OTHER_OPTIONS, AUTO_SIGNAL_OPTIONS
 from skconv._estimators.inspection import network_of
-from skconv._nn.layers import Dense, Dropout, Flatten
+from skconv._nn.layers import Dense, Dropout, Flatten, RandomShift
 from skconv._nn.network import Network
 from skconv._nn.optimizers import SGD, Adam
 
@@ -48,8 +48,11 @@ def _targets(cls, y):
 
 def _make(cls, **params):
     """``cls(**params)`` with the learning options off unless given: on these
-    signals the classifier's 'auto' would turn them on (tested on its own below)."""
-    return cls(**{**AUTO_OTHER_OPTIONS, "input_scaling": None, **params})
+    signals the classifier's 'auto' would turn them on (tested on its own below).
+    A batch norm stays where 'auto' puts it on signals, before the pooling."""
+    options = {name: value for name, value in AUTO_OTHER_OPTIONS.items()
+               if name != "batch_norm_position"}
+    return cls(**{**options, "input_scaling": None, **params})
 
 
 def _fit(cls, X, y, **params):
@@ -504,7 +507,9 @@ def test_partial_fit_runs_one_epoch_whatever_min_updates():
     ("dropout", 1.0), ("dropout", -0.1),
     ("spatial_dropout", 1.5), ("head", "sum"), ("learning_rate", "step"),
     ("power_t", -1.0), ("min_updates", -1), ("min_updates", 2.5),
-    ("input_scaling", "standard"), ("input_scaling", 255)])
+    ("input_scaling", "standard"), ("input_scaling", 255),
+    ("batch_norm_position", "after"), ("batch_norm_position", True),
+    ("learning_rate_init", "fast"), ("learning_rate_init", 0.0)])
 def test_invalid_options_are_refused(param, value):
     X, y = ramps(n=20, length=16)
     with pytest.raises(InvalidParameterError, match=param):
@@ -518,10 +523,11 @@ def test_options_are_parameters_with_defaults_off(cls):
     params = cls().get_params()
     auto = cls is ConvNetClassifier
     assert {name: params[name] for name in (
-        "batch_norm", "dropout", "spatial_dropout", "head", "augment_shift",
-        "augment_flip", "learning_rate", "power_t", "min_updates",
-        "input_scaling")} == dict(
-            batch_norm="auto" if auto else False,
+        "batch_norm", "batch_norm_position", "dropout", "spatial_dropout", "head",
+        "augment_shift", "augment_flip", "learning_rate", "learning_rate_init",
+        "power_t", "min_updates", "input_scaling")} == dict(
+            batch_norm="auto" if auto else False, batch_norm_position="auto",
+            learning_rate_init="auto" if auto else 1e-3,
             dropout=0.2 if cls is ConvNetRegressor else 0.0, spatial_dropout=0.0,
             head="auto" if auto else "flatten", augment_shift="auto" if auto else 0.0,
             augment_flip=False, learning_rate="auto" if auto else "constant",
@@ -536,11 +542,13 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # bit for bit the one the resolved values give explicitly, and auto_options_
     # lists what 'auto' stood for.
     assert AUTO_SIGNAL_OPTIONS == dict(filters=(16, 32, 64), kernel_size=7,
-                                       batch_norm=True, head="avg", learning_rate="cosine",
-                                       min_updates=2000, augment_shift=0.1,
-                                       input_scaling=None)
+                                       batch_norm=True, batch_norm_position="before_pool",
+                                       head="avg", learning_rate="cosine",
+                                       learning_rate_init=1e-3, min_updates=2000,
+                                       augment_shift=0.1, input_scaling=None)
     assert AUTO_OTHER_OPTIONS == dict(filters=(6, 16), kernel_size=5, batch_norm=False,
-                                      head="flatten", learning_rate="constant",
+                                      batch_norm_position="after_pool", head="flatten",
+                                      learning_rate="constant", learning_rate_init=1e-3,
                                       min_updates=0, augment_shift=0.0,
                                       input_scaling="max_abs")
     # Fewer updates than the real 2,000, so that the test runs in a second.
@@ -594,7 +602,7 @@ def test_auto_learning_rate_of_images_follows_the_planned_updates(monkeypatch, r
         est = quiet_fit(ConvNetClassifier(**{**params, **extra}), images, y)
         assert est.auto_options_["learning_rate"] == expected
         assert len(rates) == n_updates  # n_iter_no_change=inf: no early stop
-        lr0 = est.learning_rate_init
+        lr0 = est.auto_options_["learning_rate_init"]  # 1e-3: 20 < 4,000 updates
         expected_rates = ([_cosine(lr0, k, n_updates) for k in range(len(rates))]
                           if expected == "cosine" else [lr0] * len(rates))
         np.testing.assert_allclose(rates, expected_rates, rtol=1e-12)
@@ -607,6 +615,59 @@ def test_auto_learning_rate_of_images_follows_the_planned_updates(monkeypatch, r
     est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 1, "min_updates": 0}),
                     X, y)
     assert est.auto_options_["learning_rate"] == "cosine"
+
+
+def test_auto_long_budget_options_of_images_follow_the_planned_updates(monkeypatch):
+    # Images (two spatial axes, N-d or flat square X) get batch norm after the
+    # pooling, learning_rate_init=5e-3 and one-pixel shifts from
+    # AUTO_IMAGE_LONG_MIN_UPDATES planned updates on, LeNet-5's options below; signals
+    # and volumes never. The fit is the one the resolved values give explicitly.
+    assert estimator_base.AUTO_IMAGE_LONG_MIN_UPDATES == 4000
+    assert estimator_base.AUTO_IMAGE_LONG_OPTIONS == dict(
+        batch_norm=True, learning_rate_init=5e-3, augment_shift=0.04)
+    monkeypatch.setattr(estimator_base, "AUTO_IMAGE_LONG_MIN_UPDATES", 20)
+    X, y = ramps(n=40, length=16)
+    images = np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16) + 1.0  # non-negative
+    params = {**SMALL, "batch_size": 8, "n_iter_no_change": np.inf}
+    long_options = dict(batch_norm=True, batch_norm_position="after_pool",
+                        learning_rate_init=5e-3, augment_shift=0.04)
+    cases = [(images, {"max_iter": 4}, True),  # 5 minibatches an epoch: 20 updates
+             (images.reshape(40, -1), {"max_iter": 4}, True),  # read as 16 x 16
+             (images, {"max_iter": 3}, False),
+             (images, {"max_iter": 3, "min_updates": 20}, True)]
+    for data, extra, long_budget in cases:
+        est = quiet_fit(ConvNetClassifier(**{**params, **extra}), data, y)
+        for name, value in long_options.items():
+            expected = value if long_budget else AUTO_OTHER_OPTIONS[name]
+            assert est.auto_options_[name] == expected, name
+        n_norms = len(SMALL["filters"]) + len(SMALL["hidden_layer_sizes"])
+        assert layer_kinds(est).count("batch_norm") == (n_norms if long_budget else 0)
+        assert any(isinstance(layer, RandomShift)
+                   for layer in network_of(est).layers) == long_budget
+        explicit = quiet_fit(ConvNetClassifier(**{**params, **extra,
+                                                  **est.auto_options_}), data, y)
+        assert explicit.auto_options_ == {}
+        for a, b in zip(_state(est), _state(explicit)):
+            assert_array_equal(a, b)
+    # The rate the optimizer starts from is the resolved one.
+    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4, "solver": "sgd"}),
+                    images, y)
+    assert est._optimizer.learning_rate_init == 5e-3
+    # A batch norm asked for on images goes after the pooling ('auto'), on short
+    # budgets too, unless placed explicitly.
+    for position, second in (("auto", "pool"), ("before_pool", "batch_norm")):
+        est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 1, "batch_norm": True,
+                                             "batch_norm_position": position}), images, y)
+        kinds = layer_kinds(est)
+        assert kinds[kinds.index("conv") + 1] == second
+    # Signals and volumes keep their own options whatever the budget.
+    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4, "min_updates": 0}), X, y)
+    assert est.auto_options_["batch_norm_position"] == "before_pool"
+    assert est.auto_options_["learning_rate_init"] == 1e-3
+    volumes = np.repeat(images, 4, axis=1).reshape(40, 1, 4, 16, 16)
+    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4}), volumes, y)
+    assert est.auto_options_["batch_norm"] is False
+    assert est.auto_options_["augment_shift"] == 0.0
 
 
 def test_grid_search_over_the_options():

@@ -396,6 +396,10 @@ def test_batch_norm_and_dropout(make, target, head):
         assert kinds[first] == "random_shift"
         assert kinds[kinds.index("dense") - 1] == (
             "flatten" if head == "flatten" else "global_pool")
+        # batch_norm_position='auto': after the pooling but on signals, so the graph
+        # is checked with both.
+        assert kinds[kinds.index("conv") + 1] == ("batch_norm" if n_axes == 1
+                                                  else "pool")
         # Trained: statistics and scales away from their starting values.
         norms = [d for d in described if d["kind"] == "batch_norm"]
         assert all(np.abs(d["running_mean"]).max() > 1e-3 for d in norms)

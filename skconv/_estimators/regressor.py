@@ -134,6 +134,7 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
         batch_norm=False,
+        batch_norm_position="auto",
         dropout=0.2,
         spatial_dropout=0.0,
         head="flatten",
@@ -178,6 +179,7 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         self.pool_stride = pool_stride
         self.hidden_layer_sizes = hidden_layer_sizes
         self.batch_norm = batch_norm
+        self.batch_norm_position = batch_norm_position
         self.dropout = dropout
         self.spatial_dropout = spatial_dropout
         self.head = head

@@ -124,6 +124,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         pool_stride=None,
         hidden_layer_sizes=(120, 84),
         batch_norm=False,
+        batch_norm_position="auto",
         dropout=0.0,
         spatial_dropout=0.0,
         head="flatten",
@@ -168,6 +169,7 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.pool_stride = pool_stride
         self.hidden_layer_sizes = hidden_layer_sizes
         self.batch_norm = batch_norm
+        self.batch_norm_position = batch_norm_position
         self.dropout = dropout
         self.spatial_dropout = spatial_dropout
         self.head = head
