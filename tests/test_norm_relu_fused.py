@@ -168,6 +168,28 @@ def test_block_is_the_ops_bit_for_bit(case, relu, dtype):
                              np.maximum(z, 0.0) if relu else z, "inference")
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_block_takes_its_own_outputs_back(relu):
+    # Its outputs are workspaces: given back as inputs, they are read before the
+    # block overwrites them, as the ops would read fresh arrays.
+    rng = np.random.RandomState(3)
+    x = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    gamma, beta = rng.normal(size=(2, 3)).astype(np.float32)
+    block = NormBlock((3, 4), relu, np.float32)
+    y = block.forward_train(x, gamma, beta, eps=1e-5)[0]
+    first = y.copy()
+    want = batch_norm_train(first, gamma, beta, relu=relu)
+    got = block.forward_train(y, gamma, beta, eps=1e-5)[0]
+    assert_bitwise_equal(got, want[0], "forward of its own output")
+    grad_x = block.backward(rng.normal(size=y.shape).astype(np.float32), gamma)[0]
+    block.forward_train(first, gamma, beta, eps=1e-5)
+    expected = batch_norm_backward(grad_x.copy(), want[1], gamma, want[4],
+                                   relu_output=want[0] if relu else None)
+    got = block.backward(grad_x, gamma)
+    for g, w, what in zip(got, expected, ("grad_x", "grad_gamma", "grad_beta")):
+        assert_bitwise_equal(g, w, what)
+
+
 def test_block_errors_name_the_argument():
     block = NormBlock((3, 4), True, np.float32)
     ones = np.ones(3, np.float32)
@@ -213,6 +235,7 @@ def test_after_pool_puts_batch_norm_between_the_pooling_and_the_activation():
         ((3, 30), dict(batch_norm=True, kernel_size=5)),
         ((1, 6, 6, 6), dict(batch_norm=True, kernel_size=3)),
         ((1, 33), dict(batch_norm=True, filters=(3, 4, 2), head="avg")),
+        ((2, 10, 10), dict(batch_norm=True, spatial_dropout=0.3, dropout=0.2)),
     ],
 )
 def test_after_pool_networks_are_their_layer_by_layer_plan(shape, options, dtype):

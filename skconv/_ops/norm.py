@@ -17,10 +17,11 @@ the row twice, a row of weight 0 those of the batch without it (it is still
 normalised, and its input gradient is ``gamma * inv_std * grad_y``). Without weights
 the results are exactly the unweighted ones.
 
-:class:`NormBlock` is batch normalisation (and the relu after it) as a prepared op,
-what a network runs where no pooling follows; :class:`NormPoolBlock` is the prepared op (see :mod:`skconv._ops.blocks`) of a batch
-normalisation followed by a non-overlapping max or min pooling and optionally a relu
-(the conv blocks of a LeNet-5 with batch normalisation): one pass over the maps
+The prepared ops (see :mod:`skconv._ops.blocks`): :class:`NormBlock` is batch
+normalisation and optionally the relu after it, what a network runs where no pooling
+follows; :class:`NormPoolBlock` is batch normalisation followed by a non-overlapping
+max or min pooling and optionally a relu (the conv blocks of a LeNet-5 with batch
+normalisation before the pooling): one pass over the maps
 normalises, pools and applies the relu, and the backward never builds the gradient of
 the normalised maps; the results equal the three ops' bit for bit.
 """
@@ -395,9 +396,10 @@ class NormBlock(_PreparedNorm):
 
     The same kernels as :func:`batch_norm_train` and :func:`batch_norm_backward` (with
     their ``relu`` and ``relu_output``), so the same results bit for bit as those ops
-    and ``numpy.maximum(y, 0)``, for any ``n_threads``; the outputs are the block's
-    workspaces (overwritten by the next call), and what preparation settles (the
-    sample shape, the dtype) is not checked again on every call.
+    and ``numpy.maximum(y, 0)``, for any ``n_threads``. The sample shape and the
+    dtype are fixed when it is made, the outputs are the block's workspaces
+    (overwritten by the next call), and ``n_threads`` is an effective count, as the
+    conv blocks take it: a call checks less than the ops do.
 
     Parameters
     ----------
@@ -439,6 +441,8 @@ class NormBlock(_PreparedNorm):
         count = float(batch_norm_count(x.shape, weights))
         y = self._array("y", x.shape, self.dtype)
         x_hat = self._array("x_hat", x.shape, self.dtype)
+        if np.may_share_memory(x, y) or np.may_share_memory(x, x_hat):
+            x = x.copy()  # the block's own last output, given back to it
         n_channels = self.input_shape[0]
         mean, var, inv_std = (np.empty(n_channels) for _ in range(3))
         _kernel.forward_train(self._as_channels(x), gamma, beta, float(eps), weights,
@@ -470,6 +474,9 @@ class NormBlock(_PreparedNorm):
         if self.relu:  # written where grad_x goes, which it becomes in place
             relu_grad = grad_x if compute_grad_x else self._array("relu_grad", y.shape,
                                                                   self.dtype)
+        if any(np.may_share_memory(grad_y, out) for out in (grad_x, relu_grad)
+               if out is not None):
+            grad_y = grad_y.copy()  # the block's own last input gradient
         as_channels = self._as_channels
         _kernel.backward(as_channels(grad_y), as_channels(x_hat), gamma, inv_std, weights,
                          count, None if grad_x is None else as_channels(grad_x),
