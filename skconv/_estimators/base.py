@@ -75,10 +75,10 @@ AUTO_OTHER_OPTIONS = dict(filters=(6, 16), kernel_size=5, batch_norm=False,
 #: What images (samples with two spatial axes) get instead when a fit plans at least
 #: AUTO_IMAGE_LONG_MIN_UPDATES updates: batch norm after the pooling, a five times
 #: higher rate and random shifts of one pixel in 28 (README, "Learning options":
-#: 10 Fashion-MNIST epochs, 0.910 to 0.92x on the test split, chosen on a
-#: validation split; 1.2-1.3x the cost of a minibatch). Short budgets keep LeNet-5:
-#: on scikit-learn's digits (2,200 updates) batch norm at either rate costs 1-3
-#: points.
+#: 10 Fashion-MNIST epochs, 0.910 to 0.923 on the test split, chosen on a validation
+#: split; an epoch costs 1.06-1.13x the round's starting code's). Short budgets keep
+#: LeNet-5: on scikit-learn's digits (2,200 updates) batch norm at either rate costs
+#: 1-3 points.
 AUTO_IMAGE_LONG_OPTIONS = dict(batch_norm=True, learning_rate_init=5e-3,
                                augment_shift=0.04)
 AUTO_IMAGE_LONG_MIN_UPDATES = 4000
@@ -889,10 +889,11 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             state = (f"The estimator keeps the model of its last finished epoch "
                      f"(n_iter_={self.n_iter_}).")
         if cause is None:
+            rate = self._option("learning_rate_init")
             cause = (
                 f"the optimization diverged. Try a smaller learning_rate_init (now "
-                f"{self._option('learning_rate_init')!r}), and scale X to about [0, 1] or "
-                f"standardize it (e.g. with StandardScaler).")
+                f"{rate!r}), and scale X to about [0, 1] or standardize it (e.g. "
+                f"with StandardScaler).")
         raise ValueError(f"The training {what} epoch {epoch}: {cause} {state}")
 
     def _split_validation(self, X, y, sample_weight):

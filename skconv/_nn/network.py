@@ -413,9 +413,9 @@ class Network:
         return None
 
     def _norm_step(self, i):
-        """Batch norm layer ``i`` and the relu after it (if one follows) as a step:
-        with the pooling after them when the ops layer has a block for that, else
-        the batch norm (and relu) alone."""
+        """Batch norm layer ``i`` as a step: with the pooling (and relu) after it
+        when the ops layer has a block for them, else with the relu after it if one
+        follows."""
         step = self._norm_pool_step(i)
         if step is not None:
             return step
