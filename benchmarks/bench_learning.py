@@ -37,7 +37,9 @@ Run from outside the source tree (so that the installed skconv is imported), e.g
     python benchmarks/bench_learning.py fashion --epochs 10 --torch
 
 ``--validation`` (fashion) scores on 10,000 images held out of the training set
-instead of the test split, for choosing options.
+instead of the test split, for choosing options. ``--train-size N`` (fashion) trains
+each seed on N images of the training set (stratified, drawn with the seed), the
+small-data regime of short update budgets.
 ``--no-anchors`` runs skconv alone; ``--anchors-only`` the anchors alone.
 """
 
@@ -322,6 +324,9 @@ def main(argv=None):
                         default="auto", help="time series normalisation, see load_ucr")
     parser.add_argument("--fashion-path", default=FASHION_DEFAULT)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="fashion: train each seed on this many training images "
+                             "(stratified, drawn with the seed)")
     parser.add_argument("--validation", action="store_true",
                         help="fashion: score on 10,000 held-out training images "
                              "(training on the other 50,000), not on the test split")
@@ -357,10 +362,21 @@ def main(argv=None):
                     record(name, "MLPClassifier", seed, run_mlp(seed, *split))
     elif args.suite == "fashion":
         name = "Fashion-MNIST validation" if args.validation else "Fashion-MNIST"
+        if args.train_size:
+            name += f", {args.train_size} training images"
         datasets = [name]
-        split = load_fashion(args.fashion_path, args.validation)
+        full_split = load_fashion(args.fashion_path, args.validation)
         p = {"max_iter": args.epochs, "tol": 0.0, **params}
         for seed in args.seeds:
+            split = full_split
+            if args.train_size:
+                from sklearn.model_selection import train_test_split
+
+                X_train, X_test, y_train, y_test = full_split
+                X_train, _, y_train, _ = train_test_split(
+                    X_train, y_train, train_size=args.train_size, stratify=y_train,
+                    random_state=seed)
+                split = X_train, X_test, y_train, y_test
             if skc:
                 record(name, args.label, seed,
                        run_skconv(p, seed, args.threads, *split, dtype))
