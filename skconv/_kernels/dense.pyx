@@ -40,6 +40,7 @@ from libc.string cimport memcpy, memset
 
 from .blas cimport gemm as _gemm
 from .microkernels cimport densegemm
+from .relu cimport relu_run
 from .sums cimport sum_rows_in_order
 
 import numpy as np
@@ -127,15 +128,6 @@ cdef void _gemm_chunk(bint trans_a, bint trans_b,
         _gemm(tb, ta, <int> (stop - start), <int> m, <int> k,
               one, b + (start * ldb if trans_b else start), <int> ldb, a, <int> lda,
               beta, c + start, <int> ldc)
-
-
-cdef inline void _relu_run(floating *values, Py_ssize_t n) noexcept nogil:
-    """relu in place on n contiguous values, as numpy's ``maximum(v, 0)`` computes
-    it: negatives and -0 become +0, NaN is kept."""
-    cdef Py_ssize_t u
-    for u in range(n):
-        # A select, not a conditional store, so that the loop vectorises.
-        values[u] = 0 if values[u] <= 0 else values[u]
 
 
 # Rows of x per register pass of ``dense_forward``: their sums for a block of
@@ -251,7 +243,7 @@ cdef void _rows_part(const floating *x, const floating *w, const floating *bias,
         for u in range(n_units):
             y_row[u] = c_row[u] + bias[u]
         if relu:
-            _relu_run(y_row, n_units)
+            relu_run(y_row, n_units)
 
 
 def dense_forward(const floating[:, ::1] x,     # IN  (N, F)

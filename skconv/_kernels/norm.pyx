@@ -26,6 +26,7 @@ from libc.string cimport memcpy, memset
 
 from .poolkernels cimport (SKC_POOL_LANES, pool2x2_codes_row, skc_relu_backward_d,
                           skc_relu_backward_f)
+from .relu cimport relu_run
 from .sums cimport lane_sum
 
 import numpy as np
@@ -48,8 +49,6 @@ cdef extern from "norm/normkernels.h" nogil:
     void skc_norm_affine_row_f(const float *x, Py_ssize_t n, float a, float b, float *y)
     void skc_norm_affine_row_d(const double *x, Py_ssize_t n, double a, double b,
                                double *y)
-    void skc_norm_relu_row_f(float *y, Py_ssize_t n)
-    void skc_norm_relu_row_d(double *y, Py_ssize_t n)
     skc_sum_dot skc_norm_sum_and_dot_f(const float *a, const float *b, Py_ssize_t n)
     skc_sum_dot skc_norm_sum_and_dot_d(const double *a, const double *b, Py_ssize_t n)
     void skc_norm_input_grad_row_f(const float *grad, const float *x_hat, Py_ssize_t n,
@@ -150,14 +149,6 @@ cdef inline void _input_grad_zero_row(const floating *x, floating *grad_x,
         skc_norm_input_grad_zero_row_f(x, n_cells, center, scale, k, a, b, c, grad_x)
     else:
         skc_norm_input_grad_zero_row_d(x, n_cells, center, scale, k, a, b, c, grad_x)
-
-
-cdef inline void _relu_row(floating *y, Py_ssize_t n) noexcept nogil:
-    """``y = numpy.maximum(y, 0)`` in place, the relu layer's forward."""
-    if floating is float:
-        skc_norm_relu_row_f(y, n)
-    else:
-        skc_norm_relu_row_d(y, n)
 
 
 cdef inline void _relu_backward(const floating *grad, const floating *out, Py_ssize_t n,
@@ -291,7 +282,7 @@ cdef void _columns_forward_train(const floating *x, Py_ssize_t n_samples,
             x_hat[n * n_channels + c] = h
             y[n * n_channels + c] = gamma[c] * h + beta[c]
         if relu:
-            _relu_row(y + n * n_channels + c0, c1 - c0)
+            relu_run(y + n * n_channels + c0, c1 - c0)
 
 
 cdef void _columns_backward(const floating *grad_y, const floating *x_hat,
@@ -377,7 +368,7 @@ def forward_train(const floating[:, :, ::1] x,      # IN  (N, C, S)
             _normalize_row(&x[n, c, 0], &x_hat[n, c, 0], &y[n, c, 0], n_cells, mean[c],
                            inv_std[c], gamma[c], beta[c])
             if relu:
-                _relu_row(&y[n, c, 0], n_cells)
+                relu_run(&y[n, c, 0], n_cells)
 
 
 def backward(const floating[:, :, ::1] grad_y,   # IN  (N, C, S)

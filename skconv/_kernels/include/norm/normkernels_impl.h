@@ -104,24 +104,6 @@ static void SKC_NAME(skc_norm_affine_row)(const SKC_T *x, ptrdiff_t n, SKC_T a, 
         y[i] = x[i] * a + b;
 }
 
-/* y[0:n] = numpy's maximum(y, 0) in place: y itself when y > 0 or NaN, else +0
- * (-0 included: numpy gives +0 for it), the relu layer's forward, for a batch norm
- * fused with its relu. */
-SKC_CLONES SKC_EXACT_FP
-static void SKC_NAME(skc_norm_relu_row)(SKC_T *y, ptrdiff_t n)
-{
-    ptrdiff_t i, body = n - n % SKC_NORM_LANES;
-    for (i = 0; i < body; i += SKC_NORM_LANES) {
-        SKC_VT v;
-        memcpy(&v, y + i, sizeof v);
-        v = (SKC_VT)((SKC_VI)v & ((v > 0) | (v != v)));
-        memcpy(y + i, &v, sizeof v);
-    }
-    for (i = body; i < n; i++)
-        if (!(y[i] > 0 || y[i] != y[i]))
-            y[i] = 0;
-}
-
 /* sum(a[0:n]) and sum((double)a[0:n] * b[0:n]) in double, in lanes, in one pass. */
 SKC_CLONES SKC_EXACT_FP
 static skc_sum_dot SKC_NAME(skc_norm_sum_and_dot)(const SKC_T *a, const SKC_T *b,
