@@ -222,9 +222,10 @@ def test_rgb_images():
     clf = _quiet_fit(ConvNetClassifier(max_iter=20, random_state=0), X, y)
     assert clf.image_shape_ == (3, 8, 8)
     assert clf.n_features_in_ == 192
-    assert clf.conv_weights_[0].shape == (6, 3, 5, 5)
-    assert clf.conv_weights_[1].shape == (16, 6, 5, 5)
-    assert clf.coefs_[0].shape == (16 * 2 * 2, 120)
+    # 20 updates, a short budget: the images' 'auto' blocks, 16 and 32 3x3 kernels.
+    assert clf.conv_weights_[0].shape == (16, 3, 3, 3)
+    assert clf.conv_weights_[1].shape == (32, 16, 3, 3)
+    assert clf.coefs_[0].shape == (32 * 2 * 2, 120)
     assert clf.score(X, y) > 0.9
     # Flattened rows (channels first) with image_shape give the same model.
     flat = _quiet_fit(
@@ -300,7 +301,7 @@ def test_tiny_inputs_train(n_features):
 
 def test_invalid_network_names_layer_and_shapes(digits_small):
     X, y = digits_small
-    clf = ConvNetClassifier(padding="valid", max_iter=1)
+    clf = ConvNetClassifier(padding="valid", filters=(6, 16), kernel_size=5, max_iter=1)
     # 8x8 -> valid 5x5 -> 4x4 -> pool -> 2x2: the second 5x5 kernel cannot fit.
     with pytest.raises(ValueError, match=r"layer 3 \(Conv\).*\(6, 2, 2\)"):
         clf.fit(X, y)

@@ -23,7 +23,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skconv import ConvNetClassifier, ConvNetRegressor, ConvNetTransformer
 from skconv._estimators import base as estimator_base
-from skconv._estimators.base import AUTO_OTHER_OPTIONS, AUTO_SIGNAL_OPTIONS
+from skconv._estimators.base import (AUTO_IMAGE_SHORT_OPTIONS, AUTO_OTHER_OPTIONS,
+                                     AUTO_SIGNAL_OPTIONS)
 from skconv._estimators.inspection import network_of
 from skconv._nn.layers import Dense, Dropout, Flatten, RandomShift
 from skconv._nn.network import Network
@@ -538,9 +539,10 @@ def test_options_are_parameters_with_defaults_off(cls):
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     # 'auto' is the signals' recipe for samples declared with one spatial axis (N-d X
-    # (n, C, L), or image_shape=(L,)), LeNet-5's for the rest; the model is then
-    # bit for bit the one the resolved values give explicitly, and auto_options_
-    # lists what 'auto' stood for.
+    # (n, C, L), or image_shape=(L,)), LeNet-5's for the rest, with wider 3x3 blocks
+    # for images on short budgets (as here); the model is then bit for bit the one
+    # the resolved values give explicitly, and auto_options_ lists what 'auto' stood
+    # for.
     assert AUTO_SIGNAL_OPTIONS == dict(filters=(16, 32, 64), kernel_size=7,
                                        batch_norm=True, batch_norm_position="before_pool",
                                        head="avg", learning_rate="cosine",
@@ -561,10 +563,14 @@ def test_auto_options_follow_the_declared_kind_of_input(cls, monkeypatch):
     small.update(max_iter=2, random_state=0)
     # The ramps have negative values: 'max_abs' is for non-negative X (tested below).
     other = {**AUTO_OTHER_OPTIONS, "input_scaling": None}
+    assert AUTO_IMAGE_SHORT_OPTIONS == dict(filters=(16, 32), kernel_size=3)
+    images = {**other, **AUTO_IMAGE_SHORT_OPTIONS}
     cases = [(X, AUTO_SIGNAL_OPTIONS, {}),
              (X.reshape(40, -1), AUTO_SIGNAL_OPTIONS, {"image_shape": (16,)}),
-             (X.reshape(40, -1), other, {}),
-             (np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16), other, {})]
+             (X.reshape(40, -1), images, {}),  # 16 features: read as 4 x 4
+             (X.reshape(40, -1)[:, :15], other, {}),  # tabular
+             (np.repeat(X, 16, axis=1).reshape(40, 1, 16, 16), images, {}),
+             (np.repeat(X, 4, axis=1).reshape(40, 1, 4, 4, 4), other, {})]
     for data, expected, extra in cases:
         est = quiet_fit(cls(**small, **auto, **extra), data, t)
         assert est.auto_options_ == expected
@@ -617,6 +623,11 @@ def test_auto_learning_rate_of_images_follows_the_planned_updates(monkeypatch, r
     assert est.auto_options_["learning_rate"] == "cosine"
 
 
+def volumes_of(images):
+    """Volumes (n, 1, 4, H, W) made of each image repeated four times."""
+    return np.repeat(images, 4, axis=1).reshape(len(images), 1, 4, *images.shape[2:])
+
+
 def test_auto_long_budget_options_of_images_follow_the_planned_updates(monkeypatch):
     # Images (two spatial axes, N-d or flat square X) get batch norm after the
     # pooling, learning_rate_init=5e-3 and one-pixel shifts from
@@ -649,6 +660,19 @@ def test_auto_long_budget_options_of_images_follow_the_planned_updates(monkeypat
         assert explicit.auto_options_ == {}
         for a, b in zip(_state(est), _state(explicit)):
             assert_array_equal(a, b)
+    # The conv blocks left at 'auto': LeNet-5's on long budgets, two wider blocks of
+    # 3x3 kernels (AUTO_IMAGE_SHORT_OPTIONS) on short ones; volumes keep LeNet-5's.
+    blocks = dict.fromkeys(("filters", "kernel_size"), "auto")
+    for data, extra, (filters, size) in [(images, {"max_iter": 4}, ((6, 16), 5)),
+                                         (images, {"max_iter": 3}, ((16, 32), 3)),
+                                         (volumes_of(images), {"max_iter": 3},
+                                          ((6, 16), 5))]:
+        est = quiet_fit(ConvNetClassifier(**{**params, **extra, **blocks}), data, y)
+        assert (est.auto_options_["filters"], est.auto_options_["kernel_size"]) == (
+            filters, size)
+        n_axes = data.ndim - 2
+        assert [w.shape for w in est.conv_weights_] == [
+            (filters[0], 1, *(size,) * n_axes), (filters[1], filters[0], *(size,) * n_axes)]
     # The rate the optimizer starts from is the resolved one.
     est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4, "solver": "sgd"}),
                     images, y)
@@ -664,8 +688,8 @@ def test_auto_long_budget_options_of_images_follow_the_planned_updates(monkeypat
     est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4, "min_updates": 0}), X, y)
     assert est.auto_options_["batch_norm_position"] == "before_pool"
     assert est.auto_options_["learning_rate_init"] == 1e-3
-    volumes = np.repeat(images, 4, axis=1).reshape(40, 1, 4, 16, 16)
-    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4}), volumes, y)
+    est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4}), volumes_of(images),
+                    y)
     assert est.auto_options_["batch_norm"] is False
     assert est.auto_options_["augment_shift"] == 0.0
 

@@ -219,7 +219,8 @@ _AUTO_WHY = ("The classifier's default is 'auto' (see ``auto_options_``): on hel
              "budget, batch norm after the pooling with a five times higher rate and "
              "one-pixel shifts raise 10 Fashion-MNIST epochs from 0.910 to 0.923, "
              "while on short budgets (scikit-learn's digits) batch norm costs "
-             "accuracy and LeNet-5 stays.")
+             "accuracy and two wider blocks of 3x3 kernels gain it instead (digits "
+             "0.980 to 0.987).")
 
 
 class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
@@ -228,14 +229,17 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     The network is ``[conv -> activation -> pool] * len(filters)``, flatten,
     ``[dense -> activation] * len(hidden_layer_sizes)``, dense output with a softmax,
     trained by minibatch Adam or SGD on the softmax cross-entropy plus an L2 penalty.
-    With the defaults this is LeNet-5 (LeCun et al., 1998) with relu and max pooling:
-    conv 6@5x5 -> pool 2 -> conv 16@5x5 -> pool 2 -> 120 -> 84 -> n_classes.
+    With ``filters=(6, 16), kernel_size=5`` this is LeNet-5 (LeCun et al., 1998) with
+    relu and max pooling: conv 6@5x5 -> pool 2 -> conv 16@5x5 -> pool 2 -> 120 -> 84
+    -> n_classes.
     Batch normalisation, dropout, a global-pooling head (``batch_norm``,
     ``dropout``, ``spatial_dropout``, ``head``), augmentation (``augment_shift``,
     ``augment_flip``), learning-rate schedules (``learning_rate``) and an update
     budget for small data (``min_updates``) are options. Their defaults keep this
-    LeNet-5 for volumes, flat tabular ``X`` and images on short budgets (below);
-    signals declared as such
+    LeNet-5 for volumes and flat tabular ``X``; images on short budgets (below
+    4,000 planned updates, such as scikit-learn's digits) train its topology with
+    two wider blocks, conv 16@3x3 -> pool 2 -> conv 32@3x3 -> pool 2; signals
+    declared as such
     (N-d ``X`` of shape ``(n_samples, C, L)``) train three wider conv blocks
     (16, 32 and 64 kernels of 7 taps) with batch norm, a global average pooling
     head, random delays, a cosine schedule and at least 2,000 updates, what

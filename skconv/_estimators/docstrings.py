@@ -60,10 +60,12 @@ image_shape : tuple of int, default=None
 filters : int, tuple of int or 'auto', default=(6, 16)
     Number of kernels (output channels) of each conv layer; its length is the
     number of conv (and pool) layers. 'auto': ``(16, 32, 64)`` for signals,
-    LeNet-5's ``(6, 16)`` otherwise (see ``auto_options_``).
+    ``(16, 32)`` for images (two spatial axes) when the fit plans fewer than
+    4,000 updates, LeNet-5's ``(6, 16)`` otherwise (see ``auto_options_``).
 
 kernel_size : int, tuple or 'auto', default=5
-    Kernel size of the conv layers; 'auto': 7 for signals, 5 otherwise (see
+    Kernel size of the conv layers; 'auto': 7 for signals, 3 for images when
+    the fit plans fewer than 4,000 updates, 5 otherwise (see
     ``auto_options_``). Rule for every conv/pool parameter
     (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``pooling``,
     ``pool_size``, ``pool_stride``): a scalar applies to every layer and every
@@ -374,7 +376,9 @@ auto_options_ : dict
     ``min_updates=0``, with ``learning_rate='cosine'`` instead when the first
     fit plans at least 4,000 updates; images (two spatial axes, also flat
     ``X`` read as square images) then get ``batch_norm=True``,
-    ``learning_rate_init=5e-3`` and ``augment_shift=0.04`` as well.
+    ``learning_rate_init=5e-3`` and ``augment_shift=0.04`` as well, and on
+    fewer planned updates two wider blocks of 3x3 kernels instead,
+    ``filters=(16, 32), kernel_size=3``.
 
 conv_weights_ : list of ndarray
     Kernels of the conv layers; entry i has shape
