@@ -190,7 +190,7 @@ def _layer(g, x, layer):
     if kind == "input_scale":
         return g.node("Div", [x, g.constant("input_divisor",
                                             np.array(layer["divisor"]))], "input_scale")
-    if kind in ("dropout", "random_shift"):
+    if kind in ("dropout", "random_shift", "random_scale"):
         return x  # the identity at inference
     if kind == "flatten":
         return g.node("Flatten", [x], "flatten", axis=1)

@@ -1,7 +1,9 @@
-"""The training-time augmentation (``RandomShift``, the estimators' ``augment_shift``
-and ``augment_flip``): the moves against an obvious per-sample twin, the backward as
-the exact adjoint, the keyed draws, and the estimators' wiring."""
+"""The training-time augmentations (``RandomShift``, the estimators' ``augment_shift``
+and ``augment_flip``; ``RandomScale``, their ``augment_scale`` and ``augment_noise``):
+the moves and the amplitudes against obvious per-sample twins, the backward as the
+exact adjoint, the keyed draws, and the estimators' wiring."""
 
+import math
 import pickle
 
 import numpy as np
@@ -10,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from skconv import ConvNetClassifier, ConvNetRegressor
 from skconv._estimators.inspection import network_of
-from skconv._nn.layers import Dense, Flatten, InputScale, RandomShift
+from skconv._nn.layers import Dense, Flatten, InputScale, RandomScale, RandomShift
 from skconv._nn.network import Network
 
 
@@ -190,3 +192,139 @@ def test_move_samples_op_any_moves_and_its_adjoint(spatial, dtype):
         move_samples(x.astype(np.int64), moves)
     with pytest.raises(ValueError, match="out must not share memory with the inputs"):
         move_samples(x, moves, out=x)
+
+
+# ------------------------------------------------------------------------------------
+# RandomScale: amplitude scaling and jitter
+# ------------------------------------------------------------------------------------
+def _scaled_twin(sample, uniforms, scale, noise):
+    """One sample scaled and jittered from its row of uniforms, value by value:
+    factor 1 + scale * (2 u_0 - 1); normal pairs by Box-Muller from (u_1, u_2),
+    (u_3, u_4)..., the cosines of all pairs first, then their sines."""
+    factor = 1 + scale * (2 * uniforms[0] - 1)
+    flat = sample.reshape(-1)
+    n_pairs = (flat.size + 1) // 2 if noise else 0
+    cosines, sines = [], []
+    for j in range(n_pairs):
+        radius = math.sqrt(-2 * math.log(1 - uniforms[1 + 2 * j]))
+        angle = 2 * math.pi * uniforms[2 + 2 * j]
+        cosines.append(radius * math.cos(angle))
+        sines.append(radius * math.sin(angle))
+    normal = (cosines + sines)[:flat.size] if noise else [0.0] * flat.size
+    out = [factor * v + noise * z for v, z in zip(flat, normal)]
+    return np.array(out).reshape(sample.shape), factor
+
+
+@pytest.mark.parametrize("spatial", [(11,), (3, 5), (2, 3, 3)])
+@pytest.mark.parametrize("scale, noise", [(0.3, 0.0), (0.0, 0.2), (0.25, 0.1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_and_noise_match_the_twin_and_backward_is_the_adjoint(spatial, scale,
+                                                                      noise, dtype):
+    rng = np.random.RandomState(len(spatial))
+    layer = RandomScale(scale, noise)
+    layer.initialize((2,) + spatial, np.random.RandomState(3), dtype)
+    x = rng.standard_normal((20, 2) + spatial).astype(dtype)
+    n_cells = x[0].size
+    # Without row keys the layer draws its uniforms from its RandomState directly.
+    uniforms = np.random.RandomState(3).random_sample(
+        (20, 1 + (2 * ((n_cells + 1) // 2) if noise else 0)))
+    y = layer.forward(x, 1, training=True)
+    assert y.dtype == dtype and y.shape == x.shape
+    tolerance = 1e-12 if dtype == np.float64 else 2e-6
+    factors = []
+    for i in range(len(x)):
+        expected, factor = _scaled_twin(x[i].astype(np.float64), uniforms[i], scale,
+                                        noise)
+        assert_allclose(y[i], expected, rtol=tolerance, atol=tolerance)
+        factors.append(factor)
+    assert all(1 - scale <= f < 1 + scale or f == 1 for f in factors)
+    # The backward is the transpose of x -> f x (the noise is a constant).
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_x = layer.backward(grad_y, 1, need_input_grad=True)
+    assert_allclose(grad_x, grad_y * np.array(factors, dtype).reshape(
+        (-1,) + (1,) * (x.ndim - 1)), rtol=tolerance)
+
+
+def test_scale_and_noise_have_the_asked_spread():
+    layer = RandomScale(0.2, 0.5)
+    layer.initialize((1, 400), np.random.RandomState(0), np.float64)
+    ones = np.ones((300, 1, 400))
+    y = layer.forward(ones, 1, training=True)
+    factors = layer._mask.reshape(-1)
+    assert factors.min() >= 0.8 and factors.max() < 1.2
+    assert factors.min() < 0.82 and factors.max() > 1.18  # the whole range is used
+    # uniform on [0.8, 1.2): std 0.4 / sqrt(12)
+    assert abs(factors.std() - 0.4 / math.sqrt(12)) < 0.01
+    noise = (y - factors.reshape(-1, 1, 1)).reshape(-1)
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 0.5) < 0.01
+    # Gaussian, not uniform: 68.3% within one standard deviation.
+    assert abs(np.mean(np.abs(noise) < 0.5) - 0.6827) < 0.01
+
+
+def test_scale_inference_and_zero_options_pass_the_input_through():
+    layer = RandomScale(0.3, 0.1)
+    layer.initialize((1, 10), np.random.RandomState(0), np.float64)
+    x = np.random.RandomState(1).rand(5, 1, 10)
+    assert layer.forward(x, 1, training=False) is x
+    still = RandomScale(0.0, 0.0)
+    still.initialize((1, 10), np.random.RandomState(0), np.float64)
+    assert not still.draws
+    assert still.forward(x, 1, training=True) is x
+    assert_array_equal(still.backward(x, 1, True), x)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(scale=1.0), "scale must be in"), (dict(scale=-0.1), "scale must be in"),
+    (dict(noise=-0.5), "noise must be >= 0"), (dict(noise=math.inf), "noise must be")])
+def test_bad_scale_or_noise_is_refused(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RandomScale(**kwargs).initialize((1, 8), np.random.RandomState(0), np.float64)
+
+
+def test_scales_and_noise_are_keyed_by_the_rows_content():
+    network = Network([RandomShift(0.2), RandomScale(0.3, 0.2), Flatten(), Dense(3)])
+    network.initialize((1, 9), np.random.RandomState(0), np.float64)
+    network.use_random_state(np.random.RandomState(5))
+    x = np.random.RandomState(1).rand(30, 1, 9)
+    x[7] = x[2]
+    first = network.forward(x, 1, training=True).copy()  # the output is reused
+    factors = network.layers[1]._mask.copy()
+    network.backward(np.ones((30, 3)), 1)
+    assert_array_equal(first[7], first[2])
+    network.use_random_state(np.random.RandomState(5))
+    order = np.random.RandomState(2).permutation(30)
+    assert_array_equal(network.forward(x[order], 1, training=True), first[order])
+    assert_array_equal(network.layers[1]._mask, factors[order])
+    network.backward(np.ones((30, 3)), 1)
+    assert not np.array_equal(network.forward(x, 1, training=True), first)
+
+
+@pytest.mark.parametrize("Estimator", [ConvNetClassifier, ConvNetRegressor])
+def test_estimators_build_the_scale_layer_and_stay_deterministic(Estimator):
+    rng = np.random.RandomState(0)
+    X = rng.rand(48, 2, 20).astype(np.float32)
+    y = (X[:, 0].sum(axis=1) > X[:, 1].sum(axis=1)).astype(int)
+    params = dict(filters=(3,), hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                  min_updates=0, augment_scale=0.2, augment_noise=0.1)
+    one = Estimator(n_jobs=1, **params).fit(X, y)
+    two = Estimator(n_jobs=2, **params).fit(X, y)
+    plain = Estimator(n_jobs=1, **{**params, "augment_scale": 0.0,
+                                   "augment_noise": 0.0}).fit(X, y)
+    scales = [layer for layer in network_of(one).layers
+              if isinstance(layer, RandomScale)]
+    assert len(scales) == 1 and (scales[0].scale, scales[0].noise) == (0.2, 0.1)
+    assert not any(isinstance(layer, RandomScale) for layer in network_of(plain).layers)
+    for a, b in zip(one.coefs_ + one.conv_weights_, two.coefs_ + two.conv_weights_):
+        assert_array_equal(a, b)
+    assert not np.array_equal(one.coefs_[0], plain.coefs_[0])
+    out = one.predict_proba if Estimator is ConvNetClassifier else one.predict
+    assert_array_equal(out(X), out(X))
+
+
+@pytest.mark.parametrize("name, value", [("augment_scale", 1.0), ("augment_scale", -0.1),
+                                         ("augment_noise", -1.0),
+                                         ("augment_noise", "0.1")])
+def test_estimator_validates_augment_scale_and_noise(name, value):
+    X = np.random.RandomState(0).rand(8, 1, 6, 6)
+    with pytest.raises(ValueError, match=name):
+        ConvNetClassifier(**{name: value}, max_iter=1).fit(X, np.arange(8) % 2)

@@ -38,7 +38,8 @@ OPTIONS = {k: v for k, v in LEARNING_OPTIONS.items() if k != "spatial_dropout"}
 PER_SAMPLE_OPTIONS = dict(head="avg", learning_rate="cosine", min_updates=150)
 #: Dropout and augmentation: draws keyed by content keep a weight of 2 a duplicated
 #: sample.
-KEYED_OPTIONS = dict(dropout=0.2, spatial_dropout=0.1, augment_shift=0.1)
+KEYED_OPTIONS = dict(dropout=0.2, spatial_dropout=0.1, augment_shift=0.1,
+                     augment_scale=0.1, augment_noise=0.05)
 # The checks' data are tabular columns read as a signal, which moving or mirroring
 # scrambles: check_regressors_train's R^2 > 0.5 on the training data then fails for
 # the regressor, so its dropout is the default instance's, and the mirror goes on the

@@ -381,7 +381,8 @@ def test_pipelines_with_the_regressor_and_the_transformer():
 def test_batch_norm_and_dropout(make, target, head):
     # Set through the estimators' parameters, as a user sets them.
     options = dict(batch_norm=True, dropout=0.3, spatial_dropout=0.2, head=head,
-                   augment_shift=0.2, augment_flip=True)
+                   augment_shift=0.2, augment_flip=True, augment_scale=0.2,
+                   augment_noise=0.05)
     for n_axes, shape in ((1, (2, 17)), (2, (1, 9, 8)), (3, (1, 6, 5, 6))):
         X, y = _data(shape, seed=n_axes, target=target)
         model = _fit(make(filters=(3, 4), kernel_size=2, activation="tanh", **options,
@@ -393,7 +394,7 @@ def test_batch_norm_and_dropout(make, target, head):
         # input_scaling ('max_abs' on images and volumes, None on signals).
         first = 1 if make is ConvNetClassifier and n_axes > 1 else 0
         assert kinds[:first] == ["input_scale"] * first
-        assert kinds[first] == "random_shift"
+        assert kinds[first:first + 2] == ["random_shift", "random_scale"]
         assert kinds[kinds.index("dense") - 1] == (
             "flatten" if head == "flatten" else "global_pool")
         # batch_norm_position='auto': after the pooling but on signals, so the graph

@@ -230,6 +230,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
         "head": [StrOptions(set(HEADS) | {"auto"})],
         "augment_shift": [Interval(Real, 0, 0.5, closed="left"), StrOptions({"auto"})],
         "augment_flip": ["boolean"],
+        "augment_scale": [Interval(Real, 0, 1, closed="left")],
+        "augment_noise": [Interval(Real, 0, None, closed="left")],
         "input_scaling": [None, StrOptions({"max_abs", "auto"})],
         "solver": [StrOptions({"adam", "sgd"})],
         "learning_rate": [StrOptions(set(LR_SCHEDULES) | {"auto"})],
@@ -549,6 +551,8 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
             head=self._option("head"),
             augment_shift=self._option("augment_shift"),
             augment_flip=self.augment_flip,
+            augment_scale=self.augment_scale,
+            augment_noise=self.augment_noise,
             input_divisor=self.input_scale_,
         )
         network.initialize(self.image_shape_, self._random_state, self._dtype)
@@ -620,6 +624,7 @@ class BaseConvNet(CallbackSupportMixin, BaseEstimator):
     _LATER_PARAMETERS = dict(batch_norm=False, batch_norm_position="before_pool",
                              dropout=0.0, spatial_dropout=0.0,
                              head="flatten", augment_shift=0.0, augment_flip=False,
+                             augment_scale=0.0, augment_noise=0.0,
                              input_scaling=None,
                              learning_rate="constant", power_t=0.5,
                              min_updates=0, compute_dtype="auto")

@@ -234,7 +234,7 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     -> n_classes.
     Batch normalisation, dropout, a global-pooling head (``batch_norm``,
     ``dropout``, ``spatial_dropout``, ``head``), augmentation (``augment_shift``,
-    ``augment_flip``), learning-rate schedules (``learning_rate``) and an update
+    ``augment_flip``, ``augment_scale``, ``augment_noise``), learning-rate schedules (``learning_rate``) and an update
     budget for small data (``min_updates``) are options. Their defaults keep this
     LeNet-5 for volumes and flat tabular ``X``; images on short budgets (below
     4,000 planned updates, such as scikit-learn's digits) train its topology with
@@ -347,6 +347,8 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         head="auto",
         augment_shift="auto",
         augment_flip=False,
+        augment_scale=0.0,
+        augment_noise=0.0,
         input_scaling="auto",
         solver="adam",
         learning_rate="auto",
@@ -391,6 +393,8 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
         self.head = head
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
+        self.augment_scale = augment_scale
+        self.augment_noise = augment_noise
         self.input_scaling = input_scaling
         self.solver = solver
         self.learning_rate = learning_rate

@@ -186,6 +186,19 @@ augment_flip : bool, default=False
     spatial axis (left-right for images, time reversed for signals). Off by
     default: a mirrored digit or letter is another symbol.
 
+augment_scale : float, default=0.0
+    Training-time augmentation of the amplitude ("scaling"): each sample of
+    each minibatch is multiplied by a random factor drawn uniformly from
+    ``[1 - augment_scale, 1 + augment_scale)``. In [0, 1); 0: none. Keyed by
+    each sample's content like the shifts, so independent of ``n_jobs``, and a
+    weight of 2 is a duplicated sample; prediction sees the samples as given.
+
+augment_noise : float, default=0.0
+    Training-time augmentation ("jitter"): Gaussian noise of this standard
+    deviation added to every value of every sample of each minibatch, after
+    ``augment_scale``, in the units the network sees (after
+    ``input_scaling``). >= 0; 0: none. Keyed like the shifts.
+
 input_scaling : {'max_abs', 'auto'} or None, default=None
     'max_abs': the network divides its input by ``input_scale_``, the largest
     absolute value of the first fit's training ``X`` (of the rows of positive

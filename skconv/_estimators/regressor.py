@@ -140,6 +140,8 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         head="flatten",
         augment_shift=0.0,
         augment_flip=False,
+        augment_scale=0.0,
+        augment_noise=0.0,
         input_scaling=None,
         solver="adam",
         learning_rate="constant",
@@ -185,6 +187,8 @@ class ConvNetRegressor(RegressorMixin, BaseConvNet):
         self.head = head
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
+        self.augment_scale = augment_scale
+        self.augment_noise = augment_noise
         self.input_scaling = input_scaling
         self.solver = solver
         self.learning_rate = learning_rate

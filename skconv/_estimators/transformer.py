@@ -130,6 +130,8 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         head="flatten",
         augment_shift=0.0,
         augment_flip=False,
+        augment_scale=0.0,
+        augment_noise=0.0,
         input_scaling=None,
         solver="adam",
         learning_rate="constant",
@@ -175,6 +177,8 @@ class ConvNetTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.head = head
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
+        self.augment_scale = augment_scale
+        self.augment_noise = augment_noise
         self.input_scaling = input_scaling
         self.solver = solver
         self.learning_rate = learning_rate

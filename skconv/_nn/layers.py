@@ -58,6 +58,7 @@ __all__ = [
     "Layer",
     "Pool",
     "POOL_MODES",
+    "RandomScale",
     "RandomShift",
     "WEIGHT_INITS",
     "init_weights",
@@ -983,7 +984,26 @@ class _RandomLayer(Layer):
         return keyed_uniform(keys, draw_key(self._random_state), per_row, n_jobs=1)
 
 
-class Dropout(_RandomLayer):
+class _RandomFactorLayer(_RandomLayer):
+    """A random layer whose training forward multiplies its input by a factor it
+    draws (per value, channel or sample, kept in ``_mask``, broadcast against the
+    input), plus anything constant: its backward is the product with the same
+    factor."""
+
+    _cache_attributes = ("_mask",)
+
+    def __init__(self):
+        super().__init__()
+        self._mask = None
+
+    def backward(self, grad_y, n_jobs, need_input_grad):
+        mask = self._take_cache("_mask")
+        if not need_input_grad:
+            return None
+        return grad_y * mask
+
+
+class Dropout(_RandomFactorLayer):
     """Dropout: in training, each value (or, with ``spatial``, each channel of each
     sample) is zeroed with probability ``rate`` and the rest scaled by
     ``1 / (1 - rate)``; inference passes the input through unchanged.
@@ -1006,13 +1026,10 @@ class Dropout(_RandomLayer):
         dropout that suits convolutional maps, whose neighbouring cells are correlated.
     """
 
-    _cache_attributes = ("_mask",)
-
     def __init__(self, rate=0.5, spatial=False):
         super().__init__()
         self.rate = rate
         self.spatial = spatial
-        self._mask = None
 
     def compute_output_shape(self, input_shape):
         if not 0 <= self.rate < 1:
@@ -1036,12 +1053,6 @@ class Dropout(_RandomLayer):
         keep = self._row_uniforms(x.shape[0], per_row).reshape(shape) >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.rate))
         return x * self._mask
-
-    def backward(self, grad_y, n_jobs, need_input_grad):
-        mask = self._take_cache("_mask")
-        if not need_input_grad:
-            return None
-        return grad_y * mask
 
     def describe(self):
         return "spatial dropout" if self.spatial else "dropout"
@@ -1174,3 +1185,70 @@ class RandomShift(_RandomLayer):
 
     def __repr__(self):
         return f"RandomShift(shift={self.shift!r}, flip={self.flip!r})"
+
+
+class RandomScale(_RandomFactorLayer):
+    """Training-time augmentation of the amplitude: each sample multiplied by a random
+    factor, then random Gaussian noise added to each of its cells ("scaling" and
+    "jitter", the usual augmentations of time series); inference passes the input
+    through unchanged.
+
+    ``y[i] = f_i * x[i] + noise * z[i]``, with ``f_i`` drawn uniformly from
+    ``[1 - scale, 1 + scale)`` and every ``z`` standard normal (Box-Muller of keyed
+    uniforms). The draws are keyed by the samples' content as dropout's are
+    (:mod:`skconv._ops.keyed`): equal samples draw alike, so a sample weight of 2 is a
+    duplicated sample, and the draws never depend on the thread count.
+
+    Parameters
+    ----------
+    scale : float, default=0.1
+        Largest relative change of a sample's amplitude, in [0, 1).
+    noise : float, default=0.0
+        Standard deviation of the added noise, in the units of the layer's input;
+        >= 0 and finite.
+    """
+
+    def __init__(self, scale=0.1, noise=0.0):
+        super().__init__()
+        self.scale = scale
+        self.noise = noise
+
+    def compute_output_shape(self, input_shape):
+        if not (isinstance(self.scale, (int, float)) and 0 <= self.scale < 1):
+            raise ValueError(f"{self!r}: scale must be in [0, 1), got {self.scale!r}")
+        if not (isinstance(self.noise, (int, float)) and 0 <= self.noise < math.inf):
+            raise ValueError(f"{self!r}: noise must be >= 0 and finite, got "
+                             f"{self.noise!r}")
+        return tuple(input_shape)
+
+    @property
+    def draws(self):
+        return bool(self.scale) or bool(self.noise)
+
+    def forward(self, x, n_jobs, training):
+        if not training or not self.draws:
+            self._mask = None if not training else np.ones((1,) * x.ndim, x.dtype)
+            return x
+        n_cells = int(np.prod(x.shape[1:], dtype=np.int64))
+        # One uniform for the factor, then pairs for Box-Muller (an odd cell count
+        # draws one normal too many, unused).
+        n_pairs = (n_cells + 1) // 2 if self.noise else 0
+        uniform = self._row_uniforms(x.shape[0], 1 + 2 * n_pairs)
+        factors = 1.0 + self.scale * (2.0 * uniform[:, 0] - 1.0)
+        # The factors, one per sample, as the mask the backward multiplies by.
+        self._mask = factors.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+        y = np.multiply(x, self._mask, out=self._workspace("y", x.shape, x.dtype))
+        if n_pairs:
+            # 1 - u is in (0, 1]: its log is finite.
+            radius = np.sqrt(-2.0 * np.log1p(-uniform[:, 1::2]))
+            angle = (2.0 * math.pi) * uniform[:, 2::2]
+            normal = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)],
+                                    axis=1)[:, :n_cells]
+            y += (self.noise * normal).astype(x.dtype).reshape(x.shape)
+        return y
+
+    def describe(self):
+        return "random scale" + (" and noise" if self.noise else "")
+
+    def __repr__(self):
+        return f"RandomScale(scale={self.scale!r}, noise={self.noise!r})"

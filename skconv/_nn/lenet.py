@@ -6,13 +6,15 @@ layers; the rule by which a parameter applies to every conv layer, to each layer
 to each spatial axis lives here, once.
 """
 
+import math
+
 import numpy as np
 
 from .._ops.pool import POOL_MODES
 from .._ops.validation import MAX_GEOMETRY_VALUE, MAX_SPATIAL_DIMS, is_int
 from .activations import get_activation
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     InputScale, Pool, RandomShift)
+                     InputScale, Pool, RandomScale, RandomShift)
 from .network import Network
 
 __all__ = ["BATCH_NORM_PLACES", "BATCH_NORM_POSITIONS", "HEADS",
@@ -125,6 +127,8 @@ def build_lenet5(
     head="flatten",
     augment_shift=0.0,
     augment_flip=False,
+    augment_scale=0.0,
+    augment_noise=0.0,
     input_divisor=1.0,
 ):
     """A configurable LeNet-5: [conv -> activation -> pool] * len(filters), flatten,
@@ -139,7 +143,8 @@ def build_lenet5(
     ``head`` replaces the flatten after the last conv block by a global pooling
     (``'avg'``, ``'max'`` or ``'min'``), which makes the dense part independent of the
     input's size; ``augment_shift`` and ``augment_flip`` start the network with a
-    :class:`RandomShift` (training-time augmentation, the identity at inference).
+    :class:`RandomShift`, ``augment_scale`` and ``augment_noise`` follow it with a
+    :class:`RandomScale` (training-time augmentations, the identity at inference).
 
     With max or min pooling and a relu or identity activation, a block is built as
     conv -> pool -> activation instead: the same function and the same gradients (see
@@ -196,6 +201,9 @@ def build_lenet5(
         :class:`RandomShift`'s ``shift``, in [0, 0.5).
     augment_flip : bool, default=False
         :class:`RandomShift`'s ``flip``. No RandomShift layer when both are off.
+    augment_scale, augment_noise : float, default=0.0
+        :class:`RandomScale`'s ``scale`` (in [0, 1)) and ``noise`` (>= 0), after the
+        RandomShift. No RandomScale layer when both are 0.
     input_divisor : float, default=1.0
         An :class:`InputScale` first, dividing the input by it; none when 1.
     head : {'flatten', 'avg', 'max', 'min'}, default='flatten'
@@ -271,6 +279,12 @@ def build_lenet5(
     if not (isinstance(augment_shift, (int, float)) and 0 <= augment_shift < 0.5):
         raise ValueError(f"augment_shift must be a float in [0, 0.5), got "
                          f"{augment_shift!r}")
+    if not (isinstance(augment_scale, (int, float)) and 0 <= augment_scale < 1):
+        raise ValueError(f"augment_scale must be a float in [0, 1), got "
+                         f"{augment_scale!r}")
+    if not (isinstance(augment_noise, (int, float)) and 0 <= augment_noise < math.inf):
+        raise ValueError(f"augment_noise must be a finite float >= 0, got "
+                         f"{augment_noise!r}")
 
     hidden_init = "he_uniform" if activation in ("relu", "leaky_relu") else (
         "glorot_uniform")
@@ -281,6 +295,8 @@ def build_lenet5(
     layers = [InputScale(input_divisor)] if input_divisor != 1 else []
     if augment_shift or augment_flip:
         layers.append(RandomShift(augment_shift, bool(augment_flip)))
+    if augment_scale or augment_noise:
+        layers.append(RandomScale(augment_scale, augment_noise))
     for i in range(n_conv):
         conv = Conv(int(filters[i]), kernels[i], strides[i], paddings[i], dilations[i],
                     init=hidden_init)

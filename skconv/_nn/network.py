@@ -33,7 +33,8 @@ from .._ops.update import gather_rows, sum_of_squares
 from .._ops.validation import normalize_padding, per_axis
 from .activations import LEAKY_RELU_SLOPE
 from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool,
-                     InputScale, Layer, Pool, RandomShift, _RandomLayer)
+                     InputScale, Layer, Pool, RandomScale, RandomShift,
+                     _RandomLayer)
 
 # Bytes of the largest step output of one inference batch: a batch whose activations
 # stay in the caches runs faster, and its buffers come back from the allocator's heap
@@ -104,6 +105,8 @@ def _layer_settings(layer):
     elif isinstance(layer, RandomShift):
         settings.update(kind="random_shift", shift=layer.shift, flip=layer.flip,
                         max_shifts=layer.max_shifts)
+    elif isinstance(layer, RandomScale):
+        settings.update(kind="random_scale", scale=layer.scale, noise=layer.noise)
     elif isinstance(layer, InputScale):
         settings.update(kind="input_scale", divisor=layer.divisor)
     else:
