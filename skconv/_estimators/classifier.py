@@ -234,8 +234,9 @@ class ConvNetClassifier(ClassifierMixin, BaseClassificationNet):
     -> n_classes.
     Batch normalisation, dropout, a global-pooling head (``batch_norm``,
     ``dropout``, ``spatial_dropout``, ``head``), augmentation (``augment_shift``,
-    ``augment_flip``, ``augment_scale``, ``augment_noise``), learning-rate schedules (``learning_rate``) and an update
-    budget for small data (``min_updates``) are options. Their defaults keep this
+    ``augment_flip``, ``augment_scale``, ``augment_noise``), learning-rate schedules
+    (``learning_rate``) and an update budget for small data (``min_updates``) are
+    options. Their defaults keep this
     LeNet-5 for volumes and flat tabular ``X``; images on short budgets (below
     4,000 planned updates, such as scikit-learn's digits) train its topology with
     two wider blocks, conv 16@3x3 -> pool 2 -> conv 32@3x3 -> pool 2; signals
