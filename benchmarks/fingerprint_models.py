@@ -19,30 +19,34 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skconv import ConvNetClassifier
 
-#: The images' conv blocks as LeNet-5 has them, explicit: the classifier's 'auto'
-#: (filters, kernel_size) depends on the planned updates (these fits plan 16, a short
-#: budget); "2d-defaults" fingerprints what 'auto' gives.
+#: The images' conv blocks as LeNet-5 has them, explicit where a 2-D configuration
+#: leaves them out: the classifier's 'auto' (filters, kernel_size) depends on the
+#: planned updates (these fits plan 16, a short budget); "2d-defaults" fingerprints
+#: what 'auto' gives.
 LENET_BLOCKS = dict(filters=(6, 16), kernel_size=5)
 
 CONFIGS = {
     "2d-defaults": dict(shape=(1, 12, 12), dtype=np.float32, params={}),
-    "2d-lenet-f32": dict(shape=(1, 12, 12), dtype=np.float32, params={}),
-    "2d-lenet-f64": dict(shape=(1, 12, 12), dtype=np.float64, params={}),
+    "2d-lenet-f32": dict(shape=(1, 12, 12), dtype=np.float32, params=LENET_BLOCKS),
+    "2d-lenet-f64": dict(shape=(1, 12, 12), dtype=np.float64, params=LENET_BLOCKS),
     "2d-rgb-avg-stride2": dict(shape=(3, 10, 9), dtype=np.float32,
                                params=dict(pooling="avg", stride=2, kernel_size=3,
                                            filters=(4, 5))),
     "2d-min-valid-sgd": dict(shape=(2, 11, 11), dtype=np.float64,
                              params=dict(pooling="min", padding="valid", kernel_size=3,
+                                         filters=LENET_BLOCKS["filters"],
                                          solver="sgd", activation="tanh")),
     "2d-batch-norm": dict(shape=(1, 12, 12), dtype=np.float32,
-                          params=dict(batch_norm=True, learning_rate_init=5e-3,
+                          params=dict(LENET_BLOCKS, batch_norm=True,
+                                      learning_rate_init=5e-3,
                                       batch_norm_position="before_pool")),
     "2d-batch-norm-f64-odd": dict(shape=(2, 11, 9), dtype=np.float64,
                                   params=dict(batch_norm=True, kernel_size=3,
                                               filters=(3, 5),
                                               batch_norm_position="before_pool")),
     "2d-batch-norm-after-pool": dict(shape=(1, 12, 12), dtype=np.float32,
-                                     params=dict(batch_norm=True, learning_rate_init=5e-3,
+                                     params=dict(LENET_BLOCKS, batch_norm=True,
+                                                 learning_rate_init=5e-3,
                                                  augment_shift=0.1)),
     "2d-batch-norm-after-pool-f64": dict(shape=(2, 11, 9), dtype=np.float64,
                                          params=dict(batch_norm=True, kernel_size=3,
@@ -77,11 +81,8 @@ def main():
         y = (X.reshape(n, -1)[:, :5].sum(axis=1) > 0).astype(int) + (
             X.reshape(n, -1)[:, 5] > 0.5)
         for n_jobs in (1, 2):
-            params = cfg["params"]
-            if len(cfg["shape"]) == 3 and name != "2d-defaults":
-                params = {**LENET_BLOCKS, **params}
             est = ConvNetClassifier(max_iter=4, batch_size=16, random_state=1,
-                                    n_jobs=n_jobs, **params)
+                                    n_jobs=n_jobs, **cfg["params"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 est.fit(X, y)

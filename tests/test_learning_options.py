@@ -670,9 +670,9 @@ def test_auto_long_budget_options_of_images_follow_the_planned_updates(monkeypat
         est = quiet_fit(ConvNetClassifier(**{**params, **extra, **blocks}), data, y)
         assert (est.auto_options_["filters"], est.auto_options_["kernel_size"]) == (
             filters, size)
-        n_axes = data.ndim - 2
+        kernel = (size,) * (data.ndim - 2)
         assert [w.shape for w in est.conv_weights_] == [
-            (filters[0], 1, *(size,) * n_axes), (filters[1], filters[0], *(size,) * n_axes)]
+            (filters[0], 1, *kernel), (filters[1], filters[0], *kernel)]
     # The rate the optimizer starts from is the resolved one.
     est = quiet_fit(ConvNetClassifier(**{**params, "max_iter": 4, "solver": "sgd"}),
                     images, y)
