@@ -1247,27 +1247,66 @@ def test_predict_reusing_its_buffers_is_bitwise_the_forward(shape, kwargs):
     assert not np.shares_memory(out, X)
 
 
+def _volume_network_for_batches():
+    """A small 3-D network, 30 samples and their outputs from one forward."""
+    shape = (1, 6, 8, 8)
+    network = build_lenet5(shape, 3, filters=(4,), kernel_size=3, hidden_layer_sizes=(5,))
+    network.initialize(shape, np.random.RandomState(0), np.float64)
+    X = np.random.RandomState(1).standard_normal((30,) + shape)
+    return network, X, network.forward(X, 1)
+
+
+def _predict_batch_sizes(network, X, monkeypatch):
+    """``network.predict(X, 1)`` and the number of rows of each of its batches."""
+    batches = []
+    forward_conv = network.steps[0].infer
+    monkeypatch.setattr(network.steps[0], "infer",
+                        lambda x, *args: batches.append(len(x)) or forward_conv(x, *args))
+    return network.predict(X, 1), batches
+
+
 def test_predict_batches_fit_the_inference_byte_budget(monkeypatch):
     """Large samples get fewer rows per inference batch (their step outputs stay
     within INFERENCE_BATCH_BYTES), with the same outputs."""
     from skconv._nn import network as network_module
 
-    shape = (1, 6, 8, 8)
-    network = build_lenet5(shape, 3, filters=(4,), kernel_size=3, hidden_layer_sizes=(5,))
-    network.initialize(shape, np.random.RandomState(0), np.float64)
-    X = np.random.RandomState(1).standard_normal((30,) + shape)
-    expected = network.forward(X, 1)
+    network, X, expected = _volume_network_for_batches()
     # The largest step output per sample: the 3-D conv's 4 x 6 x 8 x 8 float64 values.
     per_sample = 4 * 6 * 8 * 8 * 8
+    monkeypatch.setattr(network_module, "INFERENCE_CACHE_BYTES", 1 << 40)
     assert network._inference_rows(512) == 512
     monkeypatch.setattr(network_module, "INFERENCE_BATCH_BYTES", 7 * per_sample + 1)
     assert network._inference_rows(512) == 7
     assert network._inference_rows(5) == 5
-    batches = []
-    forward_conv = network.steps[0].infer
-    monkeypatch.setattr(network.steps[0], "infer",
-                        lambda x, *args: batches.append(len(x)) or forward_conv(x, *args))
-    np.testing.assert_array_equal(network.predict(X, 1), expected)
+    out, batches = _predict_batch_sizes(network, X, monkeypatch)
+    np.testing.assert_array_equal(out, expected)
     assert batches == [7, 7, 7, 7, 2]
     monkeypatch.setattr(network_module, "INFERENCE_BATCH_BYTES", 1)
     assert network._inference_rows(512) == 1
+
+
+def test_predict_batches_keep_their_activations_within_the_cache_budget(monkeypatch):
+    """A batch holds as many rows as fit all its activations (input and every step's
+    output) in INFERENCE_CACHE_BYTES, never fewer than INFERENCE_MIN_ROWS nor more
+    than the caller's batch size, with the same outputs."""
+    from skconv._nn import network as network_module
+
+    network, X, expected = _volume_network_for_batches()
+    # Per sample, in float64: the input (6 x 8 x 8), the steps of the 3-D conv
+    # block, which run unfused: the conv (4 x 6 x 8 x 8), the pooling, the relu and
+    # the flattening (192 values each), then the hidden layer (5) and the logits (3).
+    per_sample = (6 * 8 * 8 + 4 * 6 * 8 * 8 + 3 * 4 * 3 * 4 * 4 + 5 + 3) * 8
+    monkeypatch.setattr(network_module, "INFERENCE_MIN_ROWS", 4)
+    monkeypatch.setattr(network_module, "INFERENCE_CACHE_BYTES", 9 * per_sample + 7)
+    assert network._inference_rows(512) == 9
+    assert network._inference_rows(6) == 6
+    monkeypatch.setattr(network_module, "INFERENCE_CACHE_BYTES", 9 * per_sample - 1)
+    assert network._inference_rows(512) == 8
+    monkeypatch.setattr(network_module, "INFERENCE_CACHE_BYTES", per_sample)
+    assert network._inference_rows(512) == 4
+    out, batches = _predict_batch_sizes(network, X, monkeypatch)
+    np.testing.assert_array_equal(out, expected)
+    assert batches == [4] * 7 + [2]
+    # The memory bound still holds below the fewest rows of the cache rule.
+    monkeypatch.setattr(network_module, "INFERENCE_BATCH_BYTES", 3 * 4 * 6 * 8 * 8 * 8)
+    assert network._inference_rows(512) == 3

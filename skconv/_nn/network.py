@@ -36,10 +36,22 @@ from .layers import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Globa
                      InputScale, Layer, Pool, RandomScale, RandomShift,
                      _RandomLayer)
 
-# Bytes of the largest step output of one inference batch: a batch whose activations
-# stay in the caches runs faster, and its buffers come back from the allocator's heap
-# instead of fresh (zeroed, faulted) pages. Large samples (volumes, long multichannel
-# signals) get fewer rows per batch; LeNet-sized ones keep the caller's batch size.
+# Bytes of all of one inference batch's activations, its input and every step's
+# output together: the batches reuse those arrays, and a batch whose activations stay
+# in the caches (L2 and a shared L3) runs faster. Signals gain most (their samples'
+# floats stream from memory into a first convolution that does little work per
+# float); LeNet-sized images keep about 512 rows. README, "Performance", has the
+# figures.
+INFERENCE_CACHE_BYTES = 6 << 20
+# Fewest rows the cache rule gives a batch: with fewer, each batch re-reads the dense
+# layers' weights (megabytes after a long signal's conv blocks) for too few rows, and
+# two threads split too few samples (64 rows made multichannel signals slower on two
+# threads).
+INFERENCE_MIN_ROWS = 128
+# Bytes of the largest step output of one inference batch, whatever the cache rule
+# gives: the bound on the activations' memory. Its buffers also come back from the
+# allocator's heap instead of fresh (zeroed, faulted) pages. Large samples (volumes,
+# long multichannel signals) get fewer rows per batch.
 INFERENCE_BATCH_BYTES = 16 << 20
 
 __all__ = ["ConvBlockStep", "DenseReluStep", "LayerStep", "Network", "NormPoolStep",
@@ -624,12 +636,16 @@ class Network:
         return out
 
     def _inference_rows(self, batch_size):
-        """``batch_size``, fewer where a step's output for that many samples would
-        exceed :data:`INFERENCE_BATCH_BYTES`."""
+        """``batch_size``, fewer where one batch's activations would exceed
+        :data:`INFERENCE_CACHE_BYTES` (but not below :data:`INFERENCE_MIN_ROWS`) or a
+        step's output :data:`INFERENCE_BATCH_BYTES`."""
+        itemsize = np.dtype(self.dtype).itemsize
         sizes = [math.prod(self.input_shape)] + [
             math.prod(step.layers[-1].output_shape) for step in self.steps]
-        per_sample = max(sizes) * np.dtype(self.dtype).itemsize
-        return max(1, min(batch_size, INFERENCE_BATCH_BYTES // per_sample))
+        in_cache = max(INFERENCE_MIN_ROWS,
+                       INFERENCE_CACHE_BYTES // (sum(sizes) * itemsize))
+        in_memory = INFERENCE_BATCH_BYTES // (max(sizes) * itemsize)
+        return max(1, min(batch_size, in_cache, in_memory))
 
     def _infer(self, x, n_jobs, buffers):
         """:meth:`forward` at inference, each step writing into its array of
