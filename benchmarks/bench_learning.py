@@ -40,6 +40,12 @@ Run from outside the source tree (so that the installed skconv is imported), e.g
 instead of the test split, for choosing options. ``--train-size N`` (fashion) trains
 each seed on N images of the training set (stratified, drawn with the seed), the
 small-data regime of short update budgets.
+``--digits-like`` (fashion) makes each image like one of scikit-learn's digits: padded
+to 32x32, averaged over 4x4 blocks to 8x8, times 16 (values 0-16, as the digits were
+counted from 32x32 bitmaps), flattened to 64 features; with it the anchors are
+``SVC()`` and ``MLPClassifier`` as on digits. With ``--validation --train-size 1347``
+it is a development set for the digits' regime (1,347 training images, 8x8) that
+never reads the digits.
 ``--no-anchors`` runs skconv alone; ``--anchors-only`` the anchors alone.
 """
 
@@ -93,6 +99,14 @@ def load_fashion(path=FASHION_DEFAULT, validation=False):
     X_test, y_test = load_mnist(path, "t10k")
     X_test = (X_test.astype(np.float32) / 255)[:, None]
     return X_train, X_test, y_train, y_test.astype(np.int64)
+
+
+def digits_like(X):
+    """Images of shape (n, 1, 28, 28) in [0, 1] as digits-like (n, 64) rows in [0, 16]:
+    padded to 32x32, then the mean of each 4x4 block times 16."""
+    X = np.pad(X[:, 0], ((0, 0), (2, 2), (2, 2)))
+    blocks = X.reshape(len(X), 8, 4, 8, 4).mean(axis=(2, 4), dtype=np.float64)
+    return (blocks * 16).astype(np.float32).reshape(len(X), 64)
 
 
 def _as_3d(X):
@@ -327,6 +341,8 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=None,
                         help="fashion: train each seed on this many training images "
                              "(stratified, drawn with the seed)")
+    parser.add_argument("--digits-like", action="store_true",
+                        help="fashion: 8x8 images made as scikit-learn's digits were")
     parser.add_argument("--validation", action="store_true",
                         help="fashion: score on 10,000 held-out training images "
                              "(training on the other 50,000), not on the test split")
@@ -335,6 +351,8 @@ def main(argv=None):
     parser.add_argument("--no-anchors", action="store_true")
     parser.add_argument("--anchors-only", action="store_true")
     args = parser.parse_args(argv)
+    if args.digits_like and args.torch:
+        parser.error("--torch runs LeNet-5 on 28x28 images, not with --digits-like")
 
     params = json.loads(args.params)
     dtype = np.dtype(args.dtype)
@@ -362,10 +380,15 @@ def main(argv=None):
                     record(name, "MLPClassifier", seed, run_mlp(seed, *split))
     elif args.suite == "fashion":
         name = "Fashion-MNIST validation" if args.validation else "Fashion-MNIST"
+        if args.digits_like:
+            name += " 8x8 digits-like"
         if args.train_size:
             name += f", {args.train_size} training images"
         datasets = [name]
         full_split = load_fashion(args.fashion_path, args.validation)
+        if args.digits_like:
+            X_train, X_test, y_train, y_test = full_split
+            full_split = digits_like(X_train), digits_like(X_test), y_train, y_test
         p = {"max_iter": args.epochs, "tol": 0.0, **params}
         for seed in args.seeds:
             split = full_split
@@ -380,6 +403,9 @@ def main(argv=None):
             if skc:
                 record(name, args.label, seed,
                        run_skconv(p, seed, args.threads, *split, dtype))
+            if args.digits_like and anchors:
+                record(name, "SVC()", seed, run_svc(seed, *split))
+                record(name, "MLPClassifier", seed, run_mlp(seed, *split))
             if args.torch:
                 for cosine, label in [(False, "torch LeNet-5"),
                                       (True, "torch LeNet-5, cosine")]:
